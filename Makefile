@@ -1,0 +1,191 @@
+# libkvdist - plain GNU make build.
+#
+#   make               library (shared + static) and example programs
+#   make check         build and run every Check suite and the export check
+#   make SANITIZE=1 check   the same under AddressSanitizer + UBSan
+#   make demo          the newcomer's tour (see README.md)
+#   make deps          install what is missing (Debian, as root)
+#   make install / uninstall   honour PREFIX and DESTDIR
+#
+# Outputs go under build/ (build/san/ with SANITIZE=1).
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+# The version lives once, in include/kvdist.h.
+VERSION_MAJOR := $(shell sed -n 's/^\#define KV_VERSION_MAJOR \([0-9]*\)$$/\1/p' include/kvdist.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define KV_VERSION_MINOR \([0-9]*\)$$/\1/p' include/kvdist.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define KV_VERSION_PATCH \([0-9]*\)$$/\1/p' include/kvdist.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+CC ?= cc
+ifeq ($(SANITIZE),1)
+BUILD := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPTFLAGS := -O1 -g
+else
+BUILD := build
+SANFLAGS :=
+OPTFLAGS := -O2 -g
+endif
+
+# Debian's NNG ships no .pc file, so it is named directly.
+DEP_CFLAGS := $(shell pkg-config --cflags rocksdb libxxhash 2>/dev/null)
+DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash 2>/dev/null) -lnng -lpthread
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPTFLAGS) $(SANFLAGS)
+CFLAGS ?=
+LDFLAGS ?=
+LIB_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -DKV_BUILDING_LIBRARY \
+	-Iinclude -Ilib $(DEP_CFLAGS) $(CFLAGS)
+APP_CFLAGS := $(BASE_CFLAGS) -Iinclude $(CFLAGS)
+
+LIB_SRC := $(sort $(wildcard lib/*.c))
+LIB_OBJ := $(patsubst lib/%.c,$(BUILD)/obj/lib/%.o,$(LIB_SRC))
+SONAME := libkvdist.so.$(VERSION_MAJOR)
+SHLIB := $(BUILD)/libkvdist.so.$(VERSION)
+STLIB := $(BUILD)/libkvdist.a
+
+EXAMPLES := embed
+EXAMPLE_BIN := $(patsubst %,$(BUILD)/examples/%,$(EXAMPLES))
+
+TEST_SRC := $(sort $(wildcard test/check_*.c))
+TEST_OBJ := $(patsubst test/%.c,$(BUILD)/obj/test/%.o,$(TEST_SRC))
+TEST_BIN := $(BUILD)/test/check_kvdist
+
+# Everything the Makefile and headers change forces a rebuild.
+HDRS := include/kvdist.h $(wildcard lib/*.h)
+
+.PHONY: all lib examples check test demo deps install uninstall clean exports
+.DELETE_ON_ERROR:
+
+all: lib examples
+
+lib: $(SHLIB) $(STLIB) $(BUILD)/libkvdist.so
+
+$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(SHLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(SANFLAGS) \
+		$(LDFLAGS) -o $@ $(LIB_OBJ) $(DEP_LIBS)
+
+$(BUILD)/libkvdist.so: $(SHLIB)
+	ln -sf libkvdist.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(STLIB): $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJ)
+
+examples: $(EXAMPLE_BIN)
+
+$(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) $< -o $@ -L$(BUILD) -lkvdist \
+		-Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS)
+
+# Tests link the static library so they can reach internal functions
+# (ring_*, vc_*, obj_*) that the shared library does not export.
+$(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h Makefile
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib -Itest $(DEP_CFLAGS) $(CHECK_CFLAGS) \
+		$(CFLAGS) -c $< -o $@
+
+$(TEST_BIN): $(TEST_OBJ) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(STLIB) $(DEP_LIBS) \
+		$(CHECK_LIBS)
+
+# The shared library exports exactly the public API: compared against the
+# committed list, so an accidental export (or a missing one) fails the build.
+exports: $(SHLIB)
+	@nm -D --defined-only $(SHLIB) | awk '$$2 ~ /^[TDBR]$$/ {print $$3}' \
+		| sort > $(BUILD)/exports.actual
+	@grep -ho '\bkv_[a-z0-9_]*[[:space:]]*(' include/kvdist.h | tr -d ' (' \
+		| sort -u > $(BUILD)/exports.header
+	@if ! diff -u test/exports.txt $(BUILD)/exports.actual; then \
+		echo "exports: libkvdist.so exports differ from test/exports.txt"; exit 1; fi
+	@if ! diff -u test/exports.txt $(BUILD)/exports.header; then \
+		echo "exports: include/kvdist.h declares differ from test/exports.txt"; exit 1; fi
+	@echo "exports: $$(wc -l < test/exports.txt) public symbols, as listed"
+
+check: deps all $(TEST_BIN) exports
+	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) $(TEST_BIN)
+
+test: check
+
+demo: deps all
+	@echo "== libkvdist $(VERSION): embedding example (build/examples/embed)"
+	rm -rf $(BUILD)/demo-data
+	$(BUILD)/examples/embed $(BUILD)/demo-data
+
+# Debian packages the build, the tests and the demo need. Adding one here
+# is how a dependency enters the project (README says why each is there).
+DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
+	libxxhash-dev check
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "deps: installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends $$missing \
+			|| { apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; }; \
+	else \
+		echo "deps: missing$$missing; run as root:"; \
+		echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
+	fi
+
+$(BUILD)/kvdist.pc: pkgconfig/kvdist.pc.in include/kvdist.h
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		$< > $@
+
+MAN3 := $(wildcard man/*.3)
+MAN1 := $(wildcard man/*.1)
+MAN7 := $(wildcard man/*.7)
+
+install: all $(BUILD)/kvdist.pc
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
+	install -m 644 include/kvdist.h $(DESTDIR)$(INCLUDEDIR)/kvdist.h
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libkvdist.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libkvdist.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/kvdist.pc $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
+	for b in $(EXAMPLES); do \
+		$(CC) $(APP_CFLAGS) examples/$$b.c -o $(DESTDIR)$(BINDIR)/kvdist-$$b \
+			-L$(DESTDIR)$(LIBDIR) -lkvdist -Wl,-rpath,$(LIBDIR) $(LDFLAGS) || exit 1; \
+	done
+	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/)
+	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/)
+	$(if $(MAN7),install -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/)
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/kvdist.h \
+		$(DESTDIR)$(LIBDIR)/libkvdist.so.$(VERSION) \
+		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libkvdist.so \
+		$(DESTDIR)$(LIBDIR)/libkvdist.a $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
+	for b in $(EXAMPLES); do rm -f $(DESTDIR)$(BINDIR)/kvdist-$$b; done
+	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
+	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
+	for m in $(notdir $(MAN7)); do rm -f $(DESTDIR)$(MANDIR)/man7/$$m; done
+
+clean:
+	rm -rf build

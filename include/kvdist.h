@@ -1,0 +1,329 @@
+/*
+ * kvdist.h - the public interface of libkvdist, an embeddable Dynamo-style
+ * distributed key-value store.
+ *
+ * This is the only public header and the authoritative reference for the
+ * API: every function below documents its parameters, its return value, the
+ * errors it returns, who owns each pointer and until when, and whether it is
+ * thread-safe. The man pages kvdist(3) and kvdist(7) repeat and expand it.
+ *
+ * Conventions used throughout:
+ *  - Functions returning int return 0 (KV_OK) on success or one of the
+ *    KV_E* codes below. The codes have fixed values that never change.
+ *  - Keys and values are binary-safe byte strings (NUL bytes allowed). Every
+ *    input is copied before the call returns; the caller keeps ownership.
+ *  - Buffers the library returns through a void ** are owned by the caller
+ *    and released with kv_free(). Objects returned as opaque handles have
+ *    their own *_free / *_destroy function.
+ *  - A kv_t handle is safe to share between threads; option objects are not.
+ */
+#ifndef KVDIST_H
+#define KVDIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KV_BUILDING_LIBRARY) && defined(__GNUC__)
+#define KV_API __attribute__((visibility("default")))
+#else
+#define KV_API
+#endif
+
+/* The library version. The Makefile reads these three lines. */
+#define KV_VERSION_MAJOR 0
+#define KV_VERSION_MINOR 1
+#define KV_VERSION_PATCH 0
+#define KV_VERSION_STRING "0.1.0"
+
+/* Returns KV_VERSION_STRING as compiled into the library (which may differ
+ * from the header the caller compiled against). Static string. */
+KV_API const char *kv_version(void);
+
+/*
+ * Error codes. 0 is success; every other value is one of these and keeps its
+ * number forever (new codes are only ever appended).
+ */
+enum kv_error {
+    KV_OK = 0,
+    KV_ENOTFOUND = 1,    /* no live value for the key (absent or deleted) */
+    KV_EINVAL = 2,       /* invalid argument: NULL pointer, empty key, bad
+                            option value, malformed context */
+    KV_ETOOBIG = 3,      /* value larger than max_value_size */
+    KV_EKEYTOOBIG = 4,   /* key longer than max_key_size */
+    KV_EQUORUM = 5,      /* fewer than W (or R) replicas answered in time; a
+                            write that returns this is INDETERMINATE: it may
+                            exist on some replicas and may become visible */
+    KV_ETIMEDOUT = 6,    /* the call's deadline passed */
+    KV_EIO = 7,          /* the local storage engine failed */
+    KV_ECORRUPT = 8,     /* stored or received bytes failed validation */
+    KV_ENOMEM = 9,       /* out of memory */
+    KV_ECLOSED = 10,     /* the handle was shut down */
+    KV_EBADOPT = 11,     /* unknown option name */
+    KV_EBUSY = 12,       /* data directory locked by another process */
+    KV_EUNAVAIL = 13,    /* no node able to serve the request is reachable */
+    KV_EPROTO = 14,      /* a peer sent a malformed or unexpected message */
+    KV_EADDRINUSE = 15,  /* the listen address is already in use */
+    KV_ENOTSUP = 16,     /* not supported in this configuration */
+    KV_EINTERNAL = 17    /* a bug: an invariant of the library failed */
+};
+
+/* Returns a static, human-readable name for an error code; never NULL.
+ * Unknown codes give "unknown error". Thread-safe. */
+KV_API const char *kv_strerror(int err);
+
+/* ---------------------------------------------------------------- options */
+
+typedef struct kv_options kv_options_t; /* string-keyed settings */
+
+/* Log levels, syslog-style. */
+enum kv_log_level {
+    KV_LOG_ERROR = 3,
+    KV_LOG_WARN = 4,
+    KV_LOG_NOTICE = 5,
+    KV_LOG_INFO = 6,
+    KV_LOG_DEBUG = 7
+};
+
+/* A logger: called from any library thread, possibly concurrently, with a
+ * NUL-terminated message (no trailing newline) that is only valid during the
+ * call. The library never writes to stdout/stderr or opens log files itself:
+ * without a logger it is silent. */
+typedef void (*kv_log_fn)(void *arg, int level, const char *msg);
+
+/* One sibling as seen by a resolver. `value` is valid only during the call. */
+typedef struct kv_sibling {
+    const void *value;
+    size_t len;
+    int64_t timestamp_us; /* wall-clock time its coordinator accepted it */
+} kv_sibling_t;
+
+/* A resolver merges n >= 2 concurrent siblings into the single value that
+ * kv_get() returns. It must set *out to a buffer allocated with malloc()
+ * (the library frees it) and *outlen to its length, and return 0; any other
+ * return value makes kv_get() fail with that code. It is called from the
+ * calling thread of kv_get(), possibly concurrently. It does not change what
+ * is stored: siblings stay until a write whose context covers them. */
+typedef int (*kv_resolve_fn)(void *arg, const kv_sibling_t *siblings,
+                             size_t n, void **out, size_t *outlen);
+
+/* Creates an option set with every option at its default. Returns NULL only
+ * when out of memory. Not thread-safe: use one option set from one thread. */
+KV_API kv_options_t *kv_options_create(void);
+
+/*
+ * Sets option `name` to `value` (both NUL-terminated; copied).
+ * Returns 0, KV_EBADOPT for an unknown name, KV_EINVAL for a value that does
+ * not parse or is out of range (nothing changes then; kv_options_errmsg()
+ * says why), KV_ENOMEM.
+ *
+ * Options (every kvdistd flag maps to one of these):
+ *   data_dir        directory of the local store (required for role=peer)
+ *   node_id         this node's name in the cluster (default: "node")
+ *   role            peer | client (default peer; a client holds no data)
+ *   listen          URL peers reach this node at (tcp://, ipc://); none by
+ *                   default: with neither listen nor join a node is a
+ *                   one-node cluster, the embedded default
+ *   join            comma-separated seed peer URLs
+ *   n, r, w         replicas, read quorum, write quorum (defaults 3, 2, 2;
+ *                   each 1..16, r and w at most n)
+ *   vnodes          ring positions per node (1..65536)
+ *   sync            none | wal | fsync (default wal): see kvdist(7)
+ *   cache_size      RocksDB block cache bytes (default 64MiB; k/KiB, M/MiB,
+ *                   G/GiB suffixes accepted)
+ *   max_key_size    largest key in bytes (default 65536)
+ *   max_value_size  largest value in bytes (default 16MiB)
+ *   clock_max       vector clock entries kept per key before pruning
+ *                   (default 50, at least 4)
+ *   timeout_ms      default per-request deadline (default 5000)
+ */
+KV_API int kv_options_set(kv_options_t *o, const char *name,
+                          const char *value);
+
+/* Reads back option `name` as text into buf (NUL-terminated, truncated to
+ * size). Returns 0, KV_EBADOPT, KV_EINVAL (NULL argument). */
+KV_API int kv_options_get(const kv_options_t *o, const char *name, char *buf,
+                          size_t size);
+
+/* The reason the last kv_options_set() on `o` failed, or "" if it did not.
+ * Valid until the next call on `o`. Never NULL. */
+KV_API const char *kv_options_errmsg(const kv_options_t *o);
+
+/* Installs a logger and the most verbose level it wants (messages above it
+ * are never formatted). fn NULL silences the library (the default). */
+KV_API void kv_options_set_logger(kv_options_t *o, kv_log_fn fn, void *arg,
+                                  int level);
+
+/* Installs the sibling resolver used by kv_get(). fn NULL restores the
+ * default: the sibling with the greatest timestamp_us wins, ties broken by
+ * the byte-wise greatest value (then the longer one), so every node resolves
+ * the same siblings to the same value. */
+KV_API void kv_options_set_resolver(kv_options_t *o, kv_resolve_fn fn,
+                                    void *arg);
+
+/* Frees an option set. NULL is a no-op. A kv_t opened from it does not keep
+ * a reference: the options may be destroyed right after kv_open(). */
+KV_API void kv_options_destroy(kv_options_t *o);
+
+/* ------------------------------------------------------------ the handle */
+
+typedef struct kv kv_t; /* one node; safe to share between threads */
+
+/*
+ * Opens a node with the given options (copied). On success *kvp is the new
+ * handle. Returns 0, KV_EINVAL (o or kvp NULL, inconsistent options, e.g.
+ * role=peer without data_dir), KV_EBUSY (data_dir in use by another
+ * process), KV_EIO (the store cannot be opened or created), KV_ECORRUPT
+ * (the store's metadata is damaged), KV_EADDRINUSE, KV_ENOMEM.
+ * On failure *kvp is set to NULL.
+ */
+KV_API int kv_open(const kv_options_t *o, kv_t **kvp);
+
+/*
+ * Stops serving: calls that start afterwards fail with KV_ECLOSED, and the
+ * call returns once every call already in progress on other threads has
+ * finished. The handle stays valid until kv_close(). Idempotent.
+ */
+KV_API void kv_shutdown(kv_t *kv);
+
+/* kv_shutdown() then frees everything, flushing and closing the store.
+ * NULL is a no-op. No call may use kv after (or race with) kv_close. */
+KV_API void kv_close(kv_t *kv);
+
+/* ------------------------------------------------------- simple key/value */
+
+/*
+ * Stores val under key. The write supersedes every version of the key that
+ * the coordinating replica holds (so sequential puts overwrite, as users
+ * expect); versions that replica has not seen stay as siblings.
+ * Returns 0 once the write is durable per the `sync` option on W replicas,
+ * or KV_EINVAL (kv/key NULL, klen 0, val NULL with vlen > 0), KV_EKEYTOOBIG,
+ * KV_ETOOBIG, KV_EQUORUM (indeterminate, see above), KV_ETIMEDOUT, KV_EIO,
+ * KV_ECLOSED, KV_ENOMEM. On any error other than KV_EQUORUM and
+ * KV_ETIMEDOUT nothing was written. Thread-safe.
+ */
+KV_API int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
+                  size_t vlen);
+
+/*
+ * Reads key. On success *valp is a buffer of *vlenp bytes that the caller
+ * frees with kv_free() (a zero-length value gives a valid non-NULL buffer).
+ * If the key has concurrent siblings, they are merged by the resolver
+ * installed at open time (see kv_options_set_resolver). Returns 0,
+ * KV_ENOTFOUND (absent or deleted), KV_EINVAL, KV_EKEYTOOBIG, KV_EQUORUM,
+ * KV_ETIMEDOUT, KV_EIO, KV_ECORRUPT, KV_ECLOSED, KV_ENOMEM or the resolver's
+ * error. *valp is NULL on any error. Thread-safe.
+ */
+KV_API int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
+                  size_t *vlenp);
+
+/*
+ * Deletes key by writing a tombstone that supersedes every version the
+ * coordinating replica holds. Deleting an absent key succeeds. Errors as for
+ * kv_put(). Thread-safe.
+ */
+KV_API int kv_delete(kv_t *kv, const void *key, size_t klen);
+
+/* Frees a buffer returned by the library. NULL is a no-op. */
+KV_API void kv_free(void *p);
+
+/* ---------------------------------------------------- conflict-aware calls */
+
+/*
+ * Per-call settings and results. Zero in an input field means "the node's
+ * default". Initialise with KV_CALL_INIT or memset to 0. A kv_call_t may be
+ * reused after a call returns, but not shared between concurrent calls.
+ */
+typedef struct kv_call {
+    /* in */
+    int r;          /* read quorum (1..n) */
+    int w;          /* write quorum (1..n) */
+    int timeout_ms; /* deadline for the whole call */
+    int reserved_in[5];
+    /* out: filled by every call that takes a kv_call_t */
+    int acked;   /* replicas that acknowledged the write / answered the read */
+    int needed;  /* the quorum the call waited for */
+    int reserved_out[6];
+} kv_call_t;
+
+#define KV_CALL_INIT {0, 0, 0, {0}, 0, 0, {0}}
+
+/* The result of a conflict-aware read: every live sibling plus the causal
+ * context that covers all of them (and any tombstones). Opaque. */
+typedef struct kv_siblings kv_siblings_t;
+
+/*
+ * Reads every live sibling of key. Returns 0 with *out set even when the key
+ * is absent or deleted: then kv_siblings_count() is 0, and the context (which
+ * covers a tombstone, if any) can still be passed to a later write. call may
+ * be NULL. Errors: KV_EINVAL, KV_EKEYTOOBIG, KV_EQUORUM, KV_ETIMEDOUT,
+ * KV_EIO, KV_ECORRUPT, KV_ECLOSED, KV_ENOMEM; *out is NULL on error.
+ * Free the result with kv_siblings_free(). Thread-safe.
+ */
+KV_API int kv_get_siblings(kv_t *kv, const void *key, size_t klen,
+                           kv_call_t *call, kv_siblings_t **out);
+
+/* Number of live siblings (0 = not found). */
+KV_API size_t kv_siblings_count(const kv_siblings_t *s);
+
+/* Sibling i (0-based) of s: *valp and *lenp point into s and stay valid until
+ * kv_siblings_free(s). Returns 0 or KV_EINVAL (i out of range, NULL). */
+KV_API int kv_siblings_value(const kv_siblings_t *s, size_t i,
+                             const void **valp, size_t *lenp);
+
+/* When sibling i's coordinator accepted it (microseconds since the epoch,
+ * by that node's clock: informative only, never used to order versions).
+ * Returns 0 for an out-of-range i. */
+KV_API int64_t kv_siblings_timestamp(const kv_siblings_t *s, size_t i);
+
+/* The opaque causal context of the read: *lenp bytes valid until
+ * kv_siblings_free(s). Pass it unchanged to kv_put_ctx / kv_delete_ctx. It
+ * is binary; encode it (e.g. base64) to carry it through text protocols. */
+KV_API const void *kv_siblings_context(const kv_siblings_t *s, size_t *lenp);
+
+/* Frees a read result. NULL is a no-op. */
+KV_API void kv_siblings_free(kv_siblings_t *s);
+
+/*
+ * Writes val under key as the successor of exactly the versions ctx covers
+ * (ctx comes from kv_siblings_context() of an earlier read). Siblings that
+ * ctx does not cover are kept beside the new value. An empty context (ctx
+ * NULL, ctxlen 0) covers nothing: the value is added as a sibling of every
+ * existing version, as for a client that never read the key. Two writes
+ * carrying the same context become two siblings; a chain of writes each
+ * carrying the previous read's context never creates one. call may be NULL.
+ * Returns as kv_put(), plus KV_EINVAL for a malformed context.
+ */
+KV_API int kv_put_ctx(kv_t *kv, const void *key, size_t klen, const void *val,
+                      size_t vlen, const void *ctx, size_t ctxlen,
+                      kv_call_t *call);
+
+/* Deletes the versions ctx covers, by writing a tombstone sibling (siblings
+ * ctx does not cover are kept). Returns as kv_put_ctx(). */
+KV_API int kv_delete_ctx(kv_t *kv, const void *key, size_t klen,
+                         const void *ctx, size_t ctxlen, kv_call_t *call);
+
+/* ----------------------------------------------------------------- stats */
+
+/*
+ * Reads one counter or gauge by name (the names listed by kv_metrics()).
+ * Returns 0, KV_EINVAL (NULL argument), KV_ENOTFOUND (no such metric).
+ * Thread-safe; counters are read without stopping writers.
+ */
+KV_API int kv_stat(kv_t *kv, const char *name, uint64_t *value);
+
+/*
+ * Renders every metric in the Prometheus text exposition format into a new
+ * NUL-terminated buffer (*outp, freed with kv_free; *lenp excludes the NUL,
+ * lenp may be NULL). Returns 0, KV_EINVAL, KV_ENOMEM. Thread-safe.
+ */
+KV_API int kv_metrics(kv_t *kv, char **outp, size_t *lenp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVDIST_H */
