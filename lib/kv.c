@@ -1,0 +1,569 @@
+/*
+ * kv.c - the public entry points: the handle's lifecycle (open, shutdown,
+ * close), argument checking and limits, the simple and conflict-aware
+ * calls, sibling resolution and the stats calls.
+ *
+ * Owns struct kv's lifecycle fields. Invariants: every public call that
+ * touches the node enters through node_enter() and leaves through
+ * node_leave(), so kv_shutdown() can wait for calls in progress; arguments
+ * are checked and limits enforced here, before anything reaches the store,
+ * so a rejected call changes nothing.
+ */
+#include "node.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica.h"
+
+struct kv_siblings {
+    size_t n;
+    struct {
+        uint8_t *val;
+        size_t len;
+        int64_t ts_us;
+    } *sib;
+    uint8_t *ctx;
+    size_t ctxlen;
+};
+
+int64_t node_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int node_enter(kv_t *kv)
+{
+    pthread_mutex_lock(&kv->life_mu);
+    if (kv->closed) {
+        pthread_mutex_unlock(&kv->life_mu);
+        return KV_ECLOSED;
+    }
+    kv->inflight++;
+    pthread_mutex_unlock(&kv->life_mu);
+    return 0;
+}
+
+static void node_leave(kv_t *kv)
+{
+    pthread_mutex_lock(&kv->life_mu);
+    if (--kv->inflight == 0 && kv->closed) {
+        pthread_cond_broadcast(&kv->life_cv);
+    }
+    pthread_mutex_unlock(&kv->life_mu);
+}
+
+static uint64_t node_new_actor(void)
+{
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        /* The start time alone still differs between incarnations that
+         * start in different seconds; mix in what else varies. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        rnd = (uint32_t)ts.tv_nsec ^ (uint32_t)getpid();
+    }
+    return vc_actor_make((uint32_t)time(NULL), rnd);
+}
+
+static void node_free(kv_t *kv)
+{
+    store_close(kv->store);
+    for (int i = 0; i < NODE_KEY_LOCKS; i++) {
+        pthread_mutex_destroy(&kv->key_locks[i]);
+    }
+    pthread_mutex_destroy(&kv->life_mu);
+    pthread_cond_destroy(&kv->life_cv);
+    options_config_free(&kv->cfg);
+    free(kv);
+}
+
+int kv_open(const kv_options_t *o, kv_t **kvp)
+{
+    if (kvp == NULL) {
+        return KV_EINVAL;
+    }
+    *kvp = NULL;
+    if (o == NULL) {
+        return KV_EINVAL;
+    }
+    kv_t *kv = calloc(1, sizeof(*kv));
+    if (kv == NULL) {
+        return KV_ENOMEM;
+    }
+    if (options_config_copy(&kv->cfg, &o->cfg) != 0) {
+        free(kv);
+        return KV_ENOMEM;
+    }
+    kv->log.fn = kv->cfg.log_fn;
+    kv->log.arg = kv->cfg.log_arg;
+    kv->log.level = kv->cfg.log_level;
+    for (int i = 0; i < NODE_KEY_LOCKS; i++) {
+        pthread_mutex_init(&kv->key_locks[i], NULL);
+    }
+    pthread_mutex_init(&kv->life_mu, NULL);
+    pthread_cond_init(&kv->life_cv, NULL);
+    metrics_init(&kv->metrics);
+
+    char why[256];
+    int rc = options_config_validate(&kv->cfg, why, sizeof(why));
+    if (rc != 0) {
+        KV_LOG(&kv->log, KV_LOG_ERROR, "open: %s", why);
+        node_free(kv);
+        return rc;
+    }
+    if (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
+        kv->cfg.join != NULL) {
+        /* Peer networking arrives with the replication layer; refusing now
+         * is better than silently running a one-node cluster. */
+        KV_LOG(&kv->log, KV_LOG_ERROR,
+               "open: listen/join/role=client need the peer layer, which "
+               "this build does not have yet");
+        node_free(kv);
+        return KV_ENOTSUP;
+    }
+    kv->limits.max_value = kv->cfg.max_value_size;
+    kv->limits.max_siblings = OBJ_DECODE_MAX_SIBLINGS;
+    kv->limits.max_clock = VC_DECODE_MAX;
+    kv->actor = node_new_actor();
+    atomic_init(&kv->counter, 0);
+
+    store_config_t sc = {kv->cfg.data_dir, kv->cfg.sync, kv->cfg.cache_size};
+    rc = store_open(&sc, &kv->log, &kv->store);
+    if (rc != 0) {
+        node_free(kv);
+        return rc;
+    }
+    KV_LOG(&kv->log, KV_LOG_INFO,
+           "open: node %s, data %s, actor %016" PRIx64, kv->cfg.node_id,
+           kv->cfg.data_dir, kv->actor);
+    *kvp = kv;
+    return 0;
+}
+
+void kv_shutdown(kv_t *kv)
+{
+    if (kv == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&kv->life_mu);
+    kv->closed = true;
+    while (kv->inflight > 0) {
+        pthread_cond_wait(&kv->life_cv, &kv->life_mu);
+    }
+    pthread_mutex_unlock(&kv->life_mu);
+}
+
+void kv_close(kv_t *kv)
+{
+    if (kv == NULL) {
+        return;
+    }
+    kv_shutdown(kv);
+    KV_LOG(&kv->log, KV_LOG_INFO, "close: node %s", kv->cfg.node_id);
+    node_free(kv);
+}
+
+void kv_free(void *p)
+{
+    free(p);
+}
+
+/* The checks every keyed call shares; nothing is touched before they pass. */
+static int check_key(const kv_t *kv, const void *key, size_t klen)
+{
+    if (key == NULL || klen == 0) {
+        return KV_EINVAL;
+    }
+    if (klen > kv->cfg.max_key_size) {
+        return KV_EKEYTOOBIG;
+    }
+    return 0;
+}
+
+static int check_call(const kv_t *kv, kv_call_t *call)
+{
+    if (call == NULL) {
+        return 0;
+    }
+    if (call->r < 0 || call->r > kv->cfg.n || call->w < 0 ||
+        call->w > kv->cfg.n || call->timeout_ms < 0) {
+        return KV_EINVAL;
+    }
+    call->acked = 0;
+    call->needed = 0;
+    return 0;
+}
+
+/* One-node cluster: the local replica is every replica, so any quorum the
+ * caller asked for (capped at the number of nodes, 1) is met by it. */
+static void call_done(kv_call_t *call, int rc)
+{
+    if (call != NULL) {
+        call->needed = 1;
+        call->acked = rc == 0 || rc == KV_ENOTFOUND ? 1 : 0;
+    }
+}
+
+static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
+                    size_t vlen, bool tombstone, bool has_ctx,
+                    const void *ctx, size_t ctxlen, kv_call_t *call)
+{
+    if (kv == NULL) {
+        return KV_EINVAL;
+    }
+    int rc = check_key(kv, key, klen);
+    if (rc == 0 && !tombstone && val == NULL && vlen > 0) {
+        rc = KV_EINVAL;
+    }
+    if (rc == 0 && !tombstone && vlen > kv->cfg.max_value_size) {
+        rc = KV_ETOOBIG;
+    }
+    if (rc == 0 && has_ctx && ctx == NULL && ctxlen > 0) {
+        rc = KV_EINVAL;
+    }
+    if (rc == 0) {
+        rc = check_call(kv, call);
+    }
+    vc_t cv;
+    vc_init(&cv);
+    if (rc == 0 && has_ctx) {
+        rc = vc_context_decode(ctx, ctxlen, &cv);
+    }
+    if (rc == 0) {
+        rc = node_enter(kv);
+        if (rc == 0) {
+            rc = replica_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen,
+                               tombstone, NULL);
+            node_leave(kv);
+        }
+    }
+    vc_free(&cv);
+    call_done(call, rc);
+    if (rc != KV_ECLOSED) {
+        metric_inc(&kv->metrics, tombstone ? (rc == 0 ? M_DELETES
+                                                      : M_DELETE_ERRORS)
+                                           : (rc == 0 ? M_PUTS
+                                                      : M_PUT_ERRORS));
+    }
+    return rc;
+}
+
+int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
+           size_t vlen)
+{
+    return do_write(kv, key, klen, val, vlen, false, false, NULL, 0, NULL);
+}
+
+int kv_delete(kv_t *kv, const void *key, size_t klen)
+{
+    return do_write(kv, key, klen, NULL, 0, true, false, NULL, 0, NULL);
+}
+
+int kv_put_ctx(kv_t *kv, const void *key, size_t klen, const void *val,
+               size_t vlen, const void *ctx, size_t ctxlen, kv_call_t *call)
+{
+    return do_write(kv, key, klen, val, vlen, false, true, ctx, ctxlen, call);
+}
+
+int kv_delete_ctx(kv_t *kv, const void *key, size_t klen, const void *ctx,
+                  size_t ctxlen, kv_call_t *call)
+{
+    return do_write(kv, key, klen, NULL, 0, true, true, ctx, ctxlen, call);
+}
+
+/* Reads the object a get returns: for now the local replica's. */
+static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
+                   obj_t *o)
+{
+    int rc = check_key(kv, key, klen);
+    if (rc == 0) {
+        rc = check_call(kv, call);
+    }
+    if (rc == 0) {
+        rc = node_enter(kv);
+        if (rc == 0) {
+            rc = replica_read(kv, key, klen, o);
+            node_leave(kv);
+        }
+    }
+    call_done(call, rc);
+    if (rc != 0 && rc != KV_ECLOSED) {
+        metric_inc(&kv->metrics, M_GET_ERRORS);
+    } else if (rc == 0) {
+        metric_inc(&kv->metrics, M_GETS);
+        size_t live = obj_live(o);
+        if (live == 0) {
+            metric_inc(&kv->metrics, M_NOT_FOUND);
+        } else if (live > 1) {
+            metric_inc(&kv->metrics, M_SIBLING_READS);
+        }
+    }
+    return rc;
+}
+
+static void *dup_bytes(const void *p, size_t len)
+{
+    /* Never NULL for a successful zero-length copy: callers can tell an
+     * empty value from an error. */
+    void *out = malloc(len ? len : 1);
+    if (out != NULL && len > 0) {
+        memcpy(out, p, len);
+    }
+    return out;
+}
+
+/* The documented default: greatest timestamp, then greatest bytes, then
+ * longest. Deterministic on every node for the same siblings. */
+static int default_resolve(void *arg, const kv_sibling_t *s, size_t n,
+                           void **out, size_t *outlen)
+{
+    (void)arg;
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++) {
+        const kv_sibling_t *a = &s[i];
+        const kv_sibling_t *b = &s[best];
+        int c = 0;
+        if (a->timestamp_us != b->timestamp_us) {
+            c = a->timestamp_us > b->timestamp_us ? 1 : -1;
+        } else {
+            size_t m = a->len < b->len ? a->len : b->len;
+            c = m ? memcmp(a->value, b->value, m) : 0;
+            if (c == 0 && a->len != b->len) {
+                c = a->len > b->len ? 1 : -1;
+            }
+        }
+        if (c > 0) {
+            best = i;
+        }
+    }
+    *out = dup_bytes(s[best].value, s[best].len);
+    if (*out == NULL) {
+        return KV_ENOMEM;
+    }
+    *outlen = s[best].len;
+    return 0;
+}
+
+int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
+           size_t *vlenp)
+{
+    if (valp != NULL) {
+        *valp = NULL;
+    }
+    if (vlenp != NULL) {
+        *vlenp = 0;
+    }
+    if (kv == NULL || valp == NULL || vlenp == NULL) {
+        return KV_EINVAL;
+    }
+    obj_t o;
+    obj_init(&o);
+    int rc = do_read(kv, key, klen, NULL, &o);
+    if (rc != 0) {
+        obj_free(&o);
+        return rc;
+    }
+    size_t live = obj_live(&o);
+    if (live == 0) {
+        rc = KV_ENOTFOUND;
+    } else if (live == 1) {
+        for (size_t i = 0; i < o.n; i++) {
+            if (!(o.sib[i].flags & OBJ_SIB_TOMBSTONE)) {
+                *valp = dup_bytes(o.sib[i].val, o.sib[i].vlen);
+                *vlenp = o.sib[i].vlen;
+                break;
+            }
+        }
+        rc = *valp != NULL ? 0 : KV_ENOMEM;
+    } else {
+        kv_sibling_t *s = malloc(live * sizeof(*s));
+        if (s == NULL) {
+            rc = KV_ENOMEM;
+        } else {
+            size_t k = 0;
+            for (size_t i = 0; i < o.n; i++) {
+                if (!(o.sib[i].flags & OBJ_SIB_TOMBSTONE)) {
+                    s[k].value = o.sib[i].val;
+                    s[k].len = o.sib[i].vlen;
+                    s[k].timestamp_us = o.sib[i].ts_us;
+                    k++;
+                }
+            }
+            kv_resolve_fn fn = kv->cfg.resolve_fn ? kv->cfg.resolve_fn
+                                                  : default_resolve;
+            void *out = NULL;
+            size_t outlen = 0;
+            rc = fn(kv->cfg.resolve_fn ? kv->cfg.resolve_arg : NULL, s, live,
+                    &out, &outlen);
+            if (rc == 0 && out == NULL) {
+                rc = KV_EINTERNAL; /* a resolver broke its contract */
+            }
+            if (rc == 0) {
+                *valp = out;
+                *vlenp = outlen;
+            } else {
+                free(out);
+            }
+            free(s);
+        }
+    }
+    if (rc != 0) {
+        *vlenp = 0;
+    }
+    obj_free(&o);
+    return rc;
+}
+
+void kv_siblings_free(kv_siblings_t *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->sib[i].val);
+    }
+    free(s->sib);
+    free(s->ctx);
+    free(s);
+}
+
+int kv_get_siblings(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
+                    kv_siblings_t **out)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (kv == NULL || out == NULL) {
+        return KV_EINVAL;
+    }
+    obj_t o;
+    obj_init(&o);
+    int rc = do_read(kv, key, klen, call, &o);
+    if (rc != 0) {
+        obj_free(&o);
+        return rc;
+    }
+    kv_siblings_t *s = calloc(1, sizeof(*s));
+    size_t live = obj_live(&o);
+    buf_t ctx;
+    buf_init(&ctx);
+    if (s == NULL || (live > 0 && (s->sib = calloc(live, sizeof(*s->sib))) ==
+                                      NULL) ||
+        vc_context_encode(&o.cc, &ctx) != 0) {
+        rc = KV_ENOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < o.n; i++) {
+        if (o.sib[i].flags & OBJ_SIB_TOMBSTONE) {
+            continue;
+        }
+        /* The value moves from the decoded object to the result. */
+        s->sib[s->n].val = o.sib[i].val ? o.sib[i].val : dup_bytes(NULL, 0);
+        o.sib[i].val = NULL;
+        if (s->sib[s->n].val == NULL) {
+            rc = KV_ENOMEM;
+            break;
+        }
+        s->sib[s->n].len = o.sib[i].vlen;
+        s->sib[s->n].ts_us = o.sib[i].ts_us;
+        s->n++;
+    }
+    obj_free(&o);
+    if (rc != 0) {
+        buf_free(&ctx);
+        kv_siblings_free(s);
+        return rc;
+    }
+    s->ctx = buf_steal(&ctx, &s->ctxlen);
+    *out = s;
+    return 0;
+}
+
+size_t kv_siblings_count(const kv_siblings_t *s)
+{
+    return s != NULL ? s->n : 0;
+}
+
+int kv_siblings_value(const kv_siblings_t *s, size_t i, const void **valp,
+                      size_t *lenp)
+{
+    if (s == NULL || valp == NULL || lenp == NULL || i >= s->n) {
+        return KV_EINVAL;
+    }
+    *valp = s->sib[i].val;
+    *lenp = s->sib[i].len;
+    return 0;
+}
+
+int64_t kv_siblings_timestamp(const kv_siblings_t *s, size_t i)
+{
+    return (s != NULL && i < s->n) ? s->sib[i].ts_us : 0;
+}
+
+const void *kv_siblings_context(const kv_siblings_t *s, size_t *lenp)
+{
+    if (s == NULL) {
+        if (lenp != NULL) {
+            *lenp = 0;
+        }
+        return NULL;
+    }
+    if (lenp != NULL) {
+        *lenp = s->ctxlen;
+    }
+    return s->ctx;
+}
+
+int kv_stat(kv_t *kv, const char *name, uint64_t *value)
+{
+    if (kv == NULL || name == NULL || value == NULL) {
+        return KV_EINVAL;
+    }
+    return metrics_lookup(&kv->metrics, name, value);
+}
+
+int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
+{
+    if (kv == NULL || outp == NULL) {
+        return KV_EINVAL;
+    }
+    *outp = NULL;
+    buf_t b;
+    buf_init(&b);
+    metrics_render(&kv->metrics, &b);
+    int rc = node_enter(kv);
+    if (rc == 0 && kv->store != NULL) {
+        metrics_render_gauge(&b, "kvdist_store_keys_estimate",
+                             "RocksDB's estimate of keys in the store.",
+                             store_property(kv->store,
+                                            "rocksdb.estimate-num-keys"));
+        metrics_render_gauge(&b, "kvdist_store_memtable_bytes",
+                             "Bytes in RocksDB memtables.",
+                             store_property(kv->store,
+                                            "rocksdb.cur-size-all-mem-tables"));
+        metrics_render_gauge(&b, "kvdist_store_cache_bytes",
+                             "Bytes in use in the block cache.",
+                             store_property(kv->store,
+                                            "rocksdb.block-cache-usage"));
+    }
+    if (rc == 0) {
+        node_leave(kv);
+    }
+    buf_put_u8(&b, 0);
+    if (b.oom) {
+        buf_free(&b);
+        return KV_ENOMEM;
+    }
+    size_t len = 0;
+    *outp = (char *)buf_steal(&b, &len);
+    if (lenp != NULL) {
+        *lenp = len - 1;
+    }
+    return 0;
+}

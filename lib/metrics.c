@@ -1,0 +1,84 @@
+/*
+ * metrics.c - names, help texts and Prometheus rendering of the counters in
+ * metrics.h. Owns the metric table; the values live in each kv_t, so two
+ * nodes in one process count separately.
+ */
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kvdist.h"
+
+static const struct {
+    const char *name;
+    const char *help;
+} metric_table[M__COUNT] = {
+    [M_PUTS] = {"kvdist_puts_total", "Put calls that succeeded."},
+    [M_GETS] = {"kvdist_gets_total", "Get calls that completed (found or not)."},
+    [M_DELETES] = {"kvdist_deletes_total", "Delete calls that succeeded."},
+    [M_PUT_ERRORS] = {"kvdist_put_errors_total", "Put calls that failed."},
+    [M_GET_ERRORS] = {"kvdist_get_errors_total", "Get calls that failed."},
+    [M_DELETE_ERRORS] = {"kvdist_delete_errors_total",
+                         "Delete calls that failed."},
+    [M_NOT_FOUND] = {"kvdist_not_found_total",
+                     "Gets that found no live value."},
+    [M_SIBLING_READS] = {"kvdist_sibling_reads_total",
+                         "Gets that found more than one live sibling."},
+    [M_SIBLINGS_CREATED] = {"kvdist_siblings_created_total",
+                            "Writes that left more than one sibling."},
+    [M_CORRUPT_OBJECTS] = {"kvdist_corrupt_objects_total",
+                           "Stored objects that failed validation."},
+    [M_CLOCK_PRUNED] = {"kvdist_clock_entries_pruned_total",
+                        "Vector clock entries dropped by pruning."},
+    [M_BYTES_WRITTEN] = {"kvdist_bytes_written_total",
+                         "Encoded object bytes written to the local store."},
+    [M_BYTES_READ] = {"kvdist_bytes_read_total",
+                      "Encoded object bytes read from the local store."},
+};
+
+void metrics_init(metrics_t *m)
+{
+    for (int i = 0; i < M__COUNT; i++) {
+        atomic_init(&m->v[i], 0);
+    }
+}
+
+int metrics_lookup(const metrics_t *m, const char *name, uint64_t *value)
+{
+    for (int i = 0; i < M__COUNT; i++) {
+        if (strcmp(metric_table[i].name, name) == 0) {
+            *value = atomic_load_explicit(&m->v[i], memory_order_relaxed);
+            return 0;
+        }
+    }
+    return KV_ENOTFOUND;
+}
+
+static void render_line(buf_t *b, const char *name, const char *help,
+                        const char *type, uint64_t value)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line),
+                     "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name,
+                     help, name, type, name, value);
+    if (n > 0) {
+        buf_put(b, line, (size_t)n < sizeof(line) ? (size_t)n
+                                                   : sizeof(line) - 1);
+    }
+}
+
+void metrics_render(const metrics_t *m, buf_t *b)
+{
+    for (int i = 0; i < M__COUNT; i++) {
+        render_line(b, metric_table[i].name, metric_table[i].help, "counter",
+                    atomic_load_explicit(&m->v[i], memory_order_relaxed));
+    }
+}
+
+void metrics_render_gauge(buf_t *b, const char *name, const char *help,
+                          uint64_t value)
+{
+    render_line(b, name, help, "gauge", value);
+}

@@ -1,0 +1,54 @@
+/*
+ * metrics.h - the node's counters: one atomic per metric, kept from the
+ * first release so that operators (and tests) can see what the node did.
+ */
+#ifndef KV_METRICS_H
+#define KV_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+/* Adding a metric: append an id here and a row in metrics.c's table. */
+enum metric_id {
+    M_PUTS,
+    M_GETS,
+    M_DELETES,
+    M_PUT_ERRORS,
+    M_GET_ERRORS,
+    M_DELETE_ERRORS,
+    M_NOT_FOUND,
+    M_SIBLING_READS,
+    M_SIBLINGS_CREATED,
+    M_CORRUPT_OBJECTS,
+    M_CLOCK_PRUNED,
+    M_BYTES_WRITTEN,
+    M_BYTES_READ,
+    M__COUNT
+};
+
+typedef struct metrics {
+    _Atomic uint64_t v[M__COUNT];
+} metrics_t;
+
+static inline void metric_add(metrics_t *m, enum metric_id id, uint64_t n)
+{
+    atomic_fetch_add_explicit(&m->v[id], n, memory_order_relaxed);
+}
+
+static inline void metric_inc(metrics_t *m, enum metric_id id)
+{
+    metric_add(m, id, 1);
+}
+
+void metrics_init(metrics_t *m);
+/* Finds a metric by its exposition name. Returns 0 or KV_ENOTFOUND. */
+int metrics_lookup(const metrics_t *m, const char *name, uint64_t *value);
+/* Appends every counter in the Prometheus text format. */
+void metrics_render(const metrics_t *m, buf_t *b);
+/* Appends one gauge line (with HELP and TYPE). */
+void metrics_render_gauge(buf_t *b, const char *name, const char *help,
+                          uint64_t value);
+
+#endif /* KV_METRICS_H */

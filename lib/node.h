@@ -1,0 +1,49 @@
+/*
+ * node.h - struct kv, the state of one node, shared by the files that
+ * implement it (kv.c: the public entry points and the handle's lifecycle;
+ * replica.c: the local replica). Everything hangs off this struct: there is
+ * no mutable global state, so several nodes can live in one process.
+ */
+#ifndef KV_NODE_H
+#define KV_NODE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvdist.h"
+#include "log.h"
+#include "metrics.h"
+#include "object.h"
+#include "options.h"
+#include "store.h"
+
+/* Lock stripes serialising read-modify-write of one key (a power of two). */
+#define NODE_KEY_LOCKS 1024
+
+struct kv {
+    kv_config_t cfg;            /* immutable after kv_open */
+    kvlog_t log;                /* immutable after kv_open */
+    obj_limits_t limits;        /* immutable after kv_open */
+    store_t *store;             /* NULL for role=client */
+    metrics_t metrics;
+
+    /* This incarnation's actor id and its dot counter (vclock.c explains
+     * why both are new at every open). */
+    uint64_t actor;
+    _Atomic uint64_t counter;
+
+    pthread_mutex_t key_locks[NODE_KEY_LOCKS];
+
+    /* Lifecycle: life_mu protects closed and inflight. */
+    pthread_mutex_t life_mu;
+    pthread_cond_t life_cv;
+    bool closed;
+    unsigned inflight;
+};
+
+/* Wall-clock microseconds (informative timestamps only). */
+int64_t node_now_us(void);
+
+#endif /* KV_NODE_H */

@@ -1,0 +1,54 @@
+/*
+ * options.h - the typed configuration behind kv_options_t (options.c).
+ */
+#ifndef KV_OPTIONS_H
+#define KV_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvdist.h"
+
+enum kv_role { KV_ROLE_PEER = 0, KV_ROLE_CLIENT = 1 };
+
+/* Every setting a node runs with. Strings are owned (malloc'd). */
+typedef struct kv_config {
+    char *data_dir;
+    char *node_id;
+    int role;         /* enum kv_role */
+    char *listen;     /* NULL: not listening */
+    char *join;       /* comma-separated URLs, NULL: none */
+    int n;
+    int r;
+    int w;
+    unsigned vnodes;
+    int sync;         /* enum store_sync */
+    size_t cache_size;
+    size_t max_key_size;
+    size_t max_value_size;
+    size_t clock_max;
+    int timeout_ms;
+    kv_log_fn log_fn;
+    void *log_arg;
+    int log_level;
+    kv_resolve_fn resolve_fn;
+    void *resolve_arg;
+} kv_config_t;
+
+struct kv_options {
+    kv_config_t cfg;
+    char errmsg[256];
+};
+
+/* Deep copy (strings duplicated). Returns 0 or KV_ENOMEM. */
+int options_config_copy(kv_config_t *dst, const kv_config_t *src);
+void options_config_free(kv_config_t *cfg);
+/* Checks settings that depend on each other; writes the reason to why.
+ * Returns 0 or KV_EINVAL. */
+int options_config_validate(const kv_config_t *cfg, char *why, size_t size);
+
+/* Parses a byte size with an optional k/KiB/M/MiB/G/GiB suffix (powers of
+ * 1024). Returns 0 or KV_EINVAL. */
+int options_parse_size(const char *s, uint64_t *out);
+
+#endif /* KV_OPTIONS_H */

@@ -1,0 +1,127 @@
+/*
+ * replica.c - the local replica: the only code that reads, modifies and
+ * writes objects in this node's store.
+ *
+ * Owns the per-key lock stripes in struct kv. Invariant: every
+ * read-modify-write of a key's object happens under that key's stripe, so
+ * two writes to one key on this node are applied one after the other and a
+ * dot drawn for a write is stored before any later dot of this actor for
+ * the same key (the object's context can then safely cover all of this
+ * actor's dots up to the highest one it holds). Writes become durable
+ * according to the store's sync mode before these functions return.
+ */
+#include "replica.h"
+
+#include <stdlib.h>
+
+#include <xxhash.h>
+
+static pthread_mutex_t *replica_lock(kv_t *kv, const void *key, size_t klen)
+{
+    uint64_t h = XXH3_64bits(key, klen);
+    return &kv->key_locks[h & (NODE_KEY_LOCKS - 1)];
+}
+
+/* Loads the object under key into o (left empty when absent). */
+static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o)
+{
+    void *raw = NULL;
+    size_t len = 0;
+    int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
+    if (rc == KV_ENOTFOUND) {
+        obj_free(o);
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    metric_add(&kv->metrics, M_BYTES_READ, len);
+    rc = obj_decode(raw, len, &kv->limits, o);
+    free(raw);
+    if (rc == KV_ECORRUPT) {
+        metric_inc(&kv->metrics, M_CORRUPT_OBJECTS);
+        KV_LOG(&kv->log, KV_LOG_ERROR,
+               "replica: stored object (key of %zu bytes) failed validation",
+               klen);
+    }
+    return rc;
+}
+
+static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o)
+{
+    size_t pruned = obj_prune(o, kv->cfg.clock_max);
+    if (pruned > 0) {
+        metric_add(&kv->metrics, M_CLOCK_PRUNED, pruned);
+    }
+    buf_t b;
+    buf_init(&b);
+    int rc = obj_encode(o, &b);
+    if (rc == 0) {
+        rc = store_put(kv->store, STORE_CF_DATA, key, klen, b.p, b.len);
+        if (rc == 0) {
+            metric_add(&kv->metrics, M_BYTES_WRITTEN, b.len);
+        }
+    }
+    buf_free(&b);
+    return rc;
+}
+
+int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                  const void *val, size_t vlen, bool tombstone, obj_t *result)
+{
+    obj_t o;
+    obj_init(&o);
+    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_lock(mu);
+    int rc = replica_load(kv, key, klen, &o);
+    if (rc == 0) {
+        vc_dot_t dot = {kv->actor, atomic_fetch_add(&kv->counter, 1) + 1};
+        /* Without a context the write supersedes what this replica holds:
+         * its own causal context is exactly that. */
+        rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, node_now_us(), val,
+                        vlen, tombstone);
+    }
+    if (rc == 0) {
+        rc = replica_save(kv, key, klen, &o);
+    }
+    pthread_mutex_unlock(mu);
+    if (rc == 0 && obj_live(&o) > 1) {
+        metric_inc(&kv->metrics, M_SIBLINGS_CREATED);
+    }
+    if (rc == 0 && result != NULL) {
+        obj_free(result);
+        *result = o;
+    } else {
+        obj_free(&o);
+    }
+    return rc;
+}
+
+int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out)
+{
+    /* No lock: RocksDB gives a consistent snapshot of the single value. */
+    return replica_load(kv, key, klen, out);
+}
+
+int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
+                  bool *changed)
+{
+    obj_t o;
+    obj_init(&o);
+    bool did = false;
+    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_lock(mu);
+    int rc = replica_load(kv, key, klen, &o);
+    if (rc == 0) {
+        rc = obj_join(&o, in, &did);
+    }
+    if (rc == 0 && did) {
+        rc = replica_save(kv, key, klen, &o);
+    }
+    pthread_mutex_unlock(mu);
+    obj_free(&o);
+    if (changed != NULL) {
+        *changed = rc == 0 && did;
+    }
+    return rc;
+}

@@ -1,0 +1,72 @@
+/*
+ * store.h - the local storage engine (RocksDB), behind a small interface.
+ * store.c is the only file that includes rocksdb/c.h.
+ */
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+typedef struct store store_t;
+
+/* Column families: data (objects by key), hints (hinted handoff, keyed by
+ * owner), meta (node metadata: membership, ring, ...). */
+enum store_cf { STORE_CF_DATA = 0, STORE_CF_HINTS = 1, STORE_CF_META = 2 };
+#define STORE_CF_COUNT 3
+
+enum store_sync {
+    STORE_SYNC_NONE = 0,  /* no WAL: a crash loses unflushed writes */
+    STORE_SYNC_WAL = 1,   /* WAL written before a write returns */
+    STORE_SYNC_FSYNC = 2  /* WAL fsynced before a write returns */
+};
+
+typedef struct store_config {
+    const char *path;
+    int sync;             /* enum store_sync */
+    size_t cache_size;    /* block cache bytes */
+} store_config_t;
+
+/* Opens (creating if needed) the store. Returns 0, KV_EBUSY (locked by
+ * another process), KV_ECORRUPT, KV_EIO, KV_ENOMEM. */
+int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out);
+/* Flushes and closes. NULL is a no-op. */
+void store_close(store_t *st);
+
+/* *val is malloc'd (free() it). Returns 0, KV_ENOTFOUND, KV_EIO, ... */
+int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
+              size_t *vlen);
+int store_put(store_t *st, int cf, const void *key, size_t klen,
+              const void *val, size_t vlen);
+int store_delete(store_t *st, int cf, const void *key, size_t klen);
+
+/* An atomic group of writes to any column families. */
+typedef struct store_batch store_batch_t;
+store_batch_t *store_batch_create(store_t *st);
+void store_batch_put(store_batch_t *b, int cf, const void *key, size_t klen,
+                     const void *val, size_t vlen);
+void store_batch_delete(store_batch_t *b, int cf, const void *key,
+                        size_t klen);
+int store_batch_write(store_batch_t *b);
+void store_batch_destroy(store_batch_t *b);
+
+/* A forward iterator over one column family from a start key (NULL: the
+ * first key). Key and value pointers stay valid until the next step. */
+typedef struct store_iter store_iter_t;
+store_iter_t *store_iter_create(store_t *st, int cf, const void *start,
+                                size_t slen);
+bool store_iter_valid(store_iter_t *it);
+void store_iter_next(store_iter_t *it);
+const void *store_iter_key(store_iter_t *it, size_t *len);
+const void *store_iter_value(store_iter_t *it, size_t *len);
+/* 0 if the iteration ended cleanly, else the engine's error as a code. */
+int store_iter_status(store_iter_t *it);
+void store_iter_destroy(store_iter_t *it);
+
+/* Approximate engine figures for metrics (0 when unavailable). */
+uint64_t store_property(store_t *st, const char *name);
+
+#endif /* KV_STORE_H */

@@ -1,0 +1,20 @@
+/*
+ * check_main.c - the runner: every suite in one SRunner, non-zero exit on
+ * any failure. Set CK_RUN_SUITE / CK_RUN_CASE to run a part.
+ */
+#include <stdlib.h>
+
+#include "check_kvdist.h"
+
+int main(void)
+{
+    SRunner *sr = srunner_create(vclock_suite());
+    srunner_add_suite(sr, object_suite());
+    srunner_add_suite(sr, options_suite());
+    srunner_add_suite(sr, store_suite());
+    srunner_add_suite(sr, ring_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
