@@ -1,0 +1,232 @@
+/*
+ * wire.c - encoding and decoding of peer messages.
+ *
+ * Every message is a 16-byte header followed by a body whose fields depend
+ * on the type:
+ *     'K' 'W' version:u8 type:u8 id:u64 status:u16 flags:u16
+ * Byte strings in bodies are varint length + bytes; integers are
+ * little-endian. Replies set WIRE_REPLY in the type and echo the id.
+ * The decoder is the only code that interprets bytes from the network. It
+ * checks every length against the remaining input and the configured limits
+ * before use and refuses trailing bytes, so a malformed, truncated,
+ * oversized or unknown-version message becomes KV_EPROTO and nothing else.
+ */
+#include "wire.h"
+
+#include <string.h>
+
+#include "kvdist.h"
+
+void wire_header(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
+                 uint16_t flags)
+{
+    buf_put_u8(b, 'K');
+    buf_put_u8(b, 'W');
+    buf_put_u8(b, WIRE_VERSION);
+    buf_put_u8(b, type);
+    buf_put_u64(b, id);
+    uint8_t x[4] = {(uint8_t)status, (uint8_t)(status >> 8), (uint8_t)flags,
+                    (uint8_t)(flags >> 8)};
+    buf_put(b, x, 4);
+}
+
+void wire_put_bytes(buf_t *b, const void *p, size_t n)
+{
+    buf_put_varint(b, n);
+    buf_put(b, p, n);
+}
+
+void wire_put_member(buf_t *b, const char *id, const char *url,
+                     uint8_t status)
+{
+    wire_put_bytes(b, id, strlen(id));
+    wire_put_bytes(b, url, strlen(url));
+    buf_put_u8(b, status);
+}
+
+void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status)
+{
+    wire_header(b, type, id, status, 0);
+}
+
+void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
+                    size_t klen)
+{
+    wire_header(b, type, id, 0, 0);
+    wire_put_bytes(b, key, klen);
+}
+
+void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
+                            size_t klen, const void *obj, size_t objlen)
+{
+    wire_header(b, WIRE_REPLICA_PUT, id, 0, 0);
+    wire_put_bytes(b, key, klen);
+    wire_put_bytes(b, obj, objlen);
+}
+
+void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
+                          const void *key, size_t klen, const void *val,
+                          size_t vlen, const void *ctx, size_t ctxlen,
+                          uint8_t w, uint32_t timeout_ms)
+{
+    wire_header(b, WIRE_COORD_PUT, id, 0, flags);
+    wire_put_bytes(b, key, klen);
+    wire_put_bytes(b, val, vlen);
+    wire_put_bytes(b, ctx, ctxlen);
+    buf_put_u8(b, w);
+    buf_put_u32(b, timeout_ms);
+}
+
+void wire_build_coord_get(buf_t *b, uint64_t id, const void *key,
+                          size_t klen, uint8_t r, uint32_t timeout_ms)
+{
+    wire_header(b, WIRE_COORD_GET, id, 0, 0);
+    wire_put_bytes(b, key, klen);
+    buf_put_u8(b, r);
+    buf_put_u32(b, timeout_ms);
+}
+
+void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id,
+                          uint16_t status, uint8_t acked, uint8_t needed,
+                          const void *obj, size_t objlen)
+{
+    wire_header(b, type | WIRE_REPLY, id, status, 0);
+    buf_put_u8(b, acked);
+    buf_put_u8(b, needed);
+    wire_put_bytes(b, obj, objlen);
+}
+
+/* Reads a length-prefixed byte string of at most max bytes. */
+static const uint8_t *rd_string(rd_t *r, size_t max, size_t *len)
+{
+    uint64_t n = rd_varint(r);
+    if (r->err || n > max || n > rd_left(r)) {
+        r->err = true;
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)n;
+    return rd_bytes(r, (size_t)n);
+}
+
+static int rd_member(rd_t *r, wire_member_t *m)
+{
+    m->id = rd_string(r, WIRE_MAX_ID, &m->idlen);
+    m->url = rd_string(r, WIRE_MAX_URL, &m->urllen);
+    m->status = rd_u8(r);
+    if (r->err || m->idlen == 0 || m->urllen == 0 || m->status > 3 ||
+        memchr(m->id, 0, m->idlen) != NULL ||
+        memchr(m->url, 0, m->urllen) != NULL) {
+        r->err = true;
+        return KV_EPROTO;
+    }
+    return 0;
+}
+
+int wire_next_member(rd_t *r, wire_member_t *out)
+{
+    if (rd_left(r) == 0) {
+        return 0;
+    }
+    return rd_member(r, out) == 0 ? 1 : 0;
+}
+
+int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
+                wire_msg_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    if (p == NULL || len < WIRE_HEADER_SIZE) {
+        return KV_EPROTO;
+    }
+    rd_t r;
+    rd_init(&r, p, len);
+    const uint8_t *magic = rd_bytes(&r, 2);
+    uint8_t version = rd_u8(&r);
+    m->type = rd_u8(&r);
+    m->id = rd_u64(&r);
+    const uint8_t *sf = rd_bytes(&r, 4);
+    if (r.err || magic[0] != 'K' || magic[1] != 'W' ||
+        version != WIRE_VERSION) {
+        return KV_EPROTO;
+    }
+    m->status = (uint16_t)(sf[0] | (sf[1] << 8));
+    m->flags = (uint16_t)(sf[2] | (sf[3] << 8));
+    bool reply = (m->type & WIRE_REPLY) != 0;
+    uint8_t base = m->type & (uint8_t)~WIRE_REPLY;
+
+    switch (base) {
+    case WIRE_PING:
+        break;
+    case WIRE_ERROR:
+        if (!reply) {
+            return KV_EPROTO;
+        }
+        break;
+    case WIRE_STATS:
+        if (reply) {
+            m->obj = rd_string(&r, WIRE_MAX_STATS, &m->objlen);
+        }
+        break;
+    case WIRE_JOIN:
+    case WIRE_MEMBERS:
+        if (!reply && base == WIRE_JOIN) {
+            if (rd_member(&r, &m->member) != 0) {
+                return KV_EPROTO;
+            }
+        } else if (reply && m->status == 0) {
+            uint64_t n = rd_varint(&r);
+            if (r.err || n > WIRE_MAX_MEMBERS) {
+                return KV_EPROTO;
+            }
+            m->members = r.p + r.off;
+            m->nmembers = (size_t)n;
+            for (uint64_t i = 0; i < n; i++) {
+                wire_member_t tmp;
+                if (rd_member(&r, &tmp) != 0) {
+                    return KV_EPROTO;
+                }
+            }
+            m->memberslen = (size_t)(r.p + r.off - m->members);
+        }
+        break;
+    case WIRE_REPLICA_PUT:
+    case WIRE_REPLICA_GET:
+    case WIRE_LOCAL_GET:
+    case WIRE_COORD_GET:
+    case WIRE_COORD_PUT:
+        if (reply) {
+            if (base == WIRE_REPLICA_PUT) {
+                break; /* status only */
+            }
+            m->acked = rd_u8(&r);
+            m->needed = rd_u8(&r);
+            m->obj = rd_string(&r, lim->max_object, &m->objlen);
+            break;
+        }
+        m->key = rd_string(&r, lim->max_key, &m->klen);
+        if (!r.err && m->klen == 0) {
+            return KV_EPROTO;
+        }
+        if (base == WIRE_REPLICA_PUT) {
+            m->obj = rd_string(&r, lim->max_object, &m->objlen);
+        } else if (base == WIRE_COORD_PUT) {
+            if (m->flags & ~(WIRE_F_TOMBSTONE | WIRE_F_HAS_CTX)) {
+                return KV_EPROTO;
+            }
+            m->val = rd_string(&r, lim->max_value, &m->vlen);
+            m->ctx = rd_string(&r, lim->max_object, &m->ctxlen);
+            m->quorum = rd_u8(&r);
+            m->timeout_ms = rd_u32(&r);
+        } else if (base == WIRE_COORD_GET) {
+            m->quorum = rd_u8(&r);
+            m->timeout_ms = rd_u32(&r);
+        }
+        break;
+    default:
+        return KV_EPROTO;
+    }
+    if (r.err || rd_left(&r) != 0) {
+        return KV_EPROTO;
+    }
+    return 0;
+}

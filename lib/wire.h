@@ -1,0 +1,118 @@
+/*
+ * wire.h - the peer protocol's messages: encoding and bounds-checked
+ * decoding (wire.c). No I/O here; rpc.c moves the bytes.
+ */
+#ifndef KV_WIRE_H
+#define KV_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+
+#define WIRE_VERSION 1
+#define WIRE_HEADER_SIZE 16
+#define WIRE_REPLY 0x80u
+
+enum wire_type {
+    WIRE_PING = 1,        /* liveness; empty body */
+    WIRE_JOIN = 2,        /* body: one member (the sender) */
+    WIRE_MEMBERS = 3,     /* empty body; reply: member list */
+    WIRE_REPLICA_PUT = 4, /* key, object: join it into the local replica */
+    WIRE_REPLICA_GET = 5, /* key; reply: object (empty when absent) */
+    WIRE_COORD_PUT = 6,   /* coordinate a write (forwarded by a non-owner) */
+    WIRE_COORD_GET = 7,   /* coordinate a read */
+    WIRE_LOCAL_GET = 8,   /* debug: the local replica's object only */
+    WIRE_ERROR = 9,       /* reply only: the request did not decode */
+    WIRE_STATS = 10       /* empty; reply: the metrics text (in obj) */
+};
+
+/* Flags in a COORD_PUT. */
+#define WIRE_F_TOMBSTONE 0x1u /* a delete */
+#define WIRE_F_HAS_CTX 0x2u   /* ctx is the write's context (else: the
+                                 coordinator's own, kv_put semantics) */
+
+typedef struct wire_member {
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *url;
+    size_t urllen;
+    uint8_t status;
+} wire_member_t;
+
+/* A decoded message. Pointers point into the bytes it was decoded from and
+ * are valid as long as they are. */
+typedef struct wire_msg {
+    uint8_t type;     /* enum wire_type, | WIRE_REPLY for replies */
+    uint64_t id;      /* request id, echoed by the reply */
+    uint16_t status;  /* replies: a KV_E* code */
+    uint16_t flags;
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *obj; /* REPLICA_PUT, replies to *_GET */
+    size_t objlen;
+    const uint8_t *val; /* COORD_PUT */
+    size_t vlen;
+    const uint8_t *ctx; /* COORD_PUT */
+    size_t ctxlen;
+    uint8_t quorum;      /* COORD_*: w or r, 0 = node default */
+    uint32_t timeout_ms; /* COORD_*: 0 = node default */
+    uint8_t acked;       /* COORD_* replies */
+    uint8_t needed;      /* COORD_* replies */
+    wire_member_t member; /* JOIN */
+    const uint8_t *members; /* MEMBERS/JOIN replies: encoded list */
+    size_t memberslen;
+    size_t nmembers;
+} wire_msg_t;
+
+/* Limits a decoder enforces: anything larger is refused as malformed. */
+typedef struct wire_limits {
+    size_t max_key;
+    size_t max_value;
+    size_t max_object;
+} wire_limits_t;
+
+#define WIRE_MAX_MEMBERS 1024
+#define WIRE_MAX_STATS (1u << 20)
+#define WIRE_MAX_ID 64
+#define WIRE_MAX_URL 511
+
+/* Appends a header; the body follows via the encoders below. */
+void wire_header(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
+                 uint16_t flags);
+void wire_put_bytes(buf_t *b, const void *p, size_t n);
+void wire_put_member(buf_t *b, const char *id, const char *url,
+                     uint8_t status);
+
+/* Message builders (each appends a whole message to b). */
+void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status);
+void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
+                    size_t klen);
+void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
+                            size_t klen, const void *obj, size_t objlen);
+void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
+                          const void *key, size_t klen, const void *val,
+                          size_t vlen, const void *ctx, size_t ctxlen,
+                          uint8_t w, uint32_t timeout_ms);
+void wire_build_coord_get(buf_t *b, uint64_t id, const void *key,
+                          size_t klen, uint8_t r, uint32_t timeout_ms);
+/* A reply carrying an object (may be empty) and, for COORD_* replies, the
+ * quorum counts. */
+void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id,
+                          uint16_t status, uint8_t acked, uint8_t needed,
+                          const void *obj, size_t objlen);
+
+/*
+ * Decodes a whole message. Returns 0, or KV_EPROTO for anything malformed:
+ * short or bad header, unknown version or type, a field over the limits,
+ * truncated or trailing bytes. Never reads outside [p, p+len).
+ */
+int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
+                wire_msg_t *m);
+
+/* Iterates a decoded member list: returns 1 and fills *out for the next
+ * member, 0 at the end. The list was validated by wire_decode. */
+int wire_next_member(rd_t *r, wire_member_t *out);
+
+#endif /* KV_WIRE_H */
