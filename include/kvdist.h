@@ -90,8 +90,10 @@ enum kv_log_level {
 
 /* A logger: called from any library thread, possibly concurrently, with a
  * NUL-terminated message (no trailing newline) that is only valid during the
- * call. The library never writes to stdout/stderr or opens log files itself:
- * without a logger it is silent. */
+ * call. It may be called while the library holds internal locks: it must
+ * not call back into the library. The library never writes to stdout or
+ * stderr itself and opens no log files of its own (RocksDB keeps its LOG
+ * files inside data_dir): without a logger it is silent. */
 typedef void (*kv_log_fn)(void *arg, int level, const char *msg);
 
 /* One sibling as seen by a resolver. `value` is valid only during the call. */
@@ -130,7 +132,8 @@ KV_API kv_options_t *kv_options_create(void);
  *   join            comma-separated seed peer URLs
  *   n, r, w         replicas, read quorum, write quorum (defaults 3, 2, 2;
  *                   each 1..16, r and w at most n)
- *   vnodes          ring positions per node (1..65536)
+ *   vnodes          ring positions per node (1..65536; default chosen from
+ *                   the ring's balance measurements, see kvdist(7))
  *   sync            none | wal | fsync (default wal): see kvdist(7)
  *   cache_size      RocksDB block cache bytes (default 64MiB; k/KiB, M/MiB,
  *                   G/GiB suffixes accepted)
@@ -175,9 +178,16 @@ typedef struct kv kv_t; /* one node; safe to share between threads */
 /*
  * Opens a node with the given options (copied). On success *kvp is the new
  * handle. Returns 0, KV_EINVAL (o or kvp NULL, inconsistent options, e.g.
- * role=peer without data_dir), KV_EBUSY (data_dir in use by another
+ * role=peer without data_dir, role=client without join, r or w above n,
+ * a listen URL NNG cannot parse), KV_EBUSY (data_dir in use by another
  * process), KV_EIO (the store cannot be opened or created), KV_ECORRUPT
- * (the store's metadata is damaged), KV_EADDRINUSE, KV_ENOMEM.
+ * (the store failed validation), KV_EADDRINUSE (listen address taken),
+ * KV_EUNAVAIL (role=client: no seed answered within timeout_ms),
+ * KV_ENOMEM. The reason for a KV_EINVAL is logged through the logger.
+ *
+ * A peer with `join` contacts its seeds in the background (and keeps
+ * retrying until one answers); the member list it learns is saved in the
+ * data directory, so a restarted node finds the cluster by itself.
  * On failure *kvp is set to NULL.
  */
 KV_API int kv_open(const kv_options_t *o, kv_t **kvp);
@@ -185,7 +195,10 @@ KV_API int kv_open(const kv_options_t *o, kv_t **kvp);
 /*
  * Stops serving: calls that start afterwards fail with KV_ECLOSED, and the
  * call returns once every call already in progress on other threads has
- * finished. The handle stays valid until kv_close(). Idempotent.
+ * finished (including its resolver and its metrics). The handle stays
+ * valid until kv_close(); kv_stat() and kv_metrics() keep working on it
+ * (the counters stay readable), everything else returns KV_ECLOSED.
+ * Idempotent.
  */
 KV_API void kv_shutdown(kv_t *kv);
 
@@ -201,9 +214,12 @@ KV_API void kv_close(kv_t *kv);
  * expect); versions that replica has not seen stay as siblings.
  * Returns 0 once the write is durable per the `sync` option on W replicas,
  * or KV_EINVAL (kv/key NULL, klen 0, val NULL with vlen > 0), KV_EKEYTOOBIG,
- * KV_ETOOBIG, KV_EQUORUM (indeterminate, see above), KV_ETIMEDOUT, KV_EIO,
- * KV_ECLOSED, KV_ENOMEM. On any error other than KV_EQUORUM and
- * KV_ETIMEDOUT nothing was written. Thread-safe.
+ * KV_ETOOBIG (value over max_value_size, or the key would hold more than
+ * 100 siblings: resolve them with a context-carrying write first),
+ * KV_EQUORUM (indeterminate, see above), KV_ETIMEDOUT (indeterminate too),
+ * KV_EUNAVAIL (no replica of the key reachable), KV_ECORRUPT (the stored
+ * object failed validation), KV_EIO, KV_ECLOSED, KV_ENOMEM. On any error
+ * other than KV_EQUORUM and KV_ETIMEDOUT nothing was written. Thread-safe.
  */
 KV_API int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
                   size_t vlen);
@@ -295,6 +311,8 @@ KV_API void kv_siblings_free(kv_siblings_t *s);
  * existing version, as for a client that never read the key. Two writes
  * carrying the same context become two siblings; a chain of writes each
  * carrying the previous read's context never creates one. call may be NULL.
+ * A context is not tied to its key: one read from another key discards
+ * versions this key's reader never saw.
  * Returns as kv_put(), plus KV_EINVAL for a malformed context.
  */
 KV_API int kv_put_ctx(kv_t *kv, const void *key, size_t klen, const void *val,
@@ -306,10 +324,49 @@ KV_API int kv_put_ctx(kv_t *kv, const void *key, size_t klen, const void *val,
 KV_API int kv_delete_ctx(kv_t *kv, const void *key, size_t klen,
                          const void *ctx, size_t ctxlen, kv_call_t *call);
 
+/* --------------------------------------------------------------- cluster */
+
+/* A member's status as this node sees it. */
+enum kv_member_status {
+    KV_MEMBER_UP = 0,      /* answered its last request */
+    KV_MEMBER_DOWN = 1,    /* its last request failed or timed out */
+    KV_MEMBER_JOINING = 2, /* reserved for online join */
+    KV_MEMBER_LEAVING = 3  /* reserved for online leave */
+};
+
+/* One cluster member. */
+typedef struct kv_member {
+    char id[72];   /* node_id, NUL-terminated */
+    char url[512]; /* the URL peers reach it at, NUL-terminated */
+    int status;    /* enum kv_member_status */
+    int self;      /* 1 for the node this handle is */
+} kv_member_t;
+
+/* Returns a static name for a member status: "up", "down", "joining",
+ * "leaving" or "unknown". Never NULL. */
+KV_API const char *kv_member_status_name(int status);
+
+/*
+ * Lists the members this node knows, sorted by id. *out is an array of
+ * *count entries freed with kv_free(). A one-node embedded store lists
+ * itself. Returns 0, KV_EINVAL, KV_ECLOSED, KV_ENOMEM. Thread-safe.
+ */
+KV_API int kv_members(kv_t *kv, kv_member_t **out, size_t *count);
+
+/*
+ * Lists the nodes that hold key (its preference list: the first n distinct
+ * nodes clockwise from the key on the ring, fewer when the cluster has
+ * fewer nodes), in ring order. *out is freed with kv_free(). Returns 0,
+ * KV_EINVAL, KV_EKEYTOOBIG, KV_ECLOSED, KV_ENOMEM. Thread-safe.
+ */
+KV_API int kv_preference_list(kv_t *kv, const void *key, size_t klen,
+                              kv_member_t **out, size_t *count);
+
 /* ----------------------------------------------------------------- stats */
 
 /*
- * Reads one counter or gauge by name (the names listed by kv_metrics()).
+ * Reads one counter by name (the *_total names kv_metrics() lists; the
+ * kvdist_store_* gauges are only rendered by kv_metrics()).
  * Returns 0, KV_EINVAL (NULL argument), KV_ENOTFOUND (no such metric).
  * Thread-safe; counters are read without stopping writers.
  */

@@ -18,7 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster.h"
+#include "coord.h"
 #include "replica.h"
+#include "rpc.h"
 
 struct kv_siblings {
     size_t n;
@@ -74,6 +77,12 @@ static uint64_t node_new_actor(void)
 
 static void node_free(kv_t *kv)
 {
+    /* Order matters: the ticker uses the transport, the transport's
+     * callbacks use the member list and the store. */
+    cluster_stop(kv);
+    rpc_destroy(kv->rpc);
+    kv->rpc = NULL;
+    cluster_close(kv);
     store_close(kv->store);
     for (int i = 0; i < NODE_KEY_LOCKS; i++) {
         pthread_mutex_destroy(&kv->key_locks[i]);
@@ -118,31 +127,54 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         node_free(kv);
         return rc;
     }
-    if (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
-        kv->cfg.join != NULL) {
-        /* Peer networking arrives with the replication layer; refusing now
-         * is better than silently running a one-node cluster. */
-        KV_LOG(&kv->log, KV_LOG_ERROR,
-               "open: listen/join/role=client need the peer layer, which "
-               "this build does not have yet");
-        node_free(kv);
-        return KV_ENOTSUP;
-    }
-    kv->limits.max_value = kv->cfg.max_value_size;
+    /* Stored and replicated objects decode against the hard ceilings, not
+     * max_value_size: lowering that option must not make existing keys
+     * unreadable; it only limits new writes (checked on entry). */
+    kv->limits.max_value = OPTIONS_MAX_VALUE_CEIL;
     kv->limits.max_siblings = OBJ_DECODE_MAX_SIBLINGS;
     kv->limits.max_clock = VC_DECODE_MAX;
     kv->actor = node_new_actor();
     atomic_init(&kv->counter, 0);
 
-    store_config_t sc = {kv->cfg.data_dir, kv->cfg.sync, kv->cfg.cache_size};
-    rc = store_open(&sc, &kv->log, &kv->store);
+    if (kv->cfg.role == KV_ROLE_PEER) {
+        store_config_t sc = {kv->cfg.data_dir, kv->cfg.sync,
+                             kv->cfg.cache_size};
+        rc = store_open(&sc, &kv->log, &kv->store);
+        if (rc != 0) {
+            node_free(kv);
+            return rc;
+        }
+    }
+    if (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
+        kv->cfg.join != NULL) {
+        /* Objects on the wire may carry several siblings: allow a few
+         * full-size values per message. */
+        rpc_config_t rc_cfg = {
+            .limits = {kv->cfg.max_key_size, kv->cfg.max_value_size,
+                       4 * kv->cfg.max_value_size + (1u << 20)},
+            .log = &kv->log,
+            .metrics = &kv->metrics,
+            .handler = coord_handle,
+            .handler_arg = kv,
+        };
+        rc = rpc_create(&rc_cfg, &kv->rpc);
+        if (rc == 0 && kv->cfg.listen != NULL) {
+            rc = rpc_listen(kv->rpc, kv->cfg.listen);
+        }
+        if (rc != 0) {
+            node_free(kv);
+            return rc;
+        }
+    }
+    rc = cluster_open(kv);
     if (rc != 0) {
         node_free(kv);
         return rc;
     }
     KV_LOG(&kv->log, KV_LOG_INFO,
            "open: node %s, data %s, actor %016" PRIx64, kv->cfg.node_id,
-           kv->cfg.data_dir, kv->actor);
+           kv->cfg.data_dir ? kv->cfg.data_dir : "(none: client)",
+           kv->actor);
     *kvp = kv;
     return 0;
 }
@@ -201,14 +233,65 @@ static int check_call(const kv_t *kv, kv_call_t *call)
     return 0;
 }
 
-/* One-node cluster: the local replica is every replica, so any quorum the
- * caller asked for (capped at the number of nodes, 1) is met by it. */
-static void call_done(kv_call_t *call, int rc)
+/* Waits for a coordinator's verdict on the calling thread. */
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+    int acked;
+    int needed;
+    obj_t obj;
+} waiter_t;
+
+static void waiter_init(waiter_t *w)
+{
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->done = false;
+    w->rc = 0;
+    w->acked = 0;
+    w->needed = 0;
+    obj_init(&w->obj);
+}
+
+static void waiter_done(void *arg, int rc, int acked, int needed,
+                        obj_t *result)
+{
+    waiter_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->acked = acked;
+    w->needed = needed;
+    if (result != NULL) {
+        w->obj = *result;
+        obj_init(result);
+    }
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Every request the coordinator sends has a deadline, so the verdict
+ * always arrives; no timed wait is needed here. */
+static void waiter_wait(waiter_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+}
+
+static void call_done(kv_call_t *call, int rc, int acked, int needed)
 {
     if (call != NULL) {
-        call->needed = 1;
-        call->acked = rc == 0 || rc == KV_ENOTFOUND ? 1 : 0;
+        call->needed = needed;
+        call->acked = acked;
     }
+    (void)rc;
 }
 
 static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
@@ -218,7 +301,13 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     if (kv == NULL) {
         return KV_EINVAL;
     }
-    int rc = check_key(kv, key, klen);
+    /* Entered for the whole call, metrics included, so that kv_shutdown
+     * returning means nothing touches the node any more. */
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = check_key(kv, key, klen);
     if (rc == 0 && !tombstone && val == NULL && vlen > 0) {
         rc = KV_EINVAL;
     }
@@ -233,25 +322,34 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     }
     vc_t cv;
     vc_init(&cv);
+    int acked = 0;
+    int needed = 0;
     if (rc == 0 && has_ctx) {
         rc = vc_context_decode(ctx, ctxlen, &cv);
     }
-    if (rc == 0) {
-        rc = node_enter(kv);
-        if (rc == 0) {
-            rc = replica_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen,
-                               tombstone, NULL);
-            node_leave(kv);
-        }
+    if (rc == 0 && kv->rpc == NULL) {
+        /* Embedded: the local replica is every replica. */
+        rc = replica_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen,
+                           tombstone, NULL);
+        acked = rc == 0;
+        needed = 1;
+    } else if (rc == 0) {
+        waiter_t w;
+        waiter_init(&w);
+        coord_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
+                    call ? call->w : 0, call ? call->timeout_ms : 0,
+                    waiter_done, &w);
+        waiter_wait(&w);
+        rc = w.rc;
+        acked = w.acked;
+        needed = w.needed;
     }
     vc_free(&cv);
-    call_done(call, rc);
-    if (rc != KV_ECLOSED) {
-        metric_inc(&kv->metrics, tombstone ? (rc == 0 ? M_DELETES
-                                                      : M_DELETE_ERRORS)
-                                           : (rc == 0 ? M_PUTS
-                                                      : M_PUT_ERRORS));
-    }
+    call_done(call, rc, acked, needed);
+    metric_inc(&kv->metrics, tombstone
+                                 ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
+                                 : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
+    node_leave(kv);
     return rc;
 }
 
@@ -278,23 +376,35 @@ int kv_delete_ctx(kv_t *kv, const void *key, size_t klen, const void *ctx,
     return do_write(kv, key, klen, NULL, 0, true, true, ctx, ctxlen, call);
 }
 
-/* Reads the object a get returns: for now the local replica's. */
+/* Reads the object a get returns: the local replica's when embedded, else
+ * the merge of r replicas' objects. The caller has entered the node. */
 static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
                    obj_t *o)
 {
+    int acked = 0;
+    int needed = 0;
     int rc = check_key(kv, key, klen);
     if (rc == 0) {
         rc = check_call(kv, call);
     }
-    if (rc == 0) {
-        rc = node_enter(kv);
-        if (rc == 0) {
-            rc = replica_read(kv, key, klen, o);
-            node_leave(kv);
-        }
+    if (rc == 0 && kv->rpc == NULL) {
+        rc = replica_read(kv, key, klen, o);
+        acked = rc == 0;
+        needed = 1;
+    } else if (rc == 0) {
+        waiter_t w;
+        waiter_init(&w);
+        coord_read(kv, key, klen, call ? call->r : 0,
+                   call ? call->timeout_ms : 0, waiter_done, &w);
+        waiter_wait(&w);
+        rc = w.rc;
+        acked = w.acked;
+        needed = w.needed;
+        obj_free(o);
+        *o = w.obj;
     }
-    call_done(call, rc);
-    if (rc != 0 && rc != KV_ECLOSED) {
+    call_done(call, rc, acked, needed);
+    if (rc != 0) {
         metric_inc(&kv->metrics, M_GET_ERRORS);
     } else if (rc == 0) {
         metric_inc(&kv->metrics, M_GETS);
@@ -351,8 +461,8 @@ static int default_resolve(void *arg, const kv_sibling_t *s, size_t n,
     return 0;
 }
 
-int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
-           size_t *vlenp)
+static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
+                       size_t *vlenp)
 {
     if (valp != NULL) {
         *valp = NULL;
@@ -434,8 +544,8 @@ void kv_siblings_free(kv_siblings_t *s)
     free(s);
 }
 
-int kv_get_siblings(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
-                    kv_siblings_t **out)
+static int get_siblings_entered(kv_t *kv, const void *key, size_t klen,
+                                kv_call_t *call, kv_siblings_t **out)
 {
     if (out != NULL) {
         *out = NULL;
@@ -483,6 +593,38 @@ int kv_get_siblings(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
     s->ctx = buf_steal(&ctx, &s->ctxlen);
     *out = s;
     return 0;
+}
+
+/* The public reads hold the node for the whole call: resolving and
+ * copying included (see node_enter). */
+int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
+           size_t *vlenp)
+{
+    if (kv == NULL) {
+        return get_entered(kv, key, klen, valp, vlenp);
+    }
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = get_entered(kv, key, klen, valp, vlenp);
+    node_leave(kv);
+    return rc;
+}
+
+int kv_get_siblings(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
+                    kv_siblings_t **out)
+{
+    if (kv == NULL) {
+        return get_siblings_entered(kv, key, klen, call, out);
+    }
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = get_siblings_entered(kv, key, klen, call, out);
+    node_leave(kv);
+    return rc;
 }
 
 size_t kv_siblings_count(const kv_siblings_t *s)
@@ -566,4 +708,64 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         *lenp = len - 1;
     }
     return 0;
+}
+
+const char *kv_member_status_name(int status)
+{
+    switch (status) {
+    case KV_MEMBER_UP:
+        return "up";
+    case KV_MEMBER_DOWN:
+        return "down";
+    case KV_MEMBER_JOINING:
+        return "joining";
+    case KV_MEMBER_LEAVING:
+        return "leaving";
+    default:
+        return "unknown";
+    }
+}
+
+int kv_members(kv_t *kv, kv_member_t **out, size_t *count)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (count != NULL) {
+        *count = 0;
+    }
+    if (kv == NULL || out == NULL || count == NULL) {
+        return KV_EINVAL;
+    }
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = cluster_members(kv, out, count);
+    node_leave(kv);
+    return rc;
+}
+
+int kv_preference_list(kv_t *kv, const void *key, size_t klen,
+                       kv_member_t **out, size_t *count)
+{
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (count != NULL) {
+        *count = 0;
+    }
+    if (kv == NULL || out == NULL || count == NULL) {
+        return KV_EINVAL;
+    }
+    int rc = check_key(kv, key, klen);
+    if (rc == 0) {
+        rc = node_enter(kv);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    rc = cluster_preference_list(kv, key, klen, out, count);
+    node_leave(kv);
+    return rc;
 }

@@ -36,6 +36,27 @@ static const struct {
                          "Encoded object bytes written to the local store."},
     [M_BYTES_READ] = {"kvdist_bytes_read_total",
                       "Encoded object bytes read from the local store."},
+    [M_WIRE_MALFORMED] = {"kvdist_wire_malformed_total",
+                          "Peer messages dropped because they did not "
+                          "decode."},
+    [M_RPC_CALLS] = {"kvdist_rpc_calls_total", "Requests sent to peers."},
+    [M_RPC_ERRORS] = {"kvdist_rpc_errors_total",
+                      "Requests to peers that failed (not timeouts)."},
+    [M_RPC_TIMEOUTS] = {"kvdist_rpc_timeouts_total",
+                        "Requests to peers that timed out."},
+    [M_REPLICA_WRITES] = {"kvdist_replica_writes_total",
+                          "Replica writes applied for other coordinators."},
+    [M_REPLICA_READS] = {"kvdist_replica_reads_total",
+                         "Replica reads served for other coordinators."},
+    [M_FORWARDS] = {"kvdist_forwards_total",
+                    "Requests forwarded to a node that coordinates them."},
+    [M_QUORUM_FAILURES] = {"kvdist_quorum_failures_total",
+                           "Reads and writes that missed their quorum."},
+    [M_READ_REPAIRS] = {"kvdist_read_repairs_total",
+                        "Replicas sent a merged object by read repair."},
+    [M_SIBLINGS_REFUSED] = {"kvdist_siblings_refused_total",
+                            "Writes refused because the key had too many "
+                            "siblings."},
 };
 
 void metrics_init(metrics_t *m)

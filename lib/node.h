@@ -36,6 +36,11 @@ struct kv {
 
     pthread_mutex_t key_locks[NODE_KEY_LOCKS];
 
+    /* The peer layer; both NULL for an embedded one-node store (no listen,
+     * no join). */
+    struct rpc *rpc;
+    struct cluster *cluster;
+
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;
     pthread_cond_t life_cv;

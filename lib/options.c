@@ -21,10 +21,6 @@
 #include "ring.h"
 #include "store.h"
 
-/* Hard ceilings: far above any sensible setting, low enough that a typo
- * cannot make the node allocate absurd buffers. */
-#define OPT_MAX_KEY_CEIL (16u << 20)
-#define OPT_MAX_VALUE_CEIL (1024u << 20)
 #define OPT_MAX_REPLICAS 16
 
 static void opt_fail(kv_options_t *o, const char *fmt, ...)
@@ -319,7 +315,7 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         return 0;
     case OPT_MAX_KEY_SIZE:
         if (options_parse_size(value, &size) != 0 || size < 1 ||
-            size > OPT_MAX_KEY_CEIL) {
+            size > OPTIONS_MAX_KEY_CEIL) {
             opt_fail(o, "max_key_size: must be from 1 byte to 16MiB");
             return KV_EINVAL;
         }
@@ -327,7 +323,7 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         return 0;
     case OPT_MAX_VALUE_SIZE:
         if (options_parse_size(value, &size) != 0 ||
-            size > OPT_MAX_VALUE_CEIL) {
+            size > OPTIONS_MAX_VALUE_CEIL) {
             opt_fail(o, "max_value_size: must be from 0 bytes to 1GiB");
             return KV_EINVAL;
         }

@@ -9,6 +9,11 @@
 
 #include "kvdist.h"
 
+/* Hard ceilings: far above any sensible setting, low enough that a typo
+ * cannot make the node allocate absurd buffers. */
+#define OPTIONS_MAX_KEY_CEIL (16u << 20)
+#define OPTIONS_MAX_VALUE_CEIL (1024u << 20)
+
 enum kv_role { KV_ROLE_PEER = 0, KV_ROLE_CLIENT = 1 };
 
 /* Every setting a node runs with. Strings are owned (malloc'd). */

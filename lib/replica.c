@@ -16,6 +16,10 @@
 
 #include <xxhash.h>
 
+/* Sibling counts that draw a warning and that refuse a new write. */
+#define REPLICA_SIBLINGS_WARN 25
+#define REPLICA_SIBLINGS_REFUSE 100
+
 static pthread_mutex_t *replica_lock(kv_t *kv, const void *key, size_t klen)
 {
     uint64_t h = XXH3_64bits(key, klen);
@@ -80,6 +84,17 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
          * its own causal context is exactly that. */
         rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, node_now_us(), val,
                         vlen, tombstone);
+    }
+    if (rc == 0 && o.n > REPLICA_SIBLINGS_REFUSE) {
+        /* Refuse the write that would grow the object past the limit
+         * (Riak: warn at 25, refuse at 100); merges are never refused, so
+         * read repair and anti-entropy still converge (riak_kv#1156). */
+        KV_LOG(&kv->log, KV_LOG_WARN,
+               "replica: write refused: key would have %zu siblings", o.n);
+        metric_inc(&kv->metrics, M_SIBLINGS_REFUSED);
+        rc = KV_ETOOBIG;
+    } else if (rc == 0 && o.n > REPLICA_SIBLINGS_WARN) {
+        KV_LOG(&kv->log, KV_LOG_WARN, "replica: key has %zu siblings", o.n);
     }
     if (rc == 0) {
         rc = replica_save(kv, key, klen, &o);

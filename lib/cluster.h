@@ -1,0 +1,56 @@
+/*
+ * cluster.h - membership and the ring: who is in the cluster, where each
+ * key lives, and how a node joins (cluster.c).
+ */
+#ifndef KV_CLUSTER_H
+#define KV_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "codec.h"
+#include "kvdist.h"
+#include "node.h"
+#include "rpc.h"
+
+#define CLUSTER_MAX_ROUTE 16 /* n is at most 16 (options.c) */
+
+/* A routing snapshot for one key: the first `n` entries are its
+ * preference list (n = min(configured n, members)). */
+typedef struct cluster_route {
+    size_t n;
+    struct {
+        rpc_peer_t *peer; /* NULL for this node itself */
+        bool self;
+        char id[72];
+    } node[CLUSTER_MAX_ROUTE];
+} cluster_route_t;
+
+/* Starts membership: loads the persisted member list, adds this node,
+ * builds the ring and starts joining the seeds in the background. For
+ * role=client it asks the seeds for the member list and waits (bounded by
+ * timeout_ms) for the first answer. Returns 0, KV_EUNAVAIL (client: no
+ * seed answered), KV_ENOMEM. */
+int cluster_open(kv_t *kv);
+/* Stops the background thread (before the transport goes away). */
+void cluster_stop(kv_t *kv);
+/* Frees the state (after the transport is gone). Safe with NULL state. */
+void cluster_close(kv_t *kv);
+
+int cluster_route(kv_t *kv, const void *key, size_t klen,
+                  cluster_route_t *out);
+size_t cluster_size(kv_t *kv);
+
+/* Learns of a member (from a JOIN or a member list). Idempotent. */
+void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
+                   const uint8_t *url, size_t urllen);
+/* Appends the member list (count + members) for a reply. */
+void cluster_encode_members(kv_t *kv, buf_t *b);
+/* Learns every member of an encoded list from a reply. */
+void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len);
+
+int cluster_members(kv_t *kv, kv_member_t **out, size_t *count);
+int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
+                            kv_member_t **out, size_t *count);
+
+#endif /* KV_CLUSTER_H */

@@ -1,0 +1,651 @@
+/*
+ * coord.c - coordination of quorum reads and writes (Dynamo section 4.5),
+ * and the dispatcher for peer requests.
+ *
+ * Owns coord_op_t: one in-flight quorum operation. An operation sends its
+ * requests to every replica at once and completes on the first w (or r)
+ * successes; the remaining replies still arrive and are used (a read
+ * repairs the replicas that answered with an older object once everything
+ * is in). No thread waits per replica: completion is driven by rpc
+ * callbacks, and a caller of the synchronous API waits on its own
+ * condition variable (kv.c).
+ *
+ * Effective quorums: a key has n = min(configured n, cluster members)
+ * replicas; r and w are capped at that n. So a one- or two-node cluster
+ * still works with the defaults (N=3, R=2, W=2), with fewer copies.
+ *
+ * A write that misses w is reported as KV_EQUORUM, and it is
+ * indeterminate: the replicas that did apply it keep it, and it may become
+ * visible later (read repair, anti-entropy). Callers must treat it as
+ * "maybe written", as Dynamo does.
+ *
+ * Lock: op->mu protects every mutable field of an op; callbacks run with
+ * it released.
+ */
+#include "coord.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "replica.h"
+#include "wire.h"
+
+/* How much longer a forwarder waits than the coordinator it forwarded to,
+ * so that the coordinator's own verdict (e.g. quorum not reached) arrives
+ * before the forwarder gives up. */
+#define COORD_FORWARD_MARGIN_MS 500
+
+typedef struct coord_op coord_op_t;
+
+typedef struct coord_slot {
+    coord_op_t *op;
+    bool replied;
+    bool ok;
+    bool self;
+    rpc_peer_t *peer;
+    obj_t obj; /* reads: what this replica answered */
+} coord_slot_t;
+
+struct coord_op {
+    kv_t *kv;
+    pthread_mutex_t mu;
+    int refs;
+    bool is_read;
+    bool done;
+    int needed;
+    int acked;
+    int outstanding;
+    int timeout_ms;
+    coord_done_fn cb;
+    void *arg;
+    uint8_t *key;
+    size_t klen;
+    obj_t merged;
+    size_t nslots;
+    coord_slot_t slot[CLUSTER_MAX_ROUTE];
+};
+
+static int eff_quorum(int asked, int dflt, size_t n)
+{
+    int q = asked > 0 ? asked : dflt;
+    return q > (int)n ? (int)n : q;
+}
+
+static coord_op_t *op_new(kv_t *kv, const void *key, size_t klen,
+                          bool is_read, coord_done_fn cb, void *arg)
+{
+    coord_op_t *op = calloc(1, sizeof(*op));
+    if (op == NULL || (op->key = malloc(klen)) == NULL) {
+        free(op);
+        return NULL;
+    }
+    memcpy(op->key, key, klen);
+    op->klen = klen;
+    op->kv = kv;
+    op->is_read = is_read;
+    op->cb = cb;
+    op->arg = arg;
+    op->refs = 1; /* the initiator's, until dispatch is over */
+    obj_init(&op->merged);
+    pthread_mutex_init(&op->mu, NULL);
+    for (size_t i = 0; i < CLUSTER_MAX_ROUTE; i++) {
+        op->slot[i].op = op;
+        obj_init(&op->slot[i].obj);
+    }
+    return op;
+}
+
+static void op_free(coord_op_t *op)
+{
+    for (size_t i = 0; i < CLUSTER_MAX_ROUTE; i++) {
+        obj_free(&op->slot[i].obj);
+    }
+    obj_free(&op->merged);
+    pthread_mutex_destroy(&op->mu);
+    free(op->key);
+    free(op);
+}
+
+static void repair_done(void *arg, int rc, const wire_msg_t *reply)
+{
+    (void)arg;
+    (void)rc;
+    (void)reply;
+}
+
+/* Sends the merged object to every replica that answered with something
+ * else (Dynamo's read repair). Runs once, after the last reply. */
+static void op_read_repair(coord_op_t *op)
+{
+    kv_t *kv = op->kv;
+    buf_t enc;
+    buf_init(&enc);
+    if (obj_encode(&op->merged, &enc) != 0) {
+        buf_free(&enc);
+        return;
+    }
+    for (size_t i = 0; i < op->nslots; i++) {
+        coord_slot_t *s = &op->slot[i];
+        if (!s->ok || obj_equal(&s->obj, &op->merged)) {
+            continue;
+        }
+        metric_inc(&kv->metrics, M_READ_REPAIRS);
+        if (s->self) {
+            (void)replica_merge(kv, op->key, op->klen, &op->merged, NULL);
+            continue;
+        }
+        buf_t b;
+        buf_init(&b);
+        wire_build_replica_put(&b, rpc_next_id(kv->rpc), op->key, op->klen,
+                               enc.p, enc.len);
+        if (rpc_call(kv->rpc, s->peer, &b, kv->cfg.timeout_ms, repair_done,
+                     NULL) != 0) {
+            buf_free(&b);
+        }
+    }
+    buf_free(&enc);
+}
+
+/* Records one replica's answer and fires the callback when the verdict is
+ * known. Drops the reference the answer held. */
+static void op_settle(coord_op_t *op, coord_slot_t *s, bool ok,
+                      const obj_t *obj)
+{
+    pthread_mutex_lock(&op->mu);
+    if (s != NULL) {
+        s->replied = true;
+        op->outstanding--;
+        if (ok && obj != NULL && obj_join(&op->merged, obj, NULL) != 0) {
+            ok = false; /* out of memory: do not count what we lost */
+        }
+        if (ok && obj != NULL) {
+            obj_free(&s->obj);
+            (void)obj_join(&s->obj, obj, NULL);
+        }
+        s->ok = ok;
+        if (ok) {
+            op->acked++;
+        }
+    }
+    bool fire = false;
+    int rc = 0;
+    obj_t result;
+    obj_init(&result);
+    if (!op->done) {
+        if (op->acked >= op->needed) {
+            fire = true;
+            if (op->is_read && obj_join(&result, &op->merged, NULL) != 0) {
+                rc = KV_ENOMEM;
+            }
+        } else if (op->acked + op->outstanding < op->needed) {
+            fire = true;
+            rc = KV_EQUORUM;
+            metric_inc(&op->kv->metrics, M_QUORUM_FAILURES);
+        }
+        op->done = fire;
+    }
+    int acked = op->acked;
+    int needed = op->needed;
+    bool last = s != NULL && op->outstanding == 0;
+    bool release = s != NULL;
+    pthread_mutex_unlock(&op->mu);
+
+    if (fire) {
+        op->cb(op->arg, rc, acked, needed, op->is_read ? &result : NULL);
+    }
+    obj_free(&result);
+    if (last && op->is_read) {
+        op_read_repair(op);
+    }
+    if (release) {
+        pthread_mutex_lock(&op->mu);
+        bool gone = --op->refs == 0;
+        pthread_mutex_unlock(&op->mu);
+        if (gone) {
+            op_free(op);
+        }
+    }
+}
+
+static void on_replica_reply(void *arg, int rc, const wire_msg_t *reply)
+{
+    coord_slot_t *s = arg;
+    coord_op_t *op = s->op;
+    if (rc != 0 || reply->status != 0) {
+        op_settle(op, s, false, NULL);
+        return;
+    }
+    if (!op->is_read) {
+        op_settle(op, s, true, NULL);
+        return;
+    }
+    obj_t o;
+    obj_init(&o);
+    bool ok = reply->objlen == 0 ||
+              obj_decode(reply->obj, reply->objlen, &op->kv->limits, &o) == 0;
+    op_settle(op, s, ok, &o);
+    obj_free(&o);
+}
+
+/* Drops the initiator's reference; also settles an op that had nothing to
+ * wait for. */
+static void op_dispatched(coord_op_t *op)
+{
+    op_settle(op, NULL, false, NULL);
+    pthread_mutex_lock(&op->mu);
+    bool gone = --op->refs == 0;
+    pthread_mutex_unlock(&op->mu);
+    if (gone) {
+        op_free(op);
+    }
+}
+
+/* Sends msg to slot i's peer; on failure to start, settles it as failed. */
+static void op_send(coord_op_t *op, size_t i, const buf_t *msg)
+{
+    kv_t *kv = op->kv;
+    buf_t b;
+    buf_init(&b);
+    buf_put(&b, msg->p, msg->len);
+    pthread_mutex_lock(&op->mu);
+    op->refs++;
+    pthread_mutex_unlock(&op->mu);
+    if (rpc_call(kv->rpc, op->slot[i].peer, &b, op->timeout_ms,
+                 on_replica_reply, &op->slot[i]) != 0) {
+        buf_free(&b);
+        op_settle(op, &op->slot[i], false, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ forwarding */
+
+typedef struct fwd {
+    kv_t *kv;
+    bool is_read;
+    coord_done_fn cb;
+    void *arg;
+} fwd_t;
+
+static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
+{
+    fwd_t *f = arg;
+    obj_t o;
+    obj_init(&o);
+    int acked = 0;
+    int needed = 0;
+    if (rc == 0) {
+        rc = reply->status;
+        acked = reply->acked;
+        needed = reply->needed;
+        if (rc == 0 && f->is_read && reply->objlen > 0) {
+            rc = obj_decode(reply->obj, reply->objlen, &f->kv->limits, &o);
+            if (rc == KV_ECORRUPT) {
+                rc = KV_EPROTO;
+            }
+        }
+    } else if (rc == KV_ECLOSED) {
+        rc = KV_ECLOSED;
+    } else if (rc != KV_ETIMEDOUT) {
+        rc = KV_EUNAVAIL;
+    }
+    f->cb(f->arg, rc, acked, needed, f->is_read ? &o : NULL);
+    obj_free(&o);
+    free(f);
+}
+
+/* Picks the first replica with a live connection (else the first one) and
+ * hands it the request. */
+static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
+                          bool is_read, int timeout_ms, coord_done_fn done,
+                          void *arg)
+{
+    rpc_peer_t *target = NULL;
+    for (size_t i = 0; i < rt->n && target == NULL; i++) {
+        if (!rt->node[i].self && rpc_peer_connected(rt->node[i].peer)) {
+            target = rt->node[i].peer;
+        }
+    }
+    for (size_t i = 0; i < rt->n && target == NULL; i++) {
+        if (!rt->node[i].self) {
+            target = rt->node[i].peer;
+        }
+    }
+    fwd_t *f = malloc(sizeof(*f));
+    if (target == NULL || f == NULL) {
+        free(f);
+        buf_free(msg);
+        done(arg, target == NULL ? KV_EUNAVAIL : KV_ENOMEM, 0, 0, NULL);
+        return;
+    }
+    *f = (fwd_t){kv, is_read, done, arg};
+    metric_inc(&kv->metrics, M_FORWARDS);
+    int rc = rpc_call(kv->rpc, target, msg, timeout_ms + COORD_FORWARD_MARGIN_MS,
+                      on_forward_reply, f);
+    if (rc != 0) {
+        buf_free(msg);
+        free(f);
+        done(arg, rc, 0, 0, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ operations */
+
+static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
+                             const vc_t *ctx, const void *val, size_t vlen,
+                             bool tombstone, int w, int timeout_ms,
+                             bool may_forward, coord_done_fn done, void *arg)
+{
+    cluster_route_t rt;
+    int rc = cluster_route(kv, key, klen, &rt);
+    if (rc != 0) {
+        done(arg, rc, 0, 0, NULL);
+        return;
+    }
+    int tmo = timeout_ms > 0 ? timeout_ms : kv->cfg.timeout_ms;
+    bool owner = false;
+    for (size_t i = 0; i < rt.n; i++) {
+        owner = owner || rt.node[i].self;
+    }
+    if (!owner && (!may_forward || kv->rpc == NULL)) {
+        /* A forwarded write is never forwarded again: views of the ring
+         * that disagree must not bounce a request around. */
+        done(arg, KV_EUNAVAIL, 0, 0, NULL);
+        return;
+    }
+    if (!owner) {
+        buf_t ctxb;
+        buf_init(&ctxb);
+        if (ctx != NULL && vc_context_encode(ctx, &ctxb) != 0) {
+            buf_free(&ctxb);
+            done(arg, KV_ENOMEM, 0, 0, NULL);
+            return;
+        }
+        buf_t b;
+        buf_init(&b);
+        uint16_t flags = (uint16_t)((tombstone ? WIRE_F_TOMBSTONE : 0) |
+                                    (ctx != NULL ? WIRE_F_HAS_CTX : 0));
+        wire_build_coord_put(&b, rpc_next_id(kv->rpc), flags, key, klen, val,
+                             vlen, ctxb.p, ctxb.len, (uint8_t)w,
+                             (uint32_t)tmo);
+        buf_free(&ctxb);
+        coord_forward(kv, &rt, &b, false, tmo, done, arg);
+        return;
+    }
+
+    coord_op_t *op = op_new(kv, key, klen, false, done, arg);
+    if (op == NULL) {
+        done(arg, KV_ENOMEM, 0, 0, NULL);
+        return;
+    }
+    int needed = eff_quorum(w, kv->cfg.w, rt.n);
+    op->needed = needed;
+    op->timeout_ms = tmo;
+    obj_t o;
+    obj_init(&o);
+    rc = replica_write(kv, key, klen, ctx, val, vlen, tombstone, &o);
+    if (rc != 0) {
+        obj_free(&o);
+        op->done = true;
+        op_dispatched(op);
+        done(arg, rc, 0, needed, NULL);
+        return;
+    }
+    op->acked = 1;
+    buf_t enc;
+    buf_init(&enc);
+    buf_t msg;
+    buf_init(&msg);
+    if (rt.n > 1 && obj_encode(&o, &enc) == 0) {
+        wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen, enc.p,
+                               enc.len);
+    }
+    obj_free(&o);
+    buf_free(&enc);
+    op->nslots = rt.n;
+    for (size_t i = 0; i < rt.n; i++) {
+        op->slot[i].self = rt.node[i].self;
+        op->slot[i].peer = rt.node[i].peer;
+        if (!rt.node[i].self) {
+            op->outstanding++;
+        }
+    }
+    for (size_t i = 0; i < rt.n; i++) {
+        if (!rt.node[i].self) {
+            if (msg.oom || msg.len == 0) {
+                op_settle(op, &op->slot[i], false, NULL);
+            } else {
+                op_send(op, i, &msg);
+            }
+        }
+    }
+    buf_free(&msg);
+    op_dispatched(op);
+}
+
+void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                 const void *val, size_t vlen, bool tombstone, int w,
+                 int timeout_ms, coord_done_fn done, void *arg)
+{
+    coord_write_impl(kv, key, klen, ctx, val, vlen, tombstone, w, timeout_ms,
+                     true, done, arg);
+}
+
+void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
+                coord_done_fn done, void *arg)
+{
+    cluster_route_t rt;
+    int rc = cluster_route(kv, key, klen, &rt);
+    if (rc != 0) {
+        done(arg, rc, 0, 0, NULL);
+        return;
+    }
+    int tmo = timeout_ms > 0 ? timeout_ms : kv->cfg.timeout_ms;
+    if (kv->store == NULL) {
+        /* A client holds no data: a replica coordinates for it. */
+        buf_t b;
+        buf_init(&b);
+        wire_build_coord_get(&b, rpc_next_id(kv->rpc), key, klen, (uint8_t)r,
+                             (uint32_t)tmo);
+        coord_forward(kv, &rt, &b, true, tmo, done, arg);
+        return;
+    }
+    coord_op_t *op = op_new(kv, key, klen, true, done, arg);
+    if (op == NULL) {
+        done(arg, KV_ENOMEM, 0, 0, NULL);
+        return;
+    }
+    op->needed = eff_quorum(r, kv->cfg.r, rt.n);
+    op->timeout_ms = tmo;
+    op->nslots = rt.n;
+    for (size_t i = 0; i < rt.n; i++) {
+        op->slot[i].self = rt.node[i].self;
+        op->slot[i].peer = rt.node[i].peer;
+        op->outstanding++;
+    }
+    buf_t msg;
+    buf_init(&msg);
+    if (rt.n > 1) {
+        wire_build_key(&msg, WIRE_REPLICA_GET, rpc_next_id(kv->rpc), key,
+                       klen);
+    }
+    for (size_t i = 0; i < rt.n; i++) {
+        if (rt.node[i].self) {
+            obj_t o;
+            obj_init(&o);
+            pthread_mutex_lock(&op->mu);
+            op->refs++;
+            pthread_mutex_unlock(&op->mu);
+            rc = replica_read(kv, key, klen, &o);
+            op_settle(op, &op->slot[i], rc == 0, &o);
+            obj_free(&o);
+        } else if (msg.oom) {
+            op_settle(op, &op->slot[i], false, NULL);
+        } else {
+            op_send(op, i, &msg);
+        }
+    }
+    buf_free(&msg);
+    op_dispatched(op);
+}
+
+/* --------------------------------------------------------------- handler */
+
+typedef struct pending {
+    rpc_req_t *req;
+    uint8_t type;
+    uint64_t id;
+} pending_t;
+
+static void reply_status(rpc_req_t *req, uint8_t type, uint64_t id, int rc)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, type | WIRE_REPLY, id, (uint16_t)rc);
+    rpc_reply(req, &b);
+}
+
+static void reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
+                      int acked, int needed, const obj_t *o)
+{
+    buf_t enc;
+    buf_init(&enc);
+    /* An absent key travels as an empty object. */
+    if (rc == 0 && o != NULL && (o->n > 0 || o->cc.n > 0) &&
+        obj_encode(o, &enc) != 0) {
+        rc = KV_ENOMEM;
+        buf_free(&enc);
+    }
+    buf_t b;
+    buf_init(&b);
+    wire_build_obj_reply(&b, type, id, (uint16_t)rc, (uint8_t)acked,
+                         (uint8_t)needed, enc.p, enc.len);
+    buf_free(&enc);
+    rpc_reply(req, &b);
+}
+
+static void on_coordinated(void *arg, int rc, int acked, int needed,
+                           obj_t *result)
+{
+    pending_t *p = arg;
+    reply_obj(p->req, p->type, p->id, rc, acked, needed, result);
+    free(p);
+}
+
+static void reply_members(kv_t *kv, rpc_req_t *req, uint8_t type,
+                          uint64_t id)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, type | WIRE_REPLY, id, 0, 0);
+    cluster_encode_members(kv, &b);
+    rpc_reply(req, &b);
+}
+
+void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    uint8_t type = m->type;
+    switch (type) {
+    case WIRE_PING:
+        reply_status(req, type, m->id, 0);
+        return;
+    case WIRE_JOIN:
+        cluster_learn(kv, m->member.id, m->member.idlen, m->member.url,
+                      m->member.urllen);
+        reply_members(kv, req, type, m->id);
+        return;
+    case WIRE_MEMBERS:
+        reply_members(kv, req, type, m->id);
+        return;
+    case WIRE_STATS: {
+        char *text = NULL;
+        size_t len = 0;
+        int rc = kv_metrics(kv, &text, &len);
+        if (rc == 0 && len > WIRE_MAX_STATS) {
+            len = WIRE_MAX_STATS;
+        }
+        buf_t b;
+        buf_init(&b);
+        wire_header(&b, type | WIRE_REPLY, m->id, (uint16_t)rc, 0);
+        wire_put_bytes(&b, text, rc == 0 ? len : 0);
+        kv_free(text);
+        rpc_reply(req, &b);
+        return;
+    }
+    default:
+        break;
+    }
+    if (kv->store == NULL) {
+        reply_status(req, type, m->id, KV_ENOTSUP);
+        return;
+    }
+    if (m->klen > kv->cfg.max_key_size) {
+        reply_obj(req, type, m->id, KV_EKEYTOOBIG, 0, 0, NULL);
+        return;
+    }
+    switch (type) {
+    case WIRE_REPLICA_PUT: {
+        obj_t o;
+        obj_init(&o);
+        int rc = obj_decode(m->obj, m->objlen, &kv->limits, &o);
+        if (rc == 0) {
+            rc = replica_merge(kv, m->key, m->klen, &o, NULL);
+            metric_inc(&kv->metrics, M_REPLICA_WRITES);
+        }
+        obj_free(&o);
+        reply_status(req, type, m->id, rc);
+        return;
+    }
+    case WIRE_REPLICA_GET:
+    case WIRE_LOCAL_GET: {
+        obj_t o;
+        obj_init(&o);
+        int rc = replica_read(kv, m->key, m->klen, &o);
+        metric_inc(&kv->metrics, M_REPLICA_READS);
+        reply_obj(req, type, m->id, rc, rc == 0, 1, &o);
+        obj_free(&o);
+        return;
+    }
+    case WIRE_COORD_PUT:
+    case WIRE_COORD_GET: {
+        pending_t *p = malloc(sizeof(*p));
+        if (p == NULL) {
+            reply_obj(req, type, m->id, KV_ENOMEM, 0, 0, NULL);
+            return;
+        }
+        *p = (pending_t){req, type, m->id};
+        int tmo = (int)(m->timeout_ms > 0 && m->timeout_ms < 3600000
+                            ? m->timeout_ms
+                            : 0);
+        if (type == WIRE_COORD_GET) {
+            coord_read(kv, m->key, m->klen, m->quorum, tmo, on_coordinated, p);
+            return;
+        }
+        bool tomb = (m->flags & WIRE_F_TOMBSTONE) != 0;
+        if (!tomb && m->vlen > kv->cfg.max_value_size) {
+            free(p);
+            reply_obj(req, type, m->id, KV_ETOOBIG, 0, 0, NULL);
+            return;
+        }
+        vc_t ctx;
+        vc_init(&ctx);
+        bool has_ctx = (m->flags & WIRE_F_HAS_CTX) != 0;
+        if (has_ctx && vc_context_decode(m->ctx, m->ctxlen, &ctx) != 0) {
+            free(p);
+            vc_free(&ctx);
+            reply_obj(req, type, m->id, KV_EINVAL, 0, 0, NULL);
+            return;
+        }
+        coord_write_impl(kv, m->key, m->klen, has_ctx ? &ctx : NULL, m->val,
+                         m->vlen, tomb, m->quorum, tmo, false, on_coordinated,
+                         p);
+        vc_free(&ctx);
+        return;
+    }
+    default:
+        reply_status(req, type, m->id, KV_EPROTO);
+        return;
+    }
+}

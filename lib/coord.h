@@ -1,0 +1,41 @@
+/*
+ * coord.h - quorum reads and writes across a key's replicas, and the
+ * handler for requests from peers (coord.c).
+ */
+#ifndef KV_COORD_H
+#define KV_COORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "node.h"
+#include "object.h"
+#include "rpc.h"
+#include "vclock.h"
+
+/* Called exactly once per coord_write/coord_read, possibly before they
+ * return, possibly on an NNG thread. For reads, result is the merged
+ * object (the callee may move it out and obj_init() the original). */
+typedef void (*coord_done_fn)(void *arg, int rc, int acked, int needed,
+                              obj_t *result);
+
+/*
+ * A write: coordinated here if this node is in the key's preference list
+ * (draws the dot, stores locally, sends the object to the other replicas,
+ * completes on w acknowledgements), else forwarded to a node that is.
+ * ctx NULL: supersede what the coordinator holds (kv_put semantics).
+ * w and timeout_ms of 0 mean the node defaults.
+ */
+void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                 const void *val, size_t vlen, bool tombstone, int w,
+                 int timeout_ms, coord_done_fn done, void *arg);
+
+/* A read: asks the key's replicas, completes on r replies with their
+ * objects merged, then read-repairs replicas that were behind. */
+void coord_read(kv_t *kv, const void *key, size_t klen, int r,
+                int timeout_ms, coord_done_fn done, void *arg);
+
+/* The rpc handler for requests from peers. */
+void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *msg);
+
+#endif /* KV_COORD_H */

@@ -1,0 +1,455 @@
+/*
+ * rpc.c - the transport between peers: NNG req/rep sockets with contexts
+ * and asynchronous I/O. This is the only file that includes nng.h, so the
+ * choice of transport (tcp://, ipc://, and tls+tcp:// once TLS is
+ * configured here) lives in one place.
+ *
+ * Server side: one rep0 socket listening on the node's URL, with a fixed
+ * pool of workers, each an NNG context plus an aio, cycling
+ * receive -> handle -> reply. A handler may finish later (a coordinated
+ * write waits for its replicas), so the worker stays with its request until
+ * rpc_reply(); no thread is created per request. Bytes that do not decode
+ * are counted and answered with an EPROTO reply; they never reach a handler.
+ *
+ * Client side: one req0 socket per peer, dialled without blocking and
+ * redialled by NNG after failures. Each call opens a context on it, sends,
+ * receives, and finishes through its callback; req0's automatic resend is
+ * turned off because a resent coordinated write would get a second dot.
+ *
+ * Shutdown (rpc_destroy): close the listening socket, then the peer sockets
+ * (outstanding calls complete with KV_ECLOSED), wait until no call and no
+ * worker is active, then free. The lock `mu` protects peers, ncalls and
+ * closing.
+ */
+#include "rpc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "kvdist.h"
+
+#define RPC_WORKERS 64
+
+struct rpc_peer {
+    struct rpc_peer *next;
+    char *url;
+    nng_socket sock;
+    _Atomic int pipes; /* connections up right now */
+};
+
+enum worker_state { W_RECV, W_HANDLING, W_SEND, W_STOPPED };
+
+struct rpc_req {
+    rpc_t *rpc;
+    nng_ctx ctx;
+    nng_aio *aio;
+    int state;
+};
+
+struct rpc {
+    rpc_config_t cfg;
+    nng_socket server;
+    bool listening;
+    struct rpc_req workers[RPC_WORKERS];
+    _Atomic uint64_t next_id;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rpc_peer_t *peers;
+    unsigned ncalls;
+    bool closing;
+};
+
+static size_t rpc_recv_max(const wire_limits_t *l)
+{
+    return l->max_object + l->max_key + l->max_value + 4096;
+}
+
+static int rpc_code(int nng_rv)
+{
+    switch (nng_rv) {
+    case 0:
+        return 0;
+    case NNG_ETIMEDOUT:
+        return KV_ETIMEDOUT;
+    case NNG_ECLOSED:
+    case NNG_ECANCELED:
+        return KV_ECLOSED;
+    case NNG_ENOMEM:
+        return KV_ENOMEM;
+    case NNG_EADDRINUSE:
+        return KV_EADDRINUSE;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return KV_EINVAL;
+    case NNG_ECONNREFUSED:
+    case NNG_ECONNRESET:
+    case NNG_EUNREACHABLE:
+        return KV_EUNAVAIL;
+    default:
+        return KV_EIO;
+    }
+}
+
+/* ------------------------------------------------------------- server */
+
+static void worker_recv(struct rpc_req *w)
+{
+    w->state = W_RECV;
+    nng_ctx_recv(w->ctx, w->aio);
+}
+
+static void worker_send(struct rpc_req *w, buf_t *msg)
+{
+    nng_msg *m = NULL;
+    if (msg->oom || nng_msg_alloc(&m, 0) != 0 ||
+        nng_msg_append(m, msg->p, msg->len) != 0) {
+        /* Cannot answer: drop the request (the caller times out). */
+        if (m != NULL) {
+            nng_msg_free(m);
+        }
+        buf_free(msg);
+        worker_recv(w);
+        return;
+    }
+    buf_free(msg);
+    w->state = W_SEND;
+    nng_aio_set_msg(w->aio, m);
+    nng_ctx_send(w->ctx, w->aio);
+}
+
+static void worker_cb(void *arg)
+{
+    struct rpc_req *w = arg;
+    rpc_t *rpc = w->rpc;
+    int rv = nng_aio_result(w->aio);
+    if (w->state == W_SEND) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(w->aio));
+        }
+        if (rv == NNG_ECLOSED) {
+            w->state = W_STOPPED;
+            return;
+        }
+        worker_recv(w);
+        return;
+    }
+    if (w->state != W_RECV) {
+        return;
+    }
+    if (rv != 0) {
+        if (rv == NNG_ECLOSED) {
+            w->state = W_STOPPED;
+            return;
+        }
+        worker_recv(w);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(w->aio);
+    wire_msg_t msg;
+    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m), &rpc->cfg.limits,
+                         &msg);
+    if (rc != 0 || (msg.type & WIRE_REPLY)) {
+        metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
+        KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
+               "rpc: dropped a malformed message of %zu bytes",
+               nng_msg_len(m));
+        nng_msg_free(m);
+        buf_t reply;
+        buf_init(&reply);
+        wire_build_simple(&reply, WIRE_ERROR | WIRE_REPLY, 0, KV_EPROTO);
+        worker_send(w, &reply);
+        return;
+    }
+    w->state = W_HANDLING;
+    rpc->cfg.handler(rpc->cfg.handler_arg, w, &msg);
+    nng_msg_free(m);
+}
+
+void rpc_reply(rpc_req_t *req, buf_t *msg)
+{
+    worker_send(req, msg);
+}
+
+/* ------------------------------------------------------------- client */
+
+struct rpc_call {
+    rpc_t *rpc;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool sent;
+    nng_time deadline;
+    rpc_done_fn done;
+    void *arg;
+};
+
+static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
+{
+    rpc_t *rpc = c->rpc;
+    if (rc != 0) {
+        metric_inc(rpc->cfg.metrics, rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS
+                                                        : M_RPC_ERRORS);
+    }
+    c->done(c->arg, rc, reply);
+    nng_ctx_close(c->ctx);
+    /* An aio cannot be freed from its own callback: NNG reaps it later. */
+    nng_aio_reap(c->aio);
+    free(c);
+    pthread_mutex_lock(&rpc->mu);
+    if (--rpc->ncalls == 0) {
+        pthread_cond_broadcast(&rpc->cv);
+    }
+    pthread_mutex_unlock(&rpc->mu);
+}
+
+static void call_cb(void *arg)
+{
+    struct rpc_call *c = arg;
+    int rv = nng_aio_result(c->aio);
+    if (!c->sent) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(c->aio));
+            call_finish(c, rv == NNG_ETIMEDOUT ? KV_ETIMEDOUT : rpc_code(rv),
+                        NULL);
+            return;
+        }
+        c->sent = true;
+        nng_time now = nng_clock();
+        nng_aio_set_timeout(c->aio, c->deadline > now
+                                        ? (nng_duration)(c->deadline - now)
+                                        : 1);
+        nng_ctx_recv(c->ctx, c->aio);
+        return;
+    }
+    if (rv != 0) {
+        call_finish(c, rpc_code(rv), NULL);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(c->aio);
+    wire_msg_t reply;
+    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m),
+                         &c->rpc->cfg.limits, &reply);
+    if (rc != 0 || !(reply.type & WIRE_REPLY)) {
+        metric_inc(c->rpc->cfg.metrics, M_WIRE_MALFORMED);
+        call_finish(c, KV_EPROTO, NULL);
+    } else {
+        call_finish(c, 0, &reply);
+    }
+    nng_msg_free(m);
+}
+
+int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
+             rpc_done_fn done, void *arg)
+{
+    if (msg->oom) {
+        buf_free(msg);
+        return KV_ENOMEM;
+    }
+    struct rpc_call *c = calloc(1, sizeof(*c));
+    nng_msg *m = NULL;
+    if (c == NULL || nng_msg_alloc(&m, 0) != 0 ||
+        nng_msg_append(m, msg->p, msg->len) != 0) {
+        if (m != NULL) {
+            nng_msg_free(m);
+        }
+        free(c);
+        buf_free(msg);
+        return KV_ENOMEM;
+    }
+    buf_free(msg);
+    c->rpc = rpc;
+    c->done = done;
+    c->arg = arg;
+    c->deadline = nng_clock() + (nng_time)(timeout_ms > 0 ? timeout_ms : 1);
+    int rv = nng_ctx_open(&c->ctx, p->sock);
+    if (rv == 0) {
+        rv = nng_aio_alloc(&c->aio, call_cb, c);
+        if (rv != 0) {
+            nng_ctx_close(c->ctx);
+        }
+    }
+    if (rv != 0) {
+        nng_msg_free(m);
+        free(c);
+        return rpc_code(rv);
+    }
+    pthread_mutex_lock(&rpc->mu);
+    if (rpc->closing) {
+        pthread_mutex_unlock(&rpc->mu);
+        nng_msg_free(m);
+        nng_ctx_close(c->ctx);
+        nng_aio_free(c->aio);
+        free(c);
+        return KV_ECLOSED;
+    }
+    rpc->ncalls++;
+    pthread_mutex_unlock(&rpc->mu);
+    metric_inc(rpc->cfg.metrics, M_RPC_CALLS);
+    nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
+    nng_aio_set_msg(c->aio, m);
+    nng_ctx_send(c->ctx, c->aio);
+    return 0;
+}
+
+static void peer_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    (void)pipe;
+    rpc_peer_t *p = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&p->pipes, 1);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        atomic_fetch_sub(&p->pipes, 1);
+    }
+}
+
+rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
+{
+    pthread_mutex_lock(&rpc->mu);
+    for (rpc_peer_t *p = rpc->peers; p != NULL; p = p->next) {
+        if (strcmp(p->url, url) == 0) {
+            pthread_mutex_unlock(&rpc->mu);
+            return p;
+        }
+    }
+    rpc_peer_t *p = calloc(1, sizeof(*p));
+    if (p == NULL || (p->url = strdup(url)) == NULL ||
+        nng_req0_open(&p->sock) != 0) {
+        if (p != NULL) {
+            free(p->url);
+        }
+        free(p);
+        pthread_mutex_unlock(&rpc->mu);
+        return NULL;
+    }
+    atomic_init(&p->pipes, 0);
+    nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
+                        rpc_recv_max(&rpc->cfg.limits));
+    nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
+    nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_cb, p);
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_cb, p);
+    int rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN, "rpc: cannot dial %s: %s", url,
+               nng_strerror(rv));
+        nng_close(p->sock);
+        free(p->url);
+        free(p);
+        pthread_mutex_unlock(&rpc->mu);
+        return NULL;
+    }
+    p->next = rpc->peers;
+    rpc->peers = p;
+    pthread_mutex_unlock(&rpc->mu);
+    return p;
+}
+
+bool rpc_peer_connected(const rpc_peer_t *p)
+{
+    return atomic_load(&p->pipes) > 0;
+}
+
+const char *rpc_peer_url(const rpc_peer_t *p)
+{
+    return p->url;
+}
+
+uint64_t rpc_next_id(rpc_t *rpc)
+{
+    return atomic_fetch_add(&rpc->next_id, 1) + 1;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int rpc_create(const rpc_config_t *cfg, rpc_t **out)
+{
+    *out = NULL;
+    rpc_t *rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        return KV_ENOMEM;
+    }
+    rpc->cfg = *cfg;
+    pthread_mutex_init(&rpc->mu, NULL);
+    pthread_cond_init(&rpc->cv, NULL);
+    atomic_init(&rpc->next_id, 0);
+    *out = rpc;
+    return 0;
+}
+
+int rpc_listen(rpc_t *rpc, const char *url)
+{
+    int rv = nng_rep0_open(&rpc->server);
+    if (rv != 0) {
+        return rpc_code(rv);
+    }
+    nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
+                        rpc_recv_max(&rpc->cfg.limits));
+    rv = nng_listen(rpc->server, url, NULL, 0);
+    if (rv != 0) {
+        KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s",
+               url, nng_strerror(rv));
+        nng_close(rpc->server);
+        return rpc_code(rv);
+    }
+    for (int i = 0; i < RPC_WORKERS; i++) {
+        struct rpc_req *w = &rpc->workers[i];
+        w->rpc = rpc;
+        w->state = W_STOPPED;
+        if (nng_ctx_open(&w->ctx, rpc->server) != 0 ||
+            nng_aio_alloc(&w->aio, worker_cb, w) != 0) {
+            w->aio = NULL;
+            continue;
+        }
+        worker_recv(w);
+    }
+    rpc->listening = true;
+    return 0;
+}
+
+void rpc_destroy(rpc_t *rpc)
+{
+    if (rpc == NULL) {
+        return;
+    }
+    if (rpc->listening) {
+        nng_close(rpc->server);
+    }
+    pthread_mutex_lock(&rpc->mu);
+    rpc->closing = true;
+    rpc_peer_t *peers = rpc->peers;
+    rpc->peers = NULL;
+    pthread_mutex_unlock(&rpc->mu);
+    for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
+        nng_close(p->sock);
+    }
+    pthread_mutex_lock(&rpc->mu);
+    while (rpc->ncalls > 0) {
+        pthread_cond_wait(&rpc->cv, &rpc->mu);
+    }
+    pthread_mutex_unlock(&rpc->mu);
+    if (rpc->listening) {
+        for (int i = 0; i < RPC_WORKERS; i++) {
+            if (rpc->workers[i].aio != NULL) {
+                nng_aio_free(rpc->workers[i].aio);
+            }
+        }
+    }
+    while (peers != NULL) {
+        rpc_peer_t *next = peers->next;
+        free(peers->url);
+        free(peers);
+        peers = next;
+    }
+    pthread_cond_destroy(&rpc->cv);
+    pthread_mutex_destroy(&rpc->mu);
+    free(rpc);
+}

@@ -1,0 +1,67 @@
+/*
+ * rpc.h - the transport: the only code that touches NNG sockets (rpc.c).
+ * Requests and replies are wire.c messages; TLS will plug in here.
+ */
+#ifndef KV_RPC_H
+#define KV_RPC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "log.h"
+#include "metrics.h"
+#include "wire.h"
+
+typedef struct rpc rpc_t;
+typedef struct rpc_peer rpc_peer_t;
+typedef struct rpc_req rpc_req_t;
+
+/* Called once per rpc_call: rc is 0 with the decoded reply (valid only
+ * during the call), or KV_ETIMEDOUT / KV_EUNAVAIL / KV_EPROTO / KV_ECLOSED
+ * with reply NULL. Runs on an NNG thread: must not block for long. */
+typedef void (*rpc_done_fn)(void *arg, int rc, const wire_msg_t *reply);
+
+/* Called for each well-formed request on an NNG thread. The handler must
+ * eventually call rpc_reply(req, ...) exactly once, now or later (from any
+ * thread); msg is valid only during the call. */
+typedef void (*rpc_handler_fn)(void *arg, rpc_req_t *req,
+                               const wire_msg_t *msg);
+
+typedef struct rpc_config {
+    wire_limits_t limits;
+    const kvlog_t *log;
+    metrics_t *metrics;
+    rpc_handler_fn handler;
+    void *handler_arg;
+} rpc_config_t;
+
+int rpc_create(const rpc_config_t *cfg, rpc_t **out);
+/* Starts serving requests at url. Returns 0, KV_EADDRINUSE, KV_EINVAL
+ * (bad URL), KV_EIO. */
+int rpc_listen(rpc_t *rpc, const char *url);
+/* Closes every socket, waits for outstanding calls and handlers to finish,
+ * frees everything. NULL is a no-op. */
+void rpc_destroy(rpc_t *rpc);
+
+/* The peer at url, dialled in the background (and redialled after a
+ * failure); created on first use, valid until rpc_destroy. NULL on ENOMEM
+ * or a bad URL. */
+rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url);
+/* Whether a connection to the peer is up right now. */
+bool rpc_peer_connected(const rpc_peer_t *p);
+const char *rpc_peer_url(const rpc_peer_t *p);
+
+/* A fresh request id. */
+uint64_t rpc_next_id(rpc_t *rpc);
+
+/* Sends the message in msg (taken: msg is reset) and waits for the reply
+ * in the background, for at most timeout_ms in all. Returns 0 (done will
+ * be called exactly once) or an error (done will not be called). */
+int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
+             rpc_done_fn done, void *arg);
+
+/* Sends a reply (msg taken) for req and frees req. */
+void rpc_reply(rpc_req_t *req, buf_t *msg);
+
+#endif /* KV_RPC_H */
