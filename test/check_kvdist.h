@@ -14,6 +14,8 @@ Suite *object_suite(void);
 Suite *options_suite(void);
 Suite *store_suite(void);
 Suite *ring_suite(void);
+Suite *wire_suite(void);
+Suite *cluster_suite(void);
 
 /* A fresh directory under $TMPDIR (or /tmp); the caller frees the string
  * and removes the tree with util_rmtree. Aborts the test on failure. */
@@ -23,5 +25,51 @@ void util_rmtree(const char *path);
 void util_copytree(const char *from, const char *to);
 /* splitmix64: a small deterministic PRNG for reproducible random tests. */
 uint64_t util_rand(uint64_t *state);
+
+/* ---- multi-process harness (check_harness.c) ---- */
+
+#include "kvdist.h"
+
+#define HARNESS_MAX_NODES 8
+
+typedef struct harness_node {
+    char id[16];
+    char url[64];
+    char data[512];
+    char log[512];
+    int port;
+    int pid; /* 0 when not running */
+} harness_node_t;
+
+typedef struct harness {
+    char *dir;
+    char daemon[512];
+    int nnodes;
+    int n, r, w; /* passed as --n/--r/--w when > 0 */
+    harness_node_t node[HARNESS_MAX_NODES];
+} harness_t;
+
+/* Picks ports and directories for `nodes` nodes (n1..nN); starts nothing. */
+harness_t *harness_create(int nodes);
+/* Starts node i (joining node 0 unless i == 0) and waits for its "ready"
+ * log line; extra is a NULL-terminated list of additional flags. */
+void harness_start(harness_t *h, int i, const char *const *extra);
+void harness_start_all(harness_t *h, const char *const *extra);
+/* SIGTERM and wait (bounded, then SIGKILL). */
+void harness_stop(harness_t *h, int i);
+/* SIGKILL and wait. */
+void harness_kill(harness_t *h, int i);
+void harness_stop_all(harness_t *h);
+/* Stops everything and removes the directory. */
+void harness_destroy(harness_t *h);
+/* Every node's URL, comma-separated (free it). */
+char *harness_join_list(const harness_t *h);
+/* A role=client handle joined to every node. */
+kv_t *harness_client(const harness_t *h, int timeout_ms);
+/* Polls kv_members until `want` members are all up (bounded). */
+void harness_wait_members(kv_t *kv, size_t want);
+int harness_free_port(void);
+int64_t harness_now_ms(void);
+void harness_sleep_ms(int ms);
 
 #endif /* KV_CHECK_KVDIST_H */

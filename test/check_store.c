@@ -247,6 +247,57 @@ START_TEST(test_siblings_and_contexts)
 }
 END_TEST
 
+START_TEST(test_sibling_limit)
+{
+    char *dir = util_tmpdir("siblimit");
+    kv_t *kv = open_node(dir, NULL);
+    /* blind writes (empty context) each add a sibling */
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(kv_put_ctx(kv, "hot", 3, "v", 1, NULL, 0, NULL), 0);
+    }
+    ck_assert_int_eq(kv_put_ctx(kv, "hot", 3, "v", 1, NULL, 0, NULL),
+                     KV_ETOOBIG);
+    uint64_t refused = 0;
+    ck_assert_int_eq(kv_stat(kv, "kvdist_siblings_refused_total", &refused),
+                     0);
+    ck_assert_uint_eq(refused, 1);
+    void *ctx = NULL;
+    size_t ctxlen = 0;
+    ck_assert_uint_eq(sibling_count(kv, "hot", &ctx, &ctxlen), 100);
+    /* a write that resolves them is always accepted */
+    ck_assert_int_eq(kv_put_ctx(kv, "hot", 3, "one", 3, ctx, ctxlen, NULL), 0);
+    free(ctx);
+    ck_assert_uint_eq(sibling_count(kv, "hot", NULL, NULL), 1);
+    expect_value(kv, "hot", 3, "one", 3);
+    kv_close(kv);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+START_TEST(test_lower_value_limit_keeps_old_keys_readable)
+{
+    char *dir = util_tmpdir("lowerlimit");
+    kv_t *kv = open_node(dir, NULL);
+    char big[4096];
+    memset(big, 'b', sizeof(big));
+    ck_assert_int_eq(kv_put(kv, "big", 3, big, sizeof(big)), 0);
+    kv_close(kv);
+    kv_options_t *o = kv_options_create();
+    ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+    ck_assert_int_eq(kv_options_set(o, "max_value_size", "1k"), 0);
+    ck_assert_int_eq(kv_open(o, &kv), 0);
+    kv_options_destroy(o);
+    expect_value(kv, "big", 3, big, sizeof(big));
+    ck_assert_int_eq(kv_put(kv, "big", 3, big, sizeof(big)), KV_ETOOBIG);
+    ck_assert_int_eq(kv_delete(kv, "big", 3), 0);
+    expect_absent(kv, "big", 3);
+    kv_close(kv);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 static int concat_resolver(void *arg, const kv_sibling_t *s, size_t n,
                            void **out, size_t *outlen)
 {
@@ -639,6 +690,8 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_limits_and_bad_arguments);
     tcase_add_test(tc, test_siblings_and_contexts);
     tcase_add_test(tc, test_custom_resolver);
+    tcase_add_test(tc, test_sibling_limit);
+    tcase_add_test(tc, test_lower_value_limit_keeps_old_keys_readable);
     tcase_add_test(tc, test_restored_data_dir_never_reuses_dots);
     tcase_add_test(tc, test_corrupt_stored_object);
     tcase_add_test(tc, test_data_dir_locked);

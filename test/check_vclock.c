@@ -91,7 +91,7 @@ START_TEST(test_model_properties)
     vc_init(&a);
     vc_init(&b);
     vc_init(&c);
-    for (int iter = 0; iter < 20000; iter++) {
+    for (int iter = 0; iter < 4000; iter++) {
         model_t ma;
         model_t mb;
         model_random(&ma, &seed);
