@@ -35,7 +35,7 @@ endif
 
 # Debian's NNG ships no .pc file, so it is named directly.
 DEP_CFLAGS := $(shell pkg-config --cflags rocksdb libxxhash 2>/dev/null)
-DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash 2>/dev/null) -lnng -lpthread
+DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash 2>/dev/null) -lnng -lpthread -lm
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
@@ -53,7 +53,7 @@ SONAME := libkvdist.so.$(VERSION_MAJOR)
 SHLIB := $(BUILD)/libkvdist.so.$(VERSION)
 STLIB := $(BUILD)/libkvdist.a
 
-EXAMPLES := embed
+EXAMPLES := embed kvdistd kvdist
 EXAMPLE_BIN := $(patsubst %,$(BUILD)/examples/%,$(EXAMPLES))
 
 TEST_SRC := $(sort $(wildcard test/check_*.c))
@@ -120,13 +120,19 @@ exports: $(SHLIB)
 
 check: deps all $(TEST_BIN) exports
 	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) $(TEST_BIN)
+ifneq ($(SANITIZE),1)
+	bash test/install.sh
+endif
 
 test: check
 
 demo: deps all
-	@echo "== libkvdist $(VERSION): embedding example (build/examples/embed)"
-	rm -rf $(BUILD)/demo-data
+	@echo "== libkvdist $(VERSION): the embedded store ($(BUILD)/examples/embed)"
+	@rm -rf $(BUILD)/demo-data
 	$(BUILD)/examples/embed $(BUILD)/demo-data
+	@rm -rf $(BUILD)/demo-data
+	@echo
+	bash examples/demo.sh $(BUILD)
 
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).
@@ -149,17 +155,11 @@ deps:
 		echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
 	fi
 
-$(BUILD)/kvdist.pc: pkgconfig/kvdist.pc.in include/kvdist.h
-	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
-		$< > $@
-
 MAN3 := $(wildcard man/*.3)
 MAN1 := $(wildcard man/*.1)
 MAN7 := $(wildcard man/*.7)
 
-install: all $(BUILD)/kvdist.pc
+install: all
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man7
@@ -168,9 +168,13 @@ install: all $(BUILD)/kvdist.pc
 	ln -sf libkvdist.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libkvdist.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
-	install -m 644 $(BUILD)/kvdist.pc $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
+	# generated here, not cached: it records this install's PREFIX
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+		pkgconfig/kvdist.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
 	for b in $(EXAMPLES); do \
-		$(CC) $(APP_CFLAGS) examples/$$b.c -o $(DESTDIR)$(BINDIR)/kvdist-$$b \
+		$(CC) $(APP_CFLAGS) examples/$$b.c -o $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/') \
 			-L$(DESTDIR)$(LIBDIR) -lkvdist -Wl,-rpath,$(LIBDIR) $(LDFLAGS) || exit 1; \
 	done
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/)
@@ -182,7 +186,8 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libkvdist.so.$(VERSION) \
 		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libkvdist.so \
 		$(DESTDIR)$(LIBDIR)/libkvdist.a $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
-	for b in $(EXAMPLES); do rm -f $(DESTDIR)$(BINDIR)/kvdist-$$b; done
+	for b in $(EXAMPLES); do \
+		rm -f $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/'); done
 	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
 	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
 	for m in $(notdir $(MAN7)); do rm -f $(DESTDIR)$(MANDIR)/man7/$$m; done

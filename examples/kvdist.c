@@ -1,0 +1,510 @@
+/*
+ * kvdist.c - the libkvdist command-line client: put, get and delete keys in
+ * a running cluster, and show its members and which of them hold a key.
+ *
+ * The client opens the library with role=client: it holds no data and hands
+ * each request to a node of the cluster (found through the -c URLs), which
+ * coordinates it with the replicas. Each invocation is one request (two for
+ * put and del, see below) and prints nothing but the result on stdout, so it
+ * composes in shell pipelines; every message goes to stderr.
+ *
+ * Writes are read-modify-write: put and del first read the key's siblings
+ * for their causal context, then write with that context, so the write
+ * supersedes what was read and sequential puts overwrite rather than pile
+ * up as siblings (kv_put_ctx with an empty context would add one).
+ *
+ * Exit codes: 0 ok, 1 not found (get), 2 usage error, 3 any other error,
+ * 4 cannot reach the cluster.
+ *
+ * Run:
+ *     kvdist -c tcp://127.0.0.1:7000 put colour red
+ *     kvdist get colour
+ *     tar c dir | kvdist put backup -
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kvdist.h>
+
+#define DEFAULT_URL "tcp://127.0.0.1:7000"
+
+enum {
+    EXIT_NOTFOUND = 1,
+    EXIT_USAGE = 2,
+    EXIT_ERROR = 3,
+    EXIT_UNREACHABLE = 4
+};
+
+/* What one invocation was asked to do. */
+typedef struct cli {
+    const char *urls; /* the -c list, as given */
+    const char *from; /* where urls came from: "-c " or "KVDIST_URL=" */
+    kv_call_t call;   /* r, w, timeout_ms for every request; a template */
+    int timeout_ms;   /* 0: the library's default */
+    int verbose;      /* -v count: library log lines on stderr */
+    const char *cmd;
+} cli_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kvdist [-c URL[,URL...]] [-r R] [-w W] [--timeout MS] "
+            "COMMAND ...\n"
+            "\n"
+            "commands:\n"
+            "  put KEY [VALUE|-]   store VALUE (or stdin if - or absent)\n"
+            "  get KEY             print the value, byte for byte\n"
+            "  del KEY             delete the key\n"
+            "  members             list the members: id url status\n"
+            "  where KEY           list the members holding KEY, in ring "
+            "order\n"
+            "\n"
+            "options:\n"
+            "  -c, --connect URLS  nodes to reach the cluster through\n"
+            "                      (default $KVDIST_URL, else " DEFAULT_URL
+            ")\n"
+            "  -r R                read quorum of this request\n"
+            "  -w W                write quorum of this request\n"
+            "  --timeout MS        deadline of each request, in milliseconds\n"
+            "  -v, --verbose       show the library's log (twice: debug)\n"
+            "  -h, --help          print this help and exit\n"
+            "  -V, --version       print the version and exit\n"
+            "\n"
+            "exit status: 0 ok, 1 not found, 2 usage error, 3 other error, "
+            "4 cluster unreachable\n");
+}
+
+static void usage_error(const char *fmt, const char *what)
+{
+    fprintf(stderr, "kvdist: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, " (see kvdist --help)\n");
+    exit(EXIT_USAGE);
+}
+
+/* A whole-string decimal integer in [min, max], or -1. */
+static int parse_int(const char *s, int min, int max)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v < min ||
+        v > max) {
+        return -1;
+    }
+    return (int)v;
+}
+
+static void parse_flags(int argc, char **argv, cli_t *cli)
+{
+    enum { FLAG_TIMEOUT = 1000 };
+    static const struct option longopts[] = {
+        {"connect", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, FLAG_TIMEOUT},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *env = getenv("KVDIST_URL");
+    cli->urls = env != NULL && env[0] != '\0' ? env : DEFAULT_URL;
+    cli->from = "KVDIST_URL=";
+
+    opterr = 0; /* our own one-line messages */
+    for (;;) {
+        /* '+': stop at the command, so a value such as "-5" is not taken
+         * for a flag. */
+        int c = getopt_long(argc, argv, "+:c:r:w:vhV", longopts, NULL);
+        if (c == -1) {
+            break;
+        }
+        switch (c) {
+        case 'c':
+            cli->urls = optarg;
+            cli->from = "-c ";
+            break;
+        case 'r':
+            /* 16 is the library's ceiling for n; the node refuses an r
+             * above its own n. */
+            if ((cli->call.r = parse_int(optarg, 1, 16)) < 0) {
+                usage_error("-r: must be an integer from 1 to 16, not '%s'",
+                            optarg);
+            }
+            break;
+        case 'w':
+            if ((cli->call.w = parse_int(optarg, 1, 16)) < 0) {
+                usage_error("-w: must be an integer from 1 to 16, not '%s'",
+                            optarg);
+            }
+            break;
+        case FLAG_TIMEOUT:
+            cli->timeout_ms = parse_int(optarg, 1, 3600000);
+            if (cli->timeout_ms < 0) {
+                usage_error("--timeout: must be milliseconds from 1 to "
+                            "3600000, not '%s'",
+                            optarg);
+            }
+            cli->call.timeout_ms = cli->timeout_ms;
+            break;
+        case 'v':
+            cli->verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("kvdist (libkvdist) %s\n", kv_version());
+            exit(0);
+        case ':':
+            usage_error("%s: missing value", argv[optind - 1]);
+            break;
+        default:
+            if (strncmp(argv[optind - 1], "--", 2) == 0) {
+                usage_error("%s: unknown flag", argv[optind - 1]);
+            }
+            char s[3] = {'-', (char)optopt, '\0'};
+            usage_error("%s: unknown flag", s);
+        }
+    }
+}
+
+/* With -v, the library's log: one fprintf per line, so lines from its
+ * threads do not interleave. */
+static void log_line(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    static const char *const names[] = {"error", "warn", "notice", "info",
+                                        "debug"};
+    const char *name = level >= KV_LOG_ERROR && level <= KV_LOG_DEBUG
+                           ? names[level - KV_LOG_ERROR]
+                           : "log";
+    fprintf(stderr, "kvdist: %s: %s\n", name, msg);
+}
+
+/* What a request was, for the message its failure gets. */
+typedef enum {
+    REQ_READ,   /* get: a plain read */
+    REQ_CTX,    /* the read before a put or del: nothing written yet */
+    REQ_WRITE,  /* a write: its failure may leave it on some replicas */
+    REQ_CLUSTER /* members, where */
+} req_t;
+
+/* Prints what went wrong with rc and returns the exit code it deserves.
+ * call holds the replica counts of the failed request, or is NULL. */
+static int report(const cli_t *cli, const kv_call_t *call, req_t req,
+                  const char *key, int rc)
+{
+    switch (rc) {
+    case KV_OK:
+        return 0;
+    case KV_ENOTFOUND:
+        fprintf(stderr, "kvdist: %s: not found\n", key);
+        return EXIT_NOTFOUND;
+    case KV_EUNAVAIL:
+        fprintf(stderr, "kvdist: cannot reach the cluster at %s: %s\n",
+                cli->urls, kv_strerror(rc));
+        return EXIT_UNREACHABLE;
+    case KV_EQUORUM:
+    case KV_ETIMEDOUT: {
+        char counts[64] = "";
+        if (call != NULL && call->needed > 0) {
+            snprintf(counts, sizeof(counts), ": %d of %d replicas %s",
+                     call->acked, call->needed,
+                     req == REQ_WRITE ? "acknowledged" : "answered");
+        }
+        const char *tail = "";
+        if (req == REQ_WRITE) {
+            tail = " (the write may exist on some replicas)";
+        } else if (req == REQ_CTX) {
+            tail = " (reading the key before writing it; nothing was written)";
+        }
+        fprintf(stderr, "kvdist: %s%s%s\n",
+                rc == KV_EQUORUM ? "quorum not reached" : "timed out", counts,
+                tail);
+        return EXIT_ERROR;
+    }
+    default:
+        /* The node refuses a quorum above its n with KV_EINVAL, and the
+         * client cannot check it beforehand. */
+        fprintf(stderr, "kvdist: %s%s%s: %s%s\n", cli->cmd, key ? " " : "",
+                key ? key : "", kv_strerror(rc),
+                rc == KV_EINVAL && (cli->call.r > 0 || cli->call.w > 0)
+                    ? " (is -r or -w above the cluster's n?)"
+                    : "");
+        return EXIT_ERROR;
+    }
+}
+
+/* Opens the library as a client of the -c nodes; returns an exit code. */
+static int open_client(const cli_t *cli, kv_t **kvp)
+{
+    kv_options_t *o = kv_options_create();
+    if (o == NULL) {
+        fprintf(stderr, "kvdist: %s\n", kv_strerror(KV_ENOMEM));
+        return EXIT_ERROR;
+    }
+    int rc = kv_options_set(o, "role", "client");
+    if (rc == 0 && (rc = kv_options_set(o, "join", cli->urls)) != 0) {
+        /* The library's reason starts with the option's name, "join: ". */
+        const char *why = kv_options_errmsg(o);
+        if (strncmp(why, "join: ", 6) == 0) {
+            why += 6;
+        }
+        fprintf(stderr, "kvdist: %s%s: %s\n", cli->from, cli->urls, why);
+        kv_options_destroy(o);
+        return EXIT_USAGE;
+    }
+    if (rc == 0 && cli->timeout_ms > 0) {
+        /* Also the deadline of requests that take no kv_call_t (members,
+         * where). */
+        char ms[16];
+        snprintf(ms, sizeof(ms), "%d", cli->timeout_ms);
+        rc = kv_options_set(o, "timeout_ms", ms);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "kvdist: options: %s\n", kv_options_errmsg(o));
+        kv_options_destroy(o);
+        return EXIT_ERROR;
+    }
+    if (cli->verbose > 0) {
+        kv_options_set_logger(o, log_line, NULL,
+                              cli->verbose > 1 ? KV_LOG_DEBUG : KV_LOG_INFO);
+    }
+    rc = kv_open(o, kvp);
+    kv_options_destroy(o);
+    if (rc == KV_EUNAVAIL) {
+        return report(cli, NULL, REQ_CLUSTER, NULL, rc);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "kvdist: cannot connect to %s: %s%s%s\n", cli->urls,
+                kv_strerror(rc), rc == KV_ENOTSUP ? " by libkvdist " : "",
+                rc == KV_ENOTSUP ? kv_version() : "");
+        return EXIT_ERROR;
+    }
+    return 0;
+}
+
+/* All of stdin, binary-safe, or NULL after saying why. The caller frees it
+ * with free(). */
+static void *read_stdin(size_t *lenp)
+{
+    size_t cap = 64 * 1024, len = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        len += fread(buf + len, 1, cap - len, stdin);
+        if (len < cap) {
+            break; /* end of input or an error, told apart below */
+        }
+        char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+        if (bigger == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = bigger;
+        cap *= 2;
+    }
+    if (buf == NULL) {
+        fprintf(stderr, "kvdist: reading the value from stdin: %s\n",
+                kv_strerror(KV_ENOMEM));
+        return NULL;
+    }
+    if (ferror(stdin)) {
+        fprintf(stderr, "kvdist: reading the value from stdin: %s\n",
+                strerror(errno));
+        free(buf);
+        return NULL;
+    }
+    *lenp = len;
+    return buf;
+}
+
+/* The sibling kv_get() would return under the default resolver: greatest
+ * timestamp, ties by the byte-wise greatest value, then the longer one. */
+static size_t newest_sibling(const kv_siblings_t *s)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < kv_siblings_count(s); i++) {
+        const void *a, *b;
+        size_t alen, blen;
+        int64_t ta = kv_siblings_timestamp(s, i);
+        int64_t tb = kv_siblings_timestamp(s, best);
+        kv_siblings_value(s, i, &a, &alen);
+        kv_siblings_value(s, best, &b, &blen);
+        int cmp = memcmp(a, b, alen < blen ? alen : blen);
+        if (ta > tb || (ta == tb && (cmp > 0 || (cmp == 0 && alen > blen)))) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+static int cmd_get(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)nargs;
+    kv_call_t call = cli->call;
+    kv_siblings_t *s = NULL;
+    int rc = kv_get_siblings(kv, args[0], strlen(args[0]), &call, &s);
+    if (rc != 0) {
+        return report(cli, &call, REQ_READ, args[0], rc);
+    }
+    size_t n = kv_siblings_count(s);
+    if (n == 0) {
+        kv_siblings_free(s);
+        return report(cli, NULL, REQ_READ, args[0], KV_ENOTFOUND);
+    }
+    if (n > 1) {
+        fprintf(stderr, "kvdist: note: %zu siblings, showing the newest\n", n);
+    }
+    const void *val;
+    size_t len;
+    kv_siblings_value(s, newest_sibling(s), &val, &len);
+    size_t put = len > 0 ? fwrite(val, 1, len, stdout) : 0;
+    kv_siblings_free(s);
+    if (put < len) {
+        fprintf(stderr, "kvdist: writing to stdout: %s\n", strerror(errno));
+        return EXIT_ERROR;
+    }
+    return 0;
+}
+
+/* put and del: read for the context, then write as its successor. val NULL
+ * means delete. */
+static int write_key(const cli_t *cli, kv_t *kv, const char *key,
+                     const void *val, size_t vlen)
+{
+    kv_call_t call = cli->call;
+    kv_siblings_t *s = NULL;
+    int rc = kv_get_siblings(kv, key, strlen(key), &call, &s);
+    if (rc != 0) {
+        return report(cli, &call, REQ_CTX, key, rc);
+    }
+    size_t clen = 0;
+    const void *ctx = kv_siblings_context(s, &clen);
+    call = cli->call;
+    if (val != NULL) {
+        rc = kv_put_ctx(kv, key, strlen(key), val, vlen, ctx, clen, &call);
+    } else {
+        rc = kv_delete_ctx(kv, key, strlen(key), ctx, clen, &call);
+    }
+    kv_siblings_free(s);
+    return report(cli, &call, REQ_WRITE, key, rc);
+}
+
+static int cmd_put(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    if (nargs == 1 || strcmp(args[1], "-") == 0) {
+        size_t len = 0;
+        void *val = read_stdin(&len);
+        if (val == NULL) {
+            return EXIT_ERROR;
+        }
+        int code = write_key(cli, kv, args[0], val, len);
+        free(val);
+        return code;
+    }
+    return write_key(cli, kv, args[0], args[1], strlen(args[1]));
+}
+
+static int cmd_del(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)nargs;
+    return write_key(cli, kv, args[0], NULL, 0);
+}
+
+/* One line per member, "id url status". A client that knows no member has
+ * not reached any node. */
+static int print_members(const cli_t *cli, int rc, kv_member_t *m, size_t count,
+                         const char *key)
+{
+    if (rc == 0 && count == 0) {
+        rc = KV_EUNAVAIL;
+    }
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        printf("%s %s %s\n", m[i].id, m[i].url,
+               kv_member_status_name(m[i].status));
+    }
+    kv_free(m);
+    return report(cli, NULL, REQ_CLUSTER, key, rc);
+}
+
+static int cmd_members(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)args;
+    (void)nargs;
+    kv_member_t *m = NULL;
+    size_t count = 0;
+    int rc = kv_members(kv, &m, &count);
+    return print_members(cli, rc, m, count, NULL);
+}
+
+static int cmd_where(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)nargs;
+    kv_member_t *m = NULL;
+    size_t count = 0;
+    int rc = kv_preference_list(kv, args[0], strlen(args[0]), &m, &count);
+    return print_members(cli, rc, m, count, args[0]);
+}
+
+static const struct command {
+    const char *name;
+    int min, max; /* arguments after the command name */
+    const char *args;
+    int (*run)(const cli_t *cli, kv_t *kv, char **args, int nargs);
+} commands[] = {
+    {"put", 1, 2, "KEY [VALUE|-]", cmd_put},
+    {"get", 1, 1, "KEY", cmd_get},
+    {"del", 1, 1, "KEY", cmd_del},
+    {"members", 0, 0, "", cmd_members},
+    {"where", 1, 1, "KEY", cmd_where},
+};
+
+int main(int argc, char **argv)
+{
+    cli_t cli = {NULL, NULL, KV_CALL_INIT, 0, 0, NULL};
+    parse_flags(argc, argv, &cli);
+    if (optind >= argc) {
+        usage_error("%s", "no command given");
+    }
+    cli.cmd = argv[optind];
+    char **args = argv + optind + 1;
+    int nargs = argc - optind - 1;
+    const struct command *cmd = NULL;
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, cli.cmd) == 0) {
+            cmd = &commands[i];
+        }
+    }
+    if (cmd == NULL) {
+        usage_error("unknown command '%s'", cli.cmd);
+    }
+    if (nargs < cmd->min || nargs > cmd->max) {
+        fprintf(stderr, "kvdist: usage: kvdist [FLAG...] %s %s\n", cmd->name,
+                cmd->args);
+        return EXIT_USAGE;
+    }
+    if (nargs > 0 && args[0][0] == '\0') {
+        usage_error("%s: KEY must not be empty", cmd->name);
+    }
+
+    kv_t *kv = NULL;
+    int code = open_client(&cli, &kv);
+    if (code != 0) {
+        return code;
+    }
+    code = cmd->run(&cli, kv, args, nargs);
+    /* Output only counts once it reached stdout: a full disk is an error,
+     * not a success. */
+    if (code == 0 && fflush(stdout) != 0) {
+        fprintf(stderr, "kvdist: writing to stdout: %s\n", strerror(errno));
+        code = EXIT_ERROR;
+    }
+    /* Closed on every path before returning: the library's threads must not
+     * race with exit(). */
+    kv_close(kv);
+    return code;
+}
