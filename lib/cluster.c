@@ -1,20 +1,31 @@
 /*
- * cluster.c - membership and the ring.
+ * cluster.c - membership: the member table, gossip, failure detection and
+ * the ring.
  *
- * Owns the member list (sorted by node id), the ring built from it, and the
- * background thread that joins seeds. Invariants: the ring always matches
- * the member list (rebuilt under the write lock on every change); the list
- * is persisted in the meta column family on every change, so a restarted
- * node knows the cluster without its seeds; a member's rpc_peer_t, once
- * created, lives until the node closes, so routes may hold peer pointers
- * without a lock.
+ * Owns the member table (sorted by node id), the ring built from it and the
+ * background thread that gossips. Invariants: the ring always matches the
+ * table (rebuilt under the write lock on every change of membership); the
+ * table's ids and URLs are persisted in the meta column family on every
+ * such change, so a restarted node knows the cluster without its seeds; a
+ * member's rpc_peer_t, once created, lives until the node closes, so routes
+ * may hold peer pointers without a lock.
  *
- * Joining (until gossip arrives): a node sends JOIN(itself) to each seed;
- * the seed adds it and answers with its member list; the node learns each
- * member and, for every member new to it, sends JOIN(itself) there too, so
- * every node that is told about another introduces itself to it. A client
- * (role=client) is not a member: it asks the seeds for the list (MEMBERS)
- * and refreshes it periodically.
+ * Gossip (Cassandra-style): each member has an incarnation (new at every
+ * start, persisted so it only grows) and a heartbeat counter that its owner
+ * increments every gossip_interval_ms. Every interval a node sends its whole
+ * table to one random peer, which merges it and answers with its own; a row
+ * wins if its (incarnation, heartbeat) is greater. A change therefore
+ * reaches every node in O(log n) rounds. A node that knows no member yet
+ * gossips with its seeds until one answers. Clients (role=client) are not
+ * members: they ask a member for the list (MEMBERS) and take its view.
+ *
+ * Failure detection: each observed heartbeat increase is an arrival for
+ * that member's phi-accrual detector (detector.c); a member is marked down
+ * when phi exceeds phi_convict, and up again at its next arrival. The
+ * verdict is local ("as this node sees it") and never gossiped, and a node
+ * never marks itself down.
+ *
+ * Lock: `lock` protects members, nmembers, ring and every member field.
  */
 #include "cluster.h"
 
@@ -22,49 +33,58 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <xxhash.h>
 
+#include "detector.h"
 #include "ring.h"
 #include "store.h"
 #include "wire.h"
 
 #define CLUSTER_META_KEY "members"
-#define CLUSTER_TICK_MS 500
+#define CLUSTER_META_INCARNATION "incarnation"
 
 typedef struct member {
     char id[WIRE_MAX_ID + 1];
     char url[WIRE_MAX_URL + 1];
     rpc_peer_t *peer; /* NULL for this node */
     bool self;
+    uint64_t incarnation;
+    uint64_t heartbeat;
+    detector_t fd;
+    bool up;
 } member_t;
 
 struct cluster {
-    pthread_rwlock_t lock; /* protects members, nmembers, ring */
+    pthread_rwlock_t lock;
     member_t *members;
     size_t nmembers;
     ring_t *ring;
 
     pthread_t ticker;
     bool ticker_started;
-    pthread_mutex_t tick_mu; /* protects stop, joined */
+    pthread_mutex_t tick_mu; /* protects stop, joined, rng */
     pthread_cond_t tick_cv;
     bool stop;
-    bool joined; /* a seed answered */
+    bool joined; /* a seed or member answered */
+    uint64_t rng;
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* ----------------------------------------------------------- internals */
 
-/* Rebuilds the ring from the member list. Caller holds the write lock. */
+/* Rebuilds the ring from the table. Caller holds the write lock. */
 static int cluster_rebuild(kv_t *kv, struct cluster *c)
 {
-    if (c->nmembers == 0) {
-        ring_free(c->ring);
-        c->ring = NULL;
-        return 0;
-    }
-    const char **ids = malloc(c->nmembers * sizeof(*ids));
+    const char **ids = malloc((c->nmembers ? c->nmembers : 1) * sizeof(*ids));
     if (ids == NULL) {
         return KV_ENOMEM;
     }
@@ -72,7 +92,8 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
         ids[i] = c->members[i].id;
     }
     ring_t *r = NULL;
-    int rc = ring_build(ids, c->nmembers, kv->cfg.vnodes, &r);
+    int rc = c->nmembers ? ring_build(ids, c->nmembers, kv->cfg.vnodes, &r)
+                         : 0;
     free(ids);
     if (rc != 0) {
         return rc == RING_ENOMEM ? KV_ENOMEM : KV_EINTERNAL;
@@ -82,8 +103,8 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
     return 0;
 }
 
-/* Persists the list: 'K' 'M' version, member list, checksum. Caller holds
- * the lock (read or write). */
+/* Persists ids and URLs: 'K' 'M' version, member list, checksum. Caller
+ * holds the lock. */
 static void cluster_persist(kv_t *kv, struct cluster *c)
 {
     if (kv->store == NULL) {
@@ -108,68 +129,97 @@ static void cluster_persist(kv_t *kv, struct cluster *c)
     buf_free(&b);
 }
 
-static void cluster_send_join(kv_t *kv, rpc_peer_t *peer);
-
-/* Adds or updates a member. Returns the new member's peer when it is new
- * (so the caller can introduce itself), else NULL. Takes the lock. */
-static rpc_peer_t *cluster_add(kv_t *kv, const char *id, const char *url)
+static member_t *cluster_find(struct cluster *c, const char *id, size_t *at)
 {
-    struct cluster *c = kv->cluster;
-    bool is_self = kv->cfg.role == KV_ROLE_PEER &&
-                   strcmp(id, kv->cfg.node_id) == 0;
-    rpc_peer_t *peer = NULL;
-    if (!is_self) {
-        peer = rpc_peer(kv->rpc, url);
-        if (peer == NULL) {
-            return NULL;
-        }
-    }
-    pthread_rwlock_wrlock(&c->lock);
     size_t i = 0;
     while (i < c->nmembers && strcmp(c->members[i].id, id) < 0) {
         i++;
     }
-    rpc_peer_t *fresh = NULL;
-    if (i < c->nmembers && strcmp(c->members[i].id, id) == 0) {
-        /* Known: a node that moved keeps its id and gets its new URL. */
-        if (!is_self && strcmp(c->members[i].url, url) != 0) {
-            snprintf(c->members[i].url, sizeof(c->members[i].url), "%s", url);
-            c->members[i].peer = peer;
-            cluster_persist(kv, c);
-            fresh = peer;
-        }
-        pthread_rwlock_unlock(&c->lock);
-        return fresh;
+    if (at != NULL) {
+        *at = i;
     }
-    member_t *m = realloc(c->members, (c->nmembers + 1) * sizeof(*m));
-    if (m == NULL) {
-        pthread_rwlock_unlock(&c->lock);
-        return NULL;
-    }
-    c->members = m;
-    memmove(&m[i + 1], &m[i], (c->nmembers - i) * sizeof(*m));
-    memset(&m[i], 0, sizeof(m[i]));
-    snprintf(m[i].id, sizeof(m[i].id), "%s", id);
-    snprintf(m[i].url, sizeof(m[i].url), "%s", url);
-    m[i].peer = peer;
-    m[i].self = is_self;
-    c->nmembers++;
-    if (cluster_rebuild(kv, c) != 0) {
-        /* Keep the ring consistent with the list: undo. */
-        memmove(&m[i], &m[i + 1], (c->nmembers - i - 1) * sizeof(*m));
-        c->nmembers--;
-        pthread_rwlock_unlock(&c->lock);
-        return NULL;
-    }
-    cluster_persist(kv, c);
-    pthread_rwlock_unlock(&c->lock);
-    KV_LOG(&kv->log, KV_LOG_NOTICE, "cluster: member %s at %s", id, url);
-    return peer;
+    return (i < c->nmembers && strcmp(c->members[i].id, id) == 0)
+               ? &c->members[i]
+               : NULL;
 }
 
-void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
-                   const uint8_t *url, size_t urllen)
+/*
+ * Adds a member or merges what we heard about it. Returns true if the
+ * member is new. Caller holds the write lock; peer was created outside it
+ * (rpc_peer takes the transport's lock).
+ */
+static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
+                              const char *url, rpc_peer_t *peer,
+                              uint64_t inc, uint64_t hb, int64_t now)
 {
+    size_t at = 0;
+    member_t *m = cluster_find(c, id, &at);
+    if (m != NULL) {
+        if (m->self) {
+            /* Someone remembers a newer incarnation of us (our clock went
+             * back): move past it, or our heartbeats would be ignored. */
+            if (inc > m->incarnation) {
+                m->incarnation = inc + 1;
+                m->heartbeat = 0;
+            }
+            return false;
+        }
+        bool newer = inc > m->incarnation ||
+                     (inc == m->incarnation && hb > m->heartbeat);
+        if (!newer) {
+            return false;
+        }
+        if (inc > m->incarnation) {
+            detector_init(&m->fd, now, kv->cfg.gossip_interval_ms);
+        } else {
+            detector_heartbeat(&m->fd, now);
+        }
+        m->incarnation = inc;
+        m->heartbeat = hb;
+        if (peer != NULL && strcmp(m->url, url) != 0) {
+            snprintf(m->url, sizeof(m->url), "%s", url);
+            m->peer = peer;
+            cluster_persist(kv, c);
+        }
+        if (!m->up) {
+            m->up = true;
+            KV_LOG(&kv->log, KV_LOG_NOTICE, "cluster: member %s is up", id);
+        }
+        return false;
+    }
+    member_t *arr = realloc(c->members, (c->nmembers + 1) * sizeof(*arr));
+    if (arr == NULL) {
+        return false;
+    }
+    c->members = arr;
+    memmove(&arr[at + 1], &arr[at], (c->nmembers - at) * sizeof(*arr));
+    member_t *n = &arr[at];
+    memset(n, 0, sizeof(*n));
+    snprintf(n->id, sizeof(n->id), "%s", id);
+    snprintf(n->url, sizeof(n->url), "%s", url);
+    n->peer = peer;
+    n->self = peer == NULL;
+    n->incarnation = inc;
+    n->heartbeat = hb;
+    n->up = true;
+    detector_init(&n->fd, now, kv->cfg.gossip_interval_ms);
+    c->nmembers++;
+    if (cluster_rebuild(kv, c) != 0) {
+        memmove(&arr[at], &arr[at + 1], (c->nmembers - at - 1) * sizeof(*arr));
+        c->nmembers--;
+        return false;
+    }
+    cluster_persist(kv, c);
+    KV_LOG(&kv->log, KV_LOG_NOTICE, "cluster: member %s at %s", id, url);
+    return true;
+}
+
+/* Learns one row from the network (gossip or a member list). */
+static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
+                              const uint8_t *url, size_t urllen, uint64_t inc,
+                              uint64_t hb)
+{
+    struct cluster *c = kv->cluster;
     char sid[WIRE_MAX_ID + 1];
     char surl[WIRE_MAX_URL + 1];
     if (idlen == 0 || idlen > WIRE_MAX_ID || urllen == 0 ||
@@ -180,10 +230,25 @@ void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
     sid[idlen] = '\0';
     memcpy(surl, url, urllen);
     surl[urllen] = '\0';
-    rpc_peer_t *fresh = cluster_add(kv, sid, surl);
-    if (fresh != NULL && kv->cfg.role == KV_ROLE_PEER) {
-        cluster_send_join(kv, fresh);
+    bool is_self = kv->cfg.role == KV_ROLE_PEER &&
+                   strcmp(sid, kv->cfg.node_id) == 0;
+    rpc_peer_t *peer = NULL;
+    if (!is_self) {
+        peer = rpc_peer(kv->rpc, surl);
+        if (peer == NULL) {
+            return;
+        }
     }
+    pthread_rwlock_wrlock(&c->lock);
+    (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, mono_ms());
+    pthread_rwlock_unlock(&c->lock);
+}
+
+void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
+                   const uint8_t *url, size_t urllen)
+{
+    /* A row without gossip state: known, but no news of its liveness. */
+    cluster_learn_row(kv, id, idlen, url, urllen, 0, 0);
 }
 
 void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
@@ -191,9 +256,45 @@ void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
     rd_t r;
     rd_init(&r, p, len);
     wire_member_t m;
+    struct cluster *c = kv->cluster;
     while (wire_next_member(&r, &m)) {
         cluster_learn(kv, m.id, m.idlen, m.url, m.urllen);
+        if (kv->cfg.role == KV_ROLE_CLIENT) {
+            /* A client has no detector: it takes the member's view. */
+            char sid[WIRE_MAX_ID + 1];
+            memcpy(sid, m.id, m.idlen);
+            sid[m.idlen] = '\0';
+            pthread_rwlock_wrlock(&c->lock);
+            member_t *mm = cluster_find(c, sid, NULL);
+            if (mm != NULL) {
+                mm->up = m.status == KV_MEMBER_UP;
+            }
+            pthread_rwlock_unlock(&c->lock);
+        }
     }
+}
+
+void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len)
+{
+    rd_t r;
+    rd_init(&r, p, len);
+    wire_gossip_t g;
+    while (wire_next_gossip(&r, &g)) {
+        cluster_learn_row(kv, g.id, g.idlen, g.url, g.urllen, g.incarnation,
+                          g.heartbeat);
+    }
+}
+
+void cluster_encode_gossip(kv_t *kv, buf_t *b)
+{
+    struct cluster *c = kv->cluster;
+    pthread_rwlock_rdlock(&c->lock);
+    buf_put_varint(b, c->nmembers);
+    for (size_t i = 0; i < c->nmembers; i++) {
+        const member_t *m = &c->members[i];
+        wire_put_gossip(b, m->id, m->url, m->incarnation, m->heartbeat);
+    }
+    pthread_rwlock_unlock(&c->lock);
 }
 
 void cluster_encode_members(kv_t *kv, buf_t *b)
@@ -203,21 +304,14 @@ void cluster_encode_members(kv_t *kv, buf_t *b)
     buf_put_varint(b, c->nmembers);
     for (size_t i = 0; i < c->nmembers; i++) {
         const member_t *m = &c->members[i];
-        int status = (m->self || rpc_peer_connected(m->peer))
-                         ? KV_MEMBER_UP
-                         : KV_MEMBER_DOWN;
-        wire_put_member(b, m->id, m->url, (uint8_t)status);
+        wire_put_member(b, m->id, m->url,
+                        (uint8_t)(m->up ? KV_MEMBER_UP : KV_MEMBER_DOWN));
     }
     pthread_rwlock_unlock(&c->lock);
 }
 
-static void on_members_reply(void *arg, int rc, const wire_msg_t *reply)
+static void cluster_mark_joined(kv_t *kv)
 {
-    kv_t *kv = arg;
-    if (rc != 0 || reply->status != 0) {
-        return;
-    }
-    cluster_learn_list(kv, reply->members, reply->memberslen);
     struct cluster *c = kv->cluster;
     pthread_mutex_lock(&c->tick_mu);
     c->joined = true;
@@ -225,23 +319,43 @@ static void on_members_reply(void *arg, int rc, const wire_msg_t *reply)
     pthread_mutex_unlock(&c->tick_mu);
 }
 
-static void cluster_send_join(kv_t *kv, rpc_peer_t *peer)
+static void on_gossip_reply(void *arg, int rc, const wire_msg_t *reply)
+{
+    kv_t *kv = arg;
+    if (rc != 0 || reply->status != 0) {
+        return;
+    }
+    if ((reply->type & ~WIRE_REPLY) == WIRE_GOSSIP) {
+        cluster_merge_gossip(kv, reply->members, reply->memberslen);
+    } else {
+        cluster_learn_list(kv, reply->members, reply->memberslen);
+    }
+    cluster_mark_joined(kv);
+}
+
+/* One exchange with peer: our table for a member, a list request for a
+ * client. */
+static void cluster_exchange(kv_t *kv, rpc_peer_t *peer)
 {
     buf_t b;
     buf_init(&b);
     if (kv->cfg.role == KV_ROLE_PEER) {
-        wire_header(&b, WIRE_JOIN, rpc_next_id(kv->rpc), 0, 0);
-        wire_put_member(&b, kv->cfg.node_id, kv->cfg.listen, KV_MEMBER_UP);
+        wire_header(&b, WIRE_GOSSIP, rpc_next_id(kv->rpc), 0, 0);
+        cluster_encode_gossip(kv, &b);
     } else {
         wire_build_simple(&b, WIRE_MEMBERS, rpc_next_id(kv->rpc), 0);
     }
-    if (rpc_call(kv->rpc, peer, &b, kv->cfg.timeout_ms, on_members_reply,
-                 kv) != 0) {
+    /* A gossip exchange must not outlive a few rounds. */
+    int tmo = 4 * kv->cfg.gossip_interval_ms;
+    if (tmo > kv->cfg.timeout_ms) {
+        tmo = kv->cfg.timeout_ms;
+    }
+    if (rpc_call(kv->rpc, peer, &b, tmo, on_gossip_reply, kv) != 0) {
         buf_free(&b);
     }
 }
 
-/* Contacts every seed (JOIN for a peer, MEMBERS for a client). */
+/* Contacts every seed. */
 static void cluster_contact_seeds(kv_t *kv)
 {
     const char *s = kv->cfg.join;
@@ -252,11 +366,11 @@ static void cluster_contact_seeds(kv_t *kv)
         if (n > 0 && n <= WIRE_MAX_URL) {
             memcpy(url, s, n);
             url[n] = '\0';
-            /* Never join ourselves through our own listen URL. */
+            /* Never gossip with ourselves through our own listen URL. */
             if (kv->cfg.listen == NULL || strcmp(url, kv->cfg.listen) != 0) {
                 rpc_peer_t *p = rpc_peer(kv->rpc, url);
                 if (p != NULL) {
-                    cluster_send_join(kv, p);
+                    cluster_exchange(kv, p);
                 }
             }
         }
@@ -264,44 +378,102 @@ static void cluster_contact_seeds(kv_t *kv)
     }
 }
 
+static uint64_t cluster_rand(struct cluster *c)
+{
+    /* splitmix64 under tick_mu: only the ticker draws. */
+    uint64_t z = (c->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* One gossip round: beat, judge, pick a partner. */
+static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
+{
+    struct cluster *c = kv->cluster;
+    int64_t now = mono_ms();
+    rpc_peer_t *target = NULL;
+    pthread_rwlock_wrlock(&c->lock);
+    size_t nup = 0;
+    size_t ndown = 0;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        member_t *m = &c->members[i];
+        if (m->self) {
+            m->heartbeat++;
+            continue;
+        }
+        if (kv->cfg.role == KV_ROLE_PEER && m->up &&
+            detector_phi(&m->fd, now) > kv->cfg.phi_convict) {
+            m->up = false;
+            KV_LOG(&kv->log, KV_LOG_NOTICE,
+                   "cluster: member %s is down (silent for %lld ms, mean "
+                   "heartbeat interval %.0f ms)",
+                   m->id, (long long)(now - m->fd.last_ms),
+                   detector_mean(&m->fd));
+        }
+        if (m->up) {
+            nup++;
+        } else {
+            ndown++;
+        }
+    }
+    /* Mostly a live member; now and then a down one, so that its return
+     * is noticed even if nobody else talks to it (Cassandra does the
+     * same). */
+    bool pick_down = ndown > 0 && (nup == 0 || r1 % (nup + 1) == 0);
+    size_t pool = pick_down ? ndown : nup;
+    if (pool > 0) {
+        size_t k = (size_t)(r2 % pool);
+        for (size_t i = 0; i < c->nmembers; i++) {
+            member_t *m = &c->members[i];
+            if (m->self || m->up == pick_down) {
+                continue;
+            }
+            if (k-- == 0) {
+                target = m->peer;
+                break;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (target != NULL) {
+        cluster_exchange(kv, target);
+    }
+}
+
 static void *cluster_ticker(void *arg)
 {
     kv_t *kv = arg;
     struct cluster *c = kv->cluster;
-    unsigned tick = 0;
     pthread_mutex_lock(&c->tick_mu);
     while (!c->stop) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += CLUSTER_TICK_MS * 1000000L;
+        ts.tv_nsec += (long)kv->cfg.gossip_interval_ms * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&c->tick_cv, &c->tick_mu, &ts);
         if (c->stop) {
             break;
         }
-        tick++;
-        /* Until a seed has answered, keep asking; a client refreshes its
-         * view every few seconds. */
-        bool again = !c->joined ||
-                     (kv->cfg.role == KV_ROLE_CLIENT && tick % 10 == 0);
-        if (again) {
-            pthread_mutex_unlock(&c->tick_mu);
+        bool joined = c->joined;
+        uint64_t r1 = cluster_rand(c);
+        uint64_t r2 = cluster_rand(c);
+        pthread_mutex_unlock(&c->tick_mu);
+        if (!joined) {
             cluster_contact_seeds(kv);
-            pthread_mutex_lock(&c->tick_mu);
         }
+        cluster_round(kv, r1, r2);
+        pthread_mutex_lock(&c->tick_mu);
     }
     pthread_mutex_unlock(&c->tick_mu);
     return NULL;
 }
 
-/* Loads the persisted list; a damaged one is ignored (the seeds teach the
+/* Loads the persisted table; a damaged one is ignored (the seeds teach the
  * node again), never trusted. */
 static void cluster_load(kv_t *kv)
 {
-    if (kv->store == NULL) {
-        return;
-    }
     void *raw = NULL;
     size_t len = 0;
     if (store_get(kv->store, STORE_CF_META, CLUSTER_META_KEY,
@@ -310,6 +482,8 @@ static void cluster_load(kv_t *kv)
     }
     const uint8_t *p = raw;
     rd_t sum;
+    rd_t r;
+    uint64_t n = 0;
     if (len < 3 + 1 + 4 || p[0] != 'K' || p[1] != 'M' || p[2] != 1) {
         goto bad;
     }
@@ -317,9 +491,8 @@ static void cluster_load(kv_t *kv)
     if ((uint32_t)XXH3_64bits(p, len - 4) != rd_u32(&sum)) {
         goto bad;
     }
-    rd_t r;
     rd_init(&r, p + 3, len - 3 - 4);
-    uint64_t n = rd_varint(&r);
+    n = rd_varint(&r);
     if (r.err || n > WIRE_MAX_MEMBERS) {
         goto bad;
     }
@@ -328,15 +501,7 @@ static void cluster_load(kv_t *kv)
         if (!wire_next_member(&r, &m)) {
             goto bad;
         }
-        char sid[WIRE_MAX_ID + 1];
-        char surl[WIRE_MAX_URL + 1];
-        memcpy(sid, m.id, m.idlen);
-        sid[m.idlen] = '\0';
-        memcpy(surl, m.url, m.urllen);
-        surl[m.urllen] = '\0';
-        if (strcmp(sid, kv->cfg.node_id) != 0) {
-            (void)cluster_add(kv, sid, surl);
-        }
+        cluster_learn(kv, m.id, m.idlen, m.url, m.urllen);
     }
     free(raw);
     return;
@@ -344,6 +509,40 @@ bad:
     KV_LOG(&kv->log, KV_LOG_WARN,
            "cluster: saved member list is damaged; relearning from seeds");
     free(raw);
+}
+
+/* A new incarnation: greater than any this node used before (persisted)
+ * and than the wall clock in seconds, so it grows even across a wiped
+ * data dir. */
+static uint64_t cluster_new_incarnation(kv_t *kv)
+{
+    uint64_t inc = (uint64_t)time(NULL);
+    if (kv->store == NULL) {
+        return inc;
+    }
+    void *raw = NULL;
+    size_t len = 0;
+    if (store_get(kv->store, STORE_CF_META, CLUSTER_META_INCARNATION,
+                  strlen(CLUSTER_META_INCARNATION), &raw, &len) == 0 &&
+        len == 8) {
+        rd_t r;
+        rd_init(&r, raw, len);
+        uint64_t old = rd_u64(&r);
+        if (old >= inc) {
+            inc = old + 1;
+        }
+    }
+    free(raw);
+    buf_t b;
+    buf_init(&b);
+    buf_put_u64(&b, inc);
+    if (b.oom || store_put(kv->store, STORE_CF_META, CLUSTER_META_INCARNATION,
+                           strlen(CLUSTER_META_INCARNATION), b.p,
+                           b.len) != 0) {
+        KV_LOG(&kv->log, KV_LOG_WARN, "cluster: could not save incarnation");
+    }
+    buf_free(&b);
+    return inc;
 }
 
 int cluster_open(kv_t *kv)
@@ -355,39 +554,31 @@ int cluster_open(kv_t *kv)
     pthread_rwlock_init(&c->lock, NULL);
     pthread_mutex_init(&c->tick_mu, NULL);
     pthread_cond_init(&c->tick_cv, NULL);
+    if (getrandom(&c->rng, sizeof(c->rng), 0) != (ssize_t)sizeof(c->rng)) {
+        c->rng = (uint64_t)mono_ms() ^ kv->actor;
+    }
     kv->cluster = c;
     if (kv->cfg.role == KV_ROLE_PEER) {
-        const char *url = kv->cfg.listen ? kv->cfg.listen : "";
-        if (cluster_add(kv, kv->cfg.node_id, url) != NULL) {
-            return KV_EINTERNAL; /* self never has a peer */
-        }
-        if (c->nmembers != 1) {
+        uint64_t inc = cluster_new_incarnation(kv);
+        pthread_rwlock_wrlock(&c->lock);
+        bool added = cluster_merge_row(kv, c, kv->cfg.node_id,
+                                       kv->cfg.listen ? kv->cfg.listen : "",
+                                       NULL, inc, 0, mono_ms());
+        pthread_rwlock_unlock(&c->lock);
+        if (!added) {
             return KV_ENOMEM;
         }
         if (kv->rpc != NULL) {
             cluster_load(kv);
         }
     }
-    if (kv->cfg.join == NULL) {
-        c->joined = true;
-    }
     if (kv->rpc == NULL) {
+        c->joined = true;
         return 0; /* embedded: a one-node cluster with nothing to join */
     }
-    /* Introduce ourselves to every member we already know (a restart). */
-    pthread_rwlock_rdlock(&c->lock);
-    size_t n = c->nmembers;
-    rpc_peer_t **known = calloc(n ? n : 1, sizeof(*known));
-    for (size_t i = 0; known != NULL && i < n; i++) {
-        known[i] = c->members[i].peer;
-    }
-    pthread_rwlock_unlock(&c->lock);
-    for (size_t i = 0; known != NULL && i < n; i++) {
-        if (known[i] != NULL) {
-            cluster_send_join(kv, known[i]);
-        }
-    }
-    free(known);
+    /* Known members (after a restart) count as joined: gossip reaches
+     * them; seeds are for nodes that know nobody. */
+    c->joined = kv->cfg.join == NULL || cluster_size(kv) > 1;
     cluster_contact_seeds(kv);
     if (pthread_create(&c->ticker, NULL, cluster_ticker, kv) != 0) {
         return KV_ENOMEM;
@@ -410,7 +601,8 @@ int cluster_open(kv_t *kv)
         pthread_mutex_unlock(&c->tick_mu);
         if (!joined) {
             KV_LOG(&kv->log, KV_LOG_ERROR,
-                   "cluster: no seed answered within %d ms", kv->cfg.timeout_ms);
+                   "cluster: no seed answered within %d ms",
+                   kv->cfg.timeout_ms);
             return KV_EUNAVAIL;
         }
     }
@@ -456,6 +648,26 @@ size_t cluster_size(kv_t *kv)
     return n;
 }
 
+bool cluster_is_up(kv_t *kv, const char *id)
+{
+    struct cluster *c = kv->cluster;
+    pthread_rwlock_rdlock(&c->lock);
+    member_t *m = cluster_find(c, id, NULL);
+    bool up = m != NULL && m->up;
+    pthread_rwlock_unlock(&c->lock);
+    return up;
+}
+
+rpc_peer_t *cluster_peer(kv_t *kv, const char *id)
+{
+    struct cluster *c = kv->cluster;
+    pthread_rwlock_rdlock(&c->lock);
+    member_t *m = cluster_find(c, id, NULL);
+    rpc_peer_t *p = m != NULL ? m->peer : NULL;
+    pthread_rwlock_unlock(&c->lock);
+    return p;
+}
+
 int cluster_route(kv_t *kv, const void *key, size_t klen,
                   cluster_route_t *out)
 {
@@ -464,18 +676,19 @@ int cluster_route(kv_t *kv, const void *key, size_t klen,
     pthread_rwlock_rdlock(&c->lock);
     if (c->ring == NULL) {
         pthread_rwlock_unlock(&c->lock);
-        out->n = 0;
+        out->n = out->count = 0;
         return KV_EUNAVAIL;
     }
-    size_t want = (size_t)kv->cfg.n;
-    size_t got = ring_successors(c->ring, key, klen, idx, want);
+    size_t got = ring_successors(c->ring, key, klen, idx, CLUSTER_MAX_ROUTE);
     for (size_t i = 0; i < got; i++) {
         const member_t *m = &c->members[idx[i]];
         out->node[i].peer = m->peer;
         out->node[i].self = m->self;
+        out->node[i].up = m->up;
         snprintf(out->node[i].id, sizeof(out->node[i].id), "%s", m->id);
     }
-    out->n = got;
+    out->count = got;
+    out->n = got < (size_t)kv->cfg.n ? got : (size_t)kv->cfg.n;
     pthread_rwlock_unlock(&c->lock);
     return 0;
 }
@@ -485,8 +698,7 @@ static void fill_member(kv_member_t *dst, const member_t *m)
     snprintf(dst->id, sizeof(dst->id), "%s", m->id);
     snprintf(dst->url, sizeof(dst->url), "%s", m->url);
     dst->self = m->self ? 1 : 0;
-    dst->status = (m->self || rpc_peer_connected(m->peer)) ? KV_MEMBER_UP
-                                                           : KV_MEMBER_DOWN;
+    dst->status = m->up ? KV_MEMBER_UP : KV_MEMBER_DOWN;
 }
 
 int cluster_members(kv_t *kv, kv_member_t **out, size_t *count)
@@ -528,4 +740,23 @@ int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
     *out = list;
     *count = got;
     return 0;
+}
+
+void cluster_render_metrics(kv_t *kv, buf_t *b)
+{
+    struct cluster *c = kv->cluster;
+    pthread_rwlock_rdlock(&c->lock);
+    const char *head = "# HELP kvdist_member_up Whether this node sees the "
+                       "member up (1) or down (0).\n"
+                       "# TYPE kvdist_member_up gauge\n";
+    buf_put(b, head, strlen(head));
+    for (size_t i = 0; i < c->nmembers; i++) {
+        char line[160];
+        int n = snprintf(line, sizeof(line), "kvdist_member_up{id=\"%s\"} %d\n",
+                         c->members[i].id, c->members[i].up ? 1 : 0);
+        if (n > 0 && (size_t)n < sizeof(line)) {
+            buf_put(b, line, (size_t)n);
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
 }

@@ -18,10 +18,12 @@
 /* A routing snapshot for one key: the first `n` entries are its
  * preference list (n = min(configured n, members)). */
 typedef struct cluster_route {
-    size_t n;
+    size_t n;     /* the preference list: node[0..n) */
+    size_t count; /* then the fallbacks, in ring order: node[n..count) */
     struct {
         rpc_peer_t *peer; /* NULL for this node itself */
         bool self;
+        bool up;          /* as this node's failure detector sees it */
         char id[72];
     } node[CLUSTER_MAX_ROUTE];
 } cluster_route_t;
@@ -40,6 +42,15 @@ void cluster_close(kv_t *kv);
 int cluster_route(kv_t *kv, const void *key, size_t klen,
                   cluster_route_t *out);
 size_t cluster_size(kv_t *kv);
+
+bool cluster_is_up(kv_t *kv, const char *id);
+/* The member's peer, NULL for this node or an unknown id. */
+rpc_peer_t *cluster_peer(kv_t *kv, const char *id);
+/* Gossip: merge a received table; append ours (count + rows). */
+void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len);
+void cluster_encode_gossip(kv_t *kv, buf_t *b);
+/* Appends kvdist_member_up{id=...} gauges. */
+void cluster_render_metrics(kv_t *kv, buf_t *b);
 
 /* Learns of a member (from a JOIN or a member list). Idempotent. */
 void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,

@@ -25,10 +25,12 @@
 #include "coord.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
+#include "handoff.h"
 #include "replica.h"
 #include "wire.h"
 
@@ -44,8 +46,10 @@ typedef struct coord_slot {
     bool replied;
     bool ok;
     bool self;
-    rpc_peer_t *peer;
-    obj_t obj; /* reads: what this replica answered */
+    rpc_peer_t *peer;   /* who was asked: the replica, or its fallback */
+    bool fallback;      /* peer stands in for owner (sloppy quorum) */
+    char owner[72];     /* the preference-list node this slot is for */
+    obj_t obj;          /* reads: what was answered */
 } coord_slot_t;
 
 struct coord_op {
@@ -128,7 +132,7 @@ static void op_read_repair(coord_op_t *op)
     }
     for (size_t i = 0; i < op->nslots; i++) {
         coord_slot_t *s = &op->slot[i];
-        if (!s->ok || obj_equal(&s->obj, &op->merged)) {
+        if (!s->ok || s->fallback || obj_equal(&s->obj, &op->merged)) {
             continue;
         }
         metric_inc(&kv->metrics, M_READ_REPAIRS);
@@ -209,11 +213,24 @@ static void op_settle(coord_op_t *op, coord_slot_t *s, bool ok,
     }
 }
 
+/* A replica that did not acknowledge a write in time gets a hint kept
+ * here, even when a fallback was tried (Cassandra does the same), so that
+ * it gets back what it missed without waiting for anti-entropy. */
+static void op_hint_locally(coord_op_t *op, coord_slot_t *s)
+{
+    kv_t *kv = op->kv;
+    if (op->is_read || !kv->cfg.hinted_handoff || kv->handoff == NULL) {
+        return;
+    }
+    (void)handoff_store(kv, s->owner, op->key, op->klen, &op->merged);
+}
+
 static void on_replica_reply(void *arg, int rc, const wire_msg_t *reply)
 {
     coord_slot_t *s = arg;
     coord_op_t *op = s->op;
     if (rc != 0 || reply->status != 0) {
+        op_hint_locally(op, s);
         op_settle(op, s, false, NULL);
         return;
     }
@@ -242,6 +259,17 @@ static void op_dispatched(coord_op_t *op)
     }
 }
 
+/* Settles a slot that was never sent (no peer, no memory). Every settle
+ * of a slot drops one reference, so take the one a send would have. */
+static void op_fail_unsent(coord_op_t *op, coord_slot_t *s)
+{
+    pthread_mutex_lock(&op->mu);
+    op->refs++;
+    pthread_mutex_unlock(&op->mu);
+    op_hint_locally(op, s);
+    op_settle(op, s, false, NULL);
+}
+
 /* Sends msg to slot i's peer; on failure to start, settles it as failed. */
 static void op_send(coord_op_t *op, size_t i, const buf_t *msg)
 {
@@ -255,7 +283,47 @@ static void op_send(coord_op_t *op, size_t i, const buf_t *msg)
     if (rpc_call(kv->rpc, op->slot[i].peer, &b, op->timeout_ms,
                  on_replica_reply, &op->slot[i]) != 0) {
         buf_free(&b);
+        op_hint_locally(op, &op->slot[i]);
         op_settle(op, &op->slot[i], false, NULL);
+    }
+}
+
+/* Picks the next healthy fallback beyond the preference list, for a
+ * replica the failure detector sees down (sloppy quorum, Dynamo 4.6).
+ * *cursor walks the fallbacks so each is used at most once. Returns its
+ * index or rt->count if there is none. */
+static size_t next_fallback(const cluster_route_t *rt, size_t *cursor)
+{
+    while (*cursor < rt->count) {
+        size_t j = (*cursor)++;
+        if (rt->node[j].up && !rt->node[j].self) {
+            return j;
+        }
+    }
+    return rt->count;
+}
+
+/* Fills slot i for preference-list node i: the node itself if it is up,
+ * else (sloppy quorum) a fallback that stands in for it, else nobody
+ * (peer NULL). */
+static void op_assign(coord_op_t *op, const cluster_route_t *rt, size_t i,
+                      size_t *cursor)
+{
+    coord_slot_t *s = &op->slot[i];
+    s->self = rt->node[i].self;
+    snprintf(s->owner, sizeof(s->owner), "%s", rt->node[i].id);
+    s->peer = rt->node[i].peer;
+    s->fallback = false;
+    if (s->self || rt->node[i].up) {
+        return;
+    }
+    s->peer = NULL;
+    if (op->kv->cfg.sloppy_quorum) {
+        size_t j = next_fallback(rt, cursor);
+        if (j < rt->count) {
+            s->peer = rt->node[j].peer;
+            s->fallback = true;
+        }
     }
 }
 
@@ -303,7 +371,7 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
 {
     rpc_peer_t *target = NULL;
     for (size_t i = 0; i < rt->n && target == NULL; i++) {
-        if (!rt->node[i].self && rpc_peer_connected(rt->node[i].peer)) {
+        if (!rt->node[i].self && rt->node[i].up) {
             target = rt->node[i].peer;
         }
     }
@@ -395,32 +463,44 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
     op->acked = 1;
     buf_t enc;
     buf_init(&enc);
-    buf_t msg;
-    buf_init(&msg);
-    if (rt.n > 1 && obj_encode(&o, &enc) == 0) {
-        wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen, enc.p,
-                               enc.len);
+    if (rt.n > 1 && obj_encode(&o, &enc) != 0) {
+        buf_free(&enc);
+        enc.oom = true;
     }
-    obj_free(&o);
-    buf_free(&enc);
+    /* Kept for hints to replicas that do not acknowledge. */
+    obj_free(&op->merged);
+    op->merged = o;
     op->nslots = rt.n;
+    size_t cursor = rt.n;
     for (size_t i = 0; i < rt.n; i++) {
-        op->slot[i].self = rt.node[i].self;
-        op->slot[i].peer = rt.node[i].peer;
-        if (!rt.node[i].self) {
+        op_assign(op, &rt, i, &cursor);
+        if (!op->slot[i].self) {
             op->outstanding++;
         }
     }
     for (size_t i = 0; i < rt.n; i++) {
-        if (!rt.node[i].self) {
-            if (msg.oom || msg.len == 0) {
-                op_settle(op, &op->slot[i], false, NULL);
-            } else {
-                op_send(op, i, &msg);
-            }
+        coord_slot_t *s = &op->slot[i];
+        if (s->self) {
+            continue;
         }
+        if (s->peer == NULL || enc.oom) {
+            op_fail_unsent(op, s);
+            continue;
+        }
+        buf_t msg;
+        buf_init(&msg);
+        if (s->fallback) {
+            metric_inc(&kv->metrics, M_HINTED_WRITES);
+            wire_build_hinted(&msg, WIRE_REPLICA_PUT, rpc_next_id(kv->rpc),
+                              s->owner, key, klen, enc.p, enc.len);
+        } else {
+            wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen,
+                                   enc.p, enc.len);
+        }
+        op_send(op, i, &msg);
+        buf_free(&msg);
     }
-    buf_free(&msg);
+    buf_free(&enc);
     op_dispatched(op);
 }
 
@@ -459,34 +539,40 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
     op->needed = eff_quorum(r, kv->cfg.r, rt.n);
     op->timeout_ms = tmo;
     op->nslots = rt.n;
+    size_t cursor = rt.n;
     for (size_t i = 0; i < rt.n; i++) {
-        op->slot[i].self = rt.node[i].self;
-        op->slot[i].peer = rt.node[i].peer;
+        op_assign(op, &rt, i, &cursor);
         op->outstanding++;
     }
-    buf_t msg;
-    buf_init(&msg);
-    if (rt.n > 1) {
-        wire_build_key(&msg, WIRE_REPLICA_GET, rpc_next_id(kv->rpc), key,
-                       klen);
-    }
     for (size_t i = 0; i < rt.n; i++) {
-        if (rt.node[i].self) {
+        coord_slot_t *s = &op->slot[i];
+        if (s->self) {
             obj_t o;
             obj_init(&o);
             pthread_mutex_lock(&op->mu);
             op->refs++;
             pthread_mutex_unlock(&op->mu);
             rc = replica_read(kv, key, klen, &o);
-            op_settle(op, &op->slot[i], rc == 0, &o);
+            op_settle(op, s, rc == 0, &o);
             obj_free(&o);
-        } else if (msg.oom) {
-            op_settle(op, &op->slot[i], false, NULL);
-        } else {
-            op_send(op, i, &msg);
+            continue;
         }
+        if (s->peer == NULL) {
+            op_fail_unsent(op, s);
+            continue;
+        }
+        buf_t msg;
+        buf_init(&msg);
+        if (s->fallback) {
+            wire_build_hinted(&msg, WIRE_REPLICA_GET, rpc_next_id(kv->rpc),
+                              s->owner, key, klen, NULL, 0);
+        } else {
+            wire_build_key(&msg, WIRE_REPLICA_GET, rpc_next_id(kv->rpc), key,
+                           klen);
+        }
+        op_send(op, i, &msg);
+        buf_free(&msg);
     }
-    buf_free(&msg);
     op_dispatched(op);
 }
 
@@ -559,6 +645,15 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
     case WIRE_MEMBERS:
         reply_members(kv, req, type, m->id);
         return;
+    case WIRE_GOSSIP: {
+        cluster_merge_gossip(kv, m->members, m->memberslen);
+        buf_t b;
+        buf_init(&b);
+        wire_header(&b, type | WIRE_REPLY, m->id, 0, 0);
+        cluster_encode_gossip(kv, &b);
+        rpc_reply(req, &b);
+        return;
+    }
     case WIRE_STATS: {
         char *text = NULL;
         size_t len = 0;
@@ -590,7 +685,13 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
         obj_t o;
         obj_init(&o);
         int rc = obj_decode(m->obj, m->objlen, &kv->limits, &o);
-        if (rc == 0) {
+        if (rc == 0 && m->owner != NULL) {
+            /* We stand in for a down replica: keep it as its hint. */
+            char owner[WIRE_MAX_ID + 1];
+            memcpy(owner, m->owner, m->ownerlen);
+            owner[m->ownerlen] = '\0';
+            rc = handoff_store(kv, owner, m->key, m->klen, &o);
+        } else if (rc == 0) {
             rc = replica_merge(kv, m->key, m->klen, &o, NULL);
             metric_inc(&kv->metrics, M_REPLICA_WRITES);
         }
@@ -603,6 +704,12 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
         obj_t o;
         obj_init(&o);
         int rc = replica_read(kv, m->key, m->klen, &o);
+        if (rc == 0 && m->owner != NULL) {
+            char owner[WIRE_MAX_ID + 1];
+            memcpy(owner, m->owner, m->ownerlen);
+            owner[m->ownerlen] = '\0';
+            rc = handoff_read(kv, owner, m->key, m->klen, &o);
+        }
         metric_inc(&kv->metrics, M_REPLICA_READS);
         reply_obj(req, type, m->id, rc, rc == 0, 1, &o);
         obj_free(&o);

@@ -20,6 +20,7 @@
 
 #include "cluster.h"
 #include "coord.h"
+#include "handoff.h"
 #include "replica.h"
 #include "rpc.h"
 
@@ -80,8 +81,10 @@ static void node_free(kv_t *kv)
     /* Order matters: the ticker uses the transport, the transport's
      * callbacks use the member list and the store. */
     cluster_stop(kv);
+    handoff_stop(kv);
     rpc_destroy(kv->rpc);
     kv->rpc = NULL;
+    handoff_close(kv);
     cluster_close(kv);
     store_close(kv->store);
     for (int i = 0; i < NODE_KEY_LOCKS; i++) {
@@ -167,6 +170,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         }
     }
     rc = cluster_open(kv);
+    if (rc == 0 && kv->store != NULL) {
+        rc = handoff_open(kv);
+    }
     if (rc != 0) {
         node_free(kv);
         return rc;
@@ -695,6 +701,12 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
                                             "rocksdb.block-cache-usage"));
     }
     if (rc == 0) {
+        if (kv->cluster != NULL) {
+            cluster_render_metrics(kv, &b);
+        }
+        if (kv->handoff != NULL) {
+            handoff_render_metrics(kv, &b);
+        }
         node_leave(kv);
     }
     buf_put_u8(&b, 0);

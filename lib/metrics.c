@@ -57,6 +57,17 @@ static const struct {
     [M_SIBLINGS_REFUSED] = {"kvdist_siblings_refused_total",
                             "Writes refused because the key had too many "
                             "siblings."},
+    [M_HINTS_STORED] = {"kvdist_hints_stored_total",
+                        "Hints stored here for replicas that missed a "
+                        "write."},
+    [M_HINTS_DELIVERED] = {"kvdist_hints_delivered_total",
+                           "Hints delivered to and acknowledged by their "
+                           "owner."},
+    [M_HINTS_FAILED] = {"kvdist_hints_failed_total",
+                        "Hint deliveries that failed (retried later)."},
+    [M_HINTED_WRITES] = {"kvdist_hinted_writes_total",
+                         "Replica writes sent to a fallback node on behalf "
+                         "of a down one (sloppy quorum)."},
 };
 
 void metrics_init(metrics_t *m)

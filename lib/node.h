@@ -40,6 +40,7 @@ struct kv {
      * no join). */
     struct rpc *rpc;
     struct cluster *cluster;
+    struct handoff *handoff; /* NULL for role=client */
 
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;

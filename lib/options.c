@@ -139,6 +139,21 @@ static bool valid_url_list(const char *s)
     }
 }
 
+static int parse_bool(const char *s, bool *out)
+{
+    if (strcmp(s, "on") == 0 || strcmp(s, "true") == 0 ||
+        strcmp(s, "1") == 0 || strcmp(s, "yes") == 0) {
+        *out = true;
+        return 0;
+    }
+    if (strcmp(s, "off") == 0 || strcmp(s, "false") == 0 ||
+        strcmp(s, "0") == 0 || strcmp(s, "no") == 0) {
+        *out = false;
+        return 0;
+    }
+    return KV_EINVAL;
+}
+
 static int set_string(char **field, const char *value)
 {
     char *copy = strdup(value);
@@ -165,7 +180,12 @@ typedef enum {
     OPT_MAX_KEY_SIZE,
     OPT_MAX_VALUE_SIZE,
     OPT_CLOCK_MAX,
-    OPT_TIMEOUT_MS
+    OPT_TIMEOUT_MS,
+    OPT_GOSSIP_INTERVAL_MS,
+    OPT_PHI_CONVICT,
+    OPT_SLOPPY_QUORUM,
+    OPT_HINTED_HANDOFF,
+    OPT_HANDOFF_RATE
 } opt_id;
 
 static const struct {
@@ -187,6 +207,11 @@ static const struct {
     {"max_value_size", OPT_MAX_VALUE_SIZE},
     {"clock_max", OPT_CLOCK_MAX},
     {"timeout_ms", OPT_TIMEOUT_MS},
+    {"gossip_interval_ms", OPT_GOSSIP_INTERVAL_MS},
+    {"phi_convict", OPT_PHI_CONVICT},
+    {"sloppy_quorum", OPT_SLOPPY_QUORUM},
+    {"hinted_handoff", OPT_HINTED_HANDOFF},
+    {"handoff_rate", OPT_HANDOFF_RATE},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -225,6 +250,11 @@ kv_options_t *kv_options_create(void)
     c->max_value_size = 16u << 20;
     c->clock_max = 50;
     c->timeout_ms = 5000;
+    c->gossip_interval_ms = 500;
+    c->phi_convict = 8;
+    c->sloppy_quorum = true;
+    c->hinted_handoff = true;
+    c->handoff_rate = 1000;
     c->log_level = KV_LOG_NOTICE;
     return o;
 }
@@ -343,6 +373,40 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         }
         c->timeout_ms = (int)v;
         return 0;
+    case OPT_GOSSIP_INTERVAL_MS:
+        if (parse_int(value, 10, 60000, &v) != 0) {
+            opt_fail(o, "gossip_interval_ms: must be an integer from 10 to "
+                        "60000");
+            return KV_EINVAL;
+        }
+        c->gossip_interval_ms = (int)v;
+        return 0;
+    case OPT_PHI_CONVICT:
+        if (parse_int(value, 1, 100, &v) != 0) {
+            opt_fail(o, "phi_convict: must be an integer from 1 to 100");
+            return KV_EINVAL;
+        }
+        c->phi_convict = (int)v;
+        return 0;
+    case OPT_SLOPPY_QUORUM:
+    case OPT_HINTED_HANDOFF: {
+        bool b;
+        if (parse_bool(value, &b) != 0) {
+            opt_fail(o, "%s: must be on or off", name);
+            return KV_EINVAL;
+        }
+        *(id == OPT_SLOPPY_QUORUM ? &c->sloppy_quorum : &c->hinted_handoff) =
+            b;
+        return 0;
+    }
+    case OPT_HANDOFF_RATE:
+        if (parse_int(value, 1, 1000000, &v) != 0) {
+            opt_fail(o, "handoff_rate: must be an integer from 1 to 1000000 "
+                        "(hints per second)");
+            return KV_EINVAL;
+        }
+        c->handoff_rate = (int)v;
+        return 0;
     }
     return KV_EINTERNAL;
 }
@@ -403,6 +467,21 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
         break;
     case OPT_TIMEOUT_MS:
         snprintf(buf, size, "%d", c->timeout_ms);
+        break;
+    case OPT_GOSSIP_INTERVAL_MS:
+        snprintf(buf, size, "%d", c->gossip_interval_ms);
+        break;
+    case OPT_PHI_CONVICT:
+        snprintf(buf, size, "%d", c->phi_convict);
+        break;
+    case OPT_SLOPPY_QUORUM:
+        snprintf(buf, size, "%s", c->sloppy_quorum ? "on" : "off");
+        break;
+    case OPT_HINTED_HANDOFF:
+        snprintf(buf, size, "%s", c->hinted_handoff ? "on" : "off");
+        break;
+    case OPT_HANDOFF_RATE:
+        snprintf(buf, size, "%d", c->handoff_rate);
         break;
     }
     return 0;

@@ -4,6 +4,7 @@
 #ifndef KV_OPTIONS_H
 #define KV_OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,11 @@ typedef struct kv_config {
     size_t max_value_size;
     size_t clock_max;
     int timeout_ms;
+    int gossip_interval_ms;
+    int phi_convict;
+    bool sloppy_quorum;
+    bool hinted_handoff;
+    int handoff_rate;   /* hints delivered per second, per node */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;

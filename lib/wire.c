@@ -44,6 +44,15 @@ void wire_put_member(buf_t *b, const char *id, const char *url,
     buf_put_u8(b, status);
 }
 
+void wire_put_gossip(buf_t *b, const char *id, const char *url,
+                     uint64_t incarnation, uint64_t heartbeat)
+{
+    wire_put_bytes(b, id, strlen(id));
+    wire_put_bytes(b, url, strlen(url));
+    buf_put_u64(b, incarnation);
+    buf_put_u64(b, heartbeat);
+}
+
 void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status)
 {
     wire_header(b, type, id, status, 0);
@@ -62,6 +71,18 @@ void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
     wire_header(b, WIRE_REPLICA_PUT, id, 0, 0);
     wire_put_bytes(b, key, klen);
     wire_put_bytes(b, obj, objlen);
+}
+
+void wire_build_hinted(buf_t *b, uint8_t type, uint64_t id, const char *owner,
+                       const void *key, size_t klen, const void *obj,
+                       size_t objlen)
+{
+    wire_header(b, type, id, 0, WIRE_F_HINT);
+    wire_put_bytes(b, key, klen);
+    if (type == WIRE_REPLICA_PUT) {
+        wire_put_bytes(b, obj, objlen);
+    }
+    wire_put_bytes(b, owner, strlen(owner));
 }
 
 void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
@@ -123,6 +144,29 @@ static int rd_member(rd_t *r, wire_member_t *m)
     return 0;
 }
 
+static int rd_gossip(rd_t *r, wire_gossip_t *g)
+{
+    g->id = rd_string(r, WIRE_MAX_ID, &g->idlen);
+    g->url = rd_string(r, WIRE_MAX_URL, &g->urllen);
+    g->incarnation = rd_u64(r);
+    g->heartbeat = rd_u64(r);
+    if (r->err || g->idlen == 0 || g->urllen == 0 ||
+        memchr(g->id, 0, g->idlen) != NULL ||
+        memchr(g->url, 0, g->urllen) != NULL) {
+        r->err = true;
+        return KV_EPROTO;
+    }
+    return 0;
+}
+
+int wire_next_gossip(rd_t *r, wire_gossip_t *out)
+{
+    if (rd_left(r) == 0) {
+        return 0;
+    }
+    return rd_gossip(r, out) == 0 ? 1 : 0;
+}
+
 int wire_next_member(rd_t *r, wire_member_t *out)
 {
     if (rd_left(r) == 0) {
@@ -162,6 +206,22 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
             return KV_EPROTO;
         }
         break;
+    case WIRE_GOSSIP: {
+        uint64_t n = rd_varint(&r);
+        if (r.err || n > WIRE_MAX_MEMBERS) {
+            return KV_EPROTO;
+        }
+        m->members = r.p + r.off;
+        m->nmembers = (size_t)n;
+        for (uint64_t i = 0; i < n; i++) {
+            wire_gossip_t tmp;
+            if (rd_gossip(&r, &tmp) != 0) {
+                return KV_EPROTO;
+            }
+        }
+        m->memberslen = (size_t)(r.p + r.off - m->members);
+        break;
+    }
     case WIRE_STATS:
         if (reply) {
             m->obj = rd_string(&r, WIRE_MAX_STATS, &m->objlen);
@@ -209,7 +269,20 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
         }
         if (base == WIRE_REPLICA_PUT) {
             m->obj = rd_string(&r, lim->max_object, &m->objlen);
-        } else if (base == WIRE_COORD_PUT) {
+        }
+        if ((base == WIRE_REPLICA_PUT || base == WIRE_REPLICA_GET) &&
+            (m->flags & WIRE_F_HINT)) {
+            m->owner = rd_string(&r, WIRE_MAX_ID, &m->ownerlen);
+            if (!r.err && (m->ownerlen == 0 ||
+                           memchr(m->owner, 0, m->ownerlen) != NULL)) {
+                return KV_EPROTO;
+            }
+        } else if ((base == WIRE_REPLICA_PUT || base == WIRE_REPLICA_GET ||
+                    base == WIRE_LOCAL_GET) &&
+                   m->flags != 0) {
+            return KV_EPROTO;
+        }
+        if (base == WIRE_COORD_PUT) {
             if (m->flags & ~(WIRE_F_TOMBSTONE | WIRE_F_HAS_CTX)) {
                 return KV_EPROTO;
             }

@@ -25,13 +25,27 @@ enum wire_type {
     WIRE_COORD_GET = 7,   /* coordinate a read */
     WIRE_LOCAL_GET = 8,   /* debug: the local replica's object only */
     WIRE_ERROR = 9,       /* reply only: the request did not decode */
-    WIRE_STATS = 10       /* empty; reply: the metrics text (in obj) */
+    WIRE_STATS = 10,      /* empty; reply: the metrics text (in obj) */
+    WIRE_GOSSIP = 11      /* body and reply: the sender's gossip table */
 };
 
 /* Flags in a COORD_PUT. */
 #define WIRE_F_TOMBSTONE 0x1u /* a delete */
 #define WIRE_F_HAS_CTX 0x2u   /* ctx is the write's context (else: the
                                  coordinator's own, kv_put semantics) */
+/* Flag in a REPLICA_PUT / REPLICA_GET: the receiver stands in for `owner`
+ * (sloppy quorum): it keeps the object as a hint for that node. */
+#define WIRE_F_HINT 0x4u
+
+/* One row of a gossip table. */
+typedef struct wire_gossip {
+    const uint8_t *id;
+    size_t idlen;
+    const uint8_t *url;
+    size_t urllen;
+    uint64_t incarnation;
+    uint64_t heartbeat;
+} wire_gossip_t;
 
 typedef struct wire_member {
     const uint8_t *id;
@@ -61,7 +75,9 @@ typedef struct wire_msg {
     uint8_t acked;       /* COORD_* replies */
     uint8_t needed;      /* COORD_* replies */
     wire_member_t member; /* JOIN */
-    const uint8_t *members; /* MEMBERS/JOIN replies: encoded list */
+    const uint8_t *owner; /* REPLICA_* with WIRE_F_HINT */
+    size_t ownerlen;
+    const uint8_t *members; /* MEMBERS/JOIN replies, GOSSIP: encoded list */
     size_t memberslen;
     size_t nmembers;
 } wire_msg_t;
@@ -85,12 +101,19 @@ void wire_put_bytes(buf_t *b, const void *p, size_t n);
 void wire_put_member(buf_t *b, const char *id, const char *url,
                      uint8_t status);
 
+void wire_put_gossip(buf_t *b, const char *id, const char *url,
+                     uint64_t incarnation, uint64_t heartbeat);
+
 /* Message builders (each appends a whole message to b). */
 void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status);
 void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
                     size_t klen);
 void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
                             size_t klen, const void *obj, size_t objlen);
+/* A REPLICA_PUT or REPLICA_GET on behalf of owner (WIRE_F_HINT). */
+void wire_build_hinted(buf_t *b, uint8_t type, uint64_t id, const char *owner,
+                       const void *key, size_t klen, const void *obj,
+                       size_t objlen);
 void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
                           const void *key, size_t klen, const void *val,
                           size_t vlen, const void *ctx, size_t ctxlen,
@@ -114,5 +137,7 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
 /* Iterates a decoded member list: returns 1 and fills *out for the next
  * member, 0 at the end. The list was validated by wire_decode. */
 int wire_next_member(rd_t *r, wire_member_t *out);
+/* The same for a gossip table. */
+int wire_next_gossip(rd_t *r, wire_gossip_t *out);
 
 #endif /* KV_WIRE_H */

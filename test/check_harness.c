@@ -27,6 +27,11 @@
 #include <unistd.h>
 
 #include "kvdist.h"
+#include "object.h"
+#include "wire.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
 
 static harness_t *live_harness; /* for the atexit safety net only */
 
@@ -131,6 +136,9 @@ static pid_t spawn(harness_t *h, int i, const char *const *extra)
     argv[a++] = "info";
     argv[a++] = "--cache-size";
     argv[a++] = "8MiB";
+    /* Fast gossip so failures are detected in about 2 s, not 9. */
+    argv[a++] = "--gossip-interval-ms";
+    argv[a++] = "100";
     if (h->n > 0) {
         argv[a++] = "--n";
         argv[a++] = nbuf;
@@ -294,6 +302,7 @@ kv_t *harness_client(const harness_t *h, int timeout_ms)
     ck_assert_int_eq(kv_options_set(o, "role", "client"), 0);
     ck_assert_int_eq(kv_options_set(o, "join", join), 0);
     ck_assert_int_eq(kv_options_set(o, "timeout_ms", tmo), 0);
+    ck_assert_int_eq(kv_options_set(o, "gossip_interval_ms", "100"), 0);
     if (h->n > 0) {
         char nb[16];
         snprintf(nb, sizeof(nb), "%d", h->n);
@@ -327,4 +336,172 @@ void harness_wait_members(kv_t *kv, size_t want)
     }
     ck_abort_msg("membership did not reach %zu members up (saw %zu, %zu up)",
                  want, got, up);
+}
+
+const wire_limits_t harness_big_limits = {1 << 16, 1 << 24, 1 << 26};
+
+/* Sends one raw message to url and returns the reply (nng_msg to free),
+ * or NULL when nothing came back within timeout_ms. */
+nng_msg *harness_raw_request(const char *url, const void *p, size_t len,
+                            int timeout_ms)
+{
+    nng_socket s;
+    ck_assert_int_eq(nng_req0_open(&s), 0);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+    nng_msg *reply = NULL;
+    if (nng_dial(s, url, NULL, 0) == 0 && nng_send(s, (void *)p, len, 0) == 0) {
+        if (nng_recvmsg(s, &reply, 0) != 0) {
+            reply = NULL;
+        }
+    }
+    nng_close(s);
+    return reply;
+}
+
+/* Writes raw bytes to 127.0.0.1:port and returns 1 if the node then
+ * closes the connection within 3 s, 0 if it keeps it open. */
+int harness_raw_tcp(int port, const void *p, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(write(fd, p, len), (ssize_t)len);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[256];
+    ssize_t n;
+    int closed = 0;
+    /* the node may answer the handshake first; read until EOF or timeout */
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    }
+    closed = n == 0 || (n < 0 && errno == ECONNRESET);
+    close(fd);
+    return closed;
+}
+
+/* What node `url` holds for key in its own store: the number of live
+ * siblings (-1 if the request failed); *val gets the first live value. */
+int harness_local_get(const char *url, const char *key, char *val,
+                     size_t valsize)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_key(&b, WIRE_LOCAL_GET, 1, key, strlen(key));
+    nng_msg *reply = harness_raw_request(url, b.p, b.len, 2000);
+    buf_free(&b);
+    if (reply == NULL) {
+        return -1;
+    }
+    wire_msg_t m;
+    int live = -1;
+    if (wire_decode(nng_msg_body(reply), nng_msg_len(reply), &harness_big_limits,
+                    &m) == 0 &&
+        m.status == 0) {
+        obj_t o;
+        obj_init(&o);
+        obj_limits_t lim = {1 << 24, 1024, 4096};
+        if (m.objlen == 0) {
+            live = 0;
+        } else if (obj_decode(m.obj, m.objlen, &lim, &o) == 0) {
+            live = (int)obj_live(&o);
+            for (size_t i = 0; i < o.n && val != NULL; i++) {
+                if (!(o.sib[i].flags & OBJ_SIB_TOMBSTONE)) {
+                    size_t n = o.sib[i].vlen < valsize - 1 ? o.sib[i].vlen
+                                                           : valsize - 1;
+                    memcpy(val, o.sib[i].val, n);
+                    val[n] = '\0';
+                    break;
+                }
+            }
+        }
+        obj_free(&o);
+    }
+    nng_msg_free(reply);
+    return live;
+}
+
+/* Polls until node url holds `want` as its single live value. */
+int harness_wait_local_value(const char *url, const char *key,
+                            const char *want, int bound_ms)
+{
+    int64_t deadline = harness_now_ms() + bound_ms;
+    while (harness_now_ms() < deadline) {
+        char v[256] = "";
+        if (harness_local_get(url, key, v, sizeof(v)) == 1 && strcmp(v, want) == 0) {
+            return 1;
+        }
+        harness_sleep_ms(20);
+    }
+    return 0;
+}
+
+/* One counter from node url's metrics (WIRE_STATS), or -1. */
+long long harness_remote_stat(const char *url, const char *name)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_STATS, 1, 0);
+    nng_msg *reply = harness_raw_request(url, b.p, b.len, 2000);
+    buf_free(&b);
+    if (reply == NULL) {
+        return -1;
+    }
+    long long v = -1;
+    wire_msg_t m;
+    if (wire_decode(nng_msg_body(reply), nng_msg_len(reply), &harness_big_limits,
+                    &m) == 0 &&
+        m.status == 0) {
+        char *text = strndup((const char *)m.obj, m.objlen);
+        char pat[128];
+        snprintf(pat, sizeof(pat), "\n%s ", name);
+        char *at = strstr(text, pat);
+        if (at != NULL) {
+            v = atoll(at + strlen(pat));
+        }
+        free(text);
+    }
+    nng_msg_free(reply);
+    return v;
+}
+
+/* Node url's view of member id: KV_MEMBER_UP/DOWN, or -1 if unknown or
+ * the node did not answer. Also the number of members it lists. */
+int harness_remote_status(const char *url, const char *id, size_t *count)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_MEMBERS, 1, 0);
+    nng_msg *reply = harness_raw_request(url, b.p, b.len, 2000);
+    buf_free(&b);
+    if (count != NULL) {
+        *count = 0;
+    }
+    if (reply == NULL) {
+        return -1;
+    }
+    int status = -1;
+    wire_msg_t m;
+    if (wire_decode(nng_msg_body(reply), nng_msg_len(reply),
+                    &harness_big_limits, &m) == 0 &&
+        m.status == 0) {
+        if (count != NULL) {
+            *count = m.nmembers;
+        }
+        rd_t r;
+        rd_init(&r, m.members, m.memberslen);
+        wire_member_t mem;
+        while (wire_next_member(&r, &mem)) {
+            if (mem.idlen == strlen(id) && memcmp(mem.id, id, mem.idlen) == 0) {
+                status = mem.status;
+            }
+        }
+    }
+    nng_msg_free(reply);
+    return status;
 }

@@ -16,6 +16,7 @@ Suite *store_suite(void);
 Suite *ring_suite(void);
 Suite *wire_suite(void);
 Suite *cluster_suite(void);
+Suite *failover_suite(void);
 
 /* A fresh directory under $TMPDIR (or /tmp); the caller frees the string
  * and removes the tree with util_rmtree. Aborts the test on failure. */
@@ -69,6 +70,31 @@ kv_t *harness_client(const harness_t *h, int timeout_ms);
 /* Polls kv_members until `want` members are all up (bounded). */
 void harness_wait_members(kv_t *kv, size_t want);
 int harness_free_port(void);
+
+/* Raw peer-protocol access, as another node would have it. */
+struct nng_msg;
+struct wire_limits;
+/* Generous decode limits for what tests read back. */
+extern const struct wire_limits harness_big_limits;
+/* Sends bytes to url over a req0 socket; the reply (nng_msg_free it) or
+ * NULL if none came within timeout_ms. */
+struct nng_msg *harness_raw_request(const char *url, const void *p, size_t len,
+                                    int timeout_ms);
+/* Writes raw bytes to 127.0.0.1:port; 1 if the node then closes the
+ * connection within 3 s. */
+int harness_raw_tcp(int port, const void *p, size_t len);
+/* Live siblings node url holds locally for key (-1: no answer); the first
+ * live value goes to val. */
+int harness_local_get(const char *url, const char *key, char *val,
+                      size_t valsize);
+/* Polls until node url holds exactly `want` as its single live value. */
+int harness_wait_local_value(const char *url, const char *key,
+                             const char *want, int bound_ms);
+/* A counter or gauge from node url's metrics, or -1. */
+long long harness_remote_stat(const char *url, const char *name);
+/* Node url's view of member id (KV_MEMBER_UP/DOWN, -1 unknown/no answer)
+ * and how many members it lists. */
+int harness_remote_status(const char *url, const char *id, size_t *count);
 int64_t harness_now_ms(void);
 void harness_sleep_ms(int ms);
 

@@ -1,0 +1,496 @@
+/*
+ * handoff.c - hinted handoff (Dynamo section 4.6).
+ *
+ * Owns the hints column family and the delivery thread. A hint is the
+ * object a replica missed, stored under (owner id, NUL, key): hints for the
+ * same key and owner are joined into one object, so a hint never grows
+ * beyond the object itself and delivering it twice is harmless (the owner
+ * joins it, and a join is idempotent). Hints are written with the node's
+ * sync mode before they are acknowledged, so they survive a restart of the
+ * node holding them.
+ *
+ * Delivery: every HANDOFF_TICK_MS the thread looks at the owners with
+ * pending hints that the failure detector sees up, reads a batch of their
+ * hints, and sends each as a plain replica write, at most handoff_rate per
+ * second. A hint is deleted only after the owner acknowledged (it has then
+ * applied it durably), and only if it did not change meanwhile (a newer
+ * write for the same key merged into it is delivered next round). A crash
+ * of either side mid-delivery therefore loses nothing and duplicates
+ * nothing.
+ *
+ * Locks: stripe[] serialises read-modify-write of one hint key; mu
+ * protects the pending table, stop and the thread's wakeups.
+ */
+#include "handoff.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+#include "cluster.h"
+#include "rpc.h"
+#include "store.h"
+#include "wire.h"
+
+#define HANDOFF_TICK_MS 100
+#define HANDOFF_BATCH 64
+#define HANDOFF_STRIPES 64
+#define HANDOFF_MAX_OWNERS 1024
+
+typedef struct pending {
+    char owner[WIRE_MAX_ID + 1];
+    uint64_t count;
+} pending_t;
+
+struct handoff {
+    pthread_mutex_t stripe[HANDOFF_STRIPES];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pending_t *pending;
+    size_t npending;
+    bool stop;
+    pthread_t thread;
+    bool started;
+};
+
+static struct handoff *hs(kv_t *kv)
+{
+    return kv->handoff;
+}
+
+/* owner '\0' key */
+static uint8_t *hint_key(const char *owner, const void *key, size_t klen,
+                         size_t *len)
+{
+    size_t olen = strlen(owner);
+    uint8_t *k = malloc(olen + 1 + klen);
+    if (k != NULL) {
+        memcpy(k, owner, olen + 1);
+        memcpy(k + olen + 1, key, klen);
+        *len = olen + 1 + klen;
+    }
+    return k;
+}
+
+static pthread_mutex_t *hint_lock(struct handoff *h, const uint8_t *hk,
+                                  size_t len)
+{
+    return &h->stripe[XXH3_64bits(hk, len) % HANDOFF_STRIPES];
+}
+
+/* Adjusts an owner's pending count. Caller holds h->mu. */
+static void pending_add(struct handoff *h, const char *owner, int64_t delta)
+{
+    for (size_t i = 0; i < h->npending; i++) {
+        if (strcmp(h->pending[i].owner, owner) == 0) {
+            if (delta < 0 && h->pending[i].count < (uint64_t)-delta) {
+                h->pending[i].count = 0;
+            } else {
+                h->pending[i].count += (uint64_t)delta;
+            }
+            return;
+        }
+    }
+    if (delta <= 0 || h->npending == HANDOFF_MAX_OWNERS) {
+        return;
+    }
+    pending_t *p = realloc(h->pending, (h->npending + 1) * sizeof(*p));
+    if (p == NULL) {
+        return;
+    }
+    h->pending = p;
+    snprintf(p[h->npending].owner, sizeof(p[0].owner), "%s", owner);
+    p[h->npending].count = (uint64_t)delta;
+    h->npending++;
+}
+
+int handoff_store(kv_t *kv, const char *owner, const void *key, size_t klen,
+                  const obj_t *o)
+{
+    struct handoff *h = hs(kv);
+    size_t hlen = 0;
+    uint8_t *hk = hint_key(owner, key, klen, &hlen);
+    if (hk == NULL) {
+        return KV_ENOMEM;
+    }
+    obj_t cur;
+    obj_init(&cur);
+    bool fresh = false;
+    pthread_mutex_t *mu = hint_lock(h, hk, hlen);
+    pthread_mutex_lock(mu);
+    void *raw = NULL;
+    size_t len = 0;
+    int rc = store_get(kv->store, STORE_CF_HINTS, hk, hlen, &raw, &len);
+    if (rc == KV_ENOTFOUND) {
+        fresh = true;
+        rc = 0;
+    } else if (rc == 0) {
+        rc = obj_decode(raw, len, &kv->limits, &cur);
+        if (rc == KV_ECORRUPT) {
+            /* A damaged hint is replaced, not trusted; the new object is
+             * still delivered and anti-entropy covers what it held. */
+            KV_LOG(&kv->log, KV_LOG_WARN, "handoff: damaged hint for %s",
+                   owner);
+            obj_free(&cur);
+            rc = 0;
+        }
+    }
+    free(raw);
+    if (rc == 0) {
+        rc = obj_join(&cur, o, NULL);
+    }
+    buf_t b;
+    buf_init(&b);
+    if (rc == 0) {
+        rc = obj_encode(&cur, &b);
+    }
+    if (rc == 0) {
+        rc = store_put(kv->store, STORE_CF_HINTS, hk, hlen, b.p, b.len);
+    }
+    pthread_mutex_unlock(mu);
+    buf_free(&b);
+    obj_free(&cur);
+    free(hk);
+    if (rc == 0) {
+        metric_inc(&kv->metrics, M_HINTS_STORED);
+        if (fresh) {
+            pthread_mutex_lock(&h->mu);
+            pending_add(h, owner, 1);
+            pthread_cond_signal(&h->cv);
+            pthread_mutex_unlock(&h->mu);
+        }
+    } else {
+        KV_LOG(&kv->log, KV_LOG_ERROR, "handoff: cannot store hint for %s: %s",
+               owner, kv_strerror(rc));
+    }
+    return rc;
+}
+
+int handoff_read(kv_t *kv, const char *owner, const void *key, size_t klen,
+                 obj_t *out)
+{
+    size_t hlen = 0;
+    uint8_t *hk = hint_key(owner, key, klen, &hlen);
+    if (hk == NULL) {
+        return KV_ENOMEM;
+    }
+    void *raw = NULL;
+    size_t len = 0;
+    int rc = store_get(kv->store, STORE_CF_HINTS, hk, hlen, &raw, &len);
+    free(hk);
+    if (rc == KV_ENOTFOUND) {
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    obj_t o;
+    obj_init(&o);
+    rc = obj_decode(raw, len, &kv->limits, &o);
+    free(raw);
+    if (rc == 0) {
+        rc = obj_join(out, &o, NULL);
+    }
+    obj_free(&o);
+    return rc;
+}
+
+/* ------------------------------------------------------------- delivery */
+
+typedef struct sync_call {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int rc;
+} sync_call_t;
+
+static void sync_done(void *arg, int rc, const wire_msg_t *reply)
+{
+    sync_call_t *s = arg;
+    pthread_mutex_lock(&s->mu);
+    s->rc = rc != 0 ? rc : reply->status;
+    s->done = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Sends one hint to its owner and waits for the acknowledgement. */
+static int deliver_one(kv_t *kv, rpc_peer_t *peer, const uint8_t *key,
+                       size_t klen, const void *obj, size_t objlen)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_replica_put(&b, rpc_next_id(kv->rpc), key, klen, obj, objlen);
+    sync_call_t s;
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.done = false;
+    s.rc = 0;
+    int rc = rpc_call(kv->rpc, peer, &b, kv->cfg.timeout_ms, sync_done, &s);
+    if (rc == 0) {
+        pthread_mutex_lock(&s.mu);
+        while (!s.done) {
+            pthread_cond_wait(&s.cv, &s.mu);
+        }
+        rc = s.rc;
+        pthread_mutex_unlock(&s.mu);
+    } else {
+        buf_free(&b);
+    }
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    return rc;
+}
+
+/* Deletes the hint if it still holds exactly what was delivered. */
+static bool delete_if_unchanged(kv_t *kv, const uint8_t *hk, size_t hlen,
+                                const void *val, size_t vlen)
+{
+    struct handoff *h = hs(kv);
+    pthread_mutex_t *mu = hint_lock(h, hk, hlen);
+    pthread_mutex_lock(mu);
+    void *raw = NULL;
+    size_t len = 0;
+    bool same = store_get(kv->store, STORE_CF_HINTS, hk, hlen, &raw, &len) ==
+                    0 &&
+                len == vlen && memcmp(raw, val, len) == 0;
+    free(raw);
+    bool deleted = same && store_delete(kv->store, STORE_CF_HINTS, hk, hlen) ==
+                               0;
+    pthread_mutex_unlock(mu);
+    return deleted;
+}
+
+typedef struct batch_item {
+    uint8_t *hk;
+    size_t hlen;
+    uint8_t *val;
+    size_t vlen;
+} batch_item_t;
+
+/* Delivers up to `budget` hints of one owner. Returns how many were sent;
+ * stops at the first failure (the owner is probably unreachable). */
+static int deliver_owner(kv_t *kv, const char *owner, int budget)
+{
+    rpc_peer_t *peer = cluster_peer(kv, owner);
+    if (peer == NULL || budget <= 0) {
+        return 0;
+    }
+    size_t olen = strlen(owner);
+    batch_item_t items[HANDOFF_BATCH];
+    size_t n = 0;
+    store_iter_t *it = store_iter_create(kv->store, STORE_CF_HINTS, owner,
+                                         olen + 1);
+    if (it == NULL) {
+        return 0;
+    }
+    for (; store_iter_valid(it) && n < HANDOFF_BATCH && (int)n < budget;
+         store_iter_next(it)) {
+        size_t kl = 0;
+        size_t vl = 0;
+        const uint8_t *k = store_iter_key(it, &kl);
+        const uint8_t *v = store_iter_value(it, &vl);
+        if (kl <= olen + 1 || memcmp(k, owner, olen) != 0 || k[olen] != 0) {
+            break; /* past this owner's prefix */
+        }
+        items[n].hk = malloc(kl);
+        items[n].val = malloc(vl ? vl : 1);
+        if (items[n].hk == NULL || items[n].val == NULL) {
+            free(items[n].hk);
+            free(items[n].val);
+            break;
+        }
+        memcpy(items[n].hk, k, kl);
+        memcpy(items[n].val, v, vl);
+        items[n].hlen = kl;
+        items[n].vlen = vl;
+        n++;
+    }
+    (void)store_iter_status(it);
+    store_iter_destroy(it);
+
+    struct handoff *h = hs(kv);
+    int sent = 0;
+    bool failed = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!failed) {
+            int rc = deliver_one(kv, peer, items[i].hk + olen + 1,
+                                 items[i].hlen - olen - 1, items[i].val,
+                                 items[i].vlen);
+            if (rc == 0) {
+                sent++;
+                metric_inc(&kv->metrics, M_HINTS_DELIVERED);
+                if (delete_if_unchanged(kv, items[i].hk, items[i].hlen,
+                                        items[i].val, items[i].vlen)) {
+                    pthread_mutex_lock(&h->mu);
+                    pending_add(h, owner, -1);
+                    pthread_mutex_unlock(&h->mu);
+                }
+            } else {
+                failed = true;
+                metric_inc(&kv->metrics, M_HINTS_FAILED);
+                KV_LOG(&kv->log, KV_LOG_INFO,
+                       "handoff: delivery to %s failed: %s", owner,
+                       kv_strerror(rc));
+            }
+        }
+        free(items[i].hk);
+        free(items[i].val);
+    }
+    return sent;
+}
+
+static void *handoff_thread(void *arg)
+{
+    kv_t *kv = arg;
+    struct handoff *h = hs(kv);
+    /* A token bucket refilled every tick keeps delivery at handoff_rate. */
+    double tokens = 0;
+    double per_tick = kv->cfg.handoff_rate * HANDOFF_TICK_MS / 1000.0;
+    if (per_tick < 1) {
+        per_tick = 1;
+    }
+    pthread_mutex_lock(&h->mu);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += HANDOFF_TICK_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+        if (h->stop) {
+            break;
+        }
+        tokens += per_tick;
+        if (tokens > per_tick * 10) {
+            tokens = per_tick * 10;
+        }
+        /* Snapshot the owners with work; deliver without the lock. */
+        size_t n = h->npending;
+        char (*owners)[WIRE_MAX_ID + 1] = calloc(n ? n : 1, sizeof(*owners));
+        size_t k = 0;
+        for (size_t i = 0; owners != NULL && i < n; i++) {
+            if (h->pending[i].count > 0) {
+                memcpy(owners[k++], h->pending[i].owner, sizeof(owners[0]));
+            }
+        }
+        pthread_mutex_unlock(&h->mu);
+        for (size_t i = 0; i < k && tokens >= 1; i++) {
+            if (cluster_is_up(kv, owners[i])) {
+                tokens -= deliver_owner(kv, owners[i], (int)tokens);
+            }
+        }
+        free(owners);
+        pthread_mutex_lock(&h->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+int handoff_open(kv_t *kv)
+{
+    struct handoff *h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return KV_ENOMEM;
+    }
+    for (int i = 0; i < HANDOFF_STRIPES; i++) {
+        pthread_mutex_init(&h->stripe[i], NULL);
+    }
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    kv->handoff = h;
+    if (kv->store == NULL) {
+        return 0;
+    }
+    /* Count what earlier runs left: hints survive restarts. */
+    store_iter_t *it = store_iter_create(kv->store, STORE_CF_HINTS, NULL, 0);
+    if (it == NULL) {
+        return KV_ENOMEM;
+    }
+    for (; store_iter_valid(it); store_iter_next(it)) {
+        size_t kl = 0;
+        const uint8_t *k = store_iter_key(it, &kl);
+        const uint8_t *nul = memchr(k, 0, kl);
+        if (nul == NULL || nul == k || (size_t)(nul - k) > WIRE_MAX_ID) {
+            continue;
+        }
+        char owner[WIRE_MAX_ID + 1];
+        memcpy(owner, k, (size_t)(nul - k));
+        owner[nul - k] = '\0';
+        pending_add(h, owner, 1);
+    }
+    int rc = store_iter_status(it);
+    store_iter_destroy(it);
+    if (rc != 0) {
+        return rc;
+    }
+    if (kv->rpc != NULL) {
+        if (pthread_create(&h->thread, NULL, handoff_thread, kv) != 0) {
+            return KV_ENOMEM;
+        }
+        h->started = true;
+    }
+    return 0;
+}
+
+void handoff_stop(kv_t *kv)
+{
+    struct handoff *h = hs(kv);
+    if (h == NULL || !h->started) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->stop = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->thread, NULL);
+    h->started = false;
+}
+
+void handoff_close(kv_t *kv)
+{
+    struct handoff *h = hs(kv);
+    if (h == NULL) {
+        return;
+    }
+    handoff_stop(kv);
+    for (int i = 0; i < HANDOFF_STRIPES; i++) {
+        pthread_mutex_destroy(&h->stripe[i]);
+    }
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h->pending);
+    free(h);
+    kv->handoff = NULL;
+}
+
+void handoff_render_metrics(kv_t *kv, buf_t *b)
+{
+    struct handoff *h = hs(kv);
+    if (h == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    uint64_t total = 0;
+    for (size_t i = 0; i < h->npending; i++) {
+        total += h->pending[i].count;
+    }
+    metrics_render_gauge(b, "kvdist_hints_pending",
+                         "Hints held here and not yet delivered.", total);
+    for (size_t i = 0; i < h->npending; i++) {
+        char line[160];
+        int n = snprintf(line, sizeof(line),
+                         "kvdist_hints_pending_owner{owner=\"%s\"} %" PRIu64
+                         "\n",
+                         h->pending[i].owner, h->pending[i].count);
+        if (n > 0 && (size_t)n < sizeof(line)) {
+            buf_put(b, line, (size_t)n);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}

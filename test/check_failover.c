@@ -1,0 +1,398 @@
+/*
+ * check_failover.c - failure detection, gossip, sloppy quorum and hinted
+ * handoff, with real kvdistd processes on 127.0.0.1: kill -9, SIGSTOP,
+ * hint holders dying before delivery, strict quorum, and gossip
+ * convergence from a single seed. Nodes gossip every 100 ms here, so the
+ * detector (phi_convict 8) marks a silent node down after about 2-4 s.
+ */
+#include "check_kvdist.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvdist.h"
+
+/* Polls until every running node in h except `skip` sees member id as
+ * `status`; returns the milliseconds it took. */
+static int64_t wait_all_see(harness_t *h, int skip, const char *id,
+                            int status, int bound_ms)
+{
+    int64_t t0 = harness_now_ms();
+    for (;;) {
+        int agree = 1;
+        for (int i = 0; i < h->nnodes; i++) {
+            if (i == skip || h->node[i].pid <= 0) {
+                continue;
+            }
+            if (harness_remote_status(h->node[i].url, id, NULL) != status) {
+                agree = 0;
+                break;
+            }
+        }
+        int64_t took = harness_now_ms() - t0;
+        if (agree) {
+            return took;
+        }
+        ck_assert_msg(took < bound_ms, "%s not seen %s by all within %d ms",
+                      id, kv_member_status_name(status), bound_ms);
+        harness_sleep_ms(20);
+    }
+}
+
+/* Polls until client c sees member id as status. */
+static void client_sees(kv_t *c, const char *id, int status)
+{
+    int64_t deadline = harness_now_ms() + 10000;
+    for (;;) {
+        kv_member_t *m = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_members(c, &m, &n), 0);
+        int seen = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(m[i].id, id) == 0) {
+                seen = m[i].status;
+            }
+        }
+        kv_free(m);
+        if (seen == status) {
+            return;
+        }
+        ck_assert_msg(harness_now_ms() < deadline, "client never saw %s %s",
+                      id, kv_member_status_name(status));
+        harness_sleep_ms(20);
+    }
+}
+
+/* Sum of a metric over the running nodes. */
+static long long sum_stat(harness_t *h, const char *name)
+{
+    long long sum = 0;
+    for (int i = 0; i < h->nnodes; i++) {
+        if (h->node[i].pid > 0) {
+            long long v = harness_remote_stat(h->node[i].url, name);
+            sum += v > 0 ? v : 0;
+        }
+    }
+    return sum;
+}
+
+static void wait_hints_drained(harness_t *h, int bound_ms)
+{
+    int64_t deadline = harness_now_ms() + bound_ms;
+    while (sum_stat(h, "kvdist_hints_pending") > 0) {
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "hints still pending after %d ms", bound_ms);
+        harness_sleep_ms(50);
+    }
+}
+
+static int try_put(kv_t *c, int i, char *key, size_t ksize)
+{
+    char val[32];
+    snprintf(key, ksize, "key-%04d", i);
+    snprintf(val, sizeof(val), "val-%04d", i);
+    return kv_put(c, key, strlen(key), val, strlen(val));
+}
+
+/* Every key in acked[] is readable through the cluster with its value,
+ * and held locally by node `holder` (all nodes are owners with N=3 of 3). */
+static void check_all_present(harness_t *h, kv_t *c, const int *acked,
+                              int nacked, int holder)
+{
+    for (int k = 0; k < nacked; k++) {
+        char key[32];
+        char val[32];
+        snprintf(key, sizeof(key), "key-%04d", acked[k]);
+        snprintf(val, sizeof(val), "val-%04d", acked[k]);
+        void *got = NULL;
+        size_t len = 0;
+        int rc = kv_get(c, key, strlen(key), &got, &len);
+        ck_assert_msg(rc == 0, "%s lost: %s", key, kv_strerror(rc));
+        ck_assert(len == strlen(val) && memcmp(got, val, len) == 0);
+        kv_free(got);
+        if (holder >= 0) {
+            ck_assert_msg(harness_wait_local_value(h->node[holder].url, key,
+                                                   val, 5000),
+                          "%s missing on %s", key, h->node[holder].id);
+        }
+    }
+}
+
+START_TEST(test_kill9_during_writes)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    kv_t *c = harness_client(h, 2000);
+    harness_wait_members(c, 3);
+    int acked[300];
+    int nacked = 0;
+    int failed = 0;
+    for (int i = 0; i < 300; i++) {
+        if (i == 100) {
+            harness_kill(h, 2);
+        }
+        if (i == 200) {
+            harness_start(h, 2, NULL);
+        }
+        char key[32];
+        int rc = try_put(c, i, key, sizeof(key));
+        if (rc == 0) {
+            acked[nacked++] = i;
+        } else {
+            failed++;
+        }
+    }
+    printf("failover kill -9: %d of 300 writes acknowledged (%d failed) "
+           "with n3 killed at 100 and restarted at 200\n",
+           nacked, failed);
+    ck_assert_int_ge(nacked, 290);
+    wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
+    wait_hints_drained(h, 20000);
+    ck_assert_int_gt(sum_stat(h, "kvdist_hints_delivered_total"), 0);
+    check_all_present(h, c, acked, nacked, 2);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_sigstop_and_resume)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    kv_t *c = harness_client(h, 1500);
+    harness_wait_members(c, 3);
+    kill(h->node[2].pid, SIGSTOP);
+    int64_t took = wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
+    printf("failover SIGSTOP: n3 seen down by n1 and n2 after %lld ms\n",
+           (long long)took);
+    client_sees(c, "n3", KV_MEMBER_DOWN);
+    int acked[100];
+    int nacked = 0;
+    for (int i = 0; i < 100; i++) {
+        char key[32];
+        int rc = try_put(c, i, key, sizeof(key));
+        ck_assert_msg(rc == 0, "put %d with n3 paused: %s", i,
+                      kv_strerror(rc));
+        acked[nacked++] = i;
+    }
+    ck_assert_int_ge(sum_stat(h, "kvdist_hints_pending"), 100);
+    kill(h->node[2].pid, SIGCONT);
+    took = wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
+    printf("failover SIGCONT: n3 seen up again after %lld ms\n",
+           (long long)took);
+    wait_hints_drained(h, 20000);
+    check_all_present(h, c, acked, nacked, 2);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_hint_holder_killed_before_delivery)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    kv_t *c = harness_client(h, 1500);
+    harness_wait_members(c, 3);
+    harness_stop(h, 2);
+    wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
+    client_sees(c, "n3", KV_MEMBER_DOWN);
+    int acked[50];
+    int nacked = 0;
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+        ck_assert_int_eq(try_put(c, i, key, sizeof(key)), 0);
+        acked[nacked++] = i;
+    }
+    long long pending = sum_stat(h, "kvdist_hints_pending");
+    ck_assert_int_ge(pending, 50);
+    kv_close(c);
+    /* both hint holders die before n3 is back */
+    harness_kill(h, 0);
+    harness_kill(h, 1);
+    harness_start(h, 0, NULL);
+    harness_start(h, 1, NULL);
+    ck_assert_int_eq(sum_stat(h, "kvdist_hints_pending"), pending);
+    harness_start(h, 2, NULL);
+    c = harness_client(h, 1500);
+    wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
+    wait_hints_drained(h, 20000);
+    printf("failover: %lld hints survived kill -9 of their holders and were "
+           "delivered\n",
+           pending);
+    check_all_present(h, c, acked, nacked, 2);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_strict_quorum)
+{
+    harness_t *h = harness_create(4);
+    h->n = 3;
+    h->w = 2;
+    const char *strict[] = {"--sloppy-quorum", "off", NULL};
+    harness_start_all(h, strict);
+    kv_t *c = harness_client(h, 1500);
+    harness_wait_members(c, 4);
+    harness_stop(h, 2);
+    harness_stop(h, 3);
+    wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
+    wait_all_see(h, 3, "n4", KV_MEMBER_DOWN, 15000);
+    client_sees(c, "n3", KV_MEMBER_DOWN);
+    client_sees(c, "n4", KV_MEMBER_DOWN);
+    int both_down = 0;
+    int ok = 0;
+    for (int i = 0; i < 60; i++) {
+        char key[32];
+        kv_member_t *pl = NULL;
+        size_t n = 0;
+        snprintf(key, sizeof(key), "key-%04d", i);
+        ck_assert_int_eq(kv_preference_list(c, key, strlen(key), &pl, &n), 0);
+        int live_owners = 0;
+        for (size_t j = 0; j < n; j++) {
+            live_owners += strcmp(pl[j].id, "n1") == 0 ||
+                           strcmp(pl[j].id, "n2") == 0;
+        }
+        kv_call_t call = KV_CALL_INIT;
+        int rc = kv_put_ctx(c, key, strlen(key), "v", 1, NULL, 0, &call);
+        if (live_owners < 2) {
+            /* two of three owners down: strict quorum refuses, even though
+             * n1/n2 could stand in */
+            ck_assert_msg(rc == KV_EQUORUM || rc == KV_EUNAVAIL,
+                          "%s acknowledged with %d live owners: %s", key,
+                          live_owners, kv_strerror(rc));
+            both_down++;
+        } else {
+            ck_assert_msg(rc == 0, "%s: %s", key, kv_strerror(rc));
+            /* acknowledged: stored on W owners, checked on each */
+            for (size_t j = 0; j < n; j++) {
+                for (int k = 0; k < 2; k++) {
+                    if (strcmp(pl[j].id, h->node[k].id) == 0) {
+                        ck_assert(harness_wait_local_value(
+                            h->node[k].url, key, "v", 5000));
+                    }
+                }
+            }
+            ok++;
+        }
+        kv_free(pl);
+    }
+    printf("strict quorum: %d writes acknowledged, %d refused (two owners "
+           "down)\n",
+           ok, both_down);
+    ck_assert_int_gt(both_down, 0);
+    ck_assert_int_gt(ok, 0);
+    /* no fallback stood in */
+    ck_assert_int_eq(sum_stat(h, "kvdist_hinted_writes_total"), 0);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_sloppy_quorum_uses_fallbacks)
+{
+    harness_t *h = harness_create(4);
+    h->n = 3;
+    h->w = 2;
+    harness_start_all(h, NULL);
+    kv_t *c = harness_client(h, 1500);
+    harness_wait_members(c, 4);
+    harness_stop(h, 2);
+    harness_stop(h, 3);
+    wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
+    wait_all_see(h, 3, "n4", KV_MEMBER_DOWN, 15000);
+    client_sees(c, "n3", KV_MEMBER_DOWN);
+    client_sees(c, "n4", KV_MEMBER_DOWN);
+    for (int i = 0; i < 30; i++) {
+        char key[32];
+        ck_assert_int_eq(try_put(c, i, key, sizeof(key)), 0);
+    }
+    ck_assert_int_gt(sum_stat(h, "kvdist_hinted_writes_total"), 0);
+    /* and reads with R=2 still succeed through the fallback */
+    for (int i = 0; i < 30; i++) {
+        char key[32];
+        char val[32];
+        snprintf(key, sizeof(key), "key-%04d", i);
+        snprintf(val, sizeof(val), "val-%04d", i);
+        void *got = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(kv_get(c, key, strlen(key), &got, &len), 0);
+        ck_assert(len == strlen(val) && memcmp(got, val, len) == 0);
+        kv_free(got);
+    }
+    harness_start(h, 2, NULL);
+    harness_start(h, 3, NULL);
+    wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
+    wait_all_see(h, -1, "n4", KV_MEMBER_UP, 15000);
+    wait_hints_drained(h, 20000);
+    /* every owner now holds what it missed */
+    for (int i = 0; i < 30; i++) {
+        char key[32];
+        char val[32];
+        snprintf(key, sizeof(key), "key-%04d", i);
+        snprintf(val, sizeof(val), "val-%04d", i);
+        kv_member_t *pl = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_preference_list(c, key, strlen(key), &pl, &n), 0);
+        for (size_t j = 0; j < n; j++) {
+            for (int k = 0; k < h->nnodes; k++) {
+                if (strcmp(pl[j].id, h->node[k].id) == 0) {
+                    ck_assert_msg(harness_wait_local_value(h->node[k].url, key,
+                                                           val, 5000),
+                                  "%s missing on owner %s", key, pl[j].id);
+                }
+            }
+        }
+        kv_free(pl);
+    }
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_gossip_single_seed)
+{
+    harness_t *h = harness_create(5);
+    harness_start_all(h, NULL); /* every node joins through n1 only */
+    int64_t t0 = harness_now_ms();
+    for (int i = 0; i < h->nnodes; i++) {
+        for (int j = 0; j < h->nnodes; j++) {
+            int64_t deadline = harness_now_ms() + 10000;
+            size_t count = 0;
+            while (harness_remote_status(h->node[i].url, h->node[j].id,
+                                         &count) != KV_MEMBER_UP ||
+                   count != 5) {
+                ck_assert_msg(harness_now_ms() < deadline,
+                              "%s does not see %s up among 5", h->node[i].id,
+                              h->node[j].id);
+                harness_sleep_ms(20);
+            }
+        }
+    }
+    printf("gossip: 5 nodes from one seed agree on 5 members after %lld ms\n",
+           (long long)(harness_now_ms() - t0));
+    harness_kill(h, 4);
+    /* documented bound: ~18.4 mean heartbeat intervals plus a round */
+    int64_t took = wait_all_see(h, 4, "n5", KV_MEMBER_DOWN, 10000);
+    printf("gossip: killed n5 seen down by all 4 others after %lld ms\n",
+           (long long)took);
+    harness_destroy(h);
+}
+END_TEST
+
+Suite *failover_suite(void)
+{
+    Suite *s = suite_create("failover");
+    TCase *tc = tcase_create("multiprocess");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_kill9_during_writes);
+    tcase_add_test(tc, test_sigstop_and_resume);
+    tcase_add_test(tc, test_hint_holder_killed_before_delivery);
+    tcase_add_test(tc, test_strict_quorum);
+    tcase_add_test(tc, test_sloppy_quorum_uses_fallbacks);
+    tcase_add_test(tc, test_gossip_single_seed);
+    suite_add_tcase(s, tc);
+    return s;
+}
