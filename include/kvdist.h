@@ -142,6 +142,21 @@ KV_API kv_options_t *kv_options_create(void);
  *   clock_max       vector clock entries kept per key before pruning
  *                   (default 50, at least 4)
  *   timeout_ms      default per-request deadline (default 5000)
+ *   gossip_interval_ms  how often a node gossips its membership table with
+ *                   one random peer (default 500, 10..60000)
+ *   phi_convict     phi-accrual threshold above which a silent member is
+ *                   marked down (default 8, as Cassandra; 1..100): a member
+ *                   is down after about 18.4 x its mean heartbeat interval
+ *                   of silence (see kvdist(7))
+ *   sloppy_quorum   on | off (default on): a write or read for a replica
+ *                   that is down goes to the next healthy node beyond the
+ *                   preference list, which keeps it as a hint and counts
+ *                   toward W/R (availability); off: only preference-list
+ *                   nodes count, and calls fail when fewer than W/R of them
+ *                   answer (consistency)
+ *   hinted_handoff  on | off (default on): keep hints for replicas that
+ *                   missed a write and deliver them when they return
+ *   handoff_rate    hints delivered per second by one node (default 1000)
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name,
                           const char *value);
