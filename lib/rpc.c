@@ -16,10 +16,12 @@
  * receives, and finishes through its callback; req0's automatic resend is
  * turned off because a resent coordinated write would get a second dot.
  *
- * Shutdown (rpc_destroy): close the listening socket, then the peer sockets
- * (outstanding calls complete with KV_ECLOSED), wait until no call and no
- * worker is active, then free. The lock `mu` protects peers, ncalls and
- * closing.
+ * Shutdown (rpc_destroy): close the listening socket, cancel the calls in
+ * flight and wait for their callbacks, and only then close the peer
+ * sockets, when no context is open on them any more: closing an NNG 1.5
+ * socket while contexts are still being torn down can hang nng_close (seen
+ * here; nanomsg/nng#1543 describes the same family of close races). The
+ * lock `mu` protects peers, calls, ncalls and closing.
  */
 #include "rpc.h"
 
@@ -27,6 +29,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -37,11 +40,13 @@
 
 #define RPC_WORKERS 64
 
+struct rpc_call;
+
 struct rpc_peer {
     struct rpc_peer *next;
     char *url;
     nng_socket sock;
-    _Atomic int pipes; /* connections up right now */
+    struct rpc_call *idle; /* reusable context+aio pairs (under rpc->mu) */
 };
 
 enum worker_state { W_RECV, W_HANDLING, W_SEND, W_STOPPED };
@@ -63,6 +68,7 @@ struct rpc {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rpc_peer_t *peers;
+    struct rpc_call *calls; /* in flight, so shutdown can cancel them */
     unsigned ncalls;
     bool closing;
 };
@@ -181,7 +187,14 @@ void rpc_reply(rpc_req_t *req, buf_t *msg)
 
 /* ------------------------------------------------------------- client */
 
+/* One request slot: a context and an aio on a peer's socket, reused from
+ * call to call (opened once, closed with the socket), because opening and
+ * closing a context per request is slower and, with NNG 1.5, is what made
+ * nng_close occasionally hang in our tests. */
 struct rpc_call {
+    struct rpc_call *prev; /* in flight list, or the idle list (next) */
+    struct rpc_call *next;
+    rpc_peer_t *peer;
     rpc_t *rpc;
     nng_ctx ctx;
     nng_aio *aio;
@@ -199,11 +212,19 @@ static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
                                                         : M_RPC_ERRORS);
     }
     c->done(c->arg, rc, reply);
-    nng_ctx_close(c->ctx);
-    /* An aio cannot be freed from its own callback: NNG reaps it later. */
-    nng_aio_reap(c->aio);
-    free(c);
+    /* Back to the peer's idle list: the last thing done with c here. */
     pthread_mutex_lock(&rpc->mu);
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        rpc->calls = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->prev = NULL;
+    c->next = c->peer->idle;
+    c->peer->idle = c;
     if (--rpc->ncalls == 0) {
         pthread_cond_broadcast(&rpc->cv);
     }
@@ -222,6 +243,13 @@ static void call_cb(void *arg)
             return;
         }
         c->sent = true;
+        pthread_mutex_lock(&c->rpc->mu);
+        bool closing = c->rpc->closing;
+        pthread_mutex_unlock(&c->rpc->mu);
+        if (closing) {
+            call_finish(c, KV_ECLOSED, NULL);
+            return;
+        }
         nng_time now = nng_clock();
         nng_aio_set_timeout(c->aio, c->deadline > now
                                         ? (nng_duration)(c->deadline - now)
@@ -253,61 +281,60 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
         buf_free(msg);
         return KV_ENOMEM;
     }
-    struct rpc_call *c = calloc(1, sizeof(*c));
     nng_msg *m = NULL;
-    if (c == NULL || nng_msg_alloc(&m, 0) != 0 ||
-        nng_msg_append(m, msg->p, msg->len) != 0) {
+    if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, msg->p, msg->len) != 0) {
         if (m != NULL) {
             nng_msg_free(m);
         }
-        free(c);
         buf_free(msg);
         return KV_ENOMEM;
     }
     buf_free(msg);
-    c->rpc = rpc;
-    c->done = done;
-    c->arg = arg;
-    c->deadline = nng_clock() + (nng_time)(timeout_ms > 0 ? timeout_ms : 1);
-    int rv = nng_ctx_open(&c->ctx, p->sock);
-    if (rv == 0) {
-        rv = nng_aio_alloc(&c->aio, call_cb, c);
-        if (rv != 0) {
-            nng_ctx_close(c->ctx);
-        }
-    }
-    if (rv != 0) {
-        nng_msg_free(m);
-        free(c);
-        return rpc_code(rv);
-    }
     pthread_mutex_lock(&rpc->mu);
     if (rpc->closing) {
         pthread_mutex_unlock(&rpc->mu);
         nng_msg_free(m);
-        nng_ctx_close(c->ctx);
-        nng_aio_free(c->aio);
-        free(c);
         return KV_ECLOSED;
     }
+    struct rpc_call *c = p->idle;
+    if (c != NULL) {
+        p->idle = c->next;
+    } else {
+        /* A new slot; opened under mu so shutdown never races it. */
+        c = calloc(1, sizeof(*c));
+        int rv = c == NULL ? NNG_ENOMEM : nng_ctx_open(&c->ctx, p->sock);
+        if (rv == 0) {
+            rv = nng_aio_alloc(&c->aio, call_cb, c);
+            if (rv != 0) {
+                nng_ctx_close(c->ctx);
+            }
+        }
+        if (rv != 0) {
+            pthread_mutex_unlock(&rpc->mu);
+            free(c);
+            nng_msg_free(m);
+            return rpc_code(rv);
+        }
+        c->peer = p;
+        c->rpc = rpc;
+    }
+    c->sent = false;
+    c->done = done;
+    c->arg = arg;
+    c->deadline = nng_clock() + (nng_time)(timeout_ms > 0 ? timeout_ms : 1);
     rpc->ncalls++;
+    c->prev = NULL;
+    c->next = rpc->calls;
+    if (rpc->calls != NULL) {
+        rpc->calls->prev = c;
+    }
+    rpc->calls = c;
     pthread_mutex_unlock(&rpc->mu);
     metric_inc(rpc->cfg.metrics, M_RPC_CALLS);
     nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
     nng_aio_set_msg(c->aio, m);
     nng_ctx_send(c->ctx, c->aio);
     return 0;
-}
-
-static void peer_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
-{
-    (void)pipe;
-    rpc_peer_t *p = arg;
-    if (ev == NNG_PIPE_EV_ADD_POST) {
-        atomic_fetch_add(&p->pipes, 1);
-    } else if (ev == NNG_PIPE_EV_REM_POST) {
-        atomic_fetch_sub(&p->pipes, 1);
-    }
 }
 
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
@@ -329,14 +356,11 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
         pthread_mutex_unlock(&rpc->mu);
         return NULL;
     }
-    atomic_init(&p->pipes, 0);
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
                         rpc_recv_max(&rpc->cfg.limits));
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
-    nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_cb, p);
-    nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_cb, p);
     int rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN, "rpc: cannot dial %s: %s", url,
@@ -353,11 +377,6 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
     return p;
 }
 
-bool rpc_peer_connected(const rpc_peer_t *p)
-{
-    return atomic_load(&p->pipes) > 0;
-}
-
 const char *rpc_peer_url(const rpc_peer_t *p)
 {
     return p->url;
@@ -369,6 +388,102 @@ uint64_t rpc_next_id(rpc_t *rpc)
 }
 
 /* ------------------------------------------------------------ lifecycle */
+
+/* Closing the peer sockets happens on a thread of its own, waited for with
+ * a bound: NNG 1.5's nng_close on a req socket that had many short-lived
+ * contexts occasionally never returns (seen in this project's tests; the
+ * nng_close races of nanomsg/nng#1543 and #1813 are the same family). A
+ * close that does not finish in time is abandoned with the peers it still
+ * references, instead of hanging the application's kv_close. */
+typedef struct closer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rpc_peer_t *peers;
+    bool done;
+    bool abandoned;
+} closer_t;
+
+static void peers_free(rpc_peer_t *peers)
+{
+    while (peers != NULL) {
+        rpc_peer_t *next = peers->next;
+        while (peers->idle != NULL) {
+            struct rpc_call *c = peers->idle;
+            peers->idle = c->next;
+            free(c);
+        }
+        free(peers->url);
+        free(peers);
+        peers = next;
+    }
+}
+
+static void closer_free(closer_t *c)
+{
+    peers_free(c->peers);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+static void *closer_main(void *arg)
+{
+    closer_t *c = arg;
+    for (rpc_peer_t *p = c->peers; p != NULL; p = p->next) {
+        nng_close(p->sock);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->done = true;
+    bool abandoned = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (abandoned) {
+        closer_free(c);
+    }
+    return NULL;
+}
+
+#define RPC_CLOSE_BOUND_MS 3000
+
+static void close_peers(rpc_t *rpc, rpc_peer_t *peers)
+{
+    closer_t *c = calloc(1, sizeof(*c));
+    pthread_t t;
+    if (c == NULL) {
+        return; /* out of memory at shutdown: leave them open */
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->peers = peers;
+    if (pthread_create(&t, NULL, closer_main, c) != 0) {
+        for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
+            nng_close(p->sock);
+        }
+        closer_free(c);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += RPC_CLOSE_BOUND_MS / 1000;
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    while (!c->done && rc == 0) {
+        rc = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    bool done = c->done;
+    c->abandoned = !done;
+    pthread_mutex_unlock(&c->mu);
+    if (done) {
+        pthread_join(t, NULL);
+        closer_free(c);
+    } else {
+        pthread_detach(t);
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: closing peer sockets did not finish in %d ms; "
+               "abandoning them (an NNG close race)",
+               RPC_CLOSE_BOUND_MS);
+    }
+}
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out)
 {
@@ -427,27 +542,30 @@ void rpc_destroy(rpc_t *rpc)
     rpc->closing = true;
     rpc_peer_t *peers = rpc->peers;
     rpc->peers = NULL;
-    pthread_mutex_unlock(&rpc->mu);
-    for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
-        nng_close(p->sock);
+    /* Cancelling only schedules the callback (on an NNG thread), and a
+     * call leaves the list under mu, so none is freed while we walk. */
+    for (struct rpc_call *c = rpc->calls; c != NULL; c = c->next) {
+        nng_aio_cancel(c->aio);
     }
-    pthread_mutex_lock(&rpc->mu);
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
     }
     pthread_mutex_unlock(&rpc->mu);
+    /* Every slot is idle now: free their aios (no callback can run), and
+     * let nng_close close their contexts with the sockets. */
+    for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
+        for (struct rpc_call *c = p->idle; c != NULL; c = c->next) {
+            nng_aio_free(c->aio);
+            c->aio = NULL;
+        }
+    }
+    close_peers(rpc, peers);
     if (rpc->listening) {
         for (int i = 0; i < RPC_WORKERS; i++) {
             if (rpc->workers[i].aio != NULL) {
                 nng_aio_free(rpc->workers[i].aio);
             }
         }
-    }
-    while (peers != NULL) {
-        rpc_peer_t *next = peers->next;
-        free(peers->url);
-        free(peers);
-        peers = next;
     }
     pthread_cond_destroy(&rpc->cv);
     pthread_mutex_destroy(&rpc->mu);

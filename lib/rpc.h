@@ -48,8 +48,6 @@ void rpc_destroy(rpc_t *rpc);
  * failure); created on first use, valid until rpc_destroy. NULL on ENOMEM
  * or a bad URL. */
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url);
-/* Whether a connection to the peer is up right now. */
-bool rpc_peer_connected(const rpc_peer_t *p);
 const char *rpc_peer_url(const rpc_peer_t *p);
 
 /* A fresh request id. */

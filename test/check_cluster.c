@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
 
 #include "kvdist.h"
 #include "object.h"
@@ -72,6 +71,7 @@ START_TEST(test_write_lands_on_preference_list)
     harness_t *h = harness_create(4);
     h->n = 3;
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 3000);
     harness_wait_members(c, 4);
     int held_by_non_owner = 0;
@@ -120,6 +120,7 @@ START_TEST(test_quorum_with_nodes_down)
     h->r = 2;
     h->w = 2;
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 1500);
     harness_wait_members(c, 3);
     put_ok(c, "before", "1");
@@ -166,6 +167,7 @@ START_TEST(test_read_repair)
     /* hints would bring n3 up to date on their own: test read repair */
     const char *no_hints[] = {"--hinted-handoff", "off", NULL};
     harness_start_all(h, no_hints);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 2000);
     harness_wait_members(c, 3);
     put_ok(c, "k", "old");
@@ -210,6 +212,7 @@ START_TEST(test_malformed_messages_leave_node_serving)
 {
     harness_t *h = harness_create(1);
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     const char *url = h->node[0].url;
     uint64_t seed = 5;
     int replies = 0;
@@ -343,6 +346,7 @@ START_TEST(test_daemon_refuses_bad_starts)
 {
     harness_t *h = harness_create(1);
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     char err[600];
     snprintf(err, sizeof(err), "%s/err.txt", h->dir);
     char other[600];
@@ -425,7 +429,8 @@ START_TEST(test_concurrent_coordinators_make_siblings)
     const char *ids[3] = {"a", "b", "c"};
     kv_t *kv[3];
     for (int i = 0; i < 3; i++) {
-        snprintf(url[i], sizeof(url[i]), "ipc://%s/%s.sock", dir, ids[i]);
+        snprintf(url[i], sizeof(url[i]), "tcp://127.0.0.1:%d",
+                 harness_free_port());
         kv[i] = open_peer(dir, ids[i], url[i], i > 0 ? url[0] : NULL);
     }
     for (int i = 0; i < 3; i++) {
@@ -476,7 +481,7 @@ START_TEST(test_malformed_counted_in_process)
 {
     char *dir = util_tmpdir("malformed");
     char url[600];
-    snprintf(url, sizeof(url), "ipc://%s/a.sock", dir);
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", harness_free_port());
     kv_t *kv = open_peer(dir, "a", url, NULL);
     for (int i = 0; i < 5; i++) {
         nng_msg *r = harness_raw_request(url, "garbage", 7, 2000);

@@ -124,6 +124,7 @@ START_TEST(test_kill9_during_writes)
 {
     harness_t *h = harness_create(3);
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 2000);
     harness_wait_members(c, 3);
     int acked[300];
@@ -161,6 +162,7 @@ START_TEST(test_sigstop_and_resume)
 {
     harness_t *h = harness_create(3);
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 1500);
     harness_wait_members(c, 3);
     kill(h->node[2].pid, SIGSTOP);
@@ -193,6 +195,7 @@ START_TEST(test_hint_holder_killed_before_delivery)
 {
     harness_t *h = harness_create(3);
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 1500);
     harness_wait_members(c, 3);
     harness_stop(h, 2);
@@ -234,6 +237,7 @@ START_TEST(test_strict_quorum)
     h->w = 2;
     const char *strict[] = {"--sloppy-quorum", "off", NULL};
     harness_start_all(h, strict);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 1500);
     harness_wait_members(c, 4);
     harness_stop(h, 2);
@@ -297,6 +301,7 @@ START_TEST(test_sloppy_quorum_uses_fallbacks)
     h->n = 3;
     h->w = 2;
     harness_start_all(h, NULL);
+    harness_wait_converged(h);
     kv_t *c = harness_client(h, 1500);
     harness_wait_members(c, 4);
     harness_stop(h, 2);

@@ -67,6 +67,9 @@ void harness_destroy(harness_t *h);
 char *harness_join_list(const harness_t *h);
 /* A role=client handle joined to every node. */
 kv_t *harness_client(const harness_t *h, int timeout_ms);
+/* Polls every running node until each lists all nnodes members and sees
+ * every running one up (bounded): membership has converged. */
+void harness_wait_converged(harness_t *h);
 /* Polls kv_members until `want` members are all up (bounded). */
 void harness_wait_members(kv_t *kv, size_t want);
 int harness_free_port(void);
