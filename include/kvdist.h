@@ -49,26 +49,26 @@ KV_API const char *kv_version(void);
  */
 enum kv_error {
     KV_OK = 0,
-    KV_ENOTFOUND = 1,    /* no live value for the key (absent or deleted) */
-    KV_EINVAL = 2,       /* invalid argument: NULL pointer, empty key, bad
-                            option value, malformed context */
-    KV_ETOOBIG = 3,      /* value larger than max_value_size */
-    KV_EKEYTOOBIG = 4,   /* key longer than max_key_size */
-    KV_EQUORUM = 5,      /* fewer than W (or R) replicas answered in time; a
-                            write that returns this is INDETERMINATE: it may
-                            exist on some replicas and may become visible */
-    KV_ETIMEDOUT = 6,    /* the call's deadline passed */
-    KV_EIO = 7,          /* the local storage engine failed */
-    KV_ECORRUPT = 8,     /* stored or received bytes failed validation */
-    KV_ENOMEM = 9,       /* out of memory */
-    KV_ECLOSED = 10,     /* the handle was shut down */
-    KV_EBADOPT = 11,     /* unknown option name */
-    KV_EBUSY = 12,       /* data directory locked by another process */
-    KV_EUNAVAIL = 13,    /* no node able to serve the request is reachable */
-    KV_EPROTO = 14,      /* a peer sent a malformed or unexpected message */
-    KV_EADDRINUSE = 15,  /* the listen address is already in use */
-    KV_ENOTSUP = 16,     /* not supported in this configuration */
-    KV_EINTERNAL = 17    /* a bug: an invariant of the library failed */
+    KV_ENOTFOUND = 1,   /* no live value for the key (absent or deleted) */
+    KV_EINVAL = 2,      /* invalid argument: NULL pointer, empty key, bad
+                           option value, malformed context */
+    KV_ETOOBIG = 3,     /* value larger than max_value_size */
+    KV_EKEYTOOBIG = 4,  /* key longer than max_key_size */
+    KV_EQUORUM = 5,     /* fewer than W (or R) replicas answered in time; a
+                           write that returns this is INDETERMINATE: it may
+                           exist on some replicas and may become visible */
+    KV_ETIMEDOUT = 6,   /* the call's deadline passed */
+    KV_EIO = 7,         /* the local storage engine failed */
+    KV_ECORRUPT = 8,    /* stored or received bytes failed validation */
+    KV_ENOMEM = 9,      /* out of memory */
+    KV_ECLOSED = 10,    /* the handle was shut down */
+    KV_EBADOPT = 11,    /* unknown option name */
+    KV_EBUSY = 12,      /* data directory locked by another process */
+    KV_EUNAVAIL = 13,   /* no node able to serve the request is reachable */
+    KV_EPROTO = 14,     /* a peer sent a malformed or unexpected message */
+    KV_EADDRINUSE = 15, /* the listen address is already in use */
+    KV_ENOTSUP = 16,    /* not supported in this configuration */
+    KV_EINTERNAL = 17   /* a bug: an invariant of the library failed */
 };
 
 /* Returns a static, human-readable name for an error code; never NULL.
@@ -109,8 +109,8 @@ typedef struct kv_sibling {
  * return value makes kv_get() fail with that code. It is called from the
  * calling thread of kv_get(), possibly concurrently. It does not change what
  * is stored: siblings stay until a write whose context covers them. */
-typedef int (*kv_resolve_fn)(void *arg, const kv_sibling_t *siblings,
-                             size_t n, void **out, size_t *outlen);
+typedef int (*kv_resolve_fn)(void *arg, const kv_sibling_t *siblings, size_t n,
+                             void **out, size_t *outlen);
 
 /* Creates an option set with every option at its default. Returns NULL only
  * when out of memory. Not thread-safe: use one option set from one thread. */
@@ -154,12 +154,14 @@ KV_API kv_options_t *kv_options_create(void);
  *                   toward W/R (availability); off: only preference-list
  *                   nodes count, and calls fail when fewer than W/R of them
  *                   answer (consistency)
- *   hinted_handoff  on | off (default on): keep hints for replicas that
- *                   missed a write and deliver them when they return
+ *   hinted_handoff  on | off (default on): a coordinator keeps a hint for
+ *                   every replica that did not answer a write, and delivers
+ *                   it when the replica returns; off leaves such replicas
+ *                   to read repair (fallbacks standing in under sloppy
+ *                   quorum still deliver what they hold)
  *   handoff_rate    hints delivered per second by one node (default 1000)
  */
-KV_API int kv_options_set(kv_options_t *o, const char *name,
-                          const char *value);
+KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 
 /* Reads back option `name` as text into buf (NUL-terminated, truncated to
  * size). Returns 0, KV_EBADOPT, KV_EINVAL (NULL argument). */
@@ -229,8 +231,9 @@ KV_API void kv_close(kv_t *kv);
  * expect); versions that replica has not seen stay as siblings.
  * Returns 0 once the write is durable per the `sync` option on W replicas,
  * or KV_EINVAL (kv/key NULL, klen 0, val NULL with vlen > 0), KV_EKEYTOOBIG,
- * KV_ETOOBIG (value over max_value_size, or the key would hold more than
- * 100 siblings: resolve them with a context-carrying write first),
+ * KV_ETOOBIG (value over max_value_size; for kv_put_ctx, also a write
+ * that would leave the key more than 100 siblings: resolve them with a
+ * context covering them first),
  * KV_EQUORUM (indeterminate, see above), KV_ETIMEDOUT (indeterminate too),
  * KV_EUNAVAIL (no replica of the key reachable), KV_ECORRUPT (the stored
  * object failed validation), KV_EIO, KV_ECLOSED, KV_ENOMEM. On any error
@@ -245,8 +248,8 @@ KV_API int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
  * If the key has concurrent siblings, they are merged by the resolver
  * installed at open time (see kv_options_set_resolver). Returns 0,
  * KV_ENOTFOUND (absent or deleted), KV_EINVAL, KV_EKEYTOOBIG, KV_EQUORUM,
- * KV_ETIMEDOUT, KV_EIO, KV_ECORRUPT, KV_ECLOSED, KV_ENOMEM or the resolver's
- * error. *valp is NULL on any error. Thread-safe.
+ * KV_ETIMEDOUT, KV_EUNAVAIL, KV_EPROTO, KV_EIO, KV_ECORRUPT, KV_ECLOSED,
+ * KV_ENOMEM or the resolver's error. *valp is NULL on any error. Thread-safe.
  */
 KV_API int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
                   size_t *vlenp);
@@ -275,12 +278,18 @@ typedef struct kv_call {
     int timeout_ms; /* deadline for the whole call */
     int reserved_in[5];
     /* out: filled by every call that takes a kv_call_t */
-    int acked;   /* replicas that acknowledged the write / answered the read */
-    int needed;  /* the quorum the call waited for */
+    int acked;  /* replicas that acknowledged the write / answered the read */
+    int needed; /* the quorum the call waited for */
     int reserved_out[6];
 } kv_call_t;
 
-#define KV_CALL_INIT {0, 0, 0, {0}, 0, 0, {0}}
+#define KV_CALL_INIT                                                           \
+    {                                                                          \
+        0, 0, 0, {0}, 0, 0,                                                    \
+        {                                                                      \
+            0                                                                  \
+        }                                                                      \
+    }
 
 /* The result of a conflict-aware read: every live sibling plus the causal
  * context that covers all of them (and any tombstones). Opaque. */
@@ -343,8 +352,8 @@ KV_API int kv_delete_ctx(kv_t *kv, const void *key, size_t klen,
 
 /* A member's status as this node sees it. */
 enum kv_member_status {
-    KV_MEMBER_UP = 0,      /* answered its last request */
-    KV_MEMBER_DOWN = 1,    /* its last request failed or timed out */
+    KV_MEMBER_UP = 0,      /* its heartbeats arrive (failure detector) */
+    KV_MEMBER_DOWN = 1,    /* silent past phi_convict: suspected down */
     KV_MEMBER_JOINING = 2, /* reserved for online join */
     KV_MEMBER_LEAVING = 3  /* reserved for online leave */
 };

@@ -92,8 +92,7 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
         ids[i] = c->members[i].id;
     }
     ring_t *r = NULL;
-    int rc = c->nmembers ? ring_build(ids, c->nmembers, kv->cfg.vnodes, &r)
-                         : 0;
+    int rc = c->nmembers ? ring_build(ids, c->nmembers, kv->cfg.vnodes, &r) : 0;
     free(ids);
     if (rc != 0) {
         return rc == RING_ENOMEM ? KV_ENOMEM : KV_EINTERNAL;
@@ -149,8 +148,8 @@ static member_t *cluster_find(struct cluster *c, const char *id, size_t *at)
  * (rpc_peer takes the transport's lock).
  */
 static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
-                              const char *url, rpc_peer_t *peer,
-                              uint64_t inc, uint64_t hb, int64_t now)
+                              const char *url, rpc_peer_t *peer, uint64_t inc,
+                              uint64_t hb, int64_t now)
 {
     size_t at = 0;
     member_t *m = cluster_find(c, id, &at);
@@ -230,8 +229,8 @@ static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
     sid[idlen] = '\0';
     memcpy(surl, url, urllen);
     surl[urllen] = '\0';
-    bool is_self = kv->cfg.role == KV_ROLE_PEER &&
-                   strcmp(sid, kv->cfg.node_id) == 0;
+    bool is_self =
+        kv->cfg.role == KV_ROLE_PEER && strcmp(sid, kv->cfg.node_id) == 0;
     rpc_peer_t *peer = NULL;
     if (!is_self) {
         peer = rpc_peer(kv->rpc, surl);
@@ -537,8 +536,7 @@ static uint64_t cluster_new_incarnation(kv_t *kv)
     buf_init(&b);
     buf_put_u64(&b, inc);
     if (b.oom || store_put(kv->store, STORE_CF_META, CLUSTER_META_INCARNATION,
-                           strlen(CLUSTER_META_INCARNATION), b.p,
-                           b.len) != 0) {
+                           strlen(CLUSTER_META_INCARNATION), b.p, b.len) != 0) {
         KV_LOG(&kv->log, KV_LOG_WARN, "cluster: could not save incarnation");
     }
     buf_free(&b);
@@ -668,8 +666,7 @@ rpc_peer_t *cluster_peer(kv_t *kv, const char *id)
     return p;
 }
 
-int cluster_route(kv_t *kv, const void *key, size_t klen,
-                  cluster_route_t *out)
+int cluster_route(kv_t *kv, const void *key, size_t klen, cluster_route_t *out)
 {
     struct cluster *c = kv->cluster;
     size_t idx[CLUSTER_MAX_ROUTE];
@@ -725,9 +722,9 @@ int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
     struct cluster *c = kv->cluster;
     size_t idx[CLUSTER_MAX_ROUTE];
     pthread_rwlock_rdlock(&c->lock);
-    size_t got = c->ring ? ring_successors(c->ring, key, klen, idx,
-                                           (size_t)kv->cfg.n)
-                         : 0;
+    size_t got =
+        c->ring ? ring_successors(c->ring, key, klen, idx, (size_t)kv->cfg.n)
+                : 0;
     kv_member_t *list = calloc(got ? got : 1, sizeof(*list));
     if (list == NULL) {
         pthread_rwlock_unlock(&c->lock);

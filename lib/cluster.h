@@ -23,7 +23,7 @@ typedef struct cluster_route {
     struct {
         rpc_peer_t *peer; /* NULL for this node itself */
         bool self;
-        bool up;          /* as this node's failure detector sees it */
+        bool up; /* as this node's failure detector sees it */
         char id[72];
     } node[CLUSTER_MAX_ROUTE];
 } cluster_route_t;
@@ -39,8 +39,7 @@ void cluster_stop(kv_t *kv);
 /* Frees the state (after the transport is gone). Safe with NULL state. */
 void cluster_close(kv_t *kv);
 
-int cluster_route(kv_t *kv, const void *key, size_t klen,
-                  cluster_route_t *out);
+int cluster_route(kv_t *kv, const void *key, size_t klen, cluster_route_t *out);
 size_t cluster_size(kv_t *kv);
 
 bool cluster_is_up(kv_t *kv, const char *id);

@@ -46,10 +46,10 @@ typedef struct coord_slot {
     bool replied;
     bool ok;
     bool self;
-    rpc_peer_t *peer;   /* who was asked: the replica, or its fallback */
-    bool fallback;      /* peer stands in for owner (sloppy quorum) */
-    char owner[72];     /* the preference-list node this slot is for */
-    obj_t obj;          /* reads: what was answered */
+    rpc_peer_t *peer; /* who was asked: the replica, or its fallback */
+    bool fallback;    /* peer stands in for owner (sloppy quorum) */
+    char owner[72];   /* the preference-list node this slot is for */
+    obj_t obj;        /* reads: what was answered */
 } coord_slot_t;
 
 struct coord_op {
@@ -77,8 +77,8 @@ static int eff_quorum(int asked, int dflt, size_t n)
     return q > (int)n ? (int)n : q;
 }
 
-static coord_op_t *op_new(kv_t *kv, const void *key, size_t klen,
-                          bool is_read, coord_done_fn cb, void *arg)
+static coord_op_t *op_new(kv_t *kv, const void *key, size_t klen, bool is_read,
+                          coord_done_fn cb, void *arg)
 {
     coord_op_t *op = calloc(1, sizeof(*op));
     if (op == NULL || (op->key = malloc(klen)) == NULL) {
@@ -110,6 +110,23 @@ static void op_free(coord_op_t *op)
     pthread_mutex_destroy(&op->mu);
     free(op->key);
     free(op);
+}
+
+static void op_hold(coord_op_t *op)
+{
+    pthread_mutex_lock(&op->mu);
+    op->refs++;
+    pthread_mutex_unlock(&op->mu);
+}
+
+static void op_release(coord_op_t *op)
+{
+    pthread_mutex_lock(&op->mu);
+    bool gone = --op->refs == 0;
+    pthread_mutex_unlock(&op->mu);
+    if (gone) {
+        op_free(op);
+    }
 }
 
 static void repair_done(void *arg, int rc, const wire_msg_t *reply)
@@ -204,12 +221,7 @@ static void op_settle(coord_op_t *op, coord_slot_t *s, bool ok,
         op_read_repair(op);
     }
     if (release) {
-        pthread_mutex_lock(&op->mu);
-        bool gone = --op->refs == 0;
-        pthread_mutex_unlock(&op->mu);
-        if (gone) {
-            op_free(op);
-        }
+        op_release(op);
     }
 }
 
@@ -230,7 +242,12 @@ static void on_replica_reply(void *arg, int rc, const wire_msg_t *reply)
     coord_slot_t *s = arg;
     coord_op_t *op = s->op;
     if (rc != 0 || reply->status != 0) {
-        op_hint_locally(op, s);
+        /* Only a replica that did not answer gets a hint: one that refused
+         * the write (its own limits, a damaged object) would refuse the
+         * hint forever. */
+        if (rc != 0) {
+            op_hint_locally(op, s);
+        }
         op_settle(op, s, false, NULL);
         return;
     }
@@ -251,21 +268,14 @@ static void on_replica_reply(void *arg, int rc, const wire_msg_t *reply)
 static void op_dispatched(coord_op_t *op)
 {
     op_settle(op, NULL, false, NULL);
-    pthread_mutex_lock(&op->mu);
-    bool gone = --op->refs == 0;
-    pthread_mutex_unlock(&op->mu);
-    if (gone) {
-        op_free(op);
-    }
+    op_release(op);
 }
 
 /* Settles a slot that was never sent (no peer, no memory). Every settle
  * of a slot drops one reference, so take the one a send would have. */
 static void op_fail_unsent(coord_op_t *op, coord_slot_t *s)
 {
-    pthread_mutex_lock(&op->mu);
-    op->refs++;
-    pthread_mutex_unlock(&op->mu);
+    op_hold(op);
     op_hint_locally(op, s);
     op_settle(op, s, false, NULL);
 }
@@ -277,9 +287,7 @@ static void op_send(coord_op_t *op, size_t i, const buf_t *msg)
     buf_t b;
     buf_init(&b);
     buf_put(&b, msg->p, msg->len);
-    pthread_mutex_lock(&op->mu);
-    op->refs++;
-    pthread_mutex_unlock(&op->mu);
+    op_hold(op);
     if (rpc_call(kv->rpc, op->slot[i].peer, &b, op->timeout_ms,
                  on_replica_reply, &op->slot[i]) != 0) {
         buf_free(&b);
@@ -389,8 +397,9 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
     }
     *f = (fwd_t){kv, is_read, done, arg};
     metric_inc(&kv->metrics, M_FORWARDS);
-    int rc = rpc_call(kv->rpc, target, msg, timeout_ms + COORD_FORWARD_MARGIN_MS,
-                      on_forward_reply, f);
+    int rc =
+        rpc_call(kv->rpc, target, msg, timeout_ms + COORD_FORWARD_MARGIN_MS,
+                 on_forward_reply, f);
     if (rc != 0) {
         buf_free(msg);
         free(f);
@@ -435,8 +444,7 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
         uint16_t flags = (uint16_t)((tombstone ? WIRE_F_TOMBSTONE : 0) |
                                     (ctx != NULL ? WIRE_F_HAS_CTX : 0));
         wire_build_coord_put(&b, rpc_next_id(kv->rpc), flags, key, klen, val,
-                             vlen, ctxb.p, ctxb.len, (uint8_t)w,
-                             (uint32_t)tmo);
+                             vlen, ctxb.p, ctxb.len, (uint8_t)w, (uint32_t)tmo);
         buf_free(&ctxb);
         coord_forward(kv, &rt, &b, false, tmo, done, arg);
         return;
@@ -494,8 +502,8 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
             wire_build_hinted(&msg, WIRE_REPLICA_PUT, rpc_next_id(kv->rpc),
                               s->owner, key, klen, enc.p, enc.len);
         } else {
-            wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen,
-                                   enc.p, enc.len);
+            wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen, enc.p,
+                                   enc.len);
         }
         op_send(op, i, &msg);
         buf_free(&msg);
@@ -549,9 +557,7 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
         if (s->self) {
             obj_t o;
             obj_init(&o);
-            pthread_mutex_lock(&op->mu);
-            op->refs++;
-            pthread_mutex_unlock(&op->mu);
+            op_hold(op);
             rc = replica_read(kv, key, klen, &o);
             op_settle(op, s, rc == 0, &o);
             obj_free(&o);
@@ -619,8 +625,7 @@ static void on_coordinated(void *arg, int rc, int acked, int needed,
     free(p);
 }
 
-static void reply_members(kv_t *kv, rpc_req_t *req, uint8_t type,
-                          uint64_t id)
+static void reply_members(kv_t *kv, rpc_req_t *req, uint8_t type, uint64_t id)
 {
     buf_t b;
     buf_init(&b);
@@ -723,9 +728,9 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
             return;
         }
         *p = (pending_t){req, type, m->id};
-        int tmo = (int)(m->timeout_ms > 0 && m->timeout_ms < 3600000
-                            ? m->timeout_ms
-                            : 0);
+        int tmo =
+            (int)(m->timeout_ms > 0 && m->timeout_ms <= 3600000 ? m->timeout_ms
+                                                                : 0);
         if (type == WIRE_COORD_GET) {
             coord_read(kv, m->key, m->klen, m->quorum, tmo, on_coordinated, p);
             return;

@@ -32,8 +32,8 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
 
 /* A read: asks the key's replicas, completes on r replies with their
  * objects merged, then read-repairs replicas that were behind. */
-void coord_read(kv_t *kv, const void *key, size_t klen, int r,
-                int timeout_ms, coord_done_fn done, void *arg);
+void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
+                coord_done_fn done, void *arg);
 
 /* The rpc handler for requests from peers. */
 void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *msg);

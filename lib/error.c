@@ -27,7 +27,8 @@ static const char *const error_names[] = {
 
 const char *kv_strerror(int err)
 {
-    if (err < 0 || (unsigned)err >= sizeof(error_names) / sizeof(error_names[0]) ||
+    if (err < 0 ||
+        (unsigned)err >= sizeof(error_names) / sizeof(error_names[0]) ||
         error_names[err] == NULL) {
         return "unknown error";
     }

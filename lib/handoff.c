@@ -152,18 +152,20 @@ int handoff_store(kv_t *kv, const char *owner, const void *key, size_t klen,
     if (rc == 0) {
         rc = store_put(kv->store, STORE_CF_HINTS, hk, hlen, b.p, b.len);
     }
+    if (rc == 0 && fresh) {
+        /* Counted under the hint's lock, so a delivery that deletes it
+         * right after cannot run before the count is up. */
+        pthread_mutex_lock(&h->mu);
+        pending_add(h, owner, 1);
+        pthread_cond_signal(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+    }
     pthread_mutex_unlock(mu);
     buf_free(&b);
     obj_free(&cur);
     free(hk);
     if (rc == 0) {
         metric_inc(&kv->metrics, M_HINTS_STORED);
-        if (fresh) {
-            pthread_mutex_lock(&h->mu);
-            pending_add(h, owner, 1);
-            pthread_cond_signal(&h->cv);
-            pthread_mutex_unlock(&h->mu);
-        }
     } else {
         KV_LOG(&kv->log, KV_LOG_ERROR, "handoff: cannot store hint for %s: %s",
                owner, kv_strerror(rc));
@@ -247,21 +249,27 @@ static int deliver_one(kv_t *kv, rpc_peer_t *peer, const uint8_t *key,
     return rc;
 }
 
-/* Deletes the hint if it still holds exactly what was delivered. */
-static bool delete_if_unchanged(kv_t *kv, const uint8_t *hk, size_t hlen,
-                                const void *val, size_t vlen)
+/* Deletes the hint if it still holds exactly what was delivered, and
+ * uncounts it under the same lock. */
+static bool delete_if_unchanged(kv_t *kv, const char *owner, const uint8_t *hk,
+                                size_t hlen, const void *val, size_t vlen)
 {
     struct handoff *h = hs(kv);
     pthread_mutex_t *mu = hint_lock(h, hk, hlen);
     pthread_mutex_lock(mu);
     void *raw = NULL;
     size_t len = 0;
-    bool same = store_get(kv->store, STORE_CF_HINTS, hk, hlen, &raw, &len) ==
-                    0 &&
-                len == vlen && memcmp(raw, val, len) == 0;
+    bool same =
+        store_get(kv->store, STORE_CF_HINTS, hk, hlen, &raw, &len) == 0 &&
+        len == vlen && memcmp(raw, val, len) == 0;
     free(raw);
-    bool deleted = same && store_delete(kv->store, STORE_CF_HINTS, hk, hlen) ==
-                               0;
+    bool deleted =
+        same && store_delete(kv->store, STORE_CF_HINTS, hk, hlen) == 0;
+    if (deleted) {
+        pthread_mutex_lock(&h->mu);
+        pending_add(h, owner, -1);
+        pthread_mutex_unlock(&h->mu);
+    }
     pthread_mutex_unlock(mu);
     return deleted;
 }
@@ -284,8 +292,8 @@ static int deliver_owner(kv_t *kv, const char *owner, int budget)
     size_t olen = strlen(owner);
     batch_item_t items[HANDOFF_BATCH];
     size_t n = 0;
-    store_iter_t *it = store_iter_create(kv->store, STORE_CF_HINTS, owner,
-                                         olen + 1);
+    store_iter_t *it =
+        store_iter_create(kv->store, STORE_CF_HINTS, owner, olen + 1);
     if (it == NULL) {
         return 0;
     }
@@ -314,7 +322,6 @@ static int deliver_owner(kv_t *kv, const char *owner, int budget)
     (void)store_iter_status(it);
     store_iter_destroy(it);
 
-    struct handoff *h = hs(kv);
     int sent = 0;
     bool failed = false;
     for (size_t i = 0; i < n; i++) {
@@ -325,12 +332,8 @@ static int deliver_owner(kv_t *kv, const char *owner, int budget)
             if (rc == 0) {
                 sent++;
                 metric_inc(&kv->metrics, M_HINTS_DELIVERED);
-                if (delete_if_unchanged(kv, items[i].hk, items[i].hlen,
-                                        items[i].val, items[i].vlen)) {
-                    pthread_mutex_lock(&h->mu);
-                    pending_add(h, owner, -1);
-                    pthread_mutex_unlock(&h->mu);
-                }
+                (void)delete_if_unchanged(kv, owner, items[i].hk, items[i].hlen,
+                                          items[i].val, items[i].vlen);
             } else {
                 failed = true;
                 metric_inc(&kv->metrics, M_HINTS_FAILED);
@@ -352,8 +355,10 @@ static void *handoff_thread(void *arg)
     /* A token bucket refilled every tick keeps delivery at handoff_rate. */
     double tokens = 0;
     double per_tick = kv->cfg.handoff_rate * HANDOFF_TICK_MS / 1000.0;
-    if (per_tick < 1) {
-        per_tick = 1;
+    /* Allow a burst of one second's worth (at least one hint). */
+    double burst = per_tick * (1000.0 / HANDOFF_TICK_MS);
+    if (burst < 1) {
+        burst = 1;
     }
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
@@ -367,12 +372,12 @@ static void *handoff_thread(void *arg)
             break;
         }
         tokens += per_tick;
-        if (tokens > per_tick * 10) {
-            tokens = per_tick * 10;
+        if (tokens > burst) {
+            tokens = burst;
         }
         /* Snapshot the owners with work; deliver without the lock. */
         size_t n = h->npending;
-        char (*owners)[WIRE_MAX_ID + 1] = calloc(n ? n : 1, sizeof(*owners));
+        char(*owners)[WIRE_MAX_ID + 1] = calloc(n ? n : 1, sizeof(*owners));
         size_t k = 0;
         for (size_t i = 0; owners != NULL && i < n; i++) {
             if (h->pending[i].count > 0) {
@@ -382,7 +387,13 @@ static void *handoff_thread(void *arg)
         pthread_mutex_unlock(&h->mu);
         for (size_t i = 0; i < k && tokens >= 1; i++) {
             if (cluster_is_up(kv, owners[i])) {
-                tokens -= deliver_owner(kv, owners[i], (int)tokens);
+                /* Batches until the owner has nothing left, a delivery
+                 * fails, or the tokens run out. */
+                int sent;
+                do {
+                    sent = deliver_owner(kv, owners[i], (int)tokens);
+                    tokens -= sent;
+                } while (sent == HANDOFF_BATCH && tokens >= 1);
             }
         }
         free(owners);
@@ -484,10 +495,10 @@ void handoff_render_metrics(kv_t *kv, buf_t *b)
                          "Hints held here and not yet delivered.", total);
     for (size_t i = 0; i < h->npending; i++) {
         char line[160];
-        int n = snprintf(line, sizeof(line),
-                         "kvdist_hints_pending_owner{owner=\"%s\"} %" PRIu64
-                         "\n",
-                         h->pending[i].owner, h->pending[i].count);
+        int n =
+            snprintf(line, sizeof(line),
+                     "kvdist_hints_pending_owner{owner=\"%s\"} %" PRIu64 "\n",
+                     h->pending[i].owner, h->pending[i].count);
         if (n > 0 && (size_t)n < sizeof(line)) {
             buf_put(b, line, (size_t)n);
         }

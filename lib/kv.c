@@ -30,7 +30,7 @@ struct kv_siblings {
         uint8_t *val;
         size_t len;
         int64_t ts_us;
-    } *sib;
+    } * sib;
     uint8_t *ctx;
     size_t ctxlen;
 };
@@ -177,10 +177,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         node_free(kv);
         return rc;
     }
-    KV_LOG(&kv->log, KV_LOG_INFO,
-           "open: node %s, data %s, actor %016" PRIx64, kv->cfg.node_id,
-           kv->cfg.data_dir ? kv->cfg.data_dir : "(none: client)",
-           kv->actor);
+    KV_LOG(&kv->log, KV_LOG_INFO, "open: node %s, data %s, actor %016" PRIx64,
+           kv->cfg.node_id,
+           kv->cfg.data_dir ? kv->cfg.data_dir : "(none: client)", kv->actor);
     *kvp = kv;
     return 0;
 }
@@ -261,8 +260,7 @@ static void waiter_init(waiter_t *w)
     obj_init(&w->obj);
 }
 
-static void waiter_done(void *arg, int rc, int acked, int needed,
-                        obj_t *result)
+static void waiter_done(void *arg, int rc, int acked, int needed, obj_t *result)
 {
     waiter_t *w = arg;
     pthread_mutex_lock(&w->mu);
@@ -301,8 +299,8 @@ static void call_done(kv_call_t *call, int rc, int acked, int needed)
 }
 
 static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
-                    size_t vlen, bool tombstone, bool has_ctx,
-                    const void *ctx, size_t ctxlen, kv_call_t *call)
+                    size_t vlen, bool tombstone, bool has_ctx, const void *ctx,
+                    size_t ctxlen, kv_call_t *call)
 {
     if (kv == NULL) {
         return KV_EINVAL;
@@ -352,15 +350,13 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     }
     vc_free(&cv);
     call_done(call, rc, acked, needed);
-    metric_inc(&kv->metrics, tombstone
-                                 ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
-                                 : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
+    metric_inc(&kv->metrics, tombstone ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
+                                       : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
     node_leave(kv);
     return rc;
 }
 
-int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
-           size_t vlen)
+int kv_put(kv_t *kv, const void *key, size_t klen, const void *val, size_t vlen)
 {
     return do_write(kv, key, klen, val, vlen, false, false, NULL, 0, NULL);
 }
@@ -512,8 +508,8 @@ static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
                     k++;
                 }
             }
-            kv_resolve_fn fn = kv->cfg.resolve_fn ? kv->cfg.resolve_fn
-                                                  : default_resolve;
+            kv_resolve_fn fn =
+                kv->cfg.resolve_fn ? kv->cfg.resolve_fn : default_resolve;
             void *out = NULL;
             size_t outlen = 0;
             rc = fn(kv->cfg.resolve_fn ? kv->cfg.resolve_arg : NULL, s, live,
@@ -570,8 +566,8 @@ static int get_siblings_entered(kv_t *kv, const void *key, size_t klen,
     size_t live = obj_live(&o);
     buf_t ctx;
     buf_init(&ctx);
-    if (s == NULL || (live > 0 && (s->sib = calloc(live, sizeof(*s->sib))) ==
-                                      NULL) ||
+    if (s == NULL ||
+        (live > 0 && (s->sib = calloc(live, sizeof(*s->sib))) == NULL) ||
         vc_context_encode(&o.cc, &ctx) != 0) {
         rc = KV_ENOMEM;
     }
@@ -603,8 +599,7 @@ static int get_siblings_entered(kv_t *kv, const void *key, size_t klen,
 
 /* The public reads hold the node for the whole call: resolving and
  * copying included (see node_enter). */
-int kv_get(kv_t *kv, const void *key, size_t klen, void **valp,
-           size_t *vlenp)
+int kv_get(kv_t *kv, const void *key, size_t klen, void **valp, size_t *vlenp)
 {
     if (kv == NULL) {
         return get_entered(kv, key, klen, valp, vlenp);
@@ -687,18 +682,16 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
     metrics_render(&kv->metrics, &b);
     int rc = node_enter(kv);
     if (rc == 0 && kv->store != NULL) {
-        metrics_render_gauge(&b, "kvdist_store_keys_estimate",
-                             "RocksDB's estimate of keys in the store.",
-                             store_property(kv->store,
-                                            "rocksdb.estimate-num-keys"));
-        metrics_render_gauge(&b, "kvdist_store_memtable_bytes",
-                             "Bytes in RocksDB memtables.",
-                             store_property(kv->store,
-                                            "rocksdb.cur-size-all-mem-tables"));
-        metrics_render_gauge(&b, "kvdist_store_cache_bytes",
-                             "Bytes in use in the block cache.",
-                             store_property(kv->store,
-                                            "rocksdb.block-cache-usage"));
+        metrics_render_gauge(
+            &b, "kvdist_store_keys_estimate",
+            "RocksDB's estimate of keys in the store.",
+            store_property(kv->store, "rocksdb.estimate-num-keys"));
+        metrics_render_gauge(
+            &b, "kvdist_store_memtable_bytes", "Bytes in RocksDB memtables.",
+            store_property(kv->store, "rocksdb.cur-size-all-mem-tables"));
+        metrics_render_gauge(
+            &b, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
+            store_property(kv->store, "rocksdb.block-cache-usage"));
     }
     if (rc == 0) {
         if (kv->cluster != NULL) {

@@ -16,7 +16,8 @@ static const struct {
     const char *help;
 } metric_table[M__COUNT] = {
     [M_PUTS] = {"kvdist_puts_total", "Put calls that succeeded."},
-    [M_GETS] = {"kvdist_gets_total", "Get calls that completed (found or not)."},
+    [M_GETS] = {"kvdist_gets_total",
+                "Get calls that completed (found or not)."},
     [M_DELETES] = {"kvdist_deletes_total", "Delete calls that succeeded."},
     [M_PUT_ERRORS] = {"kvdist_put_errors_total", "Put calls that failed."},
     [M_GET_ERRORS] = {"kvdist_get_errors_total", "Get calls that failed."},
@@ -93,11 +94,11 @@ static void render_line(buf_t *b, const char *name, const char *help,
 {
     char line[512];
     int n = snprintf(line, sizeof(line),
-                     "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name,
-                     help, name, type, name, value);
+                     "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help,
+                     name, type, name, value);
     if (n > 0) {
-        buf_put(b, line, (size_t)n < sizeof(line) ? (size_t)n
-                                                   : sizeof(line) - 1);
+        buf_put(b, line,
+                (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     }
 }
 

@@ -23,10 +23,10 @@
 #define NODE_KEY_LOCKS 1024
 
 struct kv {
-    kv_config_t cfg;            /* immutable after kv_open */
-    kvlog_t log;                /* immutable after kv_open */
-    obj_limits_t limits;        /* immutable after kv_open */
-    store_t *store;             /* NULL for role=client */
+    kv_config_t cfg;     /* immutable after kv_open */
+    kvlog_t log;         /* immutable after kv_open */
+    obj_limits_t limits; /* immutable after kv_open */
+    store_t *store;      /* NULL for role=client */
     metrics_t metrics;
 
     /* This incarnation's actor id and its dot counter (vclock.c explains

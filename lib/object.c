@@ -189,7 +189,8 @@ int obj_join(obj_t *dst, const obj_t *src, bool *changed)
     }
     /* Commit: free the values of dst siblings that did not survive. */
     for (size_t d = 0, m = 0; d < dst->n; d++) {
-        while (m < k && (from_src[m] || dot_cmp(out[m].dot, dst->sib[d].dot) < 0)) {
+        while (m < k &&
+               (from_src[m] || dot_cmp(out[m].dot, dst->sib[d].dot) < 0)) {
             m++;
         }
         if (m == k || dot_cmp(out[m].dot, dst->sib[d].dot) != 0) {
@@ -312,8 +313,8 @@ int obj_decode(const void *p, size_t len, const obj_limits_t *lim, obj_t *o)
     }
     rd_t r;
     rd_init(&r, bytes + 4, len - 4 - 4);
-    size_t max_clock = lim->max_clock < VC_DECODE_MAX ? lim->max_clock
-                                                      : VC_DECODE_MAX;
+    size_t max_clock =
+        lim->max_clock < VC_DECODE_MAX ? lim->max_clock : VC_DECODE_MAX;
     int rc = vc_decode(&r, &o->cc, max_clock);
     if (rc != 0) {
         obj_free(o);

@@ -16,17 +16,17 @@
 
 typedef struct obj_sib {
     vc_dot_t dot;
-    int64_t ts_us;    /* coordinator's wall clock: informative only */
-    uint8_t flags;    /* OBJ_SIB_TOMBSTONE */
+    int64_t ts_us; /* coordinator's wall clock: informative only */
+    uint8_t flags; /* OBJ_SIB_TOMBSTONE */
     size_t vlen;
-    uint8_t *val;     /* owned; NULL when vlen == 0 */
+    uint8_t *val; /* owned; NULL when vlen == 0 */
 } obj_sib_t;
 
 typedef struct obj {
-    vc_t cc;          /* causal context: covers every sibling's dot */
+    vc_t cc; /* causal context: covers every sibling's dot */
     size_t n;
     size_t cap;
-    obj_sib_t *sib;   /* sorted by (actor, counter), dots distinct */
+    obj_sib_t *sib; /* sorted by (actor, counter), dots distinct */
 } obj_t;
 
 /* What a decoder accepts. */

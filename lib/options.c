@@ -109,8 +109,8 @@ static bool valid_url(const char *s)
     static const char *const schemes[] = {"tcp://", "ipc://", "tls+tcp://"};
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         size_t n = strlen(schemes[i]);
-        if (strncmp(s, schemes[i], n) == 0 && s[n] != '\0' &&
-            strlen(s) < 512 && strpbrk(s, ", \t\r\n") == NULL) {
+        if (strncmp(s, schemes[i], n) == 0 && s[n] != '\0' && strlen(s) < 512 &&
+            strpbrk(s, ", \t\r\n") == NULL) {
             return true;
         }
     }
@@ -141,8 +141,8 @@ static bool valid_url_list(const char *s)
 
 static int parse_bool(const char *s, bool *out)
 {
-    if (strcmp(s, "on") == 0 || strcmp(s, "true") == 0 ||
-        strcmp(s, "1") == 0 || strcmp(s, "yes") == 0) {
+    if (strcmp(s, "on") == 0 || strcmp(s, "true") == 0 || strcmp(s, "1") == 0 ||
+        strcmp(s, "yes") == 0) {
         *out = true;
         return 0;
     }
@@ -395,8 +395,7 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
             opt_fail(o, "%s: must be on or off", name);
             return KV_EINVAL;
         }
-        *(id == OPT_SLOPPY_QUORUM ? &c->sloppy_quorum : &c->hinted_handoff) =
-            b;
+        *(id == OPT_SLOPPY_QUORUM ? &c->sloppy_quorum : &c->hinted_handoff) = b;
         return 0;
     }
     case OPT_HANDOFF_RATE:
@@ -492,8 +491,7 @@ const char *kv_options_errmsg(const kv_options_t *o)
     return o != NULL ? o->errmsg : "";
 }
 
-void kv_options_set_logger(kv_options_t *o, kv_log_fn fn, void *arg,
-                           int level)
+void kv_options_set_logger(kv_options_t *o, kv_log_fn fn, void *arg, int level)
 {
     if (o == NULL) {
         return;

@@ -21,14 +21,14 @@ enum kv_role { KV_ROLE_PEER = 0, KV_ROLE_CLIENT = 1 };
 typedef struct kv_config {
     char *data_dir;
     char *node_id;
-    int role;         /* enum kv_role */
-    char *listen;     /* NULL: not listening */
-    char *join;       /* comma-separated URLs, NULL: none */
+    int role;     /* enum kv_role */
+    char *listen; /* NULL: not listening */
+    char *join;   /* comma-separated URLs, NULL: none */
     int n;
     int r;
     int w;
     unsigned vnodes;
-    int sync;         /* enum store_sync */
+    int sync; /* enum store_sync */
     size_t cache_size;
     size_t max_key_size;
     size_t max_value_size;
@@ -38,7 +38,7 @@ typedef struct kv_config {
     int phi_convict;
     bool sloppy_quorum;
     bool hinted_handoff;
-    int handoff_rate;   /* hints delivered per second, per node */
+    int handoff_rate; /* hints delivered per second, per node */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;

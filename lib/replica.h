@@ -21,8 +21,7 @@
  * KV_EIO, KV_ENOMEM.
  */
 int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                  const void *val, size_t vlen, bool tombstone,
-                  obj_t *result);
+                  const void *val, size_t vlen, bool tombstone, obj_t *result);
 
 /* Reads the local object (empty if absent). Returns 0, KV_ECORRUPT, KV_EIO,
  * KV_ENOMEM. */

@@ -28,10 +28,10 @@ struct ring {
     size_t nnodes;
     unsigned vnodes;
     size_t npos;
-    char **ids;        /* nnodes private copies */
-    uint32_t *by_id;   /* node indices sorted by id */
-    uint64_t *pos;     /* npos positions, ascending */
-    uint32_t *owner;   /* owner[k] is the node at pos[k] */
+    char **ids;      /* nnodes private copies */
+    uint32_t *by_id; /* node indices sorted by id */
+    uint64_t *pos;   /* npos positions, ascending */
+    uint32_t *owner; /* owner[k] is the node at pos[k] */
 };
 
 /* pos[] is kept apart from owner[] so the binary search touches only a dense
@@ -179,8 +179,7 @@ static int place_positions(ring_t *r)
     return RING_OK;
 }
 
-int ring_build(const char *const *ids, size_t n, unsigned vnodes,
-               ring_t **out)
+int ring_build(const char *const *ids, size_t n, unsigned vnodes, ring_t **out)
 {
     ring_t *r;
     int rc;
@@ -188,8 +187,8 @@ int ring_build(const char *const *ids, size_t n, unsigned vnodes,
     if (out != NULL) {
         *out = NULL;
     }
-    if (ids == NULL || out == NULL || n == 0 || n > UINT32_MAX ||
-        vnodes == 0 || vnodes > RING_MAX_VNODES) {
+    if (ids == NULL || out == NULL || n == 0 || n > UINT32_MAX || vnodes == 0 ||
+        vnodes > RING_MAX_VNODES) {
         return RING_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -418,8 +417,8 @@ int ring_range_contains(uint64_t start, uint64_t end, uint64_t p)
     return (uint64_t)(p - start - 1) < (uint64_t)(end - start);
 }
 
-static int walk_includes(const ring_t *r, size_t start, size_t idx,
-                         size_t *buf, size_t want)
+static int walk_includes(const ring_t *r, size_t start, size_t idx, size_t *buf,
+                         size_t want)
 {
     size_t k = walk(r, start, buf, want);
 
@@ -476,8 +475,8 @@ static size_t whole_ring(uint64_t **starts, uint64_t **ends)
     return 2;
 }
 
-size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n,
-                       uint64_t **starts, uint64_t **ends)
+size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
+                       uint64_t **ends)
 {
     uint64_t *s = NULL;
     uint64_t *e = NULL;
@@ -526,8 +525,7 @@ size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n,
         }
         if (open) {
             e[cnt - 1] = r->pos[k];
-        } else if (push_range(&s, &e, &cnt, &cap, prev, r->pos[k]) !=
-                   RING_OK) {
+        } else if (push_range(&s, &e, &cnt, &cap, prev, r->pos[k]) != RING_OK) {
             free(buf);
             free(s);
             free(e);

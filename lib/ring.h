@@ -59,8 +59,7 @@ typedef struct ring ring_t;
  * > RING_MAX_VNODES) or RING_ENOMEM. *out is NULL on failure (if out is not
  * NULL).
  */
-int ring_build(const char *const *ids, size_t n, unsigned vnodes,
-               ring_t **out);
+int ring_build(const char *const *ids, size_t n, unsigned vnodes, ring_t **out);
 
 /* Frees a ring. NULL is a no-op. */
 void ring_free(ring_t *r);
@@ -114,8 +113,8 @@ double ring_ownership(const ring_t *r, size_t idx);
  * that replicates nothing).
  * O(nodes * vnodes * walk); meant for occasional use, not per request.
  */
-size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n,
-                       uint64_t **starts, uint64_t **ends);
+size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
+                       uint64_t **ends);
 
 /* Whether point p lies in the ring range (start, end] as defined above.
  * start == end is the empty range. */

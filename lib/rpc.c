@@ -161,13 +161,12 @@ static void worker_cb(void *arg)
     }
     nng_msg *m = nng_aio_get_msg(w->aio);
     wire_msg_t msg;
-    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m), &rpc->cfg.limits,
-                         &msg);
+    int rc =
+        wire_decode(nng_msg_body(m), nng_msg_len(m), &rpc->cfg.limits, &msg);
     if (rc != 0 || (msg.type & WIRE_REPLY)) {
         metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
         KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
-               "rpc: dropped a malformed message of %zu bytes",
-               nng_msg_len(m));
+               "rpc: dropped a malformed message of %zu bytes", nng_msg_len(m));
         nng_msg_free(m);
         buf_t reply;
         buf_init(&reply);
@@ -208,8 +207,8 @@ static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
 {
     rpc_t *rpc = c->rpc;
     if (rc != 0) {
-        metric_inc(rpc->cfg.metrics, rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS
-                                                        : M_RPC_ERRORS);
+        metric_inc(rpc->cfg.metrics,
+                   rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS : M_RPC_ERRORS);
     }
     c->done(c->arg, rc, reply);
     /* Back to the peer's idle list: the last thing done with c here. */
@@ -243,18 +242,19 @@ static void call_cb(void *arg)
             return;
         }
         c->sent = true;
+        nng_time now = nng_clock();
+        nng_aio_set_timeout(
+            c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
+        /* Always receive: a request on a req context is only released
+         * (and its message freed) by its receive finishing. During
+         * shutdown that receive is cancelled at once. */
+        nng_ctx_recv(c->ctx, c->aio);
         pthread_mutex_lock(&c->rpc->mu);
         bool closing = c->rpc->closing;
         pthread_mutex_unlock(&c->rpc->mu);
         if (closing) {
-            call_finish(c, KV_ECLOSED, NULL);
-            return;
+            nng_aio_cancel(c->aio);
         }
-        nng_time now = nng_clock();
-        nng_aio_set_timeout(c->aio, c->deadline > now
-                                        ? (nng_duration)(c->deadline - now)
-                                        : 1);
-        nng_ctx_recv(c->ctx, c->aio);
         return;
     }
     if (rv != 0) {
@@ -263,8 +263,8 @@ static void call_cb(void *arg)
     }
     nng_msg *m = nng_aio_get_msg(c->aio);
     wire_msg_t reply;
-    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m),
-                         &c->rpc->cfg.limits, &reply);
+    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m), &c->rpc->cfg.limits,
+                         &reply);
     if (rc != 0 || !(reply.type & WIRE_REPLY)) {
         metric_inc(c->rpc->cfg.metrics, M_WIRE_MALFORMED);
         call_finish(c, KV_EPROTO, NULL);
@@ -510,8 +510,8 @@ int rpc_listen(rpc_t *rpc, const char *url)
                         rpc_recv_max(&rpc->cfg.limits));
     rv = nng_listen(rpc->server, url, NULL, 0);
     if (rv != 0) {
-        KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s",
-               url, nng_strerror(rv));
+        KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s", url,
+               nng_strerror(rv));
         nng_close(rpc->server);
         return rpc_code(rv);
     }

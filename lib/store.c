@@ -121,8 +121,7 @@ int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out)
      * no disk read. */
     rocksdb_block_based_options_set_filter_policy(
         st->table, rocksdb_filterpolicy_create_bloom_full(10));
-    rocksdb_block_based_options_set_cache_index_and_filter_blocks(st->table,
-                                                                  1);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks(st->table, 1);
 
     rocksdb_options_set_create_if_missing(st->opts, 1);
     rocksdb_options_set_create_missing_column_families(st->opts, 1);
@@ -192,8 +191,8 @@ int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
 {
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get_cf(st->db, st->ropts, st->cf[cf], key, klen, &len,
-                             &err);
+    char *v =
+        rocksdb_get_cf(st->db, st->ropts, st->cf[cf], key, klen, &len, &err);
     *val = NULL;
     *vlen = 0;
     if (err != NULL) {
@@ -248,8 +247,7 @@ void store_batch_put(store_batch_t *b, int cf, const void *key, size_t klen,
     rocksdb_writebatch_put_cf(b->wb, b->st->cf[cf], key, klen, val, vlen);
 }
 
-void store_batch_delete(store_batch_t *b, int cf, const void *key,
-                        size_t klen)
+void store_batch_delete(store_batch_t *b, int cf, const void *key, size_t klen)
 {
     rocksdb_writebatch_delete_cf(b->wb, b->st->cf[cf], key, klen);
 }

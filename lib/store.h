@@ -19,15 +19,15 @@ enum store_cf { STORE_CF_DATA = 0, STORE_CF_HINTS = 1, STORE_CF_META = 2 };
 #define STORE_CF_COUNT 3
 
 enum store_sync {
-    STORE_SYNC_NONE = 0,  /* no WAL: a crash loses unflushed writes */
-    STORE_SYNC_WAL = 1,   /* WAL written before a write returns */
-    STORE_SYNC_FSYNC = 2  /* WAL fsynced before a write returns */
+    STORE_SYNC_NONE = 0, /* no WAL: a crash loses unflushed writes */
+    STORE_SYNC_WAL = 1,  /* WAL written before a write returns */
+    STORE_SYNC_FSYNC = 2 /* WAL fsynced before a write returns */
 };
 
 typedef struct store_config {
     const char *path;
-    int sync;             /* enum store_sync */
-    size_t cache_size;    /* block cache bytes */
+    int sync;          /* enum store_sync */
+    size_t cache_size; /* block cache bytes */
 } store_config_t;
 
 /* Opens (creating if needed) the store. Returns 0, KV_EBUSY (locked by
@@ -48,8 +48,7 @@ typedef struct store_batch store_batch_t;
 store_batch_t *store_batch_create(store_t *st);
 void store_batch_put(store_batch_t *b, int cf, const void *key, size_t klen,
                      const void *val, size_t vlen);
-void store_batch_delete(store_batch_t *b, int cf, const void *key,
-                        size_t klen);
+void store_batch_delete(store_batch_t *b, int cf, const void *key, size_t klen);
 int store_batch_write(store_batch_t *b);
 void store_batch_destroy(store_batch_t *b);
 

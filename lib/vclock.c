@@ -235,8 +235,7 @@ int vc_decode(rd_t *r, vc_t *vc, size_t max)
     for (uint64_t i = 0; i < n; i++) {
         uint64_t actor = rd_u64(r);
         uint64_t counter = rd_varint(r);
-        if (r->err || counter == 0 ||
-            (i > 0 && actor <= vc->e[i - 1].actor)) {
+        if (r->err || counter == 0 || (i > 0 && actor <= vc->e[i - 1].actor)) {
             r->err = true;
             vc_clear(vc);
             return KV_ECORRUPT;
@@ -331,9 +330,8 @@ size_t vc_prune(vc_t *vc, size_t max, const uint64_t *keep, size_t nkeep)
             if (vc_kept(vc->e[i].actor, keep, nkeep)) {
                 continue;
             }
-            if (victim == vc->n ||
-                vc_actor_start(vc->e[i].actor) <
-                    vc_actor_start(vc->e[victim].actor)) {
+            if (victim == vc->n || vc_actor_start(vc->e[i].actor) <
+                                       vc_actor_start(vc->e[victim].actor)) {
                 victim = i;
             }
         }

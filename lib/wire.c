@@ -36,8 +36,7 @@ void wire_put_bytes(buf_t *b, const void *p, size_t n)
     buf_put(b, p, n);
 }
 
-void wire_put_member(buf_t *b, const char *id, const char *url,
-                     uint8_t status)
+void wire_put_member(buf_t *b, const char *id, const char *url, uint8_t status)
 {
     wire_put_bytes(b, id, strlen(id));
     wire_put_bytes(b, url, strlen(url));
@@ -65,8 +64,8 @@ void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
     wire_put_bytes(b, key, klen);
 }
 
-void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
-                            size_t klen, const void *obj, size_t objlen)
+void wire_build_replica_put(buf_t *b, uint64_t id, const void *key, size_t klen,
+                            const void *obj, size_t objlen)
 {
     wire_header(b, WIRE_REPLICA_PUT, id, 0, 0);
     wire_put_bytes(b, key, klen);
@@ -98,8 +97,8 @@ void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
     buf_put_u32(b, timeout_ms);
 }
 
-void wire_build_coord_get(buf_t *b, uint64_t id, const void *key,
-                          size_t klen, uint8_t r, uint32_t timeout_ms)
+void wire_build_coord_get(buf_t *b, uint64_t id, const void *key, size_t klen,
+                          uint8_t r, uint32_t timeout_ms)
 {
     wire_header(b, WIRE_COORD_GET, id, 0, 0);
     wire_put_bytes(b, key, klen);
@@ -107,9 +106,9 @@ void wire_build_coord_get(buf_t *b, uint64_t id, const void *key,
     buf_put_u32(b, timeout_ms);
 }
 
-void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id,
-                          uint16_t status, uint8_t acked, uint8_t needed,
-                          const void *obj, size_t objlen)
+void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
+                          uint8_t acked, uint8_t needed, const void *obj,
+                          size_t objlen)
 {
     wire_header(b, type | WIRE_REPLY, id, status, 0);
     buf_put_u8(b, acked);
@@ -156,6 +155,27 @@ static int rd_gossip(rd_t *r, wire_gossip_t *g)
         r->err = true;
         return KV_EPROTO;
     }
+    return 0;
+}
+
+/* Validates a counted list of members (or gossip rows) and records where
+ * it lies, so wire_next_* can walk it later without checks failing. */
+static int rd_list(rd_t *r, wire_msg_t *m, bool gossip)
+{
+    uint64_t n = rd_varint(r);
+    if (r->err || n > WIRE_MAX_MEMBERS) {
+        return KV_EPROTO;
+    }
+    m->members = r->p + r->off;
+    m->nmembers = (size_t)n;
+    for (uint64_t i = 0; i < n; i++) {
+        wire_gossip_t g;
+        wire_member_t mem;
+        if ((gossip ? rd_gossip(r, &g) : rd_member(r, &mem)) != 0) {
+            return KV_EPROTO;
+        }
+    }
+    m->memberslen = (size_t)(r->p + r->off - m->members);
     return 0;
 }
 
@@ -206,22 +226,11 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
             return KV_EPROTO;
         }
         break;
-    case WIRE_GOSSIP: {
-        uint64_t n = rd_varint(&r);
-        if (r.err || n > WIRE_MAX_MEMBERS) {
+    case WIRE_GOSSIP:
+        if (rd_list(&r, m, true) != 0) {
             return KV_EPROTO;
         }
-        m->members = r.p + r.off;
-        m->nmembers = (size_t)n;
-        for (uint64_t i = 0; i < n; i++) {
-            wire_gossip_t tmp;
-            if (rd_gossip(&r, &tmp) != 0) {
-                return KV_EPROTO;
-            }
-        }
-        m->memberslen = (size_t)(r.p + r.off - m->members);
         break;
-    }
     case WIRE_STATS:
         if (reply) {
             m->obj = rd_string(&r, WIRE_MAX_STATS, &m->objlen);
@@ -233,20 +242,8 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
             if (rd_member(&r, &m->member) != 0) {
                 return KV_EPROTO;
             }
-        } else if (reply && m->status == 0) {
-            uint64_t n = rd_varint(&r);
-            if (r.err || n > WIRE_MAX_MEMBERS) {
-                return KV_EPROTO;
-            }
-            m->members = r.p + r.off;
-            m->nmembers = (size_t)n;
-            for (uint64_t i = 0; i < n; i++) {
-                wire_member_t tmp;
-                if (rd_member(&r, &tmp) != 0) {
-                    return KV_EPROTO;
-                }
-            }
-            m->memberslen = (size_t)(r.p + r.off - m->members);
+        } else if (reply && m->status == 0 && rd_list(&r, m, false) != 0) {
+            return KV_EPROTO;
         }
         break;
     case WIRE_REPLICA_PUT:

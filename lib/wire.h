@@ -31,8 +31,9 @@ enum wire_type {
 
 /* Flags in a COORD_PUT. */
 #define WIRE_F_TOMBSTONE 0x1u /* a delete */
-#define WIRE_F_HAS_CTX 0x2u   /* ctx is the write's context (else: the
-                                 coordinator's own, kv_put semantics) */
+#define WIRE_F_HAS_CTX                                                         \
+    0x2u /* ctx is the write's context (else: the                              \
+            coordinator's own, kv_put semantics) */
 /* Flag in a REPLICA_PUT / REPLICA_GET: the receiver stands in for `owner`
  * (sloppy quorum): it keeps the object as a hint for that node. */
 #define WIRE_F_HINT 0x4u
@@ -58,9 +59,9 @@ typedef struct wire_member {
 /* A decoded message. Pointers point into the bytes it was decoded from and
  * are valid as long as they are. */
 typedef struct wire_msg {
-    uint8_t type;     /* enum wire_type, | WIRE_REPLY for replies */
-    uint64_t id;      /* request id, echoed by the reply */
-    uint16_t status;  /* replies: a KV_E* code */
+    uint8_t type;    /* enum wire_type, | WIRE_REPLY for replies */
+    uint64_t id;     /* request id, echoed by the reply */
+    uint16_t status; /* replies: a KV_E* code */
     uint16_t flags;
     const uint8_t *key;
     size_t klen;
@@ -70,10 +71,10 @@ typedef struct wire_msg {
     size_t vlen;
     const uint8_t *ctx; /* COORD_PUT */
     size_t ctxlen;
-    uint8_t quorum;      /* COORD_*: w or r, 0 = node default */
-    uint32_t timeout_ms; /* COORD_*: 0 = node default */
-    uint8_t acked;       /* COORD_* replies */
-    uint8_t needed;      /* COORD_* replies */
+    uint8_t quorum;       /* COORD_*: w or r, 0 = node default */
+    uint32_t timeout_ms;  /* COORD_*: 0 = node default */
+    uint8_t acked;        /* COORD_* replies */
+    uint8_t needed;       /* COORD_* replies */
     wire_member_t member; /* JOIN */
     const uint8_t *owner; /* REPLICA_* with WIRE_F_HINT */
     size_t ownerlen;
@@ -98,8 +99,7 @@ typedef struct wire_limits {
 void wire_header(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
                  uint16_t flags);
 void wire_put_bytes(buf_t *b, const void *p, size_t n);
-void wire_put_member(buf_t *b, const char *id, const char *url,
-                     uint8_t status);
+void wire_put_member(buf_t *b, const char *id, const char *url, uint8_t status);
 
 void wire_put_gossip(buf_t *b, const char *id, const char *url,
                      uint64_t incarnation, uint64_t heartbeat);
@@ -108,8 +108,8 @@ void wire_put_gossip(buf_t *b, const char *id, const char *url,
 void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status);
 void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
                     size_t klen);
-void wire_build_replica_put(buf_t *b, uint64_t id, const void *key,
-                            size_t klen, const void *obj, size_t objlen);
+void wire_build_replica_put(buf_t *b, uint64_t id, const void *key, size_t klen,
+                            const void *obj, size_t objlen);
 /* A REPLICA_PUT or REPLICA_GET on behalf of owner (WIRE_F_HINT). */
 void wire_build_hinted(buf_t *b, uint8_t type, uint64_t id, const char *owner,
                        const void *key, size_t klen, const void *obj,
@@ -118,13 +118,13 @@ void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
                           const void *key, size_t klen, const void *val,
                           size_t vlen, const void *ctx, size_t ctxlen,
                           uint8_t w, uint32_t timeout_ms);
-void wire_build_coord_get(buf_t *b, uint64_t id, const void *key,
-                          size_t klen, uint8_t r, uint32_t timeout_ms);
+void wire_build_coord_get(buf_t *b, uint64_t id, const void *key, size_t klen,
+                          uint8_t r, uint32_t timeout_ms);
 /* A reply carrying an object (may be empty) and, for COORD_* replies, the
  * quorum counts. */
-void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id,
-                          uint16_t status, uint8_t acked, uint8_t needed,
-                          const void *obj, size_t objlen);
+void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
+                          uint8_t acked, uint8_t needed, const void *obj,
+                          size_t objlen);
 
 /*
  * Decodes a whole message. Returns 0, or KV_EPROTO for anything malformed:
