@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "handoff.h"
@@ -342,11 +343,63 @@ typedef struct fwd {
     bool is_read;
     coord_done_fn cb;
     void *arg;
+    /* Reads are idempotent, so a read whose coordinator does not answer
+     * (paused, or dead and not yet convicted) is retried on the next
+     * replica within the same deadline; writes never are (a second
+     * coordinator would give the write a second dot). */
+    rpc_peer_t *cand[CLUSTER_MAX_ROUTE];
+    size_t ncand;
+    size_t next;
+    uint8_t *msg;
+    size_t msglen;
+    int64_t deadline_ms;
 } fwd_t;
+
+static int64_t fwd_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply);
+
+/* Sends the request to the next candidate. A read that has another
+ * candidate left gives this one half of the remaining time. */
+static int fwd_send(fwd_t *f)
+{
+    int64_t left = f->deadline_ms - fwd_now_ms();
+    if (left <= 0 || f->next >= f->ncand) {
+        return KV_ETIMEDOUT;
+    }
+    rpc_peer_t *target = f->cand[f->next++];
+    int64_t tmo = (f->is_read && f->next < f->ncand) ? left / 2 : left;
+    buf_t b;
+    buf_init(&b);
+    buf_put(&b, f->msg, f->msglen);
+    metric_inc(&f->kv->metrics, M_FORWARDS);
+    int rc = rpc_call(f->kv->rpc, target, &b, (int)(tmo > 0 ? tmo : 1),
+                      on_forward_reply, f);
+    if (rc != 0) {
+        buf_free(&b);
+    }
+    return rc;
+}
+
+static void fwd_free(fwd_t *f)
+{
+    free(f->msg);
+    free(f);
+}
 
 static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
 {
     fwd_t *f = arg;
+    if (rc == KV_ETIMEDOUT || (rc != 0 && rc != KV_ECLOSED)) {
+        if (f->is_read && fwd_send(f) == 0) {
+            return; /* retried on the next replica */
+        }
+    }
     obj_t o;
     obj_init(&o);
     int acked = 0;
@@ -361,48 +414,49 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
                 rc = KV_EPROTO;
             }
         }
-    } else if (rc == KV_ECLOSED) {
-        rc = KV_ECLOSED;
-    } else if (rc != KV_ETIMEDOUT) {
+    } else if (rc != KV_ECLOSED && rc != KV_ETIMEDOUT) {
         rc = KV_EUNAVAIL;
     }
     f->cb(f->arg, rc, acked, needed, f->is_read ? &o : NULL);
     obj_free(&o);
-    free(f);
+    fwd_free(f);
 }
 
-/* Picks the first replica with a live connection (else the first one) and
- * hands it the request. */
+/* Hands the request to a replica: those the failure detector sees up
+ * first, in ring order, then the others. */
 static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
                           bool is_read, int timeout_ms, coord_done_fn done,
                           void *arg)
 {
-    rpc_peer_t *target = NULL;
-    for (size_t i = 0; i < rt->n && target == NULL; i++) {
-        if (!rt->node[i].self && rt->node[i].up) {
-            target = rt->node[i].peer;
-        }
-    }
-    for (size_t i = 0; i < rt->n && target == NULL; i++) {
-        if (!rt->node[i].self) {
-            target = rt->node[i].peer;
-        }
-    }
-    fwd_t *f = malloc(sizeof(*f));
-    if (target == NULL || f == NULL) {
+    fwd_t *f = calloc(1, sizeof(*f));
+    if (f == NULL || msg->oom) {
         free(f);
         buf_free(msg);
-        done(arg, target == NULL ? KV_EUNAVAIL : KV_ENOMEM, 0, 0, NULL);
+        done(arg, KV_ENOMEM, 0, 0, NULL);
         return;
     }
-    *f = (fwd_t){kv, is_read, done, arg};
-    metric_inc(&kv->metrics, M_FORWARDS);
-    int rc =
-        rpc_call(kv->rpc, target, msg, timeout_ms + COORD_FORWARD_MARGIN_MS,
-                 on_forward_reply, f);
-    if (rc != 0) {
-        buf_free(msg);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < rt->n; i++) {
+            if (!rt->node[i].self && rt->node[i].up == (pass == 0)) {
+                f->cand[f->ncand++] = rt->node[i].peer;
+            }
+        }
+    }
+    if (f->ncand == 0) {
         free(f);
+        buf_free(msg);
+        done(arg, KV_EUNAVAIL, 0, 0, NULL);
+        return;
+    }
+    f->kv = kv;
+    f->is_read = is_read;
+    f->cb = done;
+    f->arg = arg;
+    f->msg = buf_steal(msg, &f->msglen);
+    f->deadline_ms = fwd_now_ms() + timeout_ms + COORD_FORWARD_MARGIN_MS;
+    int rc = fwd_send(f);
+    if (rc != 0) {
+        fwd_free(f);
         done(arg, rc, 0, 0, NULL);
     }
 }

@@ -387,6 +387,49 @@ START_TEST(test_gossip_single_seed)
 }
 END_TEST
 
+/* A client's read whose coordinator is paused (and not yet convicted) is
+ * retried on the next replica within the same deadline. */
+START_TEST(test_read_retries_past_paused_coordinator)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    harness_wait_converged(h);
+    kv_t *c = harness_client(h, 2000);
+    harness_wait_members(c, 3);
+    /* a key whose first replica, as the client routes it, is n1 */
+    char key[32];
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof(key), "probe-%d", i);
+        kv_member_t *pl = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_preference_list(c, key, strlen(key), &pl, &n), 0);
+        int first_is_n1 = n > 0 && strcmp(pl[0].id, "n1") == 0;
+        kv_free(pl);
+        if (first_is_n1) {
+            break;
+        }
+    }
+    ck_assert_int_eq(kv_put(c, key, strlen(key), "v", 1), 0);
+    ck_assert(harness_wait_local_value(h->node[1].url, key, "v", 5000));
+    ck_assert(harness_wait_local_value(h->node[2].url, key, "v", 5000));
+    kill(h->node[0].pid, SIGSTOP);
+    int64_t t0 = harness_now_ms();
+    void *got = NULL;
+    size_t len = 0;
+    int rc = kv_get(c, key, strlen(key), &got, &len);
+    int64_t took = harness_now_ms() - t0;
+    kill(h->node[0].pid, SIGCONT);
+    ck_assert_msg(rc == 0, "read with its coordinator paused: %s",
+                  kv_strerror(rc));
+    ck_assert(len == 1 && memcmp(got, "v", 1) == 0);
+    kv_free(got);
+    printf("failover: read retried past a paused coordinator in %lld ms\n",
+           (long long)took);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
 Suite *failover_suite(void)
 {
     Suite *s = suite_create("failover");
@@ -398,6 +441,7 @@ Suite *failover_suite(void)
     tcase_add_test(tc, test_strict_quorum);
     tcase_add_test(tc, test_sloppy_quorum_uses_fallbacks);
     tcase_add_test(tc, test_gossip_single_seed);
+    tcase_add_test(tc, test_read_retries_past_paused_coordinator);
     suite_add_tcase(s, tc);
     return s;
 }
