@@ -36,7 +36,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include <xxhash.h>
 
 #include "detector.h"
 #include "ring.h"
@@ -45,6 +44,9 @@
 
 #define CLUSTER_META_KEY "members"
 #define CLUSTER_META_INCARNATION "incarnation"
+
+/* The saved member list is a sealed blob (codec.h) with this prefix. */
+static const uint8_t cluster_meta_prefix[3] = {'K', 'M', 1};
 
 typedef struct member {
     char id[WIRE_MAX_ID + 1];
@@ -111,16 +113,12 @@ static void cluster_persist(kv_t *kv, struct cluster *c)
     }
     buf_t b;
     buf_init(&b);
-    buf_put_u8(&b, 'K');
-    buf_put_u8(&b, 'M');
-    buf_put_u8(&b, 1);
+    buf_put(&b, cluster_meta_prefix, sizeof(cluster_meta_prefix));
     buf_put_varint(&b, c->nmembers);
     for (size_t i = 0; i < c->nmembers; i++) {
         wire_put_member(&b, c->members[i].id, c->members[i].url, 0);
     }
-    if (!b.oom) {
-        buf_put_u32(&b, (uint32_t)XXH3_64bits(b.p, b.len));
-    }
+    buf_seal(&b, 0);
     if (b.oom || store_put(kv->store, STORE_CF_META, CLUSTER_META_KEY,
                            strlen(CLUSTER_META_KEY), b.p, b.len) != 0) {
         KV_LOG(&kv->log, KV_LOG_WARN, "cluster: could not save members");
@@ -479,18 +477,12 @@ static void cluster_load(kv_t *kv)
                   strlen(CLUSTER_META_KEY), &raw, &len) != 0) {
         return;
     }
-    const uint8_t *p = raw;
-    rd_t sum;
     rd_t r;
     uint64_t n = 0;
-    if (len < 3 + 1 + 4 || p[0] != 'K' || p[1] != 'M' || p[2] != 1) {
+    if (!rd_unseal(&r, raw, len, cluster_meta_prefix,
+                   sizeof(cluster_meta_prefix))) {
         goto bad;
     }
-    rd_init(&sum, p + len - 4, 4);
-    if ((uint32_t)XXH3_64bits(p, len - 4) != rd_u32(&sum)) {
-        goto bad;
-    }
-    rd_init(&r, p + 3, len - 3 - 4);
     n = rd_varint(&r);
     if (r.err || n > WIRE_MAX_MEMBERS) {
         goto bad;

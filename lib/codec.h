@@ -10,6 +10,11 @@
  * most 10 bytes and reject overlong or overflowing encodings, so every value
  * has exactly one encoding (objects must encode identically on every node
  * for Merkle digests to agree).
+ *
+ * Sealed blobs (objects, causal contexts, the saved member list) share one
+ * framing: a short prefix (magic bytes and a version), the body, then the
+ * low 32 bits of XXH3-64 over everything before it. buf_seal writes the
+ * trailer, rd_unseal checks prefix and trailer and yields the body.
  */
 #ifndef KV_CODEC_H
 #define KV_CODEC_H
@@ -19,6 +24,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <xxhash.h>
 
 typedef struct buf {
     uint8_t *p;
@@ -219,6 +226,32 @@ static inline uint64_t rd_varint(rd_t *r)
     }
     r->err = true;
     return 0;
+}
+
+/* Appends the checksum trailer over b[start..len). */
+static inline void buf_seal(buf_t *b, size_t start)
+{
+    if (!b->oom) {
+        buf_put_u32(b, (uint32_t)XXH3_64bits(b->p + start, b->len - start));
+    }
+}
+
+/* Checks that p starts with prefix and ends with a matching checksum; on
+ * success body reads the bytes between. Never reads outside [p, p+len). */
+static inline bool rd_unseal(rd_t *body, const void *p, size_t len,
+                             const void *prefix, size_t plen)
+{
+    if (p == NULL || len < plen + 4 || memcmp(p, prefix, plen) != 0) {
+        return false;
+    }
+    const uint8_t *bytes = p;
+    rd_t sum;
+    rd_init(&sum, bytes + len - 4, 4);
+    if ((uint32_t)XXH3_64bits(bytes, len - 4) != rd_u32(&sum)) {
+        return false;
+    }
+    rd_init(body, bytes + plen, len - plen - 4);
+    return true;
 }
 
 #endif /* KV_CODEC_H */

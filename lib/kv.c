@@ -289,13 +289,12 @@ static void waiter_wait(waiter_t *w)
     pthread_cond_destroy(&w->cv);
 }
 
-static void call_done(kv_call_t *call, int rc, int acked, int needed)
+static void call_done(kv_call_t *call, int acked, int needed)
 {
     if (call != NULL) {
         call->needed = needed;
         call->acked = acked;
     }
-    (void)rc;
 }
 
 static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
@@ -349,7 +348,7 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
         needed = w.needed;
     }
     vc_free(&cv);
-    call_done(call, rc, acked, needed);
+    call_done(call, acked, needed);
     metric_inc(&kv->metrics, tombstone ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
                                        : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
     node_leave(kv);
@@ -405,7 +404,7 @@ static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
         obj_free(o);
         *o = w.obj;
     }
-    call_done(call, rc, acked, needed);
+    call_done(call, acked, needed);
     if (rc != 0) {
         metric_inc(&kv->metrics, M_GET_ERRORS);
     } else if (rc == 0) {

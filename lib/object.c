@@ -27,8 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
 #include "kvdist.h"
 
 #define OBJ_MAGIC0 'K'
@@ -270,13 +268,12 @@ size_t obj_prune(obj_t *o, size_t max)
     return dropped;
 }
 
+static const uint8_t obj_prefix[4] = {OBJ_MAGIC0, OBJ_MAGIC1, OBJ_VERSION, 0};
+
 int obj_encode(const obj_t *o, buf_t *b)
 {
     size_t start = b->len;
-    buf_put_u8(b, OBJ_MAGIC0);
-    buf_put_u8(b, OBJ_MAGIC1);
-    buf_put_u8(b, OBJ_VERSION);
-    buf_put_u8(b, 0);
+    buf_put(b, obj_prefix, sizeof(obj_prefix));
     vc_encode(&o->cc, b);
     buf_put_varint(b, o->n);
     for (size_t i = 0; i < o->n; i++) {
@@ -288,31 +285,17 @@ int obj_encode(const obj_t *o, buf_t *b)
         buf_put_varint(b, s->vlen);
         buf_put(b, s->val, s->vlen);
     }
-    if (b->oom) {
-        return KV_ENOMEM;
-    }
-    buf_put_u32(b, (uint32_t)XXH3_64bits(b->p + start, b->len - start));
+    buf_seal(b, start);
     return b->oom ? KV_ENOMEM : 0;
 }
 
 int obj_decode(const void *p, size_t len, const obj_limits_t *lim, obj_t *o)
 {
     obj_free(o);
-    if (p == NULL || len < 4 + 1 + 1 + 4) {
-        return KV_ECORRUPT;
-    }
-    const uint8_t *bytes = p;
-    if (bytes[0] != OBJ_MAGIC0 || bytes[1] != OBJ_MAGIC1 ||
-        bytes[2] != OBJ_VERSION || bytes[3] != 0) {
-        return KV_ECORRUPT;
-    }
-    rd_t sum;
-    rd_init(&sum, bytes + len - 4, 4);
-    if ((uint32_t)XXH3_64bits(bytes, len - 4) != rd_u32(&sum)) {
-        return KV_ECORRUPT;
-    }
     rd_t r;
-    rd_init(&r, bytes + 4, len - 4 - 4);
+    if (!rd_unseal(&r, p, len, obj_prefix, sizeof(obj_prefix))) {
+        return KV_ECORRUPT;
+    }
     size_t max_clock =
         lim->max_clock < VC_DECODE_MAX ? lim->max_clock : VC_DECODE_MAX;
     int rc = vc_decode(&r, &o->cc, max_clock);

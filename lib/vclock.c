@@ -32,8 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
 #include "kvdist.h"
 
 void vc_init(vc_t *vc)
@@ -253,17 +251,15 @@ int vc_decode(rd_t *r, vc_t *vc, size_t max)
 #define VC_CTX_MAGIC1 'C'
 #define VC_CTX_VERSION 1
 
+static const uint8_t vc_ctx_prefix[3] = {VC_CTX_MAGIC0, VC_CTX_MAGIC1,
+                                         VC_CTX_VERSION};
+
 int vc_context_encode(const vc_t *vc, buf_t *b)
 {
     size_t start = b->len;
-    buf_put_u8(b, VC_CTX_MAGIC0);
-    buf_put_u8(b, VC_CTX_MAGIC1);
-    buf_put_u8(b, VC_CTX_VERSION);
+    buf_put(b, vc_ctx_prefix, sizeof(vc_ctx_prefix));
     vc_encode(vc, b);
-    if (b->oom) {
-        return KV_ENOMEM;
-    }
-    buf_put_u32(b, (uint32_t)XXH3_64bits(b->p + start, b->len - start));
+    buf_seal(b, start);
     return b->oom ? KV_ENOMEM : 0;
 }
 
@@ -273,21 +269,10 @@ int vc_context_decode(const void *p, size_t len, vc_t *vc)
     if (len == 0) {
         return 0; /* the empty context covers nothing */
     }
-    if (p == NULL || len < 3 + 1 + 4) {
-        return KV_EINVAL;
-    }
-    const uint8_t *bytes = p;
-    if (bytes[0] != VC_CTX_MAGIC0 || bytes[1] != VC_CTX_MAGIC1 ||
-        bytes[2] != VC_CTX_VERSION) {
-        return KV_EINVAL;
-    }
-    rd_t sum;
-    rd_init(&sum, bytes + len - 4, 4);
-    if ((uint32_t)XXH3_64bits(bytes, len - 4) != rd_u32(&sum)) {
-        return KV_EINVAL;
-    }
     rd_t r;
-    rd_init(&r, bytes + 3, len - 3 - 4);
+    if (!rd_unseal(&r, p, len, vc_ctx_prefix, sizeof(vc_ctx_prefix))) {
+        return KV_EINVAL;
+    }
     int rc = vc_decode(&r, vc, VC_DECODE_MAX);
     if (rc == KV_ENOMEM) {
         return rc;
