@@ -119,7 +119,8 @@ exports: $(SHLIB)
 	@echo "exports: $$(wc -l < test/exports.txt) public symbols, as listed"
 
 check: deps all $(TEST_BIN) exports
-	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) $(TEST_BIN)
+	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp $(TEST_BIN)
 ifneq ($(SANITIZE),1)
 	bash test/install.sh
 endif
