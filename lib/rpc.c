@@ -340,6 +340,12 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
 {
     pthread_mutex_lock(&rpc->mu);
+    if (rpc->closing) {
+        /* A reply callback still running during rpc_destroy may learn of
+         * a member; a peer made now would never be closed or freed. */
+        pthread_mutex_unlock(&rpc->mu);
+        return NULL;
+    }
     for (rpc_peer_t *p = rpc->peers; p != NULL; p = p->next) {
         if (strcmp(p->url, url) == 0) {
             pthread_mutex_unlock(&rpc->mu);
@@ -540,8 +546,6 @@ void rpc_destroy(rpc_t *rpc)
     }
     pthread_mutex_lock(&rpc->mu);
     rpc->closing = true;
-    rpc_peer_t *peers = rpc->peers;
-    rpc->peers = NULL;
     /* Cancelling only schedules the callback (on an NNG thread), and a
      * call leaves the list under mu, so none is freed while we walk. */
     for (struct rpc_call *c = rpc->calls; c != NULL; c = c->next) {
@@ -550,6 +554,8 @@ void rpc_destroy(rpc_t *rpc)
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
     }
+    rpc_peer_t *peers = rpc->peers;
+    rpc->peers = NULL;
     pthread_mutex_unlock(&rpc->mu);
     /* Every slot is idle now: free their aios (no callback can run), and
      * let nng_close close their contexts with the sockets. */
