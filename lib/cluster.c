@@ -469,12 +469,10 @@ static void *cluster_ticker(void *arg)
 
 /* Loads the persisted table; a damaged one is ignored (the seeds teach the
  * node again), never trusted. */
-static void cluster_load(kv_t *kv)
+/* Learns the members saved by cluster_persist (raw is taken). */
+static void cluster_load(kv_t *kv, void *raw, size_t len)
 {
-    void *raw = NULL;
-    size_t len = 0;
-    if (store_get(kv->store, STORE_CF_META, CLUSTER_META_KEY,
-                  strlen(CLUSTER_META_KEY), &raw, &len) != 0) {
+    if (raw == NULL) {
         return;
     }
     rd_t r;
@@ -549,6 +547,15 @@ int cluster_open(kv_t *kv)
     }
     kv->cluster = c;
     if (kv->cfg.role == KV_ROLE_PEER) {
+        /* Read before this node's own row is added: adding it saves the
+         * table, which would overwrite the list with this node alone. */
+        void *saved = NULL;
+        size_t saved_len = 0;
+        if (kv->rpc == NULL ||
+            store_get(kv->store, STORE_CF_META, CLUSTER_META_KEY,
+                      strlen(CLUSTER_META_KEY), &saved, &saved_len) != 0) {
+            saved = NULL;
+        }
         uint64_t inc = cluster_new_incarnation(kv);
         pthread_rwlock_wrlock(&c->lock);
         bool added = cluster_merge_row(kv, c, kv->cfg.node_id,
@@ -556,11 +563,10 @@ int cluster_open(kv_t *kv)
                                        NULL, inc, 0, mono_ms());
         pthread_rwlock_unlock(&c->lock);
         if (!added) {
+            free(saved);
             return KV_ENOMEM;
         }
-        if (kv->rpc != NULL) {
-            cluster_load(kv);
-        }
+        cluster_load(kv, saved, saved_len);
     }
     if (kv->rpc == NULL) {
         c->joined = true;
