@@ -228,6 +228,19 @@ static inline uint64_t rd_varint(rd_t *r)
     return 0;
 }
 
+/* Reads a length-prefixed byte string of at most max bytes. */
+static inline const uint8_t *rd_string(rd_t *r, size_t max, size_t *len)
+{
+    uint64_t n = rd_varint(r);
+    if (r->err || n > max || n > rd_left(r)) {
+        r->err = true;
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)n;
+    return rd_bytes(r, (size_t)n);
+}
+
 /* Appends the checksum trailer over b[start..len). */
 static inline void buf_seal(buf_t *b, size_t start)
 {

@@ -557,3 +557,13 @@ size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
     *ends = e;
     return cnt;
 }
+
+size_t ring_positions(const ring_t *r)
+{
+    return r->npos;
+}
+
+uint64_t ring_position(const ring_t *r, size_t i)
+{
+    return r->pos[i];
+}

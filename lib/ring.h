@@ -116,6 +116,12 @@ double ring_ownership(const ring_t *r, size_t idx);
 size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
                        uint64_t **ends);
 
+/* The number of positions on the ring (nodes x vnodes, fewer on
+ * collisions) and position i of them, ascending: the preference list can
+ * change only at a position, so walking them visits every distinct one. */
+size_t ring_positions(const ring_t *r);
+uint64_t ring_position(const ring_t *r, size_t i);
+
 /* Whether point p lies in the ring range (start, end] as defined above.
  * start == end is the empty range. */
 int ring_range_contains(uint64_t start, uint64_t end, uint64_t p);

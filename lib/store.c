@@ -26,7 +26,7 @@
 #include "kvdist.h"
 
 static const char *const store_cf_names[STORE_CF_COUNT] = {"default", "hints",
-                                                           "meta"};
+                                                           "meta", "aae"};
 
 struct store {
     rocksdb_t *db;
@@ -335,4 +335,9 @@ uint64_t store_property(store_t *st, const char *name)
         return 0;
     }
     return v;
+}
+
+uint64_t store_latest_seq(store_t *st)
+{
+    return rocksdb_get_latest_sequence_number(st->db);
 }

@@ -14,9 +14,15 @@
 typedef struct store store_t;
 
 /* Column families: data (objects by key), hints (hinted handoff, keyed by
- * owner), meta (node metadata: membership, ring, ...). */
-enum store_cf { STORE_CF_DATA = 0, STORE_CF_HINTS = 1, STORE_CF_META = 2 };
-#define STORE_CF_COUNT 3
+ * owner), meta (node metadata: membership, ring, ...), aae (anti-entropy's
+ * index: ring hash + key -> object digest, written with every object). */
+enum store_cf {
+    STORE_CF_DATA = 0,
+    STORE_CF_HINTS = 1,
+    STORE_CF_META = 2,
+    STORE_CF_AAE = 3
+};
+#define STORE_CF_COUNT 4
 
 enum store_sync {
     STORE_SYNC_NONE = 0, /* no WAL: a crash loses unflushed writes */
@@ -64,6 +70,10 @@ const void *store_iter_value(store_iter_t *it, size_t *len);
 /* 0 if the iteration ended cleanly, else the engine's error as a code. */
 int store_iter_status(store_iter_t *it);
 void store_iter_destroy(store_iter_t *it);
+
+/* The sequence number of the last write (RocksDB's): anything written
+ * since a recorded value makes it differ. */
+uint64_t store_latest_seq(store_t *st);
 
 /* Approximate engine figures for metrics (0 when unavailable). */
 uint64_t store_property(store_t *st, const char *name);

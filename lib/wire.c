@@ -116,19 +116,6 @@ void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
     wire_put_bytes(b, obj, objlen);
 }
 
-/* Reads a length-prefixed byte string of at most max bytes. */
-static const uint8_t *rd_string(rd_t *r, size_t max, size_t *len)
-{
-    uint64_t n = rd_varint(r);
-    if (r->err || n > max || n > rd_left(r)) {
-        r->err = true;
-        *len = 0;
-        return NULL;
-    }
-    *len = (size_t)n;
-    return rd_bytes(r, (size_t)n);
-}
-
 static int rd_member(rd_t *r, wire_member_t *m)
 {
     m->id = rd_string(r, WIRE_MAX_ID, &m->idlen);
@@ -230,6 +217,9 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
         if (rd_list(&r, m, true) != 0) {
             return KV_EPROTO;
         }
+        break;
+    case WIRE_AE:
+        m->obj = rd_string(&r, lim->max_object, &m->objlen);
         break;
     case WIRE_STATS:
         if (reply) {

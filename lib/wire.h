@@ -26,7 +26,9 @@ enum wire_type {
     WIRE_LOCAL_GET = 8,   /* debug: the local replica's object only */
     WIRE_ERROR = 9,       /* reply only: the request did not decode */
     WIRE_STATS = 10,      /* empty; reply: the metrics text (in obj) */
-    WIRE_GOSSIP = 11      /* body and reply: the sender's gossip table */
+    WIRE_GOSSIP = 11,     /* body and reply: the sender's gossip table */
+    WIRE_AE = 12          /* anti-entropy: flags is the operation, obj its
+                             payload (decoded by aae.c) */
 };
 
 /* Flags in a COORD_PUT. */
