@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <kvdist.h>
 
@@ -450,6 +451,64 @@ static int cmd_where(const cli_t *cli, kv_t *kv, char **args, int nargs)
     return print_members(cli, rc, m, count, args[0]);
 }
 
+static void print_repair(const char *node, const kv_repair_status_t *st)
+{
+    printf("%s: trees %s, %s, pass %llu: %llu/%llu exchanges; totals: %llu "
+           "keys repaired, %llu objects sent, %llu bytes sent, %llu "
+           "tombstones purged\n",
+           node, st->trees_ready ? "ready" : "building",
+           st->running ? "running" : "idle", (unsigned long long)st->passes,
+           (unsigned long long)st->exchanges_done,
+           (unsigned long long)st->exchanges_total,
+           (unsigned long long)st->keys_repaired,
+           (unsigned long long)st->objects_sent,
+           (unsigned long long)st->bytes_sent,
+           (unsigned long long)st->tombstones_purged);
+    fflush(stdout);
+}
+
+static int cmd_repair_status(const cli_t *cli, kv_t *kv, char **args,
+                             int nargs)
+{
+    (void)nargs;
+    kv_repair_status_t st;
+    int rc = kv_repair_status(kv, args[0], &st);
+    if (rc == 0) {
+        print_repair(args[0], &st);
+    }
+    return report(cli, NULL, REQ_CLUSTER, args[0], rc);
+}
+
+/* Starts a pass on the node and follows it to its end, printing progress
+ * whenever it moves. A pass already running when asked is let finish and
+ * followed by the requested one. */
+static int cmd_repair(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)nargs;
+    kv_repair_status_t st;
+    int rc = kv_repair_status(kv, args[0], &st);
+    uint64_t want = st.passes + (st.running ? 2 : 1);
+    if (rc == 0) {
+        rc = kv_repair(kv, args[0]);
+    }
+    uint64_t shown = UINT64_MAX;
+    while (rc == 0 && (rc = kv_repair_status(kv, args[0], &st)) == 0) {
+        if (st.passes >= want) {
+            break;
+        }
+        if (st.exchanges_done != shown) {
+            shown = st.exchanges_done;
+            print_repair(args[0], &st);
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == 0) {
+        print_repair(args[0], &st);
+    }
+    return report(cli, NULL, REQ_CLUSTER, args[0], rc);
+}
+
 static const struct command {
     const char *name;
     int min, max; /* arguments after the command name */
@@ -461,6 +520,8 @@ static const struct command {
     {"del", 1, 1, "KEY", cmd_del},
     {"members", 0, 0, "", cmd_members},
     {"where", 1, 1, "KEY", cmd_where},
+    {"repair", 1, 1, "NODE", cmd_repair},
+    {"repair-status", 1, 1, "NODE", cmd_repair_status},
 };
 
 int main(int argc, char **argv)

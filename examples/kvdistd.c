@@ -141,6 +141,14 @@ static const struct {
     {"hinted-handoff", "hinted_handoff", "on|off",
      "keep and deliver hints for replicas that missed writes"},
     {"handoff-rate", "handoff_rate", "N", "hints delivered per second"},
+    {"anti-entropy", "anti_entropy", "on|off",
+     "compare Merkle trees with other replicas and repair"},
+    {"aae-interval-ms", "aae_interval_ms", "MS",
+     "pause between background anti-entropy passes"},
+    {"aae-rebuild-rate", "aae_rebuild_rate", "N",
+     "index entries per second when rebuilding trees"},
+    {"tombstone-grace-ms", "tombstone_grace_ms", "MS",
+     "keep deletes at least this long before purging them"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))

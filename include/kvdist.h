@@ -160,6 +160,18 @@ KV_API kv_options_t *kv_options_create(void);
  *                   to read repair (fallbacks standing in under sloppy
  *                   quorum still deliver what they hold)
  *   handoff_rate    hints delivered per second by one node (default 1000)
+ *   anti_entropy    on | off (default on): replicas compare Merkle trees of
+ *                   the ranges they share and exchange what differs
+ *   aae_interval_ms pause between background anti-entropy passes (default
+ *                   60000; kv_repair() starts one at once)
+ *   aae_rebuild_rate  index entries per second when a tree is rebuilt from
+ *                   the store at start-up or after a membership change
+ *                   (default 200000), so a rebuild does not starve requests
+ *   tombstone_grace_ms  how long a delete's tombstone is kept at least
+ *                   (default 864000000, ten days); it is purged only after
+ *                   that and only once every replica holds it. A node
+ *                   restored from a backup older than this can bring
+ *                   deleted keys back (kvdist(7))
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 
@@ -385,6 +397,40 @@ KV_API int kv_members(kv_t *kv, kv_member_t **out, size_t *count);
  */
 KV_API int kv_preference_list(kv_t *kv, const void *key, size_t klen,
                               kv_member_t **out, size_t *count);
+
+/* ---------------------------------------------------------- anti-entropy */
+
+/* Progress of a node's anti-entropy, as kv_repair_status() reports it.
+ * Counters are totals since the node started. */
+typedef struct kv_repair_status {
+    int trees_ready;            /* 1 once its Merkle trees are built */
+    int running;                /* 1 while a pass is in progress */
+    uint64_t passes;            /* full passes completed */
+    uint64_t exchanges_done;    /* exchanges of the current (or last) pass */
+    uint64_t exchanges_total;   /* ...out of this many (range x peer) */
+    uint64_t keys_repaired;     /* local objects changed by anti-entropy */
+    uint64_t objects_sent;      /* objects fetched or pushed by its exchanges */
+    uint64_t bytes_sent;        /* bytes of its exchange requests */
+    uint64_t tombstones_purged; /* deletes garbage-collected */
+    int64_t last_pass_us;       /* wall clock at the end of the last full
+                                   pass (microseconds since 1970), 0 if none */
+} kv_repair_status_t;
+
+/*
+ * Starts an anti-entropy pass on node_id (NULL: this node) over every
+ * range it replicates, at once: it compares Merkle trees with each other
+ * replica of each range and exchanges the objects that differ (merged by
+ * version, siblings kept). Returns when the pass has been started (or is
+ * already running); follow it with kv_repair_status(). Returns 0,
+ * KV_EINVAL, KV_ENOTSUP (anti_entropy off, or an embedded store),
+ * KV_EUNAVAIL (node unreachable or unknown), KV_ECLOSED.
+ */
+KV_API int kv_repair(kv_t *kv, const char *node_id);
+
+/* Fills *st with node_id's anti-entropy progress (NULL: this node).
+ * Returns 0, KV_EINVAL, KV_ENOTSUP, KV_EUNAVAIL, KV_ECLOSED. */
+KV_API int kv_repair_status(kv_t *kv, const char *node_id,
+                            kv_repair_status_t *st);
 
 /* ----------------------------------------------------------------- stats */
 

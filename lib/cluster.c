@@ -27,6 +27,7 @@
  *
  * Lock: `lock` protects members, nmembers, ring and every member field.
  */
+#include "aae.h"
 #include "cluster.h"
 
 #include <pthread.h>
@@ -35,7 +36,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
-
 
 #include "detector.h"
 #include "ring.h"
@@ -101,6 +101,7 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
     }
     ring_free(c->ring);
     c->ring = r;
+    aae_members_changed(kv);
     return 0;
 }
 

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "aae.h"
 #include "cluster.h"
 #include "handoff.h"
 #include "replica.h"
@@ -713,6 +714,9 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
         rpc_reply(req, &b);
         return;
     }
+    case WIRE_AE:
+        aae_handle(kv, req, m);
+        return;
     case WIRE_STATS: {
         char *text = NULL;
         size_t len = 0;

@@ -274,6 +274,25 @@ static bool delete_if_unchanged(kv_t *kv, const char *owner, const uint8_t *hk,
     return deleted;
 }
 
+/* A hint whose newest version is older than the tombstone grace period
+ * is dropped, not delivered: the owner may have purged a delete of the
+ * key since, and an old value must not come back through handoff. */
+static bool hint_expired(kv_t *kv, const void *val, size_t vlen)
+{
+    obj_t o;
+    obj_init(&o);
+    if (obj_decode(val, vlen, &kv->limits, &o) != 0) {
+        obj_free(&o);
+        return false; /* the owner rejects it; nothing to judge here */
+    }
+    int64_t newest = 0;
+    for (size_t i = 0; i < o.n; i++) {
+        newest = o.sib[i].ts_us > newest ? o.sib[i].ts_us : newest;
+    }
+    obj_free(&o);
+    return newest < node_now_us() - kv->cfg.tombstone_grace_ms * 1000;
+}
+
 typedef struct batch_item {
     uint8_t *hk;
     size_t hlen;
@@ -325,7 +344,16 @@ static int deliver_owner(kv_t *kv, const char *owner, int budget)
     int sent = 0;
     bool failed = false;
     for (size_t i = 0; i < n; i++) {
-        if (!failed) {
+        if (!failed && hint_expired(kv, items[i].val, items[i].vlen)) {
+            if (delete_if_unchanged(kv, owner, items[i].hk, items[i].hlen,
+                                    items[i].val, items[i].vlen)) {
+                metric_inc(&kv->metrics, M_HINTS_EXPIRED);
+                KV_LOG(&kv->log, KV_LOG_WARN,
+                       "handoff: a hint for %s outlived the tombstone grace "
+                       "period; dropped",
+                       owner);
+            }
+        } else if (!failed) {
             int rc = deliver_one(kv, peer, items[i].hk + olen + 1,
                                  items[i].hlen - olen - 1, items[i].val,
                                  items[i].vlen);

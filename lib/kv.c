@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aae.h"
 #include "cluster.h"
 #include "coord.h"
 #include "handoff.h"
@@ -82,8 +83,10 @@ static void node_free(kv_t *kv)
      * callbacks use the member list and the store. */
     cluster_stop(kv);
     handoff_stop(kv);
+    aae_stop(kv);
     rpc_destroy(kv->rpc);
     kv->rpc = NULL;
+    aae_close(kv); /* saves the trees: after the last handler */
     handoff_close(kv);
     cluster_close(kv);
     store_close(kv->store);
@@ -143,6 +146,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         store_config_t sc = {kv->cfg.data_dir, kv->cfg.sync,
                              kv->cfg.cache_size};
         rc = store_open(&sc, &kv->log, &kv->store);
+        if (rc == 0) {
+            rc = aae_open(kv);
+        }
         if (rc != 0) {
             node_free(kv);
             return rc;
@@ -172,6 +178,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     rc = cluster_open(kv);
     if (rc == 0 && kv->store != NULL) {
         rc = handoff_open(kv);
+    }
+    if (rc == 0 && kv->store != NULL) {
+        rc = aae_start(kv);
     }
     if (rc != 0) {
         node_free(kv);
@@ -699,6 +708,9 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         if (kv->handoff != NULL) {
             handoff_render_metrics(kv, &b);
         }
+        if (kv->aae != NULL) {
+            aae_render_metrics(kv, &b);
+        }
         node_leave(kv);
     }
     buf_put_u8(&b, 0);
@@ -772,4 +784,38 @@ int kv_preference_list(kv_t *kv, const void *key, size_t klen,
     rc = cluster_preference_list(kv, key, klen, out, count);
     node_leave(kv);
     return rc;
+}
+
+/* Anti-entropy on this node or, by id, on another one. */
+static int repair_call(kv_t *kv, const char *node_id, uint16_t op,
+                       kv_repair_status_t *st)
+{
+    if (kv == NULL || (op == AAE_OP_STATUS && st == NULL)) {
+        return KV_EINVAL;
+    }
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    bool self = node_id == NULL || (kv->cfg.role == KV_ROLE_PEER &&
+                                    strcmp(node_id, kv->cfg.node_id) == 0);
+    if (self && kv->cfg.role != KV_ROLE_PEER) {
+        rc = KV_EINVAL; /* a client has no replica of its own */
+    } else if (self) {
+        rc = op == AAE_OP_REPAIR ? aae_repair(kv) : aae_status(kv, st);
+    } else {
+        rc = aae_remote(kv, node_id, op, st);
+    }
+    node_leave(kv);
+    return rc;
+}
+
+int kv_repair(kv_t *kv, const char *node_id)
+{
+    return repair_call(kv, node_id, AAE_OP_REPAIR, NULL);
+}
+
+int kv_repair_status(kv_t *kv, const char *node_id, kv_repair_status_t *st)
+{
+    return repair_call(kv, node_id, AAE_OP_STATUS, st);
 }

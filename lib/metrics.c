@@ -69,6 +69,35 @@ static const struct {
     [M_HINTED_WRITES] = {"kvdist_hinted_writes_total",
                          "Replica writes sent to a fallback node on behalf "
                          "of a down one (sloppy quorum)."},
+    [M_AAE_EXCHANGES] = {"kvdist_aae_exchanges_total",
+                         "Anti-entropy exchanges this node started."},
+    [M_AAE_TREE_NODES] = {"kvdist_aae_tree_nodes_total",
+                          "Merkle tree hashes received in its exchanges."},
+    [M_AAE_KEYS_COMPARED] = {"kvdist_aae_keys_compared_total",
+                             "(key, digest) pairs received from differing "
+                             "leaves in its exchanges."},
+    [M_AAE_OBJECTS_SENT] = {"kvdist_aae_objects_sent_total",
+                            "Objects its exchanges fetched or pushed."},
+    [M_AAE_BYTES_SENT] = {"kvdist_aae_bytes_sent_total",
+                          "Bytes of its anti-entropy requests."},
+    [M_AAE_KEYS_REPAIRED] = {"kvdist_aae_keys_repaired_total",
+                             "Local objects changed by anti-entropy."},
+    [M_AAE_TREE_REBUILDS] = {"kvdist_aae_tree_rebuilds_total",
+                             "Merkle tree rebuilds from the index."},
+    [M_AAE_TREE_LOADS] = {"kvdist_aae_tree_loads_total",
+                          "Merkle trees loaded as saved at a clean close."},
+    [M_AAE_TREE_CORRUPT] = {"kvdist_aae_tree_corrupt_total",
+                            "Saved Merkle trees that failed validation "
+                            "(rebuilt instead)."},
+    [M_AAE_INDEX_REPAIRED] = {"kvdist_aae_index_repaired_total",
+                              "Damaged index entries recomputed from their "
+                              "object."},
+    [M_TOMBSTONES_PURGED] = {"kvdist_tombstones_purged_total",
+                             "Tombstones garbage-collected after their grace "
+                             "period, once every replica held them."},
+    [M_HINTS_EXPIRED] = {"kvdist_hints_expired_total",
+                         "Hints dropped undelivered because they were older "
+                         "than the tombstone grace period."},
 };
 
 void metrics_init(metrics_t *m)

@@ -41,6 +41,7 @@ struct kv {
     struct rpc *rpc;
     struct cluster *cluster;
     struct handoff *handoff; /* NULL for role=client */
+    struct aae *aae;         /* NULL for role=client */
 
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;

@@ -185,7 +185,11 @@ typedef enum {
     OPT_PHI_CONVICT,
     OPT_SLOPPY_QUORUM,
     OPT_HINTED_HANDOFF,
-    OPT_HANDOFF_RATE
+    OPT_HANDOFF_RATE,
+    OPT_ANTI_ENTROPY,
+    OPT_AAE_INTERVAL_MS,
+    OPT_AAE_REBUILD_RATE,
+    OPT_TOMBSTONE_GRACE_MS
 } opt_id;
 
 static const struct {
@@ -212,6 +216,10 @@ static const struct {
     {"sloppy_quorum", OPT_SLOPPY_QUORUM},
     {"hinted_handoff", OPT_HINTED_HANDOFF},
     {"handoff_rate", OPT_HANDOFF_RATE},
+    {"anti_entropy", OPT_ANTI_ENTROPY},
+    {"aae_interval_ms", OPT_AAE_INTERVAL_MS},
+    {"aae_rebuild_rate", OPT_AAE_REBUILD_RATE},
+    {"tombstone_grace_ms", OPT_TOMBSTONE_GRACE_MS},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -255,6 +263,12 @@ kv_options_t *kv_options_create(void)
     c->sloppy_quorum = true;
     c->hinted_handoff = true;
     c->handoff_rate = 1000;
+    c->anti_entropy = true;
+    c->aae_interval_ms = 60000;
+    c->aae_rebuild_rate = 200000;
+    /* Ten days, Cassandra's gc_grace_seconds: longer than any outage that
+     * should heal by restart, hints or anti-entropy (kvdist(7)). */
+    c->tombstone_grace_ms = 10LL * 24 * 3600 * 1000;
     c->log_level = KV_LOG_NOTICE;
     return o;
 }
@@ -406,6 +420,36 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         }
         c->handoff_rate = (int)v;
         return 0;
+    case OPT_ANTI_ENTROPY:
+        if (parse_bool(value, &c->anti_entropy) != 0) {
+            opt_fail(o, "anti_entropy: must be on or off");
+            return KV_EINVAL;
+        }
+        return 0;
+    case OPT_AAE_INTERVAL_MS:
+        if (parse_int(value, 100, 86400000, &v) != 0) {
+            opt_fail(o, "aae_interval_ms: must be an integer from 100 to "
+                        "86400000");
+            return KV_EINVAL;
+        }
+        c->aae_interval_ms = (int)v;
+        return 0;
+    case OPT_AAE_REBUILD_RATE:
+        if (parse_int(value, 100, 100000000, &v) != 0) {
+            opt_fail(o, "aae_rebuild_rate: must be an integer from 100 to "
+                        "100000000 (keys per second)");
+            return KV_EINVAL;
+        }
+        c->aae_rebuild_rate = (int)v;
+        return 0;
+    case OPT_TOMBSTONE_GRACE_MS:
+        if (parse_int(value, 0, 3650LL * 24 * 3600 * 1000, &v) != 0) {
+            opt_fail(o, "tombstone_grace_ms: must be an integer from 0 to "
+                        "315360000000 (ten years)");
+            return KV_EINVAL;
+        }
+        c->tombstone_grace_ms = v;
+        return 0;
     }
     return KV_EINTERNAL;
 }
@@ -481,6 +525,18 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
         break;
     case OPT_HANDOFF_RATE:
         snprintf(buf, size, "%d", c->handoff_rate);
+        break;
+    case OPT_ANTI_ENTROPY:
+        snprintf(buf, size, "%s", c->anti_entropy ? "on" : "off");
+        break;
+    case OPT_AAE_INTERVAL_MS:
+        snprintf(buf, size, "%d", c->aae_interval_ms);
+        break;
+    case OPT_AAE_REBUILD_RATE:
+        snprintf(buf, size, "%d", c->aae_rebuild_rate);
+        break;
+    case OPT_TOMBSTONE_GRACE_MS:
+        snprintf(buf, size, "%lld", (long long)c->tombstone_grace_ms);
         break;
     }
     return 0;

@@ -39,6 +39,10 @@ typedef struct kv_config {
     bool sloppy_quorum;
     bool hinted_handoff;
     int handoff_rate; /* hints delivered per second, per node */
+    bool anti_entropy;
+    int aae_interval_ms;        /* between background exchange passes */
+    int aae_rebuild_rate;       /* index entries per second in a rebuild */
+    int64_t tombstone_grace_ms; /* before a fully replicated delete is purged */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;

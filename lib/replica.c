@@ -14,6 +14,8 @@
 
 #include <stdlib.h>
 
+#include "aae.h"
+
 #include <xxhash.h>
 
 /* Sibling counts that draw a warning and that refuse a new write. */
@@ -26,12 +28,23 @@ static pthread_mutex_t *replica_lock(kv_t *kv, const void *key, size_t klen)
     return &kv->key_locks[h & (NODE_KEY_LOCKS - 1)];
 }
 
+/* What replica_save replaces: the stored object's digest, if any. */
+typedef struct replica_old {
+    bool present;
+    uint64_t digest;
+} replica_old_t;
+
 /* Loads the object under key into o (left empty when absent). */
-static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o)
+static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
+                        replica_old_t *old)
 {
     void *raw = NULL;
     size_t len = 0;
     int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
+    if (old != NULL) {
+        old->present = rc == 0;
+        old->digest = rc == 0 ? aae_digest(raw, len) : 0;
+    }
     if (rc == KV_ENOTFOUND) {
         obj_free(o);
         return 0;
@@ -51,7 +64,8 @@ static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o)
     return rc;
 }
 
-static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o)
+static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o,
+                        const replica_old_t *old)
 {
     size_t pruned = obj_prune(o, kv->cfg.clock_max);
     if (pruned > 0) {
@@ -61,7 +75,9 @@ static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o)
     buf_init(&b);
     int rc = obj_encode(o, &b);
     if (rc == 0) {
-        rc = store_put(kv->store, STORE_CF_DATA, key, klen, b.p, b.len);
+        /* The object and its anti-entropy index entry, in one batch. */
+        rc = aae_write(kv, key, klen, o, b.p, b.len,
+                       old->present ? &old->digest : NULL);
         if (rc == 0) {
             metric_add(&kv->metrics, M_BYTES_WRITTEN, b.len);
         }
@@ -77,7 +93,8 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     obj_init(&o);
     pthread_mutex_t *mu = replica_lock(kv, key, klen);
     pthread_mutex_lock(mu);
-    int rc = replica_load(kv, key, klen, &o);
+    replica_old_t old;
+    int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
         vc_dot_t dot = {kv->actor, atomic_fetch_add(&kv->counter, 1) + 1};
         /* Without a context the write supersedes what this replica holds:
@@ -97,7 +114,7 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         KV_LOG(&kv->log, KV_LOG_WARN, "replica: key has %zu siblings", o.n);
     }
     if (rc == 0) {
-        rc = replica_save(kv, key, klen, &o);
+        rc = replica_save(kv, key, klen, &o, &old);
     }
     pthread_mutex_unlock(mu);
     if (rc == 0 && obj_live(&o) > 1) {
@@ -115,7 +132,7 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
 int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out)
 {
     /* No lock: RocksDB gives a consistent snapshot of the single value. */
-    return replica_load(kv, key, klen, out);
+    return replica_load(kv, key, klen, out, NULL);
 }
 
 int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
@@ -126,17 +143,63 @@ int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
     bool did = false;
     pthread_mutex_t *mu = replica_lock(kv, key, klen);
     pthread_mutex_lock(mu);
-    int rc = replica_load(kv, key, klen, &o);
+    replica_old_t old;
+    int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
         rc = obj_join(&o, in, &did);
     }
     if (rc == 0 && did) {
-        rc = replica_save(kv, key, klen, &o);
+        rc = replica_save(kv, key, klen, &o, &old);
     }
     pthread_mutex_unlock(mu);
     obj_free(&o);
     if (changed != NULL) {
         *changed = rc == 0 && did;
     }
+    return rc;
+}
+
+int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
+                  bool *purged)
+{
+    *purged = false;
+    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_lock(mu);
+    void *raw = NULL;
+    size_t len = 0;
+    int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
+    if (rc == 0 && aae_digest(raw, len) == digest) {
+        rc = aae_write(kv, key, klen, NULL, NULL, 0, &digest);
+        *purged = rc == 0;
+    } else if (rc == KV_ENOTFOUND) {
+        rc = 0; /* already gone */
+    }
+    pthread_mutex_unlock(mu);
+    free(raw);
+    return rc;
+}
+
+int replica_reindex(kv_t *kv, const void *key, size_t klen)
+{
+    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_lock(mu);
+    void *raw = NULL;
+    size_t len = 0;
+    obj_t o;
+    obj_init(&o);
+    int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
+    if (rc == 0) {
+        rc = obj_decode(raw, len, &kv->limits, &o);
+        if (rc == 0) {
+            /* The damaged entry was never counted in a tree: no old. */
+            rc = aae_write(kv, key, klen, &o, raw, len, NULL);
+        }
+    } else if (rc == KV_ENOTFOUND) {
+        /* An entry without an object: deleting both is deleting it. */
+        rc = aae_write(kv, key, klen, NULL, NULL, 0, NULL);
+    }
+    pthread_mutex_unlock(mu);
+    obj_free(&o);
+    free(raw);
     return rc;
 }

@@ -32,4 +32,14 @@ int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out);
 int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
                   bool *changed);
 
+/* Deletes the key's object if its digest is still `digest` (a tombstone
+ * every replica was confirmed to hold). *purged says whether it did.
+ * Returns 0, KV_EIO, KV_ENOMEM. */
+int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
+                  bool *purged);
+
+/* Rewrites the key's anti-entropy index entry from its stored object (or
+ * drops it when the object is gone). Returns 0, KV_EIO, KV_ENOMEM. */
+int replica_reindex(kv_t *kv, const void *key, size_t klen);
+
 #endif /* KV_REPLICA_H */
