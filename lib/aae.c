@@ -779,6 +779,25 @@ static int aae_remote_keys(kv_t *kv, aae_group_t *g, rpc_peer_t *peer,
     return rc;
 }
 
+/* Decodes an object that came from a peer and merges it into the local
+ * replica; counts it when that changed the local object. */
+static int aae_merge_bytes(kv_t *kv, const void *key, size_t klen,
+                           const uint8_t *ob, size_t olen, bool *changed)
+{
+    obj_t o;
+    obj_init(&o);
+    *changed = false;
+    int rc = obj_decode(ob, olen, &kv->limits, &o);
+    if (rc == 0) {
+        rc = replica_merge(kv, key, klen, &o, changed);
+    }
+    obj_free(&o);
+    if (*changed) {
+        metric_inc(&kv->metrics, M_AAE_KEYS_REPAIRED);
+    }
+    return rc;
+}
+
 /* Fetches the peer's objects for keys and merges each into this replica. */
 static int aae_fetch(kv_t *kv, rpc_peer_t *peer, const aae_kd_t *keys, size_t n)
 {
@@ -813,18 +832,9 @@ static int aae_fetch(kv_t *kv, rpc_peer_t *peer, const aae_kd_t *keys, size_t n)
                 continue; /* gone on the peer since it listed it */
             }
             metric_inc(&kv->metrics, M_AAE_OBJECTS_SENT);
-            obj_t o;
-            obj_init(&o);
-            bool changed = false;
-            rc = obj_decode(ob, olen, &kv->limits, &o);
-            if (rc == 0) {
-                rc = replica_merge(kv, keys[at + i].key, keys[at + i].klen, &o,
-                                   &changed);
-            }
-            obj_free(&o);
-            if (changed) {
-                metric_inc(&kv->metrics, M_AAE_KEYS_REPAIRED);
-            }
+            bool changed;
+            rc = aae_merge_bytes(kv, keys[at + i].key, keys[at + i].klen, ob,
+                                 olen, &changed);
         }
         free(p);
         at += rc == 0 ? (size_t)got : 0;
@@ -1651,21 +1661,12 @@ static int aae_handle_push(kv_t *kv, rd_t *r, buf_t *out)
         if (r->err || klen == 0) {
             return KV_EPROTO;
         }
-        obj_t o;
-        obj_init(&o);
-        bool changed = false;
-        int rc = obj_decode(ob, olen, &kv->limits, &o);
-        if (rc == 0) {
-            rc = replica_merge(kv, k, klen, &o, &changed);
-        }
-        obj_free(&o);
+        bool changed;
+        int rc = aae_merge_bytes(kv, k, klen, ob, olen, &changed);
         if (rc != 0) {
             return rc;
         }
-        if (changed) {
-            metric_inc(&kv->metrics, M_AAE_KEYS_REPAIRED);
-            changed_n++;
-        }
+        changed_n += changed;
     }
     buf_put_varint(out, changed_n);
     return 0;

@@ -332,30 +332,6 @@ static void repair(kv_t *c, const char *node)
     }
 }
 
-/* Polls until client c sees member id with the given status. */
-static void client_sees(kv_t *c, const char *id, int status)
-{
-    int64_t deadline = harness_now_ms() + 15000;
-    for (;;) {
-        kv_member_t *m = NULL;
-        size_t n = 0;
-        ck_assert_int_eq(kv_members(c, &m, &n), 0);
-        int seen = -1;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(m[i].id, id) == 0) {
-                seen = m[i].status;
-            }
-        }
-        kv_free(m);
-        if (seen == status) {
-            return;
-        }
-        ck_assert_msg(harness_now_ms() < deadline, "client never saw %s %s",
-                      id, kv_member_status_name(status));
-        harness_sleep_ms(20);
-    }
-}
-
 static void put_str(kv_t *c, const char *key, const char *val)
 {
     int rc = kv_put(c, key, strlen(key), val, strlen(val));
@@ -409,7 +385,7 @@ START_TEST(test_converge_after_missed_writes)
     /* n3 misses overwrites, new keys and deletes: no hints, no fallbacks,
      * and nobody reads, so only anti-entropy can bring them. */
     harness_kill(h, 2);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     for (int i = 20; i < 60; i++) {
         snprintf(key, sizeof(key), "k%02d", i);
         snprintf(val, sizeof(val), "v2-%d", i);
@@ -427,7 +403,7 @@ START_TEST(test_converge_after_missed_writes)
     }
     harness_start(h, 2, quiet_flags);
     harness_wait_converged(h);
-    client_sees(c, "n3", KV_MEMBER_UP);
+    harness_wait_status(c, "n3", KV_MEMBER_UP);
     char got[256];
     ck_assert_int_eq(local_live(h->node[2].url, "k45", NULL, 0), -1);
     ck_assert_int_eq(local_live(h->node[2].url, "k25", got, sizeof(got)), 1);
@@ -647,7 +623,7 @@ START_TEST(test_tombstone_gc_no_resurrection)
                      0);
     /* Delete while n3 is down; let the grace period pass. */
     harness_kill(h, 2);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     ck_assert_int_eq(kv_delete(c, key, strlen(key)), 0);
     /* Past the grace period, and past the deadline of the replica write
      * for n3 that NNG still holds (so n3 really misses the delete). */
@@ -667,7 +643,7 @@ START_TEST(test_tombstone_gc_no_resurrection)
     /* n3 comes back with its old copy, still "alive". */
     harness_start(h, 2, flags);
     harness_wait_converged(h);
-    client_sees(c, "n3", KV_MEMBER_UP);
+    harness_wait_status(c, "n3", KV_MEMBER_UP);
     ck_assert_int_eq(local_state(h, 2, key), 1);
     repair(c, "n3");
     ck_assert_int_eq(local_state(h, 2, key), 0);

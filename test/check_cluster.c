@@ -27,28 +27,6 @@
 #include "object.h"
 #include "wire.h"
 
-static void wait_status(kv_t *kv, const char *id, int status)
-{
-    int64_t deadline = harness_now_ms() + 10000;
-    while (harness_now_ms() < deadline) {
-        kv_member_t *m = NULL;
-        size_t n = 0;
-        ck_assert_int_eq(kv_members(kv, &m, &n), 0);
-        int seen = -1;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(m[i].id, id) == 0) {
-                seen = m[i].status;
-            }
-        }
-        kv_free(m);
-        if (seen == status) {
-            return;
-        }
-        harness_sleep_ms(20);
-    }
-    ck_abort_msg("%s never became %s", id, kv_member_status_name(status));
-}
-
 static void put_ok(kv_t *kv, const char *k, const char *v)
 {
     int rc = kv_put(kv, k, strlen(k), v, strlen(v));
@@ -126,7 +104,7 @@ START_TEST(test_quorum_with_nodes_down)
     put_ok(c, "before", "1");
 
     harness_stop(h, 2);
-    wait_status(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     kv_call_t call = KV_CALL_INIT;
     ck_assert_int_eq(kv_put_ctx(c, "one-down", 8, "2", 1, NULL, 0, &call), 0);
     ck_assert_int_eq(call.needed, 2);
@@ -135,7 +113,7 @@ START_TEST(test_quorum_with_nodes_down)
     get_expect(c, "before", "1");
 
     harness_stop(h, 1);
-    wait_status(c, "n2", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n2", KV_MEMBER_DOWN);
     int64_t t0 = harness_now_ms();
     call = (kv_call_t)KV_CALL_INIT;
     call.timeout_ms = 800;
@@ -173,7 +151,7 @@ START_TEST(test_read_repair)
     put_ok(c, "k", "old");
     ck_assert(harness_wait_local_value(h->node[2].url, "k", "old", 5000));
     harness_stop(h, 2);
-    wait_status(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     kv_call_t call = KV_CALL_INIT;
     call.timeout_ms = 300;
     /* overwrite what was read (an empty context would keep a sibling) */
@@ -187,7 +165,7 @@ START_TEST(test_read_repair)
                      0);
     /* the coordinators saw n3 down, so nothing was queued for it */
     harness_start(h, 2, no_hints);
-    wait_status(c, "n3", KV_MEMBER_UP);
+    harness_wait_status(c, "n3", KV_MEMBER_UP);
     /* n3 missed both writes */
     char v[64] = "";
     ck_assert_int_eq(harness_local_get(h->node[2].url, "k", v, sizeof(v)), 1);

@@ -41,30 +41,6 @@ static int64_t wait_all_see(harness_t *h, int skip, const char *id,
     }
 }
 
-/* Polls until client c sees member id as status. */
-static void client_sees(kv_t *c, const char *id, int status)
-{
-    int64_t deadline = harness_now_ms() + 10000;
-    for (;;) {
-        kv_member_t *m = NULL;
-        size_t n = 0;
-        ck_assert_int_eq(kv_members(c, &m, &n), 0);
-        int seen = -1;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(m[i].id, id) == 0) {
-                seen = m[i].status;
-            }
-        }
-        kv_free(m);
-        if (seen == status) {
-            return;
-        }
-        ck_assert_msg(harness_now_ms() < deadline, "client never saw %s %s",
-                      id, kv_member_status_name(status));
-        harness_sleep_ms(20);
-    }
-}
-
 /* Sum of a metric over the running nodes. */
 static long long sum_stat(harness_t *h, const char *name)
 {
@@ -169,7 +145,7 @@ START_TEST(test_sigstop_and_resume)
     int64_t took = wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
     printf("failover SIGSTOP: n3 seen down by n1 and n2 after %lld ms\n",
            (long long)took);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     int acked[100];
     int nacked = 0;
     for (int i = 0; i < 100; i++) {
@@ -200,7 +176,7 @@ START_TEST(test_hint_holder_killed_before_delivery)
     harness_wait_members(c, 3);
     harness_stop(h, 2);
     wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     int acked[50];
     int nacked = 0;
     for (int i = 0; i < 50; i++) {
@@ -244,8 +220,8 @@ START_TEST(test_strict_quorum)
     harness_stop(h, 3);
     wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
     wait_all_see(h, 3, "n4", KV_MEMBER_DOWN, 15000);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
-    client_sees(c, "n4", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n4", KV_MEMBER_DOWN);
     int both_down = 0;
     int ok = 0;
     for (int i = 0; i < 60; i++) {
@@ -308,8 +284,8 @@ START_TEST(test_sloppy_quorum_uses_fallbacks)
     harness_stop(h, 3);
     wait_all_see(h, 2, "n3", KV_MEMBER_DOWN, 15000);
     wait_all_see(h, 3, "n4", KV_MEMBER_DOWN, 15000);
-    client_sees(c, "n3", KV_MEMBER_DOWN);
-    client_sees(c, "n4", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
+    harness_wait_status(c, "n4", KV_MEMBER_DOWN);
     for (int i = 0; i < 30; i++) {
         char key[32];
         ck_assert_int_eq(try_put(c, i, key, sizeof(key)), 0);

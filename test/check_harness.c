@@ -338,6 +338,29 @@ void harness_wait_members(kv_t *kv, size_t want)
                  want, got, up);
 }
 
+void harness_wait_status(kv_t *kv, const char *id, int status)
+{
+    int64_t deadline = harness_now_ms() + 15000;
+    for (;;) {
+        kv_member_t *m = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_members(kv, &m, &n), 0);
+        int seen = -1;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(m[i].id, id) == 0) {
+                seen = m[i].status;
+            }
+        }
+        kv_free(m);
+        if (seen == status) {
+            return;
+        }
+        ck_assert_msg(harness_now_ms() < deadline, "%s never seen %s", id,
+                      kv_member_status_name(status));
+        harness_sleep_ms(20);
+    }
+}
+
 const wire_limits_t harness_big_limits = {1 << 16, 1 << 24, 1 << 26};
 
 /* Sends one raw message to url and returns the reply (nng_msg to free),

@@ -73,6 +73,8 @@ kv_t *harness_client(const harness_t *h, int timeout_ms);
 void harness_wait_converged(harness_t *h);
 /* Polls kv_members until `want` members are all up (bounded). */
 void harness_wait_members(kv_t *kv, size_t want);
+/* Polls kv_members until member id has the given status (bounded). */
+void harness_wait_status(kv_t *kv, const char *id, int status);
 int harness_free_port(void);
 
 /* Raw peer-protocol access, as another node would have it. */
