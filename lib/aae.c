@@ -74,6 +74,9 @@ typedef struct aae_view {
     uint64_t sig;
     aae_group_t *groups;
     size_t ngroups;
+    /* For each ring position, the group of the points it owns, or -1 when
+     * this node does not replicate them: one binary search per write. */
+    int32_t *arc_group;
 } aae_view_t;
 
 struct aae {
@@ -203,6 +206,7 @@ static void aae_view_free(aae_view_t *v)
         merkle_free(v->groups[i].tree);
     }
     free(v->groups);
+    free(v->arc_group);
     ring_free(v->ring);
     memset(v, 0, sizeof(*v));
 }
@@ -245,14 +249,11 @@ static aae_group_t *aae_group_find(const aae_view_t *v, uint64_t id)
 /* The group of ring point h if this node replicates it, else NULL. */
 static aae_group_t *aae_group_of(const aae_view_t *v, uint64_t h)
 {
-    if (v->ring == NULL) {
+    if (v->ring == NULL || v->arc_group == NULL) {
         return NULL;
     }
-    size_t idx[CLUSTER_MAX_ROUTE];
-    size_t got = ring_successors_at(v->ring, h, idx, v->n);
-    bool self;
-    uint64_t id = aae_group_id(v->ring, idx, got, v->self, &self);
-    return self ? aae_group_find(v, id) : NULL;
+    int32_t g = v->arc_group[ring_position_of(v->ring, h)];
+    return g < 0 ? NULL : &v->groups[g];
 }
 
 /* Builds the view for the current member list: the ring, and an empty
@@ -292,13 +293,23 @@ static int aae_view_build(kv_t *kv, aae_view_t *out)
         return 0; /* not (yet) a member: no groups */
     }
     size_t cap = 0;
-    for (size_t i = 0; i < ring_positions(out->ring); i++) {
+    size_t npos = ring_positions(out->ring);
+    out->arc_group = malloc((npos ? npos : 1) * sizeof(*out->arc_group));
+    if (out->arc_group == NULL) {
+        aae_view_free(out);
+        return KV_ENOMEM;
+    }
+    for (size_t i = 0; i < npos; i++) {
         size_t idx[CLUSTER_MAX_ROUTE];
         size_t got = ring_successors_at(out->ring, ring_position(out->ring, i),
                                         idx, out->n);
         bool self;
         uint64_t id = aae_group_id(out->ring, idx, got, out->self, &self);
-        if (!self || aae_group_find(out, id) != NULL) {
+        aae_group_t *have = self ? aae_group_find(out, id) : NULL;
+        out->arc_group[i] = !self          ? -1
+                            : have != NULL ? (int32_t)(have - out->groups)
+                                           : (int32_t)out->ngroups;
+        if (!self || have != NULL) {
             continue;
         }
         if (out->ngroups == cap) {
@@ -335,10 +346,13 @@ int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
 {
     struct aae *a = kv->aae;
     uint64_t h = ring_hash_key(key, klen);
-    uint8_t *ik = malloc(8 + klen);
+    uint8_t small[256];
+    uint8_t *ik = 8 + klen <= sizeof(small) ? small : malloc(8 + klen);
     store_batch_t *b = store_batch_create(kv->store);
     if (ik == NULL || b == NULL) {
-        free(ik);
+        if (ik != small) {
+            free(ik);
+        }
         store_batch_destroy(b);
         return KV_ENOMEM;
     }
@@ -386,7 +400,9 @@ int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
     }
     pthread_rwlock_unlock(&a->lock);
     store_batch_destroy(b);
-    free(ik);
+    if (ik != small) {
+        free(ik);
+    }
     return rc;
 }
 

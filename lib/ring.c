@@ -558,6 +558,11 @@ size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
     return cnt;
 }
 
+size_t ring_position_of(const ring_t *r, uint64_t p)
+{
+    return first_at_or_after(r, p);
+}
+
 size_t ring_positions(const ring_t *r)
 {
     return r->npos;

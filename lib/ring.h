@@ -121,6 +121,9 @@ size_t ring_ranges_for(const ring_t *r, size_t idx, size_t n, uint64_t **starts,
  * change only at a position, so walking them visits every distinct one. */
 size_t ring_positions(const ring_t *r);
 uint64_t ring_position(const ring_t *r, size_t i);
+/* The index of the position that owns point p (the first at or after it,
+ * wrapping to 0): points with the same one share a preference list. */
+size_t ring_position_of(const ring_t *r, uint64_t p);
 
 /* Whether point p lies in the ring range (start, end] as defined above.
  * start == end is the empty range. */

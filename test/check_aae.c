@@ -375,7 +375,7 @@ START_TEST(test_converge_after_missed_writes)
     h->w = 2;
     harness_start_all(h, quiet_flags);
     harness_wait_converged(h);
-    kv_t *c = harness_client(h, 5000);
+    kv_t *c = harness_client(h, 2000); /* see the lapse below */
     char key[32], val[64];
     for (int i = 0; i < 40; i++) {
         snprintf(key, sizeof(key), "k%02d", i);
@@ -396,7 +396,8 @@ START_TEST(test_converge_after_missed_writes)
         ck_assert_int_eq(kv_delete(c, key, strlen(key)), 0);
     }
     /* NNG would still deliver a replica write queued for n3 if n3 came
-     * back before that write's deadline (--timeout-ms): let them lapse. */
+     * back before that write's deadline (the client's 2 s, which the
+     * coordinator applies to its replica writes): let them lapse. */
     int64_t lapse = harness_now_ms() + 2500;
     while (harness_now_ms() < lapse) {
         harness_sleep_ms(50);
@@ -615,7 +616,7 @@ START_TEST(test_tombstone_gc_no_resurrection)
                                         NULL};
     harness_start_all(h, flags);
     harness_wait_converged(h);
-    kv_t *c = harness_client(h, 5000);
+    kv_t *c = harness_client(h, 2000); /* see the lapse below */
     const char *key = "doomed";
     kv_call_t all = KV_CALL_INIT;
     all.w = 3;
@@ -625,8 +626,9 @@ START_TEST(test_tombstone_gc_no_resurrection)
     harness_kill(h, 2);
     harness_wait_status(c, "n3", KV_MEMBER_DOWN);
     ck_assert_int_eq(kv_delete(c, key, strlen(key)), 0);
-    /* Past the grace period, and past the deadline of the replica write
-     * for n3 that NNG still holds (so n3 really misses the delete). */
+    /* Past the grace period, and past the deadline (the client's 2 s) of
+     * the replica write for n3 that NNG still holds, so n3 really misses
+     * the delete. */
     int64_t deleted = harness_now_ms();
     while (harness_now_ms() < deleted + 2500) {
         harness_sleep_ms(50);
