@@ -141,6 +141,8 @@ static const struct {
     {"hinted-handoff", "hinted_handoff", "on|off",
      "keep and deliver hints for replicas that missed writes"},
     {"handoff-rate", "handoff_rate", "N", "hints delivered per second"},
+    {"resp", "resp", "HOST:PORT",
+     "also serve the Redis protocol (RESP2) here"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
