@@ -384,7 +384,8 @@ static void check_bad_input(int port)
     free(junk);
     /* A connection dropped mid-request leaves nothing behind. */
     fd = tcp_connect(port);
-    tcp_send(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nabc", 31);
+    static const char cut[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\nabc";
+    tcp_send(fd, cut, sizeof(cut) - 1);
     close(fd);
     cli_expect(port, "PONG", "PING", NULL, NULL);
 }
