@@ -86,7 +86,15 @@ $(STLIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-examples: $(EXAMPLE_BIN)
+examples: $(EXAMPLE_BIN) $(BUILD)/examples/kvdist-bench
+
+# The benchmark's raw target calls RocksDB directly (the local limit), so
+# it links RocksDB as well as the library.
+$(BUILD)/examples/kvdist-bench: examples/kvdist-bench.c include/kvdist.h \
+		$(BUILD)/libkvdist.so
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) $(DEP_CFLAGS) $< -o $@ -L$(BUILD) -lkvdist \
+		-Wl,-rpath,'$$ORIGIN/..' $(DEP_LIBS) $(LDFLAGS)
 
 $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 	@mkdir -p $(@D)
