@@ -63,7 +63,8 @@ TEST_BIN := $(BUILD)/test/check_kvdist
 # Everything the Makefile and headers change forces a rebuild.
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
-.PHONY: all lib examples check test demo deps install uninstall clean exports
+.PHONY: all lib examples check test demo deps install uninstall clean exports \
+	bench bench-peers
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -143,10 +144,23 @@ demo: deps all
 	@echo
 	bash examples/demo.sh $(BUILD)
 
+# Benchmarks (README "Performance"): never part of check. make bench runs
+# raw RocksDB, the embedded store and a 3-node loopback cluster, a load
+# phase then BENCH_SECONDS split between puts and gets, and prints a
+# markdown table; make bench-peers puts kvdistd's RESP port next to Redis.
+BENCH_SECONDS ?= 20
+BENCH_KEYS ?= 50000
+bench: deps all
+	$(BUILD)/examples/kvdist-bench --suite --duration $(BENCH_SECONDS) \
+		--keys $(BENCH_KEYS)
+
+bench-peers: deps all
+	bash examples/bench-peers.sh $(BUILD)
+
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
-	libxxhash-dev check
+	libxxhash-dev check redis-tools redis-server
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
