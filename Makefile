@@ -200,6 +200,9 @@ install: all
 		$(CC) $(APP_CFLAGS) examples/$$b.c -o $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/') \
 			-L$(DESTDIR)$(LIBDIR) -lkvdist -Wl,-rpath,$(LIBDIR) $(LDFLAGS) || exit 1; \
 	done
+	$(CC) $(APP_CFLAGS) $(DEP_CFLAGS) examples/kvdist-bench.c \
+		-o $(DESTDIR)$(BINDIR)/kvdist-bench -L$(DESTDIR)$(LIBDIR) -lkvdist \
+		-Wl,-rpath,$(LIBDIR) $(DEP_LIBS) $(LDFLAGS)
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/)
 	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/)
 	$(if $(MAN7),install -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/)
@@ -211,6 +214,7 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libkvdist.a $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
 	for b in $(EXAMPLES); do \
 		rm -f $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/'); done
+	rm -f $(DESTDIR)$(BINDIR)/kvdist-bench
 	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
 	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
 	for m in $(notdir $(MAN7)); do rm -f $(DESTDIR)$(MANDIR)/man7/$$m; done
