@@ -214,6 +214,7 @@ typedef struct config {
     const char *addr;  /* resp: given server */
     const char *url;   /* http */
     int wait_replicas; /* resp: WAIT n 0 after each SET */
+    double rate;       /* ops/s for all workers together, 0: flat out */
     int nodes;
     const char *n, *r, *w;
     const char *sync;
@@ -1140,6 +1141,7 @@ static uint64_t pick_existing(uint64_t *rng)
 typedef struct worker {
     pthread_t th;
     int id;
+    int nworkers;
     void *t;
     uint64_t rng;
     hist_t *hist[OP__COUNT];
@@ -1190,9 +1192,29 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < cfg.value_size + 8; i++) {
         val[i] = (uint8_t)splitmix(&w->rng);
     }
+    /* --rate: each worker keeps its share of a fixed schedule, and latency
+     * counts from the scheduled start, so a stall is not hidden by the
+     * requests it delayed (no coordinated omission). */
+    int64_t interval = 0;
+    int64_t next = now_ns();
+    if (cfg.rate > 0 && !loading) {
+        interval = (int64_t)(1e9 * (double)w->nworkers / cfg.rate);
+        next += interval * w->id / w->nworkers;
+    }
     while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
         enum op op;
         uint64_t id;
+        int64_t sched = 0;
+        if (interval > 0) {
+            int64_t t = now_ns();
+            if (next > t) {
+                struct timespec ts = {(time_t)((next - t) / 1000000000),
+                                      (long)((next - t) % 1000000000)};
+                nanosleep(&ts, NULL);
+            }
+            sched = next;
+            next += interval;
+        }
         if (loading) {
             id = atomic_fetch_add(&load_next, 1);
             if (id >= cfg.keys) {
@@ -1212,7 +1234,7 @@ static void *worker_main(void *arg)
         /* A different value every time (its first 8 bytes). */
         uint64_t stamp = splitmix(&w->rng);
         memcpy(val, &stamp, 8);
-        int64_t t0 = now_ns();
+        int64_t t0 = sched > 0 ? sched : now_ns();
         int rc = op == OP_READ ? tgt->get(w->t, key, kl)
                                : tgt->put(w->t, key, kl, val, cfg.value_size);
         int64_t t1 = now_ns();
@@ -1283,6 +1305,7 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
     int64_t t0 = now_ns();
     for (int i = 0; i < nworkers; i++) {
         w[i].id = i;
+        w[i].nworkers = nworkers;
         w[i].rng = fnv64((uint64_t)i * 7919 + (uint64_t)t0);
         for (int o = 0; o < OP__COUNT; o++) {
             w[i].hist[o] = calloc(1, sizeof(hist_t));
@@ -1378,6 +1401,9 @@ static void print_config(FILE *f, int nworkers)
     if (cfg.wait_replicas > 0) {
         fprintf(f, " wait=%d", cfg.wait_replicas);
     }
+    if (cfg.rate > 0) {
+        fprintf(f, " rate=%.0f", cfg.rate);
+    }
 }
 
 static void report_text(const result_t *r, int nworkers)
@@ -1417,12 +1443,12 @@ static void report_json(const result_t *r, int nworkers)
     printf("{\"target\":\"%s\",\"workload\":\"%c\",\"dist\":\"%s\","
            "\"keys\":%" PRIu64 ",\"value_size\":%zu,\"concurrency\":%d,"
            "\"sync\":\"%s\",\"cache_size\":\"%s\",\"n\":%s,\"r\":%s,\"w\":%s,"
-           "\"wait\":%d,\"seconds\":%.3f,\"ops\":%" PRIu64 ","
+           "\"wait\":%d,\"rate\":%.0f,\"seconds\":%.3f,\"ops\":%" PRIu64 ","
            "\"ops_per_s\":%.1f,\"misses\":%" PRIu64 ",\"node_rss_kb\":%ld,"
            "\"op\":{",
            tgt->name, cfg.workload, cfg.zipfian ? "zipfian" : "uniform",
            cfg.keys, cfg.value_size, nworkers, cfg.sync, cfg.cache_size, cfg.n,
-           cfg.r, cfg.w, cfg.wait_replicas, r->secs, r->ops,
+           cfg.r, cfg.w, cfg.wait_replicas, cfg.rate, r->secs, r->ops,
            (double)r->ops / r->secs, r->misses, r->rss_kb_nodes);
     bool first = true;
     for (int o = 0; o < OP__COUNT; o++) {
@@ -1567,6 +1593,9 @@ static void usage(FILE *f)
         "  --duration S           seconds to run (default 20; --suite splits "
         "it)\n"
         "  --ops N                run N operations instead\n"
+        "  --rate OPS             a fixed schedule of OPS/s (latency from "
+        "the\n"
+        "                         scheduled start), default flat out\n"
         "  --no-load              skip the load phase (keys already there)\n"
         "  --data DIR             where stores go (default a fresh temp "
         "dir)\n"
@@ -1607,6 +1636,7 @@ int main(int argc, char **argv)
         {"urls", required_argument, NULL, 'U'},
         {"addr", required_argument, NULL, 'a'},
         {"wait", required_argument, NULL, 'A'},
+        {"rate", required_argument, NULL, 'R'},
         {"url", required_argument, NULL, 'u'},
         {"kvdistd", required_argument, NULL, 'K'},
         {"json", no_argument, NULL, 'j'},
@@ -1684,6 +1714,9 @@ int main(int argc, char **argv)
             break;
         case 'A':
             cfg.wait_replicas = atoi(optarg);
+            break;
+        case 'R':
+            cfg.rate = atof(optarg);
             break;
         case 'u':
             cfg.url = optarg;
