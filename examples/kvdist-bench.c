@@ -57,7 +57,8 @@
 
 /* ---- small helpers ---- */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 static void stop_cluster(void);
 
@@ -193,7 +194,7 @@ static const char *const op_names[OP__COUNT] = {"read", "update", "insert"};
 
 static const char *err_name(int i)
 {
-    return i == ERR_NET ? "network error"
+    return i == ERR_NET     ? "network error"
            : i == ERR_REPLY ? "unexpected reply"
                             : kv_strerror(i);
 }
@@ -616,7 +617,8 @@ static void start_cluster(bool with_resp)
             if (ready) {
                 break;
             }
-            if (!exited || attempt == 2 || !file_contains(cl.log[i], "in use")) {
+            if (!exited || attempt == 2 ||
+                !file_contains(cl.log[i], "in use")) {
                 die("node %s did not start (log %s)", id, cl.log[i]);
             }
         }
@@ -687,7 +689,7 @@ typedef struct conn {
     size_t cap;
     size_t len; /* bytes in `in` */
     size_t off; /* consumed */
-    char *req; /* the request being built: reqlen bytes */
+    char *req;  /* the request being built: reqlen bytes */
     size_t reqcap;
     size_t reqlen;
 } conn_t;
@@ -887,7 +889,8 @@ static int resp_put(void *t, const char *k, size_t kl, const void *v, size_t vl)
     resp_bulk(c, v, vl);
     if (cfg.wait_replicas > 0) {
         char w[64];
-        int n = snprintf(w, sizeof(w), "*3\r\n$4\r\nWAIT\r\n$%d\r\n%d\r\n$1\r\n0\r\n",
+        int n = snprintf(w, sizeof(w),
+                         "*3\r\n$4\r\nWAIT\r\n$%d\r\n%d\r\n$1\r\n0\r\n",
                          cfg.wait_replicas >= 10 ? 2 : 1, cfg.wait_replicas);
         req_put(c, w, (size_t)n);
     }
@@ -1104,8 +1107,8 @@ static uint64_t zipf_next(const zipf_t *z, uint64_t *rng)
     if (uz < z->zeta2) {
         return 1;
     }
-    uint64_t v = (uint64_t)((double)z->items *
-                            pow(z->eta * u - z->eta + 1.0, z->alpha));
+    uint64_t v =
+        (uint64_t)((double)z->items * pow(z->eta * u - z->eta + 1.0, z->alpha));
     return v < z->items ? v : z->items - 1;
 }
 
@@ -1222,8 +1225,7 @@ static void *worker_main(void *arg)
             }
             op = OP_INSERT;
         } else {
-            if (cfg.ops > 0 &&
-                atomic_fetch_sub(&op_budget, 1) - 1 >= cfg.ops) {
+            if (cfg.ops > 0 && atomic_fetch_sub(&op_budget, 1) - 1 >= cfg.ops) {
                 break; /* wrapped below zero: the budget is spent */
             }
             op = choose_op(&w->rng);
@@ -1239,7 +1241,9 @@ static void *worker_main(void *arg)
                                : tgt->put(w->t, key, kl, val, cfg.value_size);
         int64_t t1 = now_ns();
         if (op == OP_INSERT && !loading && rc == 0) {
-            /* published once written, so readers find it */
+            /* published once written, so readers find it (an insert that
+             * finishes before a lower one publishes past it: a few reads
+             * may miss; YCSB waits for the lower ones, this does not) */
             uint64_t n = atomic_load(&inserted);
             while (n < id + 1 &&
                    !atomic_compare_exchange_weak(&inserted, &n, id + 1)) {
@@ -1316,8 +1320,8 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
         }
     }
     bool tty = isatty(2) && !cfg.quiet;
-    int64_t end = load || cfg.ops > 0 ? INT64_MAX
-                                      : t0 + (int64_t)(cfg.duration_s * 1e9);
+    int64_t end =
+        load || cfg.ops > 0 ? INT64_MAX : t0 + (int64_t)(cfg.duration_s * 1e9);
     uint64_t last = 0;
     int64_t last_t = t0;
     for (;;) {
@@ -1329,7 +1333,8 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
             failed += atomic_load_explicit(&w[i].failed, memory_order_relaxed);
         }
         bool finished = t >= end || interrupted ||
-                        (load && atomic_load(&load_next) >= cfg.keys + (uint64_t)nworkers) ||
+                        (load && atomic_load(&load_next) >=
+                                     cfg.keys + (uint64_t)nworkers) ||
                         (cfg.ops > 0 && !load && done >= cfg.ops);
         if (tty && (t - last_t >= 1000000000 || finished)) {
             fprintf(stderr,
@@ -1393,8 +1398,8 @@ static void print_config(FILE *f, int nworkers)
             tgt->name, cfg.workload, cfg.zipfian ? "zipfian" : "uniform",
             cfg.keys, cfg.value_size, tgt->remote ? "outstanding" : "threads",
             nworkers, cfg.sync, cfg.cache_size);
-    if (strcmp(tgt->name, "cluster") == 0 || (strcmp(tgt->name, "resp") == 0 &&
-                                              cfg.addr == NULL)) {
+    if (strcmp(tgt->name, "cluster") == 0 ||
+        (strcmp(tgt->name, "resp") == 0 && cfg.addr == NULL)) {
         fprintf(f, " nodes=%d n=%s r=%s w=%s", cfg.urls ? 0 : cfg.nodes, cfg.n,
                 cfg.r, cfg.w);
     }
@@ -1422,7 +1427,8 @@ static void report_text(const result_t *r, int nworkers)
         if (h->n == 0) {
             continue;
         }
-        printf("%-7s %10" PRIu64 " %10.0f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n",
+        printf("%-7s %10" PRIu64
+               " %10.0f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n",
                op_names[o], h->n, (double)h->n / r->secs,
                h->sum / (double)h->n / 1e6, hist_pct_us(h, 50) / 1000,
                hist_pct_us(h, 95) / 1000, hist_pct_us(h, 99) / 1000,

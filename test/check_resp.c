@@ -114,8 +114,8 @@ static void cli(int port, char *out, size_t outsize, const char *a1,
 {
     char p[16];
     snprintf(p, sizeof(p), "%d", port);
-    const char *argv[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p, a1, a2, a3,
-                          NULL};
+    const char *argv[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p,
+                          a1,        a2,   a3,          NULL};
     int st = run_capture(argv, NULL, 0, out, outsize);
     ck_assert_msg(st == 0, "redis-cli %s exited %d: %s", a1, st, out);
     size_t n = strlen(out);
@@ -129,8 +129,9 @@ static void cli_expect(int port, const char *want, const char *a1,
 {
     char out[4096];
     cli(port, out, sizeof(out), a1, a2, a3);
-    ck_assert_msg(strcmp(out, want) == 0, "redis-cli %s %s: got '%s', want '%s'",
-                  a1, a2 ? a2 : "", out, want);
+    ck_assert_msg(strcmp(out, want) == 0,
+                  "redis-cli %s %s: got '%s', want '%s'", a1, a2 ? a2 : "", out,
+                  want);
 }
 
 static int tcp_connect(int port)
@@ -178,8 +179,8 @@ static size_t tcp_read(int fd, void *buf, size_t len)
 }
 
 /* Sends req in one write and expects exactly `want` back. */
-static void raw_expect(int fd, const void *req, size_t reqlen,
-                       const void *want, size_t wantlen)
+static void raw_expect(int fd, const void *req, size_t reqlen, const void *want,
+                       size_t wantlen)
 {
     tcp_send(fd, req, reqlen);
     char *got = malloc(wantlen + 1);
@@ -239,8 +240,8 @@ static void check_cli_commands(int p0, int p1)
     ck_assert_msg(strstr(out, "ERR unknown command") != NULL, "%s", out);
     cli(p0, out, sizeof(out), "SET", "k", "v");
     ck_assert_str_eq(out, "OK");
-    const char *argv_ex[] = {REDIS_CLI, "-p", NULL, "SET", "k", "v", "EX",
-                             "10",      NULL};
+    const char *argv_ex[] = {REDIS_CLI, "-p", NULL, "SET", "k",
+                             "v",       "EX", "10", NULL};
     char p[16];
     snprintf(p, sizeof(p), "%d", p0);
     argv_ex[2] = p;
@@ -430,7 +431,8 @@ START_TEST(test_resp_single_node)
     int fd = tcp_connect(resp[0]);
     size_t vlen = 100000;
     char *req = malloc(vlen + 64);
-    int hl = snprintf(req, 64, "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%zu\r\n", vlen);
+    int hl =
+        snprintf(req, 64, "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%zu\r\n", vlen);
     for (size_t i = 0; i < vlen; i++) {
         req[hl + (int)i] = (char)(i * 31);
     }
@@ -442,7 +444,8 @@ START_TEST(test_resp_single_node)
     memcpy(want + wl + vlen, "\r\n", 2);
     raw_expect(fd, "GET big\r\n", 9, want, (size_t)wl + vlen + 2);
     /* One byte over max_value_size: refused as a bulk length. */
-    hl = snprintf(req, 64, "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%zu\r\n", vlen + 1);
+    hl =
+        snprintf(req, 64, "*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$%zu\r\n", vlen + 1);
     tcp_send(fd, req, (size_t)hl);
     char got[64] = "";
     size_t n = tcp_read(fd, got, 6);
