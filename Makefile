@@ -63,7 +63,8 @@ TEST_BIN := $(BUILD)/test/check_kvdist
 # Everything the Makefile and headers change forces a rebuild.
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
-.PHONY: all lib examples check test demo deps install uninstall clean exports
+.PHONY: all lib examples check test demo deps install uninstall clean exports \
+	bench bench-peers
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -86,7 +87,15 @@ $(STLIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-examples: $(EXAMPLE_BIN)
+examples: $(EXAMPLE_BIN) $(BUILD)/examples/kvdist-bench
+
+# The benchmark's raw target calls RocksDB directly (the local limit), so
+# it links RocksDB as well as the library.
+$(BUILD)/examples/kvdist-bench: examples/kvdist-bench.c include/kvdist.h \
+		$(BUILD)/libkvdist.so
+	@mkdir -p $(@D)
+	$(CC) $(APP_CFLAGS) $(DEP_CFLAGS) $< -o $@ -L$(BUILD) -lkvdist \
+		-Wl,-rpath,'$$ORIGIN/..' $(DEP_LIBS) $(LDFLAGS)
 
 $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 	@mkdir -p $(@D)
@@ -135,10 +144,23 @@ demo: deps all
 	@echo
 	bash examples/demo.sh $(BUILD)
 
+# Benchmarks (README "Performance"): never part of check. make bench runs
+# raw RocksDB, the embedded store and a 3-node loopback cluster, a load
+# phase then BENCH_SECONDS split between puts and gets, and prints a
+# markdown table; make bench-peers puts kvdistd's RESP port next to Redis.
+BENCH_SECONDS ?= 20
+BENCH_KEYS ?= 50000
+bench: deps all
+	$(BUILD)/examples/kvdist-bench --suite --duration $(BENCH_SECONDS) \
+		--keys $(BENCH_KEYS)
+
+bench-peers: deps all
+	bash examples/bench-peers.sh $(BUILD)
+
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
-	libxxhash-dev check
+	libxxhash-dev check redis-tools redis-server
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -178,6 +200,9 @@ install: all
 		$(CC) $(APP_CFLAGS) examples/$$b.c -o $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/') \
 			-L$(DESTDIR)$(LIBDIR) -lkvdist -Wl,-rpath,$(LIBDIR) $(LDFLAGS) || exit 1; \
 	done
+	$(CC) $(APP_CFLAGS) $(DEP_CFLAGS) examples/kvdist-bench.c \
+		-o $(DESTDIR)$(BINDIR)/kvdist-bench -L$(DESTDIR)$(LIBDIR) -lkvdist \
+		-Wl,-rpath,$(LIBDIR) $(DEP_LIBS) $(LDFLAGS)
 	$(if $(MAN1),install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/)
 	$(if $(MAN3),install -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/)
 	$(if $(MAN7),install -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/)
@@ -189,6 +214,7 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libkvdist.a $(DESTDIR)$(PKGCONFIGDIR)/kvdist.pc
 	for b in $(EXAMPLES); do \
 		rm -f $(DESTDIR)$(BINDIR)/$$(echo $$b | sed 's/^embed$$/kvdist-embed/'); done
+	rm -f $(DESTDIR)$(BINDIR)/kvdist-bench
 	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
 	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
 	for m in $(notdir $(MAN7)); do rm -f $(DESTDIR)$(MANDIR)/man7/$$m; done

@@ -149,6 +149,8 @@ static const struct {
      "index entries per second when rebuilding trees"},
     {"tombstone-grace-ms", "tombstone_grace_ms", "MS",
      "keep deletes at least this long before purging them"},
+    {"resp", "resp", "HOST:PORT",
+     "also serve the Redis protocol (RESP2) here"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))

@@ -23,6 +23,7 @@
 #include "coord.h"
 #include "handoff.h"
 #include "replica.h"
+#include "resp.h"
 #include "rpc.h"
 
 struct kv_siblings {
@@ -43,7 +44,7 @@ int64_t node_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int node_enter(kv_t *kv)
+int node_enter(kv_t *kv)
 {
     pthread_mutex_lock(&kv->life_mu);
     if (kv->closed) {
@@ -55,7 +56,7 @@ static int node_enter(kv_t *kv)
     return 0;
 }
 
-static void node_leave(kv_t *kv)
+void node_leave(kv_t *kv)
 {
     pthread_mutex_lock(&kv->life_mu);
     if (--kv->inflight == 0 && kv->closed) {
@@ -79,8 +80,10 @@ static uint64_t node_new_actor(void)
 
 static void node_free(kv_t *kv)
 {
-    /* Order matters: the ticker uses the transport, the transport's
-     * callbacks use the member list and the store. */
+    /* Order matters: RESP connections start quorum operations, the ticker
+     * uses the transport, the transport's callbacks use the member list and
+     * the store. */
+    resp_stop(kv);
     cluster_stop(kv);
     handoff_stop(kv);
     aae_stop(kv);
@@ -182,6 +185,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     if (rc == 0 && kv->store != NULL) {
         rc = aae_start(kv);
     }
+    if (rc == 0 && kv->cfg.resp != NULL) {
+        rc = resp_start(kv);
+    }
     if (rc != 0) {
         node_free(kv);
         return rc;
@@ -198,6 +204,9 @@ void kv_shutdown(kv_t *kv)
     if (kv == NULL) {
         return;
     }
+    /* RESP connections hold quorum operations in flight: closed (and
+     * drained) first, so nothing starts a new one after this returns. */
+    resp_stop(kv);
     pthread_mutex_lock(&kv->life_mu);
     kv->closed = true;
     while (kv->inflight > 0) {
@@ -471,33 +480,21 @@ static int default_resolve(void *arg, const kv_sibling_t *s, size_t n,
     return 0;
 }
 
-static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
-                       size_t *vlenp)
+/* One value from an object read: the live value, or the resolver's pick
+ * among siblings (default_resolve unless the application set one). */
+int node_resolve(kv_t *kv, const obj_t *o, void **valp, size_t *vlenp)
 {
-    if (valp != NULL) {
-        *valp = NULL;
-    }
-    if (vlenp != NULL) {
-        *vlenp = 0;
-    }
-    if (kv == NULL || valp == NULL || vlenp == NULL) {
-        return KV_EINVAL;
-    }
-    obj_t o;
-    obj_init(&o);
-    int rc = do_read(kv, key, klen, NULL, &o);
-    if (rc != 0) {
-        obj_free(&o);
-        return rc;
-    }
-    size_t live = obj_live(&o);
+    int rc = 0;
+    *valp = NULL;
+    *vlenp = 0;
+    size_t live = obj_live(o);
     if (live == 0) {
         rc = KV_ENOTFOUND;
     } else if (live == 1) {
-        for (size_t i = 0; i < o.n; i++) {
-            if (!(o.sib[i].flags & OBJ_SIB_TOMBSTONE)) {
-                *valp = dup_bytes(o.sib[i].val, o.sib[i].vlen);
-                *vlenp = o.sib[i].vlen;
+        for (size_t i = 0; i < o->n; i++) {
+            if (!(o->sib[i].flags & OBJ_SIB_TOMBSTONE)) {
+                *valp = dup_bytes(o->sib[i].val, o->sib[i].vlen);
+                *vlenp = o->sib[i].vlen;
                 break;
             }
         }
@@ -508,11 +505,11 @@ static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
             rc = KV_ENOMEM;
         } else {
             size_t k = 0;
-            for (size_t i = 0; i < o.n; i++) {
-                if (!(o.sib[i].flags & OBJ_SIB_TOMBSTONE)) {
-                    s[k].value = o.sib[i].val;
-                    s[k].len = o.sib[i].vlen;
-                    s[k].timestamp_us = o.sib[i].ts_us;
+            for (size_t i = 0; i < o->n; i++) {
+                if (!(o->sib[i].flags & OBJ_SIB_TOMBSTONE)) {
+                    s[k].value = o->sib[i].val;
+                    s[k].len = o->sib[i].vlen;
+                    s[k].timestamp_us = o->sib[i].ts_us;
                     k++;
                 }
             }
@@ -536,6 +533,27 @@ static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
     }
     if (rc != 0) {
         *vlenp = 0;
+    }
+    return rc;
+}
+
+static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
+                       size_t *vlenp)
+{
+    if (valp != NULL) {
+        *valp = NULL;
+    }
+    if (vlenp != NULL) {
+        *vlenp = 0;
+    }
+    if (kv == NULL || valp == NULL || vlenp == NULL) {
+        return KV_EINVAL;
+    }
+    obj_t o;
+    obj_init(&o);
+    int rc = do_read(kv, key, klen, NULL, &o);
+    if (rc == 0) {
+        rc = node_resolve(kv, &o, valp, vlenp);
     }
     obj_free(&o);
     return rc;

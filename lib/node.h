@@ -42,6 +42,7 @@ struct kv {
     struct cluster *cluster;
     struct handoff *handoff; /* NULL for role=client */
     struct aae *aae;         /* NULL for role=client */
+    struct resp *resp;       /* the RESP front end; NULL unless resp is set */
 
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;
@@ -52,5 +53,16 @@ struct kv {
 
 /* Wall-clock microseconds (informative timestamps only). */
 int64_t node_now_us(void);
+
+/* Every call that touches the node from outside (the public API, the RESP
+ * front end) is bracketed by these, so kv_shutdown can wait for it.
+ * node_enter returns 0 or KV_ECLOSED. */
+int node_enter(kv_t *kv);
+void node_leave(kv_t *kv);
+
+/* The single value a get returns for object o: its live value, or the
+ * resolver's pick among siblings. *valp is malloc'd. Returns 0,
+ * KV_ENOTFOUND, KV_ENOMEM or the resolver's error. */
+int node_resolve(kv_t *kv, const obj_t *o, void **valp, size_t *vlenp);
 
 #endif /* KV_NODE_H */

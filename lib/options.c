@@ -117,6 +117,19 @@ static bool valid_url(const char *s)
     return false;
 }
 
+/* HOST:PORT for the RESP listener; HOST is a name or an IPv4 address, or
+ * an IPv6 address in brackets. NNG resolves it when the node opens. */
+static bool valid_host_port(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || strlen(s) > 255 ||
+        strpbrk(s, "/ \t\r\n") != NULL) {
+        return false;
+    }
+    long long port = 0;
+    return parse_int(colon + 1, 0, 65535, &port) == 0;
+}
+
 static bool valid_url_list(const char *s)
 {
     /* Split by hand: strtok would skip empty items ("a,,b") silently. */
@@ -189,7 +202,8 @@ typedef enum {
     OPT_ANTI_ENTROPY,
     OPT_AAE_INTERVAL_MS,
     OPT_AAE_REBUILD_RATE,
-    OPT_TOMBSTONE_GRACE_MS
+    OPT_TOMBSTONE_GRACE_MS,
+    OPT_RESP
 } opt_id;
 
 static const struct {
@@ -220,6 +234,7 @@ static const struct {
     {"aae_interval_ms", OPT_AAE_INTERVAL_MS},
     {"aae_rebuild_rate", OPT_AAE_REBUILD_RATE},
     {"tombstone_grace_ms", OPT_TOMBSTONE_GRACE_MS},
+    {"resp", OPT_RESP},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -450,6 +465,13 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         }
         c->tombstone_grace_ms = v;
         return 0;
+    case OPT_RESP:
+        if (!valid_host_port(value)) {
+            opt_fail(o, "resp: must be HOST:PORT (port 0 to 65535), e.g. "
+                        "127.0.0.1:6379");
+            return KV_EINVAL;
+        }
+        return set_string(&c->resp, value);
     }
     return KV_EINTERNAL;
 }
@@ -538,6 +560,9 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
     case OPT_TOMBSTONE_GRACE_MS:
         snprintf(buf, size, "%lld", (long long)c->tombstone_grace_ms);
         break;
+    case OPT_RESP:
+        snprintf(buf, size, "%s", c->resp ? c->resp : "");
+        break;
     }
     return 0;
 }
@@ -572,7 +597,8 @@ void options_config_free(kv_config_t *c)
     free(c->node_id);
     free(c->listen);
     free(c->join);
-    c->data_dir = c->node_id = c->listen = c->join = NULL;
+    free(c->resp);
+    c->data_dir = c->node_id = c->listen = c->join = c->resp = NULL;
 }
 
 void kv_options_destroy(kv_options_t *o)
@@ -599,7 +625,8 @@ int options_config_copy(kv_config_t *dst, const kv_config_t *src)
     if (dup_or_null(&dst->data_dir, src->data_dir) != 0 ||
         dup_or_null(&dst->node_id, src->node_id) != 0 ||
         dup_or_null(&dst->listen, src->listen) != 0 ||
-        dup_or_null(&dst->join, src->join) != 0) {
+        dup_or_null(&dst->join, src->join) != 0 ||
+        dup_or_null(&dst->resp, src->resp) != 0) {
         options_config_free(dst);
         return KV_ENOMEM;
     }
@@ -615,6 +642,10 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
     }
     if (c->role == KV_ROLE_PEER && c->data_dir == NULL) {
         snprintf(why, size, "data_dir is required for role=peer");
+        return KV_EINVAL;
+    }
+    if (c->role == KV_ROLE_CLIENT && c->resp != NULL) {
+        snprintf(why, size, "resp needs role=peer (a client serves nothing)");
         return KV_EINVAL;
     }
     if (c->role == KV_ROLE_CLIENT && c->join == NULL) {

@@ -24,6 +24,7 @@ typedef struct kv_config {
     int role;     /* enum kv_role */
     char *listen; /* NULL: not listening */
     char *join;   /* comma-separated URLs, NULL: none */
+    char *resp;   /* RESP front end HOST:PORT, NULL: off */
     int n;
     int r;
     int w;

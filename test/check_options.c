@@ -146,9 +146,42 @@ START_TEST(test_strerror)
 }
 END_TEST
 
+/* The RESP listener address: HOST:PORT, refused otherwise (the old value
+ * stays), and only for a peer. */
+START_TEST(test_resp_option)
+{
+    kv_options_t *o = kv_options_create();
+    expect(o, "resp", "");
+    ck_assert_int_eq(kv_options_set(o, "resp", "127.0.0.1:6379"), 0);
+    expect(o, "resp", "127.0.0.1:6379");
+    ck_assert_int_eq(kv_options_set(o, "resp", "[::1]:0"), 0);
+    ck_assert_int_eq(kv_options_set(o, "resp", "localhost:65535"), 0);
+    static const char *const bad[] = {"",           "6379",      ":6379",
+                                      "host:",      "host:-1",   "host:65536",
+                                      "host:6x",    "tcp://h:1", "a b:1",
+                                      "host: 1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(kv_options_set(o, "resp", bad[i]) == KV_EINVAL,
+                      "accepted '%s'", bad[i]);
+        ck_assert_ptr_nonnull(strstr(kv_options_errmsg(o), "resp"));
+        expect(o, "resp", "localhost:65535");
+    }
+    /* A client serves nothing: open refuses the combination. */
+    ck_assert_int_eq(kv_options_set(o, "role", "client"), 0);
+    ck_assert_int_eq(kv_options_set(o, "join", "tcp://127.0.0.1:1"), 0);
+    kv_t *kv = NULL;
+    ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL);
+    ck_assert_ptr_null(kv);
+    kv_options_destroy(o);
+}
+END_TEST
+
 Suite *options_suite(void)
 {
     Suite *s = suite_create("options");
+    TCase *rt = tcase_create("resp");
+    tcase_add_test(rt, test_resp_option);
+    suite_add_tcase(s, rt);
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_accepts);
