@@ -62,6 +62,7 @@ struct rpc {
     rpc_config_t cfg;
     nng_socket server;
     bool listening;
+    _Atomic bool stopping; /* the server's workers take no new request */
     struct rpc_req workers[RPC_WORKERS];
     _Atomic uint64_t next_id;
 
@@ -137,6 +138,15 @@ static void worker_cb(void *arg)
     struct rpc_req *w = arg;
     rpc_t *rpc = w->rpc;
     int rv = nng_aio_result(w->aio);
+    if (atomic_load(&rpc->stopping)) {
+        /* Shutting down: drop what arrived or did not go out; no re-arm. */
+        if ((w->state == W_SEND && rv != 0) ||
+            (w->state == W_RECV && rv == 0)) {
+            nng_msg_free(nng_aio_get_msg(w->aio));
+        }
+        w->state = W_STOPPED;
+        return;
+    }
     if (w->state == W_SEND) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(w->aio));
@@ -404,6 +414,8 @@ uint64_t rpc_next_id(rpc_t *rpc)
 typedef struct closer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    bool has_server;
+    nng_socket server;
     rpc_peer_t *peers;
     bool done;
     bool abandoned;
@@ -435,6 +447,9 @@ static void closer_free(closer_t *c)
 static void *closer_main(void *arg)
 {
     closer_t *c = arg;
+    if (c->has_server) {
+        nng_close(c->server);
+    }
     for (rpc_peer_t *p = c->peers; p != NULL; p = p->next) {
         nng_close(p->sock);
     }
@@ -451,22 +466,24 @@ static void *closer_main(void *arg)
 
 #define RPC_CLOSE_BOUND_MS 3000
 
-static void close_peers(rpc_t *rpc, rpc_peer_t *peers)
+/* Closes the server socket (when listening) and the peers' sockets,
+ * bounded; returns false if the close was abandoned. */
+static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
 {
     closer_t *c = calloc(1, sizeof(*c));
     pthread_t t;
     if (c == NULL) {
-        return; /* out of memory at shutdown: leave them open */
+        return false; /* out of memory at shutdown: leave them open */
     }
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    c->has_server = rpc->listening;
+    c->server = rpc->server;
     c->peers = peers;
     if (pthread_create(&t, NULL, closer_main, c) != 0) {
-        for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
-            nng_close(p->sock);
-        }
+        closer_main(c);
         closer_free(c);
-        return;
+        return true;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -485,10 +502,11 @@ static void close_peers(rpc_t *rpc, rpc_peer_t *peers)
     } else {
         pthread_detach(t);
         KV_LOG(rpc->cfg.log, KV_LOG_WARN,
-               "rpc: closing peer sockets did not finish in %d ms; "
+               "rpc: closing sockets did not finish in %d ms; "
                "abandoning them (an NNG close race)",
                RPC_CLOSE_BOUND_MS);
     }
+    return done;
 }
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out)
@@ -502,6 +520,7 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     pthread_mutex_init(&rpc->mu, NULL);
     pthread_cond_init(&rpc->cv, NULL);
     atomic_init(&rpc->next_id, 0);
+    atomic_init(&rpc->stopping, false);
     *out = rpc;
     return 0;
 }
@@ -542,7 +561,16 @@ void rpc_destroy(rpc_t *rpc)
         return;
     }
     if (rpc->listening) {
-        nng_close(rpc->server);
+        /* Stop the workers before the socket: once nng_aio_stop returns no
+         * callback of ours runs for a request, so the socket's close may
+         * be bounded and abandoned like the peers' (NNG 1.5's close of a
+         * rep socket with open contexts can wedge, as the req ones do). */
+        atomic_store(&rpc->stopping, true);
+        for (int i = 0; i < RPC_WORKERS; i++) {
+            if (rpc->workers[i].aio != NULL) {
+                nng_aio_stop(rpc->workers[i].aio);
+            }
+        }
     }
     pthread_mutex_lock(&rpc->mu);
     rpc->closing = true;
@@ -565,12 +593,11 @@ void rpc_destroy(rpc_t *rpc)
             c->aio = NULL;
         }
     }
-    close_peers(rpc, peers);
-    if (rpc->listening) {
-        for (int i = 0; i < RPC_WORKERS; i++) {
-            if (rpc->workers[i].aio != NULL) {
-                nng_aio_free(rpc->workers[i].aio);
-            }
+    bool closed = close_sockets(rpc, peers);
+    /* An abandoned close may still touch the workers' aios: leave them. */
+    for (int i = 0; closed && rpc->listening && i < RPC_WORKERS; i++) {
+        if (rpc->workers[i].aio != NULL) {
+            nng_aio_free(rpc->workers[i].aio);
         }
     }
     pthread_cond_destroy(&rpc->cv);
