@@ -141,6 +141,7 @@ static const struct {
     {"hinted-handoff", "hinted_handoff", "on|off",
      "keep and deliver hints for replicas that missed writes"},
     {"handoff-rate", "handoff_rate", "N", "hints delivered per second"},
+    {"http", "http", "HOST:PORT", "serve the HTTP API there (kvdist-http(7))"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
@@ -358,12 +359,17 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&lc.mu);
     lc.opened = true;
     pthread_mutex_unlock(&lc.mu);
-    char n[16], r[16], w[16], sync[16];
+    char n[16], r[16], w[16], sync[16], http[300];
+    kv_options_get(o, "http", http, sizeof(http));
     kv_options_get(o, "n", n, sizeof(n));
     kv_options_get(o, "r", r, sizeof(r));
     kv_options_get(o, "w", w, sizeof(w));
     kv_options_get(o, "sync", sync, sizeof(sync));
     kv_options_destroy(o);
+    if (http[0] != '\0') {
+        daemon_log(&lc, KV_LOG_NOTICE, "kvdistd: HTTP API on http://%s/",
+                   http);
+    }
     if (listen[0] != '\0') {
         daemon_log(&lc, KV_LOG_NOTICE,
                    "kvdistd: node %s ready on %s (data %s, n=%s r=%s w=%s, "

@@ -21,6 +21,7 @@
 #include "cluster.h"
 #include "coord.h"
 #include "handoff.h"
+#include "http.h"
 #include "replica.h"
 #include "rpc.h"
 
@@ -42,7 +43,7 @@ int64_t node_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int node_enter(kv_t *kv)
+int node_enter(kv_t *kv)
 {
     pthread_mutex_lock(&kv->life_mu);
     if (kv->closed) {
@@ -54,7 +55,7 @@ static int node_enter(kv_t *kv)
     return 0;
 }
 
-static void node_leave(kv_t *kv)
+void node_leave(kv_t *kv)
 {
     pthread_mutex_lock(&kv->life_mu);
     if (--kv->inflight == 0 && kv->closed) {
@@ -78,8 +79,10 @@ static uint64_t node_new_actor(void)
 
 static void node_free(kv_t *kv)
 {
-    /* Order matters: the ticker uses the transport, the transport's
-     * callbacks use the member list and the store. */
+    /* Order matters: HTTP handlers use everything below; the ticker uses
+     * the transport, the transport's callbacks use the member list and
+     * the store. */
+    http_stop(kv);
     cluster_stop(kv);
     handoff_stop(kv);
     rpc_destroy(kv->rpc);
@@ -172,6 +175,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     rc = cluster_open(kv);
     if (rc == 0 && kv->store != NULL) {
         rc = handoff_open(kv);
+    }
+    if (rc == 0 && kv->cfg.http != NULL) {
+        rc = http_start(kv); /* last: it serves requests at once */
     }
     if (rc != 0) {
         node_free(kv);

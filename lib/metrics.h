@@ -39,6 +39,11 @@ enum metric_id {
     M_HINTS_DELIVERED,
     M_HINTS_FAILED,
     M_HINTED_WRITES,
+    M_HTTP_REQUESTS, /* the HTTP API (http.c): every request answered */
+    M_HTTP_2XX,
+    M_HTTP_3XX,
+    M_HTTP_4XX,
+    M_HTTP_5XX,
     M__COUNT
 };
 

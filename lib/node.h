@@ -41,6 +41,7 @@ struct kv {
     struct rpc *rpc;
     struct cluster *cluster;
     struct handoff *handoff; /* NULL for role=client */
+    struct http *http;       /* NULL unless the http option is set */
 
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;
@@ -51,5 +52,11 @@ struct kv {
 
 /* Wall-clock microseconds (informative timestamps only). */
 int64_t node_now_us(void);
+
+/* Every call that touches the node enters first (KV_ECLOSED once
+ * kv_shutdown has begun) and leaves when it no longer touches it: a
+ * request served asynchronously (http.c) leaves from its callback. */
+int node_enter(kv_t *kv);
+void node_leave(kv_t *kv);
 
 #endif /* KV_NODE_H */

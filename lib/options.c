@@ -117,6 +117,27 @@ static bool valid_url(const char *s)
     return false;
 }
 
+/* HOST:PORT for the HTTP API: a host name, IPv4 address or [IPv6]
+ * literal, then a port from 1 to 65535 (no port 0: clients and load
+ * balancers must know where to find the node). */
+static bool valid_http_addr(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || strlen(s) > 255) {
+        return false;
+    }
+    for (const char *p = s; p < colon; p++) {
+        if (!isalnum((unsigned char)*p) && strchr(".-_[]:", *p) == NULL) {
+            return false;
+        }
+    }
+    if (s[0] == '[' && colon[-1] != ']') {
+        return false; /* an IPv6 literal must be bracketed */
+    }
+    long long port = 0;
+    return parse_int(colon + 1, 1, 65535, &port) == 0;
+}
+
 static bool valid_url_list(const char *s)
 {
     /* Split by hand: strtok would skip empty items ("a,,b") silently. */
@@ -185,7 +206,8 @@ typedef enum {
     OPT_PHI_CONVICT,
     OPT_SLOPPY_QUORUM,
     OPT_HINTED_HANDOFF,
-    OPT_HANDOFF_RATE
+    OPT_HANDOFF_RATE,
+    OPT_HTTP
 } opt_id;
 
 static const struct {
@@ -212,6 +234,7 @@ static const struct {
     {"sloppy_quorum", OPT_SLOPPY_QUORUM},
     {"hinted_handoff", OPT_HINTED_HANDOFF},
     {"handoff_rate", OPT_HANDOFF_RATE},
+    {"http", OPT_HTTP},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -406,6 +429,13 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         }
         c->handoff_rate = (int)v;
         return 0;
+    case OPT_HTTP:
+        if (!valid_http_addr(value)) {
+            opt_fail(o, "http: must be HOST:PORT (port 1..65535), e.g. "
+                        "127.0.0.1:8080");
+            return KV_EINVAL;
+        }
+        return set_string(&c->http, value);
     }
     return KV_EINTERNAL;
 }
@@ -482,6 +512,9 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
     case OPT_HANDOFF_RATE:
         snprintf(buf, size, "%d", c->handoff_rate);
         break;
+    case OPT_HTTP:
+        snprintf(buf, size, "%s", c->http ? c->http : "");
+        break;
     }
     return 0;
 }
@@ -516,7 +549,8 @@ void options_config_free(kv_config_t *c)
     free(c->node_id);
     free(c->listen);
     free(c->join);
-    c->data_dir = c->node_id = c->listen = c->join = NULL;
+    free(c->http);
+    c->data_dir = c->node_id = c->listen = c->join = c->http = NULL;
 }
 
 void kv_options_destroy(kv_options_t *o)
@@ -543,7 +577,8 @@ int options_config_copy(kv_config_t *dst, const kv_config_t *src)
     if (dup_or_null(&dst->data_dir, src->data_dir) != 0 ||
         dup_or_null(&dst->node_id, src->node_id) != 0 ||
         dup_or_null(&dst->listen, src->listen) != 0 ||
-        dup_or_null(&dst->join, src->join) != 0) {
+        dup_or_null(&dst->join, src->join) != 0 ||
+        dup_or_null(&dst->http, src->http) != 0) {
         options_config_free(dst);
         return KV_ENOMEM;
     }
@@ -563,6 +598,10 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
     }
     if (c->role == KV_ROLE_CLIENT && c->join == NULL) {
         snprintf(why, size, "role=client needs join (the nodes to talk to)");
+        return KV_EINVAL;
+    }
+    if (c->role == KV_ROLE_CLIENT && c->http != NULL) {
+        snprintf(why, size, "http is served by peers only, not role=client");
         return KV_EINVAL;
     }
     return 0;

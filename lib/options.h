@@ -39,6 +39,7 @@ typedef struct kv_config {
     bool sloppy_quorum;
     bool hinted_handoff;
     int handoff_rate; /* hints delivered per second, per node */
+    char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;
