@@ -36,6 +36,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+
 #include "detector.h"
 #include "ring.h"
 #include "store.h"

@@ -647,6 +647,9 @@ static const char *parse_query(http_req_t *hr, const char *q, size_t len)
 {
     kv_t *kv = hr->kv;
     const char *end = q + len;
+    if (len > 0 && end[-1] == '&') {
+        return "query parameters must be name=value";
+    }
     while (q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *item_end = amp != NULL ? amp : end;

@@ -1,0 +1,5 @@
+#include "check_kvdist.h"
+Suite *haproxy_suite(void)
+{
+    return suite_create("haproxy");
+}
