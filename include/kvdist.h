@@ -160,6 +160,9 @@ KV_API kv_options_t *kv_options_create(void);
  *                   to read repair (fallbacks standing in under sloppy
  *                   quorum still deliver what they hold)
  *   handoff_rate    hints delivered per second by one node (default 1000)
+ *   http            HOST:PORT to serve the HTTP API at (kvdist-http(7));
+ *                   none by default; role=peer only. kv_open returns
+ *                   KV_EADDRINUSE if the port is taken
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 

@@ -185,7 +185,7 @@ START_TEST(test_haproxy_failover)
     atexit(haproxy_stop);
     haproxy_pid = haproxy_start(cfg, log);
     for (int i = 0; i < 3; i++) {
-        char sv[8];
+        char sv[16];
         snprintf(sv, sizeof(sv), "n%d", i + 1);
         wait_server(sock, sv, "UP");
     }
