@@ -131,7 +131,9 @@ static bool valid_http_addr(const char *s)
             return false;
         }
     }
-    if (s[0] == '[' && colon[-1] != ']') {
+    bool bracketed = s[0] == '[' && colon[-1] == ']' && colon - s > 2;
+    if ((s[0] == '[' || memchr(s, ':', (size_t)(colon - s)) != NULL) &&
+        !bracketed) {
         return false; /* an IPv6 literal must be bracketed */
     }
     long long port = 0;
