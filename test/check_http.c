@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -18,8 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -830,6 +833,91 @@ START_TEST(test_timeout)
 }
 END_TEST
 
+/* A daemon without --listen or --join: the one-node store answers inline
+ * (no coordinator), the path an embedded node takes. Started and stopped
+ * by PID here, as the harness always gives its nodes --listen. */
+START_TEST(test_embedded_node)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(1); /* for its directory and daemon path */
+    int port = harness_free_port();
+    char addr[32], data[600], log[600];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    snprintf(data, sizeof(data), "%s/solo", h->dir);
+    snprintf(log, sizeof(log), "%s/solo.log", h->dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(h->daemon, h->daemon, "--id", "solo", "--data", data, "--http",
+              addr, "--max-value-size", "64", (char *)NULL);
+        _exit(127);
+    }
+    /* Stopped by the harness's safety net too if an assertion fails. */
+    h->node[0].pid = pid;
+    char u[96];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", port);
+    int64_t deadline = harness_now_ms() + 15000;
+    long st = -1;
+    while (st != 200 && harness_now_ms() < deadline) {
+        httpc_resp_t r = httpc("GET", u, NULL, 0, NULL, NULL);
+        st = r.curl_rc == 0 ? r.status : -1;
+        httpc_free(&r);
+        if (st != 200) {
+            ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0,
+                          "daemon exited (log %s)", log);
+            harness_sleep_ms(50);
+        }
+    }
+    ck_assert_int_eq(st, 200);
+
+    httpc_resp_t r;
+    const uint8_t key[] = {'e', 0, 0xfe};
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, &r), 404);
+    char ctx0[1024];
+    snprintf(ctx0, sizeof(ctx0), "%s", r.ctx);
+    httpc_free(&r);
+    ck_assert_int_eq(req(port, "PUT", key, 3, NULL, "a\0b", 3, NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, 3);
+    ck_assert_mem_eq(r.body, "a\0b", 3);
+    httpc_free(&r);
+    /* Two writes with the context of "absent": siblings, then resolved. */
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "x", 1, ctx0, NULL), 204);
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "y", 1, ctx0, NULL), 204);
+    ck_assert_int_eq(req(port, "GET", "s", 1, NULL, NULL, 0, NULL, &r), 300);
+    const char *vals[4];
+    size_t lens[4];
+    ck_assert_uint_eq(parse_parts(&r, vals, lens, 4), 2);
+    char ctx[1024];
+    snprintf(ctx, sizeof(ctx), "%s", r.ctx);
+    httpc_free(&r);
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "xy", 2, ctx, NULL), 204);
+    ck_assert_int_eq(req(port, "GET", "s", 1, NULL, NULL, 0, NULL, &r), 200);
+    ck_assert_mem_eq(r.body, "xy", 2);
+    httpc_free(&r);
+    uint8_t big[65];
+    memset(big, 'b', sizeof(big));
+    ck_assert_int_eq(req(port, "PUT", "b", 1, NULL, big, sizeof(big), NULL,
+                         NULL),
+                     413);
+    ck_assert_int_eq(req(port, "DELETE", key, 3, NULL, NULL, 0, NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, NULL), 404);
+    harness_destroy(h); /* SIGTERM to the daemon, by PID */
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -844,6 +932,7 @@ Suite *http_suite(void)
     tcase_add_test(tc, test_bad_input);
     tcase_add_test(tc, test_concurrent);
     tcase_add_test(tc, test_timeout);
+    tcase_add_test(tc, test_embedded_node);
     suite_add_tcase(s, tc);
     return s;
 }
