@@ -203,13 +203,30 @@ int http_pct_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen)
 
 static const char *code_name(int rc)
 {
+    /* Designated: the codes' numbers are fixed in kvdist.h, but the names
+     * must not depend on the order they are written in here. */
     static const char *const names[] = {
-        "KV_OK",         "KV_ENOTFOUND", "KV_EINVAL",    "KV_ETOOBIG",
-        "KV_EKEYTOOBIG", "KV_EQUORUM",   "KV_ETIMEDOUT", "KV_EIO",
-        "KV_ECORRUPT",   "KV_ENOMEM",    "KV_ECLOSED",   "KV_EBADOPT",
-        "KV_EBUSY",      "KV_EUNAVAIL",  "KV_EPROTO",    "KV_EADDRINUSE",
-        "KV_ENOTSUP",    "KV_EINTERNAL"};
-    if (rc >= 0 && (size_t)rc < sizeof(names) / sizeof(names[0])) {
+        [KV_OK] = "KV_OK",
+        [KV_ENOTFOUND] = "KV_ENOTFOUND",
+        [KV_EINVAL] = "KV_EINVAL",
+        [KV_ETOOBIG] = "KV_ETOOBIG",
+        [KV_EKEYTOOBIG] = "KV_EKEYTOOBIG",
+        [KV_EQUORUM] = "KV_EQUORUM",
+        [KV_ETIMEDOUT] = "KV_ETIMEDOUT",
+        [KV_EIO] = "KV_EIO",
+        [KV_ECORRUPT] = "KV_ECORRUPT",
+        [KV_ENOMEM] = "KV_ENOMEM",
+        [KV_ECLOSED] = "KV_ECLOSED",
+        [KV_EBADOPT] = "KV_EBADOPT",
+        [KV_EBUSY] = "KV_EBUSY",
+        [KV_EUNAVAIL] = "KV_EUNAVAIL",
+        [KV_EPROTO] = "KV_EPROTO",
+        [KV_EADDRINUSE] = "KV_EADDRINUSE",
+        [KV_ENOTSUP] = "KV_ENOTSUP",
+        [KV_EINTERNAL] = "KV_EINTERNAL",
+    };
+    if (rc >= 0 && (size_t)rc < sizeof(names) / sizeof(names[0]) &&
+        names[rc] != NULL) {
         return names[rc];
     }
     return "KV_EINTERNAL";
