@@ -11,13 +11,16 @@
  * Lifetimes, the part a reader must keep straight:
  *  - A request that touches the node enters it (node_enter) before it
  *    starts and leaves it (node_leave) as the last thing it does, so
- *    kv_shutdown waits for every request in progress; reading a PUT body
- *    has a deadline (timeout_ms) so a slow client cannot hold it forever.
+ *    kv_shutdown waits for every request in progress. A PUT gives the
+ *    node back while its body arrives (a slow client must not hold up
+ *    kv_shutdown) and enters again once the body is in; the read has the
+ *    request's deadline, and http_stop ends it by closing the connection.
  *  - struct http outlives every handler call: it is reference-counted by
  *    the owner and by each registered handler (NNG holds a handler while
  *    calling it and runs its destructor after the last call). http_stop
  *    detaches the node (h->kv = NULL) and waits until no handler is inside
- *    its callback, so no handler can reach a node being freed.
+ *    its callback and no body read is pending (h->active), so none can
+ *    reach a node being freed.
  * Lock: h->mu protects kv, active and refs.
  *
  * The body of a PUT is read here, not collected by NNG: NNG answers 400 to
@@ -66,6 +69,8 @@ enum http_method { HM_GET, HM_PUT, HM_DELETE };
  * coord_* returns, on another thread). */
 typedef struct http_req {
     kv_t *kv;
+    struct http *h;
+    bool entered; /* holds the node (node_enter) */
     nng_aio *aio; /* the server's: finished exactly once */
     nng_http_conn *conn;
     nng_aio *body_aio; /* reads a PUT body; NULL otherwise */
@@ -458,12 +463,19 @@ static void handler_dtor(void *arg)
     http_unref(arg);
 }
 
-/* Marks a handler call in progress; returns the node, or NULL when the
- * server is stopping (the caller answers 503 without touching a node). */
-static kv_t *handler_begin(nng_aio *aio)
+static struct http *handler_http(nng_aio *aio)
 {
-    nng_http_handler *hd = nng_aio_get_input(aio, 1);
-    struct http *h = nng_http_handler_get_data(hd);
+    return nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+}
+
+/* Marks a handler call in progress; returns the node, or NULL when the
+ * server is stopping (the caller answers 503 without touching a node).
+ * *hp is the server state, for http_end: read here, at the start, as the
+ * aio's inputs may be reused once the aio is finished. */
+static kv_t *handler_begin(nng_aio *aio, struct http **hp)
+{
+    struct http *h = handler_http(aio);
+    *hp = h;
     pthread_mutex_lock(&h->mu);
     kv_t *kv = h->kv;
     if (kv != NULL) {
@@ -473,10 +485,10 @@ static kv_t *handler_begin(nng_aio *aio)
     return kv;
 }
 
-static void handler_end(nng_aio *aio)
+/* Ends what handler_begin started; the caller touches neither h nor the
+ * node afterwards (http_stop may free them once active is 0). */
+static void http_end(struct http *h)
 {
-    nng_http_handler *hd = nng_aio_get_input(aio, 1);
-    struct http *h = nng_http_handler_get_data(hd);
     pthread_mutex_lock(&h->mu);
     if (--h->active == 0) {
         pthread_cond_broadcast(&h->cv);
@@ -502,8 +514,11 @@ static void req_free(http_req_t *hr)
     free(hr->body);
     vc_free(&hr->ctx);
     obj_free(&hr->obj);
+    bool entered = hr->entered;
     free(hr);
-    node_leave(kv); /* last: kv may go away right after */
+    if (entered) {
+        node_leave(kv); /* last: kv may go away right after */
+    }
 }
 
 static void req_unref(http_req_t *hr)
@@ -623,20 +638,31 @@ static void req_run(http_req_t *hr)
     req_unref(hr);
 }
 
+/* The body of a PUT has arrived (or not). The read held the server
+ * (h->active) but not the node, so that kv_shutdown need not wait for a
+ * slow client and http_stop, by closing the connections, ends it at once. */
 static void body_done(void *arg)
 {
     http_req_t *hr = arg;
+    struct http *h = hr->h;
+    kv_t *kv = hr->kv;
     int rv = nng_aio_result(hr->body_aio);
     if (rv != 0) {
         /* Short, slow or closed: nothing to answer on this connection. */
-        KV_LOG(&hr->kv->log, KV_LOG_DEBUG, "http: body read failed: %s",
+        KV_LOG(&kv->log, KV_LOG_DEBUG, "http: body read failed: %s",
                nng_strerror(rv));
-        count_status(hr->kv, 400);
+        count_status(kv, 400);
         nng_aio_finish(hr->aio, rv);
         req_unref(hr);
-        return;
+    } else if (node_enter(kv) != 0) {
+        reply(kv, hr->aio,
+              error_res(503, KV_ECLOSED, "node is shutting down", false));
+        req_unref(hr);
+    } else {
+        hr->entered = true;
+        req_run(hr);
     }
-    req_run(hr);
+    http_end(h);
 }
 
 /* Parses one decimal parameter in [min, max]. */
@@ -786,7 +812,8 @@ static bool parse_length(const char *s, uint64_t *out)
 
 static void handle_data(nng_aio *aio, int method)
 {
-    kv_t *kv = handler_begin(aio);
+    struct http *h = NULL;
+    kv_t *kv = handler_begin(aio, &h);
     if (kv == NULL) {
         reply_stopping(aio);
         return;
@@ -801,7 +828,7 @@ static void handle_data(nng_aio *aio, int method)
         count_status(kv, 503);
         finish(aio, error_res(503, KV_ECLOSED, "node is shutting down",
                               unread || te != NULL));
-        handler_end(aio);
+        http_end(h);
         return;
     }
     http_req_t *hr = calloc(1, sizeof(*hr));
@@ -809,10 +836,12 @@ static void handle_data(nng_aio *aio, int method)
         count_status(kv, 500);
         finish(aio, NULL);
         node_leave(kv);
-        handler_end(aio);
+        http_end(h);
         return;
     }
     hr->kv = kv;
+    hr->h = h;
+    hr->entered = true;
     hr->aio = aio;
     hr->conn = nng_aio_get_input(aio, 2);
     hr->method = method;
@@ -833,20 +862,20 @@ static void handle_data(nng_aio *aio, int method)
                         "Content-Length",
                         true));
         req_unref(hr);
-        handler_end(aio);
+        http_end(h);
         return;
     }
     if (method == HM_PUT && cl == NULL) {
         reply(kv, aio,
               error_res(411, KV_EINVAL, "PUT needs Content-Length", false));
         req_unref(hr);
-        handler_end(aio);
+        http_end(h);
         return;
     }
     if (method == HM_PUT && !parse_length(cl, &len)) {
         reply(kv, aio, error_res(400, KV_EINVAL, "bad Content-Length", true));
         req_unref(hr);
-        handler_end(aio);
+        http_end(h);
         return;
     }
     rc = parse_target(hr, nng_http_req_get_uri(req), &why);
@@ -860,7 +889,7 @@ static void handle_data(nng_aio *aio, int method)
     if (rc != 0) {
         req_fail(hr, rc, why, unread && len > 0);
         req_unref(hr);
-        handler_end(aio);
+        http_end(h);
         return;
     }
     if (method == HM_PUT && len > 0) {
@@ -870,22 +899,25 @@ static void handle_data(nng_aio *aio, int method)
             nng_aio_alloc(&hr->body_aio, body_done, hr) != 0) {
             req_fail(hr, KV_ENOMEM, NULL, true);
             req_unref(hr);
-            handler_end(aio);
+            http_end(h);
             return;
         }
         iov.iov_buf = hr->body;
         iov.iov_len = hr->blen;
         nng_aio_set_iov(hr->body_aio, 1, &iov);
-        /* A client that stops sending must not hold the node forever. */
+        /* A client that stops sending must not hold a connection forever. */
         nng_aio_set_timeout(hr->body_aio, hr->timeout_ms > 0
                                               ? hr->timeout_ms
                                               : kv->cfg.timeout_ms);
+        /* The read keeps the server's hold (h->active, released by
+         * body_done) and gives back the node's. */
+        hr->entered = false;
+        node_leave(kv);
         nng_http_conn_read_all(hr->conn, hr->body_aio);
-        handler_end(aio);
         return;
     }
     req_run(hr);
-    handler_end(aio);
+    http_end(h);
 }
 
 static void handle_get(nng_aio *aio)
@@ -950,7 +982,8 @@ static json_t *health_json(kv_t *kv, bool *ok, kv_member_t **mp, size_t *np)
 
 static void handle_health(nng_aio *aio)
 {
-    kv_t *kv = handler_begin(aio);
+    struct http *h = NULL;
+    kv_t *kv = handler_begin(aio, &h);
     if (kv == NULL) {
         reply_stopping(aio);
         return;
@@ -959,19 +992,20 @@ static void handle_health(nng_aio *aio)
         reply(kv, aio,
               json_res(503, json_pack("{s:s, s:s}", "status", "closing", "node",
                                       kv->cfg.node_id)));
-        handler_end(aio);
+        http_end(h);
         return;
     }
     bool ok = false;
     json_t *j = health_json(kv, &ok, NULL, NULL);
     reply(kv, aio, json_res(ok ? 200 : 503, j));
     node_leave(kv);
-    handler_end(aio);
+    http_end(h);
 }
 
 static void handle_cluster(nng_aio *aio)
 {
-    kv_t *kv = handler_begin(aio);
+    struct http *h = NULL;
+    kv_t *kv = handler_begin(aio, &h);
     if (kv == NULL) {
         reply_stopping(aio);
         return;
@@ -979,7 +1013,7 @@ static void handle_cluster(nng_aio *aio)
     if (node_enter(kv) != 0) {
         reply(kv, aio,
               error_res(503, KV_ECLOSED, "node is shutting down", false));
-        handler_end(aio);
+        http_end(h);
         return;
     }
     bool ok = false;
@@ -1006,7 +1040,7 @@ static void handle_cluster(nng_aio *aio)
     }
     reply(kv, aio, json_res(200, j));
     node_leave(kv);
-    handler_end(aio);
+    http_end(h);
 }
 
 /* ------------------------------------------------------- start and stop */
