@@ -283,15 +283,19 @@ static void parse_flags(int argc, char **argv, kv_options_t *o, logctx_t *lc)
 }
 
 /* Why kv_open failed, in the terms of the flags the user gave. */
-static void open_hint(int rc, const char *data, const char *listen, char *buf,
-                      size_t size)
+static void open_hint(int rc, const char *data, const char *listen,
+                      const char *http, char *buf, size_t size)
 {
     switch (rc) {
     case KV_EBUSY:
         snprintf(buf, size, " (another process holds %s)", data);
         break;
     case KV_EADDRINUSE:
-        snprintf(buf, size, " (%s is taken)", listen);
+        if (listen[0] != '\0' && http[0] != '\0') {
+            snprintf(buf, size, " (%s or %s is taken)", listen, http);
+        } else {
+            snprintf(buf, size, " (%s is taken)", listen[0] ? listen : http);
+        }
         break;
     case KV_EIO:
         snprintf(buf, size, " (cannot open or create data directory %s)", data);
@@ -334,8 +338,9 @@ int main(int argc, char **argv)
     }
     parse_flags(argc, argv, o, &lc);
 
-    char listen[512], data[4096];
+    char listen[512], data[4096], http[300];
     kv_options_get(o, "node_id", lc.id, sizeof(lc.id));
+    kv_options_get(o, "http", http, sizeof(http));
     kv_options_get(o, "listen", listen, sizeof(listen));
     kv_options_get(o, "data_dir", data, sizeof(data));
     kv_options_set_logger(o, log_line, &lc, lc.level);
@@ -343,8 +348,8 @@ int main(int argc, char **argv)
     kv_t *kv = NULL;
     int rc = kv_open(o, &kv);
     if (rc != 0) {
-        char hint[4700];
-        open_hint(rc, data, listen, hint, sizeof(hint));
+        char hint[5200];
+        open_hint(rc, data, listen, http, hint, sizeof(hint));
         pthread_mutex_lock(&lc.mu);
         fprintf(stderr, "kvdistd: cannot start node %s: %s%s%s%s%s\n", lc.id,
                 kv_strerror(rc), hint, lc.held[0] ? " [" : "", lc.held,
@@ -359,8 +364,7 @@ int main(int argc, char **argv)
     pthread_mutex_lock(&lc.mu);
     lc.opened = true;
     pthread_mutex_unlock(&lc.mu);
-    char n[16], r[16], w[16], sync[16], http[300];
-    kv_options_get(o, "http", http, sizeof(http));
+    char n[16], r[16], w[16], sync[16];
     kv_options_get(o, "n", n, sizeof(n));
     kv_options_get(o, "r", r, sizeof(r));
     kv_options_get(o, "w", w, sizeof(w));
