@@ -833,6 +833,30 @@ START_TEST(test_timeout)
 }
 END_TEST
 
+/* A node whose seed is not up yet is "starting" (503) until it joins. */
+START_TEST(test_health_starting)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(2);
+    int p2 = harness_start_http(h, 1, NULL); /* joins n1, not running */
+    char u[96];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", p2);
+    httpc_resp_t r = httpc("GET", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.curl_rc, 0);
+    ck_assert_int_eq(r.status, 503);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "status")),
+                     "starting");
+    ck_assert_ptr_nonnull(json_object_get(j, "reason"));
+    json_decref(j);
+    httpc_free(&r);
+    harness_start_http(h, 0, NULL);
+    wait_status(u, 200, 15000);
+    harness_destroy(h);
+}
+END_TEST
+
 /* A daemon without --listen or --join: the one-node store answers inline
  * (no coordinator), the path an embedded node takes. Started and stopped
  * by PID here, as the harness always gives its nodes --listen. */
@@ -933,6 +957,7 @@ Suite *http_suite(void)
     tcase_add_test(tc, test_concurrent);
     tcase_add_test(tc, test_timeout);
     tcase_add_test(tc, test_embedded_node);
+    tcase_add_test(tc, test_health_starting);
     suite_add_tcase(s, tc);
     return s;
 }
