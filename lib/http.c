@@ -648,10 +648,10 @@ static void body_done(void *arg)
     kv_t *kv = hr->kv;
     int rv = nng_aio_result(hr->body_aio);
     if (rv != 0) {
-        /* Short, slow or closed: nothing to answer on this connection. */
+        /* Short, slow or closed: nothing to answer on this connection
+         * (and so nothing counted as answered). */
         KV_LOG(&kv->log, KV_LOG_DEBUG, "http: body read failed: %s",
                nng_strerror(rv));
-        count_status(kv, 400);
         nng_aio_finish(hr->aio, rv);
         req_unref(hr);
     } else if (node_enter(kv) != 0) {
