@@ -34,8 +34,11 @@ OPTFLAGS := -O2 -g
 endif
 
 # Debian's NNG ships no .pc file, so it is named directly.
-DEP_CFLAGS := $(shell pkg-config --cflags rocksdb libxxhash 2>/dev/null)
-DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash 2>/dev/null) -lnng -lpthread -lm
+DEP_CFLAGS := $(shell pkg-config --cflags rocksdb libxxhash jansson 2>/dev/null)
+DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash jansson 2>/dev/null) -lnng -lpthread -lm
+# The tests' HTTP client only; the library never links curl.
+CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
+CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
 
@@ -107,12 +110,12 @@ $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 $(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h Makefile
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib -Itest $(DEP_CFLAGS) $(CHECK_CFLAGS) \
-		$(CFLAGS) -c $< -o $@
+		$(CURL_CFLAGS) $(CFLAGS) -c $< -o $@
 
 $(TEST_BIN): $(TEST_OBJ) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(STLIB) $(DEP_LIBS) \
-		$(CHECK_LIBS)
+		$(CHECK_LIBS) $(CURL_LIBS)
 
 # The shared library exports exactly the public API: compared against the
 # committed list, so an accidental export (or a missing one) fails the build.
@@ -160,7 +163,8 @@ bench-peers: deps all
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
-	libxxhash-dev check redis-tools redis-server
+	libxxhash-dev check redis-tools redis-server libjansson-dev \
+	libcurl4-openssl-dev haproxy openssl curl
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -2,12 +2,14 @@
 #
 # demo.sh - the newcomer's tour of a libkvdist cluster: starts three
 # kvdistd peers (n1, n2, n3) on this machine, then stores, reads, overwrites
-# and deletes a key with the kvdist client, showing each command.
+# and deletes a key with the kvdist client, showing each command, and does
+# the same over the HTTP API with curl (kvdist-http(7)).
 #
 #     examples/demo.sh BUILD_DIR        (what `make demo` runs)
 #
-# The peers talk over ipc:// sockets in a temporary directory, so the demo
-# needs no free TCP port and cannot collide with anything else on the host.
+# The peers talk over ipc:// sockets in a temporary directory. Each also
+# serves HTTP on 127.0.0.1 at a port picked at run time (a node that loses
+# the race for its port is restarted on another).
 # Every node it starts is stopped by PID (never by name) and the directory
 # removed on any exit, including a failed step or Ctrl-C. Waiting is done by
 # polling with a bound, never by fixed sleeps. Exits non-zero if any step
@@ -89,24 +91,52 @@ wait_for() {
     return 1
 }
 
-# True once node $1 (PID $2) logged "ready"; fails the demo if it died.
-node_ready() {
-    grep -q ready "$T/$1.log" && return 0
-    kill -0 "$2" 2>/dev/null || fail "node $1 exited before it was ready"
-    return 1
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return
+        fi
+    done
 }
+
+declare -A HTTP_PORT
 
 # Starts node $1, joining through node $2 if given, and waits until ready.
 start_node() {
-    local id=$1 seed=${2:-}
-    local args=(--id "$id" --listen "$(url "$id")" --data "$T/$id")
-    if [ -n "$seed" ]; then
-        args+=(--join "$(url "$seed")")
-    fi
-    echo "\$ kvdistd ${args[*]//"$T"/\$T} 2>\$T/$id.log &"
-    "$BIN/kvdistd" "${args[@]}" 2>"$T/$id.log" &
-    PIDS+=("$!")
-    wait_for node_ready "$id" "$!" || fail "node $id not ready after 10 s"
+    local id=$1 seed=${2:-} attempt port pid
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        local args=(--id "$id" --listen "$(url "$id")" --data "$T/$id"
+            --http "127.0.0.1:$port")
+        if [ -n "$seed" ]; then
+            args+=(--join "$(url "$seed")")
+        fi
+        echo "\$ kvdistd ${args[*]//"$T"/\$T} 2>\$T/$id.log &"
+        "$BIN/kvdistd" "${args[@]}" 2>"$T/$id.log" &
+        pid=$!
+        if wait_for node_ready_or_gone "$id" "$pid" &&
+            grep -q ready "$T/$id.log"; then
+            PIDS+=("$pid")
+            HTTP_PORT[$id]=$port
+            return
+        fi
+        wait "$pid" 2>/dev/null
+        grep -q "in use" "$T/$id.log" ||
+            fail "node $id exited before it was ready"
+        echo "demo: port $port was taken; trying another"
+    done
+    fail "node $id not ready after 3 attempts"
+}
+
+# True once node $1 (PID $2) logged "ready" or exited.
+node_ready_or_gone() {
+    grep -q ready "$T/$1.log" && return 0
+    kill -0 "$2" 2>/dev/null || return 0
+    return 1
 }
 
 # True once the node at URL $1 lists 3 members.
@@ -167,4 +197,33 @@ echo
 echo "== the members, as n2 sees them"
 kv 0 -c "$N2" members
 echo
+
+# Shows a curl command (run with -s), its output, and checks the status.
+http() {
+    local want=$1 got
+    shift
+    echo "\$ curl $(printf '%q ' "$@")"
+    got=$(curl -s -o "$T/out" -w '%{http_code}' "$@") ||
+        fail "curl $* failed"
+    cat "$T/out"
+    [ -s "$T/out" ] && [ "$(tail -c 1 "$T/out" | od -An -c)" != '  \n' ] && echo
+    [ "$got" = "$want" ] || fail "curl $*: status $got, expected $want"
+}
+
+if command -v curl >/dev/null; then
+    H1="http://127.0.0.1:${HTTP_PORT[n1]}"
+    H2="http://127.0.0.1:${HTTP_PORT[n2]}"
+    H3="http://127.0.0.1:${HTTP_PORT[n3]}"
+    echo "== the same over HTTP (n1 at $H1, n2 at $H2, n3 at $H3)"
+    http 204 -X PUT --data-binary 'green' "$H1/v1/data/colour"
+    http 200 -i "$H2/v1/data/colour"
+    http 204 -X PUT --data-binary 'bytes too' "$H3/v1/data/key%20with%2Fslash%00nul"
+    http 200 "$H1/v1/data/key%20with%2Fslash%00nul"
+    http 204 -X DELETE "$H2/v1/data/colour"
+    http 404 "$H3/v1/data/colour"
+    http 200 "$H1/health"
+    echo
+else
+    echo "== (curl is not installed: skipping the HTTP part)"
+fi
 echo "demo: ok"

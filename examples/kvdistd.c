@@ -151,6 +151,7 @@ static const struct {
      "keep deletes at least this long before purging them"},
     {"resp", "resp", "HOST:PORT",
      "also serve the Redis protocol (RESP2) here"},
+    {"http", "http", "HOST:PORT", "serve the HTTP API there (kvdist-http(7))"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
@@ -292,15 +293,19 @@ static void parse_flags(int argc, char **argv, kv_options_t *o, logctx_t *lc)
 }
 
 /* Why kv_open failed, in the terms of the flags the user gave. */
-static void open_hint(int rc, const char *data, const char *listen, char *buf,
-                      size_t size)
+static void open_hint(int rc, const char *data, const char *listen,
+                      const char *http, char *buf, size_t size)
 {
     switch (rc) {
     case KV_EBUSY:
         snprintf(buf, size, " (another process holds %s)", data);
         break;
     case KV_EADDRINUSE:
-        snprintf(buf, size, " (%s is taken)", listen);
+        if (listen[0] != '\0' && http[0] != '\0') {
+            snprintf(buf, size, " (%s or %s is taken)", listen, http);
+        } else {
+            snprintf(buf, size, " (%s is taken)", listen[0] ? listen : http);
+        }
         break;
     case KV_EIO:
         snprintf(buf, size, " (cannot open or create data directory %s)", data);
@@ -343,8 +348,9 @@ int main(int argc, char **argv)
     }
     parse_flags(argc, argv, o, &lc);
 
-    char listen[512], data[4096];
+    char listen[512], data[4096], http[300];
     kv_options_get(o, "node_id", lc.id, sizeof(lc.id));
+    kv_options_get(o, "http", http, sizeof(http));
     kv_options_get(o, "listen", listen, sizeof(listen));
     kv_options_get(o, "data_dir", data, sizeof(data));
     kv_options_set_logger(o, log_line, &lc, lc.level);
@@ -352,8 +358,8 @@ int main(int argc, char **argv)
     kv_t *kv = NULL;
     int rc = kv_open(o, &kv);
     if (rc != 0) {
-        char hint[4700];
-        open_hint(rc, data, listen, hint, sizeof(hint));
+        char hint[5200];
+        open_hint(rc, data, listen, http, hint, sizeof(hint));
         pthread_mutex_lock(&lc.mu);
         fprintf(stderr, "kvdistd: cannot start node %s: %s%s%s%s%s\n", lc.id,
                 kv_strerror(rc), hint, lc.held[0] ? " [" : "", lc.held,
@@ -374,6 +380,10 @@ int main(int argc, char **argv)
     kv_options_get(o, "w", w, sizeof(w));
     kv_options_get(o, "sync", sync, sizeof(sync));
     kv_options_destroy(o);
+    if (http[0] != '\0') {
+        daemon_log(&lc, KV_LOG_NOTICE, "kvdistd: HTTP API on http://%s/",
+                   http);
+    }
     if (listen[0] != '\0') {
         daemon_log(&lc, KV_LOG_NOTICE,
                    "kvdistd: node %s ready on %s (data %s, n=%s r=%s w=%s, "

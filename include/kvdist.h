@@ -172,6 +172,9 @@ KV_API kv_options_t *kv_options_create(void);
  *                   that and only once every replica holds it. A node
  *                   restored from a backup older than this can bring
  *                   deleted keys back (kvdist(7))
+ *   http            HOST:PORT to serve the HTTP API at (kvdist-http(7));
+ *                   none by default; role=peer only. kv_open returns
+ *                   KV_EADDRINUSE if the port is taken
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 

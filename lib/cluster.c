@@ -756,3 +756,16 @@ void cluster_render_metrics(kv_t *kv, buf_t *b)
     }
     pthread_rwlock_unlock(&c->lock);
 }
+
+double cluster_ring_share(kv_t *kv, const char *id)
+{
+    struct cluster *c = kv->cluster;
+    double share = 0;
+    size_t idx = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    if (c->ring != NULL && ring_node_index(c->ring, id, &idx) == 0) {
+        share = ring_ownership(c->ring, idx);
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return share;
+}

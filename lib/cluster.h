@@ -63,4 +63,8 @@ int cluster_members(kv_t *kv, kv_member_t **out, size_t *count);
 int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
                             kv_member_t **out, size_t *count);
 
+/* The fraction of the ring member id owns as primary (ring_ownership),
+ * 0 for an unknown id. */
+double cluster_ring_share(kv_t *kv, const char *id);
+
 #endif /* KV_CLUSTER_H */

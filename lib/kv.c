@@ -22,6 +22,7 @@
 #include "cluster.h"
 #include "coord.h"
 #include "handoff.h"
+#include "http.h"
 #include "replica.h"
 #include "resp.h"
 #include "rpc.h"
@@ -80,9 +81,10 @@ static uint64_t node_new_actor(void)
 
 static void node_free(kv_t *kv)
 {
-    /* Order matters: RESP connections start quorum operations, the ticker
-     * uses the transport, the transport's callbacks use the member list and
-     * the store. */
+    /* Order matters: the front ends (HTTP, RESP) start quorum operations;
+     * the ticker uses the transport, the transport's callbacks use the
+     * member list and the store. */
+    http_stop(kv);
     resp_stop(kv);
     cluster_stop(kv);
     handoff_stop(kv);
@@ -187,6 +189,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     }
     if (rc == 0 && kv->cfg.resp != NULL) {
         rc = resp_start(kv);
+    }
+    if (rc == 0 && kv->cfg.http != NULL) {
+        rc = http_start(kv); /* last: it serves requests at once */
     }
     if (rc != 0) {
         node_free(kv);

@@ -98,6 +98,17 @@ static const struct {
     [M_HINTS_EXPIRED] = {"kvdist_hints_expired_total",
                          "Hints dropped undelivered because they were older "
                          "than the tombstone grace period."},
+    [M_HTTP_REQUESTS] = {"kvdist_http_requests_total",
+                         "HTTP API requests answered by this node."},
+    [M_HTTP_2XX] = {"kvdist_http_2xx_total",
+                    "HTTP API answers with a 2xx status."},
+    [M_HTTP_3XX] = {"kvdist_http_3xx_total",
+                    "HTTP API answers with a 3xx status (siblings)."},
+    [M_HTTP_4XX] = {"kvdist_http_4xx_total",
+                    "HTTP API answers with a 4xx status (client errors)."},
+    [M_HTTP_5XX] = {"kvdist_http_5xx_total",
+                    "HTTP API answers with a 5xx status (node or quorum "
+                    "errors)."},
 };
 
 void metrics_init(metrics_t *m)

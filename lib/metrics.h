@@ -51,6 +51,11 @@ enum metric_id {
     M_AAE_INDEX_REPAIRED,
     M_TOMBSTONES_PURGED,
     M_HINTS_EXPIRED,
+    M_HTTP_REQUESTS, /* the HTTP API (http.c): every request answered */
+    M_HTTP_2XX,
+    M_HTTP_3XX,
+    M_HTTP_4XX,
+    M_HTTP_5XX,
     M__COUNT
 };
 

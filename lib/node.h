@@ -43,6 +43,7 @@ struct kv {
     struct handoff *handoff; /* NULL for role=client */
     struct aae *aae;         /* NULL for role=client */
     struct resp *resp;       /* the RESP front end; NULL unless resp is set */
+    struct http *http;       /* NULL unless the http option is set */
 
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;

@@ -117,17 +117,27 @@ static bool valid_url(const char *s)
     return false;
 }
 
-/* HOST:PORT for the RESP listener; HOST is a name or an IPv4 address, or
- * an IPv6 address in brackets. NNG resolves it when the node opens. */
-static bool valid_host_port(const char *s)
+/* HOST:PORT for a front end (RESP, HTTP): a host name, IPv4 address or
+ * [IPv6] literal, then a port from min_port to 65535. NNG resolves the
+ * host when the node opens. */
+static bool valid_host_port(const char *s, long long min_port)
 {
     const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s || strlen(s) > 255 ||
-        strpbrk(s, "/ \t\r\n") != NULL) {
+    if (colon == NULL || colon == s || strlen(s) > 255) {
         return false;
     }
+    for (const char *p = s; p < colon; p++) {
+        if (!isalnum((unsigned char)*p) && strchr(".-_[]:", *p) == NULL) {
+            return false;
+        }
+    }
+    bool bracketed = s[0] == '[' && colon[-1] == ']' && colon - s > 2;
+    if ((s[0] == '[' || memchr(s, ':', (size_t)(colon - s)) != NULL) &&
+        !bracketed) {
+        return false; /* an IPv6 literal must be bracketed */
+    }
     long long port = 0;
-    return parse_int(colon + 1, 0, 65535, &port) == 0;
+    return parse_int(colon + 1, min_port, 65535, &port) == 0;
 }
 
 static bool valid_url_list(const char *s)
@@ -203,7 +213,8 @@ typedef enum {
     OPT_AAE_INTERVAL_MS,
     OPT_AAE_REBUILD_RATE,
     OPT_TOMBSTONE_GRACE_MS,
-    OPT_RESP
+    OPT_RESP,
+    OPT_HTTP
 } opt_id;
 
 static const struct {
@@ -235,6 +246,7 @@ static const struct {
     {"aae_rebuild_rate", OPT_AAE_REBUILD_RATE},
     {"tombstone_grace_ms", OPT_TOMBSTONE_GRACE_MS},
     {"resp", OPT_RESP},
+    {"http", OPT_HTTP},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -466,12 +478,19 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         c->tombstone_grace_ms = v;
         return 0;
     case OPT_RESP:
-        if (!valid_host_port(value)) {
+        if (!valid_host_port(value, 0)) {
             opt_fail(o, "resp: must be HOST:PORT (port 0 to 65535), e.g. "
                         "127.0.0.1:6379");
             return KV_EINVAL;
         }
         return set_string(&c->resp, value);
+    case OPT_HTTP:
+        if (!valid_host_port(value, 1)) {
+            opt_fail(o, "http: must be HOST:PORT (port 1..65535), e.g. "
+                        "127.0.0.1:8080");
+            return KV_EINVAL;
+        }
+        return set_string(&c->http, value);
     }
     return KV_EINTERNAL;
 }
@@ -563,6 +582,9 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
     case OPT_RESP:
         snprintf(buf, size, "%s", c->resp ? c->resp : "");
         break;
+    case OPT_HTTP:
+        snprintf(buf, size, "%s", c->http ? c->http : "");
+        break;
     }
     return 0;
 }
@@ -598,7 +620,8 @@ void options_config_free(kv_config_t *c)
     free(c->listen);
     free(c->join);
     free(c->resp);
-    c->data_dir = c->node_id = c->listen = c->join = c->resp = NULL;
+    free(c->http);
+    c->data_dir = c->node_id = c->listen = c->join = c->resp = c->http = NULL;
 }
 
 void kv_options_destroy(kv_options_t *o)
@@ -626,7 +649,8 @@ int options_config_copy(kv_config_t *dst, const kv_config_t *src)
         dup_or_null(&dst->node_id, src->node_id) != 0 ||
         dup_or_null(&dst->listen, src->listen) != 0 ||
         dup_or_null(&dst->join, src->join) != 0 ||
-        dup_or_null(&dst->resp, src->resp) != 0) {
+        dup_or_null(&dst->resp, src->resp) != 0 ||
+        dup_or_null(&dst->http, src->http) != 0) {
         options_config_free(dst);
         return KV_ENOMEM;
     }
@@ -650,6 +674,10 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
     }
     if (c->role == KV_ROLE_CLIENT && c->join == NULL) {
         snprintf(why, size, "role=client needs join (the nodes to talk to)");
+        return KV_EINVAL;
+    }
+    if (c->role == KV_ROLE_CLIENT && c->http != NULL) {
+        snprintf(why, size, "http is served by peers only, not role=client");
         return KV_EINVAL;
     }
     return 0;

@@ -605,3 +605,22 @@ void harness_wait_converged(harness_t *h)
         }
     }
 }
+
+/* Starts node i serving the HTTP API on 127.0.0.1 at a port picked here
+ * (plus extra flags); returns that port. */
+int harness_start_http(harness_t *h, int i, const char *const *extra)
+{
+    int port = harness_free_port();
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    const char *argv[40];
+    int a = 0;
+    argv[a++] = "--http";
+    argv[a++] = addr;
+    for (int k = 0; extra != NULL && extra[k] != NULL && a < 39; k++) {
+        argv[a++] = extra[k];
+    }
+    argv[a] = NULL;
+    harness_start(h, i, argv);
+    return port;
+}

@@ -19,6 +19,8 @@ Suite *cluster_suite(void);
 Suite *failover_suite(void);
 Suite *aae_suite(void);
 Suite *resp_suite(void);
+Suite *http_suite(void);
+Suite *haproxy_suite(void);
 
 /* A fresh directory under $TMPDIR (or /tmp); the caller frees the string
  * and removes the tree with util_rmtree. Aborts the test on failure. */
@@ -104,5 +106,26 @@ long long harness_remote_stat(const char *url, const char *name);
 int harness_remote_status(const char *url, const char *id, size_t *count);
 int64_t harness_now_ms(void);
 void harness_sleep_ms(int ms);
+/* Starts node i (as harness_start) with --http 127.0.0.1:PORT on a free
+ * port, plus extra; returns the port. */
+int harness_start_http(harness_t *h, int i, const char *const *extra);
+
+/* ---- HTTP client for the HTTP API suites (check_http.c, libcurl) ---- */
+
+typedef struct httpc_resp {
+    int curl_rc; /* CURLcode; 0 when an answer came */
+    long status;
+    char *body; /* NUL-terminated copy (len excludes the NUL); free it */
+    size_t len;
+    char ctx[1024]; /* X-Kv-Context, "" if absent */
+    char ctype[256];
+    char connection[64];
+} httpc_resp_t;
+
+/* One request; body/len for PUT, ctx as X-Kv-Context when non-NULL,
+ * cainfo: the only CA trusted for https (NULL: the system's). */
+httpc_resp_t httpc(const char *method, const char *url, const void *body,
+                   size_t len, const char *ctx, const char *cainfo);
+void httpc_free(httpc_resp_t *r);
 
 #endif /* KV_CHECK_KVDIST_H */

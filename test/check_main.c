@@ -18,6 +18,8 @@ int main(void)
     srunner_add_suite(sr, failover_suite());
     srunner_add_suite(sr, aae_suite());
     srunner_add_suite(sr, resp_suite());
+    srunner_add_suite(sr, http_suite());
+    srunner_add_suite(sr, haproxy_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -134,6 +134,42 @@ START_TEST(test_open_validates)
 }
 END_TEST
 
+START_TEST(test_http_option)
+{
+    kv_options_t *o = kv_options_create();
+    char buf[300];
+    ck_assert_int_eq(kv_options_get(o, "http", buf, sizeof(buf)), 0);
+    ck_assert_str_eq(buf, "");
+    const char *good[] = {"127.0.0.1:8080", "localhost:1", "[::1]:65535",
+                          "node-1.example.org:443"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        ck_assert_msg(kv_options_set(o, "http", good[i]) == 0, "refused %s",
+                      good[i]);
+        ck_assert_int_eq(kv_options_get(o, "http", buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, good[i]);
+    }
+    const char *bad[] = {"",         "8080",        ":8080",     "h:0",
+                         "h:65536",  "h:x",         "h:",        "a/b:80",
+                         "::1:80",   "[::1:80",     "[]:80",     "h :80",
+                         "h:80 ",    "http://h:80", "h:-1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(kv_options_set(o, "http", bad[i]) == KV_EINVAL,
+                      "accepted '%s'", bad[i]);
+        ck_assert_str_ne(kv_options_errmsg(o), "");
+        /* a refused value leaves the previous one */
+        ck_assert_int_eq(kv_options_get(o, "http", buf, sizeof(buf)), 0);
+        ck_assert_str_eq(buf, good[3]);
+    }
+    /* Peers only: a client with http does not open. */
+    kv_t *kv = (kv_t *)1;
+    ck_assert_int_eq(kv_options_set(o, "role", "client"), 0);
+    ck_assert_int_eq(kv_options_set(o, "join", "tcp://127.0.0.1:1"), 0);
+    ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL);
+    ck_assert_ptr_null(kv);
+    kv_options_destroy(o);
+}
+END_TEST
+
 START_TEST(test_strerror)
 {
     for (int e = 0; e <= KV_EINTERNAL; e++) {
@@ -187,6 +223,7 @@ Suite *options_suite(void)
     tcase_add_test(tc, test_accepts);
     tcase_add_test(tc, test_refuses);
     tcase_add_test(tc, test_open_validates);
+    tcase_add_test(tc, test_http_option);
     tcase_add_test(tc, test_strerror);
     suite_add_tcase(s, tc);
     return s;

@@ -1,0 +1,963 @@
+/*
+ * check_http.c - the HTTP API (kvdist-http(7)) of real kvdistd processes,
+ * driven with libcurl and, for input curl will not send, raw sockets:
+ * every route and status, binary keys and values, siblings answered as 300
+ * and resolved with their context, bad input, concurrent clients. Also
+ * the library's base64 and percent decoders (lib/http.c) on their own.
+ */
+#include "check_kvdist.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "http.h"
+
+/* ------------------------------------------------------------ client */
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    httpc_resp_t *r = arg;
+    size_t len = size * n;
+    char *grown = realloc(r->body, r->len + len + 1);
+    ck_assert_ptr_nonnull(grown);
+    r->body = grown;
+    memcpy(r->body + r->len, p, len);
+    r->len += len;
+    r->body[r->len] = '\0';
+    return len;
+}
+
+static void copy_header(const char *line, size_t len, const char *name,
+                        char *out, size_t size)
+{
+    size_t nlen = strlen(name);
+    if (len <= nlen + 1 || strncasecmp(line, name, nlen) != 0 ||
+        line[nlen] != ':') {
+        return;
+    }
+    const char *v = line + nlen + 1;
+    const char *end = line + len;
+    while (v < end && *v == ' ') {
+        v++;
+    }
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n')) {
+        end--;
+    }
+    size_t vlen = (size_t)(end - v) < size - 1 ? (size_t)(end - v) : size - 1;
+    memcpy(out, v, vlen);
+    out[vlen] = '\0';
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+    httpc_resp_t *r = arg;
+    size_t len = size * n;
+    copy_header(p, len, "X-Kv-Context", r->ctx, sizeof(r->ctx));
+    copy_header(p, len, "Content-Type", r->ctype, sizeof(r->ctype));
+    copy_header(p, len, "Connection", r->connection, sizeof(r->connection));
+    return len;
+}
+
+httpc_resp_t httpc(const char *method, const char *url, const void *body,
+                   size_t len, const char *ctx, const char *cainfo)
+{
+    httpc_resp_t r;
+    memset(&r, 0, sizeof(r));
+    CURL *c = curl_easy_init();
+    ck_assert_ptr_nonnull(c);
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+    char ctxh[1200];
+    if (ctx != NULL) {
+        snprintf(ctxh, sizeof(ctxh), "X-Kv-Context: %s", ctx);
+        hdrs = curl_slist_append(hdrs, ctxh);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "PUT") == 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body != NULL ? body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (cainfo != NULL) {
+        /* The self-signed certificate is the only one trusted. */
+        curl_easy_setopt(c, CURLOPT_CAINFO, cainfo);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    r.curl_rc = (int)rc;
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    return r;
+}
+
+void httpc_free(httpc_resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/* The "code" of a JSON error body ("" if none). */
+static void json_code(const httpc_resp_t *r, char *out, size_t size)
+{
+    out[0] = '\0';
+    json_t *j = r->body != NULL ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    const char *code = j != NULL ? json_string_value(json_object_get(j, "code"))
+                                 : NULL;
+    if (code != NULL) {
+        snprintf(out, size, "%s", code);
+    }
+    json_decref(j);
+}
+
+/* Percent-encodes every byte outside the unreserved set. */
+static char *pct(const void *p, size_t len)
+{
+    const uint8_t *b = p;
+    char *out = malloc(len * 3 + 1);
+    ck_assert_ptr_nonnull(out);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if ((b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z') ||
+            (b[i] >= '0' && b[i] <= '9') ||
+            (b[i] != 0 && strchr("-._~", b[i]) != NULL)) {
+            out[o++] = (char)b[i];
+        } else {
+            o += (size_t)sprintf(out + o, "%%%02X", b[i]);
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static char *data_url(int port, const char *enc_key, const char *query)
+{
+    char *u = malloc(strlen(enc_key) + 128);
+    ck_assert_ptr_nonnull(u);
+    sprintf(u, "http://127.0.0.1:%d/v1/data/%s%s%s", port, enc_key,
+            query ? "?" : "", query ? query : "");
+    return u;
+}
+
+/* One request by method on key (raw bytes) at node port; answers the
+ * status, fills *r when r != NULL (free it), else frees. */
+static long req(int port, const char *method, const void *key, size_t klen,
+                const char *query, const void *val, size_t vlen,
+                const char *ctx, httpc_resp_t *out)
+{
+    char *k = pct(key, klen);
+    char *u = data_url(port, k, query);
+    httpc_resp_t r = httpc(method, u, val, vlen, ctx, NULL);
+    free(k);
+    free(u);
+    ck_assert_msg(r.curl_rc == 0, "%s %s: curl error %d", method, u,
+                  r.curl_rc);
+    long status = r.status;
+    if (out != NULL) {
+        *out = r;
+    } else {
+        httpc_free(&r);
+    }
+    return status;
+}
+
+/* Polls url until it answers want (bounded). */
+static void wait_status(const char *url, long want, int bound_ms)
+{
+    int64_t deadline = harness_now_ms() + bound_ms;
+    long got = -1;
+    while (harness_now_ms() < deadline) {
+        httpc_resp_t r = httpc("GET", url, NULL, 0, NULL, NULL);
+        got = r.curl_rc == 0 ? r.status : -1;
+        httpc_free(&r);
+        if (got == want) {
+            return;
+        }
+        harness_sleep_ms(50);
+    }
+    ck_abort_msg("%s: wanted %ld, last got %ld", url, want, got);
+}
+
+/* ------------------------------------------------------- raw sockets */
+
+/* Sends p; shut_wr half-closes the sending side. Reads until EOF or 3 s of
+ * silence into out (NUL-terminated); returns 1 if the node closed the
+ * connection, 0 if it kept it open. */
+static int raw_http(int port, const void *p, size_t len, int shut_wr,
+                    char *out, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = send(fd, (const char *)p + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0) {
+            break; /* the node may close while we still send */
+        }
+        sent += (size_t)n;
+    }
+    if (shut_wr) {
+        shutdown(fd, SHUT_WR);
+    }
+    size_t got = 0;
+    ssize_t n = 0;
+    char sink[512];
+    for (;;) {
+        char *dst = got + 1 < size ? out + got : sink;
+        size_t room = got + 1 < size ? size - 1 - got : sizeof(sink);
+        n = read(fd, dst, room);
+        if (n <= 0) {
+            break;
+        }
+        if (dst != sink) {
+            got += (size_t)n;
+        }
+    }
+    out[got] = '\0';
+    int closed = n == 0 || (n < 0 && errno == ECONNRESET);
+    close(fd);
+    return closed;
+}
+
+static int status_of_raw(const char *text)
+{
+    int status = 0;
+    return sscanf(text, "HTTP/1.%*d %d", &status) == 1 ? status : 0;
+}
+
+/* ------------------------------------------------------------- units */
+
+START_TEST(test_b64)
+{
+    uint64_t seed = 7;
+    for (size_t n = 0; n < 40; n++) {
+        uint8_t in[40];
+        for (size_t i = 0; i < n; i++) {
+            in[i] = (uint8_t)util_rand(&seed);
+        }
+        char enc[64];
+        http_b64_encode(in, n, enc);
+        ck_assert_uint_eq(strlen(enc), http_b64_len(n));
+        uint8_t dec[40];
+        size_t dlen = 99;
+        ck_assert_int_eq(http_b64_decode(enc, strlen(enc), dec, sizeof(dec),
+                                         &dlen),
+                         0);
+        ck_assert_uint_eq(dlen, n);
+        ck_assert(n == 0 || memcmp(dec, in, n) == 0);
+        /* One byte too little room is refused, not overrun. */
+        if (n > 0) {
+            ck_assert_int_eq(
+                http_b64_decode(enc, strlen(enc), dec, n - 1, &dlen),
+                KV_EINVAL);
+        }
+    }
+    uint8_t out[16];
+    size_t olen;
+    const char *bad[] = {"A",    "AB",   "ABC",      "AB=C", "A===",
+                         "AB!D", "=AAA", "AA==AAAA", "AB==", "ABC=",
+                         "Zg=",  "Zh==", "Zm9=",     "Zm 9v"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = http_b64_decode(bad[i], strlen(bad[i]), out, sizeof(out),
+                                 &olen);
+        /* AB== and ABC= leave non-zero bits under the padding. */
+        ck_assert_msg(rc == KV_EINVAL, "accepted '%s'", bad[i]);
+    }
+    ck_assert_int_eq(http_b64_decode("Zg==", 4, out, sizeof(out), &olen), 0);
+    ck_assert_uint_eq(olen, 1);
+    ck_assert_int_eq(out[0], 'f');
+}
+END_TEST
+
+START_TEST(test_pct)
+{
+    uint8_t out[32];
+    size_t n = 0;
+    ck_assert_int_eq(http_pct_decode("a%00b%2F%ff", 11, out, &n), 0);
+    ck_assert_uint_eq(n, 5);
+    ck_assert_mem_eq(out, "a\0b/\xff", 5);
+    const char *bad[] = {"%", "%2", "%zz", "a/b", "%g0", "ab%"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(http_pct_decode(bad[i], strlen(bad[i]), out, &n) ==
+                          KV_EINVAL,
+                      "accepted '%s'", bad[i]);
+    }
+}
+END_TEST
+
+/* ------------------------------------------------------------ cluster */
+
+static const char *const small_limits[] = {"--max-value-size", "1024",
+                                           "--max-key-size", "64", NULL};
+
+static harness_t *start_cluster(int nodes, int n, int *ports)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(nodes);
+    h->n = n;
+    h->r = n < 2 ? n : 2;
+    h->w = n < 2 ? n : 2;
+    for (int i = 0; i < nodes; i++) {
+        ports[i] = harness_start_http(h, i, small_limits);
+    }
+    harness_wait_converged(h);
+    for (int i = 0; i < nodes; i++) {
+        char u[64];
+        snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", ports[i]);
+        wait_status(u, 200, 15000);
+    }
+    return h;
+}
+
+START_TEST(test_routes)
+{
+    int port[3];
+    harness_t *h = start_cluster(3, 3, port);
+    char code[32];
+    httpc_resp_t r;
+
+    /* Binary key (NUL, '/', '%', '?', 0xff) and binary value. */
+    const uint8_t key[] = {0, 1, '/', '%', '?', ' ', 0xff, 'k'};
+    uint8_t val[300];
+    for (size_t i = 0; i < sizeof(val); i++) {
+        val[i] = (uint8_t)(i * 7);
+    }
+    ck_assert_int_eq(req(port[0], "GET", key, sizeof(key), NULL, NULL, 0,
+                         NULL, &r),
+                     404);
+    json_code(&r, code, sizeof(code));
+    ck_assert_str_eq(code, "KV_ENOTFOUND");
+    ck_assert_str_eq(r.ctype, "application/json");
+    ck_assert(r.ctx[0] != '\0'); /* even absent keys have a context */
+    httpc_free(&r);
+    ck_assert_int_eq(req(port[0], "PUT", key, sizeof(key), NULL, val,
+                         sizeof(val), NULL, NULL),
+                     204);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(req(port[i], "GET", key, sizeof(key), "r=3", NULL,
+                             0, NULL, &r),
+                         200);
+        ck_assert_uint_eq(r.len, sizeof(val));
+        ck_assert_mem_eq(r.body, val, sizeof(val));
+        ck_assert_str_eq(r.ctype, "application/octet-stream");
+        ck_assert(r.ctx[0] != '\0');
+        httpc_free(&r);
+    }
+    /* HEAD is a GET without the body. */
+    {
+        char *k = pct(key, sizeof(key));
+        char *u = data_url(port[1], k, NULL);
+        CURL *c = curl_easy_init();
+        curl_easy_setopt(c, CURLOPT_URL, u);
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+        long st = 0;
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+        ck_assert_int_eq(st, 200);
+        curl_easy_cleanup(c);
+        free(u);
+        free(k);
+    }
+    /* An empty value is a value. */
+    ck_assert_int_eq(req(port[1], "PUT", "e", 1, "w=3", "", 0, NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port[2], "GET", "e", 1, NULL, NULL, 0, NULL, &r),
+                     200);
+    ck_assert_uint_eq(r.len, 0);
+    httpc_free(&r);
+
+    /* DELETE, idempotent; then 404. */
+    ck_assert_int_eq(req(port[1], "DELETE", key, sizeof(key), "w=3", NULL, 0,
+                         NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port[2], "GET", key, sizeof(key), NULL, NULL, 0,
+                         NULL, NULL),
+                     404);
+    ck_assert_int_eq(req(port[2], "DELETE", key, sizeof(key), NULL, NULL, 0,
+                         NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port[0], "DELETE", "never", 5, NULL, NULL, 0, NULL,
+                         NULL),
+                     204);
+
+    /* Limits: 413 value, 414 key; the node keeps serving. */
+    uint8_t big[1025];
+    memset(big, 'x', sizeof(big));
+    ck_assert_int_eq(req(port[0], "PUT", "big", 3, NULL, big, sizeof(big),
+                         NULL, &r),
+                     413);
+    json_code(&r, code, sizeof(code));
+    ck_assert_str_eq(code, "KV_ETOOBIG");
+    httpc_free(&r);
+    ck_assert_int_eq(req(port[0], "PUT", "big", 3, NULL, big, 1024, NULL,
+                         NULL),
+                     204);
+    char longkey[65];
+    memset(longkey, 'k', sizeof(longkey));
+    ck_assert_int_eq(req(port[0], "GET", longkey, sizeof(longkey), NULL,
+                         NULL, 0, NULL, &r),
+                     414);
+    json_code(&r, code, sizeof(code));
+    ck_assert_str_eq(code, "KV_EKEYTOOBIG");
+    httpc_free(&r);
+    ck_assert_int_eq(req(port[0], "GET", longkey, 64, NULL, NULL, 0, NULL,
+                         NULL),
+                     404);
+
+    /* 400: parameters, context, percent-encoding, empty key. */
+    const char *badq[] = {"r=0", "r=4",    "w=x",          "timeout_ms=0",
+                          "r",   "bogus=1", "r=1&r=2",     "timeout_ms=-5",
+                          "w=",  "r=1&",   "w=99999999999"};
+    for (size_t i = 0; i < sizeof(badq) / sizeof(badq[0]); i++) {
+        long st = req(port[0], "GET", "k", 1, badq[i], NULL, 0, NULL, &r);
+        json_code(&r, code, sizeof(code));
+        ck_assert_msg(st == 400 && strcmp(code, "KV_EINVAL") == 0,
+                      "?%s: %ld %s", badq[i], st, code);
+        httpc_free(&r);
+    }
+    ck_assert_int_eq(req(port[0], "GET", "k", 1,
+                         "r=1&w=1&timeout_ms=2000", NULL, 0, NULL, NULL),
+                     404);
+    const char *badctx[] = {"!!!!", "AAAA", "S0MB", "S0MBAJVGvXZ="};
+    for (size_t i = 0; i < sizeof(badctx) / sizeof(badctx[0]); i++) {
+        ck_assert_int_eq(req(port[0], "PUT", "k", 1, NULL, "v", 1, badctx[i],
+                             NULL),
+                         400);
+    }
+    const char *badpath[] = {"/v1/data/a%zz", "/v1/data/a%2", "/v1/data/",
+                             "/v1/data/a/b"};
+    for (size_t i = 0; i < sizeof(badpath) / sizeof(badpath[0]); i++) {
+        char u[128];
+        snprintf(u, sizeof(u), "http://127.0.0.1:%d%s", port[1], badpath[i]);
+        r = httpc("GET", u, NULL, 0, NULL, NULL);
+        json_code(&r, code, sizeof(code));
+        ck_assert_msg(r.status == 400 && strcmp(code, "KV_EINVAL") == 0,
+                      "%s: %ld", badpath[i], r.status);
+        httpc_free(&r);
+    }
+    /* Unknown routes and methods are NNG's 404 and 405. */
+    char u[128];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/v2/nothing", port[0]);
+    r = httpc("GET", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.status, 404);
+    httpc_free(&r);
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/v1/data/k", port[0]);
+    r = httpc("POST", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.status, 405);
+    httpc_free(&r);
+
+    /* /health and /v1/cluster. */
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", port[2]);
+    r = httpc("GET", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "ok");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "up")), 3);
+    json_decref(j);
+    httpc_free(&r);
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/v1/cluster", port[1]);
+    r = httpc("GET", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.status, 200);
+    j = json_loadb(r.body, r.len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    json_t *members = json_object_get(j, "members");
+    ck_assert_uint_eq(json_array_size(members), 3);
+    double sum = 0;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *m = json_array_get(members, i);
+        double share = json_real_value(json_object_get(m, "ring_share"));
+        ck_assert(share > 0.1 && share < 0.6);
+        sum += share;
+        ck_assert_str_eq(json_string_value(json_object_get(m, "status")),
+                         "up");
+        ck_assert_str_eq(json_string_value(json_object_get(m, "id")),
+                         h->node[i].id);
+        ck_assert_int_eq(json_is_true(json_object_get(m, "self")), i == 1);
+    }
+    ck_assert(fabs(sum - 1.0) < 1e-9);
+    json_decref(j);
+    httpc_free(&r);
+
+    /* Counters by status class (answered by this node). */
+    long long ok2 = harness_remote_stat(h->node[0].url, "kvdist_http_2xx_total");
+    long long bad4 =
+        harness_remote_stat(h->node[0].url, "kvdist_http_4xx_total");
+    ck_assert_int_ge(ok2, 3);
+    ck_assert_int_ge(bad4, 20);
+
+    /* No quorum possible: 503 from /health and from a write. */
+    harness_kill(h, 1);
+    harness_kill(h, 2);
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", port[0]);
+    wait_status(u, 503, 15000);
+    ck_assert_int_eq(req(port[0], "PUT", "q", 1, "timeout_ms=1000", "v", 1,
+                         NULL, &r),
+                     503);
+    json_code(&r, code, sizeof(code));
+    ck_assert_msg(strcmp(code, "KV_EQUORUM") == 0 ||
+                      strcmp(code, "KV_EUNAVAIL") == 0,
+                  "code %s", code);
+    httpc_free(&r);
+    ck_assert_int_ge(
+        harness_remote_stat(h->node[0].url, "kvdist_http_5xx_total"), 1);
+    harness_destroy(h);
+}
+END_TEST
+
+/* Finds the parts of a multipart/mixed body; returns how many, values in
+ * vals (pointers into body). */
+static size_t parse_parts(const httpc_resp_t *r, const char **vals,
+                          size_t *lens, size_t max)
+{
+    const char *b = strstr(r->ctype, "boundary=");
+    ck_assert_ptr_nonnull(b);
+    char delim[96];
+    snprintf(delim, sizeof(delim), "--%s", b + 9);
+    size_t dl = strlen(delim);
+    const char *p = r->body;
+    const char *end = r->body + r->len;
+    size_t n = 0;
+    while (p != NULL && p + dl <= end && memcmp(p, delim, dl) == 0) {
+        if (p + dl + 2 <= end && memcmp(p + dl, "--", 2) == 0) {
+            return n; /* closing delimiter */
+        }
+        const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+        ck_assert_ptr_nonnull(hdr_end);
+        const char *cl = memmem(p, (size_t)(hdr_end - p), "Content-Length: ",
+                                16);
+        ck_assert_ptr_nonnull(cl);
+        size_t len = strtoul(cl + 16, NULL, 10);
+        const char *v = hdr_end + 4;
+        ck_assert(v + len + 2 <= end);
+        ck_assert_uint_lt(n, max);
+        vals[n] = v;
+        lens[n] = len;
+        n++;
+        p = v + len + 2; /* CRLF before the next delimiter */
+    }
+    ck_abort_msg("multipart body without its closing delimiter");
+    return 0;
+}
+
+START_TEST(test_siblings)
+{
+    int port[3];
+    harness_t *h = start_cluster(3, 3, port);
+    httpc_resp_t r;
+    /* The context of a read of an absent key, used twice: two writes
+     * that each saw nothing become two siblings. */
+    ck_assert_int_eq(req(port[0], "GET", "s", 1, NULL, NULL, 0, NULL, &r),
+                     404);
+    char ctx0[1024];
+    snprintf(ctx0, sizeof(ctx0), "%s", r.ctx);
+    httpc_free(&r);
+    const char v1[] = "one\r\n--kvdist-siblings-";
+    const char v2[] = "two\0two";
+    ck_assert_int_eq(req(port[0], "PUT", "s", 1, "w=3", v1, sizeof(v1) - 1,
+                         ctx0, NULL),
+                     204);
+    ck_assert_int_eq(req(port[1], "PUT", "s", 1, "w=3", v2, sizeof(v2) - 1,
+                         ctx0, NULL),
+                     204);
+    ck_assert_int_eq(req(port[2], "GET", "s", 1, "r=3", NULL, 0, NULL, &r),
+                     300);
+    ck_assert(strncmp(r.ctype, "multipart/mixed; boundary=", 26) == 0);
+    const char *vals[4];
+    size_t lens[4];
+    size_t n = parse_parts(&r, vals, lens, 4);
+    ck_assert_uint_eq(n, 2);
+    int seen1 = 0, seen2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        seen1 |= lens[i] == sizeof(v1) - 1 && memcmp(vals[i], v1, lens[i]) == 0;
+        seen2 |= lens[i] == sizeof(v2) - 1 && memcmp(vals[i], v2, lens[i]) == 0;
+    }
+    ck_assert(seen1 && seen2);
+    char ctx[1024];
+    snprintf(ctx, sizeof(ctx), "%s", r.ctx);
+    ck_assert(ctx[0] != '\0');
+    httpc_free(&r);
+    /* Resolve: a write carrying the 300's context replaces both. */
+    ck_assert_int_eq(req(port[1], "PUT", "s", 1, "w=3", "merged", 6, ctx,
+                         NULL),
+                     204);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(req(port[i], "GET", "s", 1, "r=3", NULL, 0, NULL, &r),
+                         200);
+        ck_assert_uint_eq(r.len, 6);
+        ck_assert_mem_eq(r.body, "merged", 6);
+        httpc_free(&r);
+    }
+    /* DELETE with a context, then a sibling delete leaves a 404. */
+    ck_assert_int_eq(req(port[0], "GET", "s", 1, NULL, NULL, 0, NULL, &r),
+                     200);
+    snprintf(ctx, sizeof(ctx), "%s", r.ctx);
+    httpc_free(&r);
+    ck_assert_int_eq(req(port[0], "DELETE", "s", 1, "w=3", NULL, 0, ctx, NULL),
+                     204);
+    ck_assert_int_eq(req(port[2], "GET", "s", 1, "r=3", NULL, 0, NULL, NULL),
+                     404);
+    harness_destroy(h);
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+    int port[1];
+    harness_t *h = start_cluster(1, 1, port);
+    char out[4096];
+    char health[64];
+    snprintf(health, sizeof(health), "http://127.0.0.1:%d/health", port[0]);
+    int p = port[0];
+
+    /* A PUT without Content-Length: 411, connection kept. */
+    const char nolen[] = "PUT /v1/data/k HTTP/1.1\r\nHost: x\r\n\r\n";
+    raw_http(p, nolen, strlen(nolen), 1, out, sizeof(out));
+    ck_assert_int_eq(status_of_raw(out), 411);
+    /* Chunked: 411 and the connection closes (its bytes are no request). */
+    const char chunked[] = "PUT /v1/data/k HTTP/1.1\r\nHost: x\r\n"
+                           "Transfer-Encoding: chunked\r\n\r\n"
+                           "5\r\nhello\r\n0\r\n\r\n";
+    ck_assert_int_eq(raw_http(p, chunked, strlen(chunked), 0, out,
+                              sizeof(out)),
+                     1);
+    ck_assert_int_eq(status_of_raw(out), 411);
+    ck_assert_ptr_nonnull(strstr(out, "Connection: close"));
+    /* A huge Content-Length: 413 at once, nothing buffered, closed. */
+    const char huge[] = "PUT /v1/data/k HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 999999999999\r\n\r\nabc";
+    ck_assert_int_eq(raw_http(p, huge, strlen(huge), 0, out, sizeof(out)), 1);
+    ck_assert_int_eq(status_of_raw(out), 413);
+    /* A malformed Content-Length: 400. */
+    const char badlen[] = "PUT /v1/data/k HTTP/1.1\r\nHost: x\r\n"
+                          "Content-Length: 12abc\r\n\r\n";
+    raw_http(p, badlen, strlen(badlen), 1, out, sizeof(out));
+    ck_assert_int_eq(status_of_raw(out), 400);
+    /* Not HTTP at all. */
+    const char junk[] = "\x16\x03\x01 definitely not http\r\n\r\n";
+    ck_assert_int_eq(raw_http(p, junk, strlen(junk), 0, out, sizeof(out)), 1);
+    /* An over-long request line and over-long headers: a 4xx or a closed
+     * connection, never a hang. */
+    size_t biglen = 200000;
+    char *bigreq = malloc(biglen + 64);
+    ck_assert_ptr_nonnull(bigreq);
+    strcpy(bigreq, "GET /v1/data/");
+    size_t at = strlen(bigreq);
+    memset(bigreq + at, 'a', biglen);
+    strcpy(bigreq + at + biglen, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    int closed = raw_http(p, bigreq, strlen(bigreq), 0, out, sizeof(out));
+    int st = status_of_raw(out);
+    ck_assert_msg(closed || (st >= 400 && st < 500), "long line: %d", st);
+    strcpy(bigreq, "GET /health HTTP/1.1\r\nHost: x\r\n");
+    at = strlen(bigreq);
+    for (size_t i = 0; at + 40 < biglen; i++) {
+        at += (size_t)sprintf(bigreq + at, "X-Filler-%zu: %s\r\n", i,
+                              "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+    }
+    strcpy(bigreq + at, "\r\n");
+    closed = raw_http(p, bigreq, strlen(bigreq), 0, out, sizeof(out));
+    st = status_of_raw(out);
+    ck_assert_msg(closed || (st >= 400 && st < 500), "long headers: %d", st);
+    free(bigreq);
+    /* Half-closed after a whole request: the answer still comes, then the
+     * node closes. */
+    const char get[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(raw_http(p, get, strlen(get), 1, out, sizeof(out)), 1);
+    ck_assert_int_eq(status_of_raw(out), 200);
+    /* Half-closed in the middle of a request or of a body: closed. */
+    ck_assert_int_eq(raw_http(p, get, 10, 1, out, sizeof(out)), 1);
+    const char part[] = "PUT /v1/data/k HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 100\r\n\r\nonly-some";
+    ck_assert_int_eq(raw_http(p, part, strlen(part), 1, out, sizeof(out)), 1);
+    ck_assert_int_eq(status_of_raw(out), 0);
+
+    /* Slow clients hold a connection each, not the node: with several
+     * stalled mid-request (and one mid-body), requests still succeed. */
+    int slow[4];
+    for (int i = 0; i < 4; i++) {
+        slow[i] = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)p);
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ck_assert_int_eq(connect(slow[i], (struct sockaddr *)&sa, sizeof(sa)),
+                         0);
+        const char *s = i == 0 ? part : "GET /v1/da";
+        ck_assert_int_gt(send(slow[i], s, strlen(s), MSG_NOSIGNAL), 0);
+    }
+    ck_assert_int_eq(req(p, "PUT", "fine", 4, NULL, "yes", 3, NULL, NULL),
+                     204);
+    httpc_resp_t r;
+    ck_assert_int_eq(req(p, "GET", "fine", 4, NULL, NULL, 0, NULL, &r), 200);
+    ck_assert_mem_eq(r.body, "yes", 3);
+    httpc_free(&r);
+    /* The stalled body read has a deadline (timeout_ms): its connection
+     * is closed by the node, not held forever. */
+    struct timeval tv = {15, 0};
+    setsockopt(slow[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    ssize_t got = read(slow[0], &c, 1);
+    ck_assert_msg(got == 0 || (got < 0 && errno == ECONNRESET),
+                  "stalled body not closed (read %zd, errno %d)", got, errno);
+    for (int i = 0; i < 4; i++) {
+        close(slow[i]);
+    }
+    wait_status(health, 200, 5000);
+    harness_destroy(h);
+}
+END_TEST
+
+typedef struct worker {
+    int port;
+    int id;
+    int ok;
+} worker_t;
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    for (int i = 0; i < 25; i++) {
+        char key[32];
+        char val[64];
+        snprintf(key, sizeof(key), "w%d-%d", w->id, i);
+        snprintf(val, sizeof(val), "value %d of worker %d", i, w->id);
+        /* Not ck_assert: Check's assertions are not for other threads. */
+        httpc_resp_t r;
+        char *k = pct(key, strlen(key));
+        char *u = data_url(w->port, k, NULL);
+        r = httpc("PUT", u, val, strlen(val), NULL, NULL);
+        int put_ok = r.curl_rc == 0 && r.status == 204;
+        httpc_free(&r);
+        r = httpc("GET", u, NULL, 0, NULL, NULL);
+        int get_ok = r.curl_rc == 0 && r.status == 200 &&
+                     r.len == strlen(val) && memcmp(r.body, val, r.len) == 0;
+        httpc_free(&r);
+        free(u);
+        free(k);
+        w->ok += put_ok && get_ok;
+    }
+    return NULL;
+}
+
+START_TEST(test_concurrent)
+{
+    int port[3];
+    harness_t *h = start_cluster(3, 3, port);
+    long long before = 0;
+    for (int i = 0; i < 3; i++) {
+        before += harness_remote_stat(h->node[i].url, "kvdist_http_2xx_total");
+    }
+    enum { NW = 6 };
+    pthread_t t[NW];
+    worker_t w[NW];
+    for (int i = 0; i < NW; i++) {
+        w[i] = (worker_t){port[i % 3], i, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < NW; i++) {
+        pthread_join(t[i], NULL);
+        ok += w[i].ok;
+    }
+    ck_assert_int_eq(ok, NW * 25);
+    long long after = 0;
+    for (int i = 0; i < 3; i++) {
+        after += harness_remote_stat(h->node[i].url, "kvdist_http_2xx_total");
+    }
+    ck_assert_int_ge(after - before, NW * 25 * 2);
+    harness_destroy(h);
+}
+END_TEST
+
+/* A forwarded write whose only replica is stopped: 504 within the
+ * request's timeout_ms. */
+START_TEST(test_timeout)
+{
+    int port[3];
+    harness_t *h = start_cluster(3, 1, port);
+    ck_assert_int_eq(kill(h->node[2].pid, SIGSTOP), 0);
+    int timeouts = 0;
+    for (int i = 0; i < 40 && timeouts == 0; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "t%d", i);
+        httpc_resp_t r;
+        int64_t t0 = harness_now_ms();
+        long st = req(port[0], "PUT", key, strlen(key), "timeout_ms=300", "v",
+                      1, NULL, &r);
+        int64_t took = harness_now_ms() - t0;
+        char code[32];
+        json_code(&r, code, sizeof(code));
+        httpc_free(&r);
+        ck_assert_msg(st == 204 || st == 504, "status %ld", st);
+        if (st == 504) {
+            ck_assert_str_eq(code, "KV_ETIMEDOUT");
+            ck_assert_int_lt(took, 5000);
+            timeouts++;
+        }
+    }
+    kill(h->node[2].pid, SIGCONT);
+    ck_assert_int_eq(timeouts, 1);
+    harness_destroy(h);
+}
+END_TEST
+
+/* A node whose seed is not up yet is "starting" (503) until it joins. */
+START_TEST(test_health_starting)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(2);
+    int p2 = harness_start_http(h, 1, NULL); /* joins n1, not running */
+    char u[96];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", p2);
+    httpc_resp_t r = httpc("GET", u, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.curl_rc, 0);
+    ck_assert_int_eq(r.status, 503);
+    json_t *j = json_loadb(r.body, r.len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "status")),
+                     "starting");
+    ck_assert_ptr_nonnull(json_object_get(j, "reason"));
+    json_decref(j);
+    httpc_free(&r);
+    harness_start_http(h, 0, NULL);
+    wait_status(u, 200, 15000);
+    harness_destroy(h);
+}
+END_TEST
+
+/* A daemon without --listen or --join: the one-node store answers inline
+ * (no coordinator), the path an embedded node takes. Started and stopped
+ * by PID here, as the harness always gives its nodes --listen. */
+START_TEST(test_embedded_node)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(1); /* for its directory and daemon path */
+    int port = harness_free_port();
+    char addr[32], data[600], log[600];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    snprintf(data, sizeof(data), "%s/solo", h->dir);
+    snprintf(log, sizeof(log), "%s/solo.log", h->dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(h->daemon, h->daemon, "--id", "solo", "--data", data, "--http",
+              addr, "--max-value-size", "64", (char *)NULL);
+        _exit(127);
+    }
+    /* Stopped by the harness's safety net too if an assertion fails. */
+    h->node[0].pid = pid;
+    char u[96];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", port);
+    int64_t deadline = harness_now_ms() + 15000;
+    long st = -1;
+    while (st != 200 && harness_now_ms() < deadline) {
+        httpc_resp_t r = httpc("GET", u, NULL, 0, NULL, NULL);
+        st = r.curl_rc == 0 ? r.status : -1;
+        httpc_free(&r);
+        if (st != 200) {
+            ck_assert_msg(waitpid(pid, NULL, WNOHANG) == 0,
+                          "daemon exited (log %s)", log);
+            harness_sleep_ms(50);
+        }
+    }
+    ck_assert_int_eq(st, 200);
+
+    httpc_resp_t r;
+    const uint8_t key[] = {'e', 0, 0xfe};
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, &r), 404);
+    char ctx0[1024];
+    snprintf(ctx0, sizeof(ctx0), "%s", r.ctx);
+    httpc_free(&r);
+    ck_assert_int_eq(req(port, "PUT", key, 3, NULL, "a\0b", 3, NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, &r), 200);
+    ck_assert_uint_eq(r.len, 3);
+    ck_assert_mem_eq(r.body, "a\0b", 3);
+    httpc_free(&r);
+    /* Two writes with the context of "absent": siblings, then resolved. */
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "x", 1, ctx0, NULL), 204);
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "y", 1, ctx0, NULL), 204);
+    ck_assert_int_eq(req(port, "GET", "s", 1, NULL, NULL, 0, NULL, &r), 300);
+    const char *vals[4];
+    size_t lens[4];
+    ck_assert_uint_eq(parse_parts(&r, vals, lens, 4), 2);
+    char ctx[1024];
+    snprintf(ctx, sizeof(ctx), "%s", r.ctx);
+    httpc_free(&r);
+    ck_assert_int_eq(req(port, "PUT", "s", 1, NULL, "xy", 2, ctx, NULL), 204);
+    ck_assert_int_eq(req(port, "GET", "s", 1, NULL, NULL, 0, NULL, &r), 200);
+    ck_assert_mem_eq(r.body, "xy", 2);
+    httpc_free(&r);
+    uint8_t big[65];
+    memset(big, 'b', sizeof(big));
+    ck_assert_int_eq(req(port, "PUT", "b", 1, NULL, big, sizeof(big), NULL,
+                         NULL),
+                     413);
+    ck_assert_int_eq(req(port, "DELETE", key, 3, NULL, NULL, 0, NULL, NULL),
+                     204);
+    ck_assert_int_eq(req(port, "GET", key, 3, NULL, NULL, 0, NULL, NULL), 404);
+    harness_destroy(h); /* SIGTERM to the daemon, by PID */
+}
+END_TEST
+
+Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *u = tcase_create("codecs");
+    tcase_add_test(u, test_b64);
+    tcase_add_test(u, test_pct);
+    suite_add_tcase(s, u);
+    TCase *tc = tcase_create("multiprocess");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_routes);
+    tcase_add_test(tc, test_siblings);
+    tcase_add_test(tc, test_bad_input);
+    tcase_add_test(tc, test_concurrent);
+    tcase_add_test(tc, test_timeout);
+    tcase_add_test(tc, test_embedded_node);
+    tcase_add_test(tc, test_health_starting);
+    suite_add_tcase(s, tc);
+    return s;
+}
