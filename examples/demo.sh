@@ -197,6 +197,9 @@ echo
 echo "== the members, as n2 sees them"
 kv 0 -c "$N2" members
 echo
+echo "== an anti-entropy pass on n3: compare Merkle trees with n1 and n2"
+kv 0 -c "$N1" repair n3
+echo
 
 # Shows a curl command (run with -s), its output, and checks the status.
 http() {
