@@ -152,6 +152,18 @@ START_TEST(test_read_repair)
     ck_assert(harness_wait_local_value(h->node[2].url, "k", "old", 5000));
     harness_stop(h, 2);
     harness_wait_status(c, "n3", KV_MEMBER_DOWN);
+    /* Both possible coordinators must see it down, or one may still send
+     * it the write (NNG queues it and delivers it if n3 is back before
+     * the write's deadline). */
+    for (int i = 0; i < 2; i++) {
+        int64_t deadline = harness_now_ms() + 15000;
+        while (harness_remote_status(h->node[i].url, "n3", NULL) !=
+               KV_MEMBER_DOWN) {
+            ck_assert_msg(harness_now_ms() < deadline, "n%d never saw n3 down",
+                          i + 1);
+            harness_sleep_ms(20);
+        }
+    }
     kv_call_t call = KV_CALL_INIT;
     call.timeout_ms = 300;
     /* overwrite what was read (an empty context would keep a sibling) */
@@ -163,7 +175,12 @@ START_TEST(test_read_repair)
     kv_siblings_free(s0);
     ck_assert_int_eq(kv_put_ctx(c, "fresh", 5, "only-two", 8, NULL, 0, &call),
                      0);
-    /* the coordinators saw n3 down, so nothing was queued for it */
+    /* the coordinators saw n3 down, so nothing was queued for it; and
+     * whatever was, its 300 ms deadline has passed before n3 is back */
+    int64_t lapse = harness_now_ms() + 400;
+    while (harness_now_ms() < lapse) {
+        harness_sleep_ms(20);
+    }
     harness_start(h, 2, no_hints);
     harness_wait_status(c, "n3", KV_MEMBER_UP);
     /* n3 missed both writes */
