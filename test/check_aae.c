@@ -694,6 +694,61 @@ START_TEST(test_tombstone_gc_no_resurrection)
 }
 END_TEST
 
+/* A hint older than the grace period is dropped, never delivered: the
+ * owner may have purged a later delete of the key in the meantime. */
+START_TEST(test_expired_hints_dropped)
+{
+    harness_t *h = harness_create(3);
+    h->n = 3;
+    h->w = 2;
+    static const char *const flags[] = {"--sloppy-quorum", "off",
+                                        "--aae-interval-ms", "86400000",
+                                        "--tombstone-grace-ms", "1000",
+                                        "--timeout-ms", "2000", NULL};
+    harness_start_all(h, flags);
+    harness_wait_converged(h);
+    kv_t *c = harness_client(h, 2000);
+    harness_kill(h, 2);
+    harness_wait_status(c, "n3", KV_MEMBER_DOWN);
+    put_str(c, "late", "v");
+    long long stored = 0;
+    for (int i = 0; i < 2; i++) {
+        stored += harness_remote_stat(h->node[i].url, "kvdist_hints_stored_total");
+    }
+    ck_assert_int_ge(stored, 1);
+    /* Past the grace period (and the write's 2 s deadline) before n3 is
+     * back and its hint could go out. */
+    int64_t lapse = harness_now_ms() + 2500;
+    while (harness_now_ms() < lapse) {
+        harness_sleep_ms(50);
+    }
+    harness_start(h, 2, flags);
+    harness_wait_converged(h);
+    int64_t deadline = harness_now_ms() + 20000;
+    long long expired = 0;
+    while (expired < stored) {
+        ck_assert_msg(harness_now_ms() < deadline, "hints not dropped");
+        harness_sleep_ms(50);
+        expired = 0;
+        for (int i = 0; i < 2; i++) {
+            expired += harness_remote_stat(h->node[i].url,
+                                           "kvdist_hints_expired_total");
+        }
+    }
+    long long delivered = 0;
+    for (int i = 0; i < 2; i++) {
+        delivered += harness_remote_stat(h->node[i].url,
+                                         "kvdist_hints_delivered_total");
+    }
+    ck_assert_int_eq(delivered, 0);
+    uint8_t *p;
+    size_t len;
+    ck_assert_int_eq(local_raw(h->node[2].url, "late", &p, &len), 0);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
 /* ------------------------------------------------- a damaged saved tree */
 
 /* Replaces the trees node i saved at its clean close by damaged bytes. */
@@ -784,6 +839,7 @@ Suite *aae_suite(void)
     tcase_add_test(t, test_concurrent_sides_become_siblings);
     tcase_add_test(t, test_tombstone_gc_no_resurrection);
     tcase_add_test(t, test_damaged_saved_tree_rebuilt);
+    tcase_add_test(t, test_expired_hints_dropped);
     tcase_add_test(t, test_exchange_cost);
     suite_add_tcase(s, t);
     return s;
