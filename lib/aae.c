@@ -902,8 +902,12 @@ static int aae_exchange(kv_t *kv, aae_group_t *g, rpc_peer_t *peer)
     aae_kdlist_t fetch = {0};
     aae_kdlist_t push = {0};
     if (rc == 0) {
-        qsort(remote.v, remote.n, sizeof(*remote.v), aae_kd_cmp);
-        qsort(local.v, local.n, sizeof(*local.v), aae_kd_cmp);
+        if (remote.n > 1) {
+            qsort(remote.v, remote.n, sizeof(*remote.v), aae_kd_cmp);
+        }
+        if (local.n > 1) {
+            qsort(local.v, local.n, sizeof(*local.v), aae_kd_cmp);
+        }
         size_t i = 0, j = 0;
         while (rc == 0 && (i < local.n || j < remote.n)) {
             int c = i == local.n    ? 1
