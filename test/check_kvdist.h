@@ -18,6 +18,7 @@ Suite *wire_suite(void);
 Suite *cluster_suite(void);
 Suite *failover_suite(void);
 Suite *aae_suite(void);
+Suite *nemesis_suite(void);
 
 /* A fresh directory under $TMPDIR (or /tmp); the caller frees the string
  * and removes the tree with util_rmtree. Aborts the test on failure. */

@@ -17,6 +17,7 @@ int main(void)
     srunner_add_suite(sr, cluster_suite());
     srunner_add_suite(sr, failover_suite());
     srunner_add_suite(sr, aae_suite());
+    srunner_add_suite(sr, nemesis_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

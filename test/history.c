@@ -20,6 +20,7 @@
  *     the read ended.
  *  5. divergent / not converged / readback: after healing, the Merkle roots
  *     agree, and each preference-list replica holds exactly the read-back.
+ *  6. crash: no node exits unless the nemesis stopped it.
  *
  * It owns nothing outside the hist_t it builds. All sizes are bounded by
  * the file; lines that do not parse make hist_load fail with the line
@@ -72,6 +73,8 @@ struct hist {
     size_t nfin, capfin;
     int converged;
     int64_t converge_ms;
+    size_t ncrash;
+    char crash[8][64]; /* the first few, for the message */
     size_t nfk;
     char fkind[HIST_MAX_FAULT_KINDS][24];
     size_t fcount[HIST_MAX_FAULT_KINDS];
@@ -84,7 +87,8 @@ const char *hist_anomaly_name(int a)
 {
     static const char *names[HIST_ANOMALIES] = {
         "lost-write",   "resurrected", "phantom-value", "failed-write-visible",
-        "stale-read",   "divergent",   "not-converged", "readback-failed"};
+        "stale-read",   "divergent",   "not-converged", "readback-failed",
+        "node-crash"};
     return a >= 0 && a < HIST_ANOMALIES ? names[a] : "unknown";
 }
 
@@ -318,6 +322,12 @@ hist_t *hist_load(const char *path, char *err, size_t errsize)
             bad = parse_list(h, tok, ntok, lineno) != 0;
         } else if (strcmp(tok[0], "fault") == 0) {
             bad = parse_fault(h, tok, ntok) != 0;
+        } else if (strcmp(tok[0], "crash") == 0 && ntok == 3) {
+            if (h->ncrash < 8) {
+                snprintf(h->crash[h->ncrash], sizeof(h->crash[0]), "%.20s %.30s",
+                         tok[1], tok[2]);
+            }
+            h->ncrash++;
         } else if (strcmp(tok[0], "converge") == 0 && ntok == 3) {
             h->converge_ms = strtoll(tok[1], NULL, 10);
             h->converged = atoi(tok[2]) != 0;
@@ -749,6 +759,14 @@ size_t hist_check(hist_t *h, FILE *out, size_t max_print, hist_report_t *rep)
 
     /* 4: strict quorums give read-your-acknowledged-writes. */
     check_stale_reads(&c);
+
+    /* 6: nodes only stop when the nemesis stops them. */
+    for (size_t i = 0; i < h->ncrash; i++) {
+        char what[128];
+        snprintf(what, sizeof(what), "node %s died on its own",
+                 i < 8 ? h->crash[i] : "(more)");
+        anomaly(&c, HIST_A_CRASH, what, NONE, NONE);
+    }
 
     /* 5: replicas agree with each other and with the read-back. */
     if (h->converged == 0) {

@@ -19,6 +19,8 @@
  *   final KEY RC VALUES                   read back with R=N after healing
  *   local NODE KEY RC VALUES              a preference-list node's own copy
  *   converge MS OK                        anti-entropy settled in MS (OK 1)
+ *   crash NODE HOW                        a node died on its own (HOW:
+ *                                         signal-N or exit-N)
  */
 #ifndef KV_HISTORY_H
 #define KV_HISTORY_H
@@ -44,6 +46,7 @@ enum hist_anomaly {
     HIST_A_DIVERGENT,     /* a replica's copy differs from the read-back */
     HIST_A_NOT_CONVERGED, /* Merkle roots never agreed within the bound */
     HIST_A_READBACK,      /* the final read itself failed */
+    HIST_A_CRASH,         /* a node exited that the nemesis did not stop */
     HIST_ANOMALIES
 };
 

@@ -5,6 +5,7 @@
  * checker of history.c over what was recorded.
  *
  *   nemesis run [--duration S] [--seed N] [--clients K] [--keys K] [--keep]
+ *               [--hook-only]
  *   nemesis check HISTORY
  *
  * Processes. The controller (this program's `run`) forks kvdistd nodes and
@@ -745,6 +746,10 @@ static int nft_script(const nem_t *nm, const char *script)
     return run_cmd(nm, argv);
 }
 
+/* Whether node i died without the nemesis stopping it: then it is
+ * recorded as a crash (an anomaly) and restarted by the caller. */
+static bool node_crashed(nem_t *nm, int i);
+
 /* Stops a process we started: SIGCONT (it may be paused), `sig`, a
  * bounded wait, then SIGKILL. Returns 1 if SIGKILL was needed. */
 static int reap(pid_t *pid, int sig, int bound_ms)
@@ -1037,10 +1042,32 @@ static int start_all(nem_t *nm, bool sloppy)
     return 0;
 }
 
+static bool node_crashed(nem_t *nm, int i)
+{
+    node_t *n = &nm->node[i];
+    int status;
+    if (n->pid <= 0 || waitpid(n->pid, &status, WNOHANG) != n->pid) {
+        return false;
+    }
+    n->pid = 0;
+    char how[32];
+    if (WIFSIGNALED(status)) {
+        snprintf(how, sizeof(how), "signal-%d", WTERMSIG(status));
+    } else {
+        snprintf(how, sizeof(how), "exit-%d", WEXITSTATUS(status));
+    }
+    say(nm, "ANOMALY: %s died on its own (%s); log %s", n->id, how, n->log);
+    append_line(nm->hfd, "crash %s %s\n", n->id, how);
+    return true;
+}
+
 /* A clean stop; a node that does not stop within 10 s of SIGTERM is
  * killed, and that is reported (kvdistd(1) promises a clean stop). */
 static void stop_node(nem_t *nm, int i)
 {
+    if (node_crashed(nm, i)) {
+        return;
+    }
     if (reap(&nm->node[i].pid, SIGTERM, 10000)) {
         say(nm, "warning: %s did not stop within 10 s of SIGTERM: killed",
             nm->node[i].id);
@@ -1298,7 +1325,12 @@ static int run_phase(nem_t *nm, bool sloppy, int64_t dur_ms, int clients,
     /* let the clients start before the first fault */
     sleep_ms(1000);
     while (rc == 0 && now_us() + 700000 < phase_end) {
-        rc = nemesis_step(nm, sloppy, phase_end);
+        for (int i = 0; i < NODES && rc == 0; i++) {
+            if (node_crashed(nm, i)) {
+                rc = node_start(nm, i, sloppy);
+            }
+        }
+        rc = rc != 0 ? rc : nemesis_step(nm, sloppy, phase_end);
         (*steps)++;
         int64_t left = (phase_end - now_us()) / 1000;
         int gap = rnd_in(&nm->rng, 300, 1500);
@@ -1358,6 +1390,7 @@ static int run_main(int argc, char **argv)
     int clients = (int)env_or("NEMESIS_CLIENTS", 4);
     int nkeys = (int)env_or("NEMESIS_KEYS", 12);
     bool keep = false;
+    bool hook_only = false;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--duration") == 0 && i + 1 < argc) {
             duration = strtol(argv[++i], NULL, 10);
@@ -1369,6 +1402,8 @@ static int run_main(int argc, char **argv)
             nkeys = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--keep") == 0) {
             keep = true;
+        } else if (strcmp(argv[i], "--hook-only") == 0) {
+            hook_only = true;
         } else {
             fprintf(stderr, "nemesis: unknown argument %s\n", argv[i]);
             return 2;
@@ -1422,7 +1457,11 @@ static int run_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     char why[256] = "";
-    nm->netns = netns_setup(nm, why, sizeof(why)) == 0;
+    if (hook_only) {
+        snprintf(why, sizeof(why), "--hook-only given");
+    } else {
+        nm->netns = netns_setup(nm, why, sizeof(why)) == 0;
+    }
     printf("nemesis: seed %llu, %ld s, %d clients, %d keys, work dir %s\n",
            (unsigned long long)seed, duration, clients, nkeys, nm->dir);
     if (nm->netns) {
@@ -1551,7 +1590,7 @@ int main(int argc, char **argv)
         return verify_main(argc, argv);
     }
     fprintf(stderr, "usage: nemesis run [--duration S] [--seed N] "
-                    "[--clients K] [--keys K] [--keep]\n"
+                    "[--clients K] [--keys K] [--keep] [--hook-only]\n"
                     "       nemesis check HISTORY\n"
                     "See kvdist-nemesis(1).\n");
     return 2;
