@@ -1065,15 +1065,37 @@ static bool node_crashed(nem_t *nm, int i)
  * killed, and that is reported (kvdistd(1) promises a clean stop). */
 static void stop_node(nem_t *nm, int i)
 {
-    if (node_crashed(nm, i)) {
+    node_t *n = &nm->node[i];
+    if (node_crashed(nm, i) || n->pid <= 0) {
         return;
     }
-    if (reap(&nm->node[i].pid, SIGTERM, 10000)) {
-        say(nm, "warning: %s did not stop within 10 s of SIGTERM: killed",
-            nm->node[i].id);
-        append_line(nm->hfd, "# %s did not stop within 10 s of SIGTERM\n",
-                    nm->node[i].id);
+    kill(n->pid, SIGCONT);
+    kill(n->pid, SIGTERM);
+    int64_t deadline = now_us() + 10000000;
+    while (now_us() < deadline) {
+        if (waitpid(n->pid, NULL, WNOHANG) == n->pid) {
+            n->pid = 0;
+            return;
+        }
+        sleep_ms(10);
     }
+    /* Hung in shutdown: keep every thread's stack for the report (gdb,
+     * if installed; bounded like every command), then kill it. */
+    char pid[16], out[600];
+    snprintf(pid, sizeof(pid), "%d", (int)n->pid);
+    FMT(out, "%s/%s.stop-hang-%lld.txt", nm->dir, n->id,
+        (long long)(now_us() / 1000000));
+    const char *gdb[] = {"sh", "-c",
+                         "command -v gdb >/dev/null && gdb -p \"$0\" -batch "
+                         "-ex 'thread apply all bt' > \"$1\" 2>&1",
+                         pid, out, NULL};
+    run_cmd(nm, gdb);
+    reap(&n->pid, SIGKILL, 5000);
+    say(nm, "warning: %s did not stop within 10 s of SIGTERM: killed "
+            "(stacks in %s)",
+        n->id, out);
+    append_line(nm->hfd, "# %s did not stop within 10 s of SIGTERM\n",
+                n->id);
 }
 
 static void stop_all(nem_t *nm)
