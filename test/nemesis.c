@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -990,6 +991,13 @@ static int node_start(nem_t *nm, int i, bool sloppy)
             close(devnull);
         }
         setenv("KVDIST_FAULT_FILE", n->fault, 1);
+        /* a node that crashes leaves a core in the work dir (where the
+         * kernel's core_pattern allows): the stack is the finding */
+        struct rlimit core = {RLIM_INFINITY, RLIM_INFINITY};
+        setrlimit(RLIMIT_CORE, &core);
+        if (chdir(nm->dir) != 0) {
+            _exit(127);
+        }
         execv(nm->daemon, (char *const *)argv);
         _exit(127);
     }
@@ -1073,8 +1081,20 @@ static void stop_node(nem_t *nm, int i)
     kill(n->pid, SIGTERM);
     int64_t deadline = now_us() + 10000000;
     while (now_us() < deadline) {
-        if (waitpid(n->pid, NULL, WNOHANG) == n->pid) {
+        int status;
+        if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
             n->pid = 0;
+            if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
+                /* a clean stop must end cleanly, too */
+                char how[48];
+                snprintf(how, sizeof(how), "%s-%d-during-stop",
+                         WIFSIGNALED(status) ? "signal" : "exit",
+                         WIFSIGNALED(status) ? WTERMSIG(status)
+                                             : WEXITSTATUS(status));
+                say(nm, "ANOMALY: %s ended with %s; log %s", n->id, how,
+                    n->log);
+                append_line(nm->hfd, "crash %s %s\n", n->id, how);
+            }
             return;
         }
         sleep_ms(10);
