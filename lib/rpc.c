@@ -33,8 +33,12 @@
  * KVDIST_FAULT_FILE names a file when the node opens; kvdist(7) FAULT
  * INJECTION): the file holds lines "delay MS", "drop PERCENT" and
  * "block SUBSTRING" (a peer URL containing it is cut off). It is re-read
- * when it changes, at most every 100 ms. A delayed request waits on its
- * own aio (nng_sleep_aio) before it is sent; a dropped one is never sent
+ * when it changes, at most every 100 ms. A delayed request waits on an
+ * aio of its own (nng_sleep_aio on the slot's hold aio, never on the
+ * context's aio: NNG 1.5 leaves a slept aio in a state where a later
+ * receive timeout completes as success with no message, which crashed
+ * nodes in the first nemesis runs) before it is sent; a dropped one is
+ * never sent
  * and times out at its deadline, as a lost packet would. Only outgoing
  * requests are affected, so a symmetric fault is written on both ends.
  * The lock `fault_mu` protects the fault fields.
@@ -235,7 +239,8 @@ struct rpc_call {
     nng_ctx ctx;
     nng_aio *aio;
     bool sent;
-    nng_msg *held; /* a request the fault hook delays or drops */
+    nng_aio *hold; /* the fault hook's wait (allocated on first use) */
+    nng_msg *held; /* the request it holds back */
     bool drop;
     nng_time deadline;
     rpc_done_fn done;
@@ -269,26 +274,33 @@ static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
     pthread_mutex_unlock(&rpc->mu);
 }
 
+/* The fault hook's wait is over (or was cancelled): send the held
+ * request on the slot's own aio, or fail it as a lost one. */
+static void hold_cb(void *arg)
+{
+    struct rpc_call *c = arg;
+    int rv = nng_aio_result(c->hold);
+    nng_msg *m = c->held;
+    c->held = NULL;
+    if (rv == NNG_ETIMEDOUT) {
+        rv = 0; /* the wait ran its full length */
+    }
+    if (rv != 0 || c->drop) {
+        nng_msg_free(m);
+        call_finish(c, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
+        return;
+    }
+    nng_time now = nng_clock();
+    nng_aio_set_timeout(
+        c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
+    nng_aio_set_msg(c->aio, m);
+    nng_ctx_send(c->ctx, c->aio);
+}
+
 static void call_cb(void *arg)
 {
     struct rpc_call *c = arg;
     int rv = nng_aio_result(c->aio);
-    if (c->held != NULL) {
-        /* The fault hook's wait is over (or was cancelled). */
-        nng_msg *m = c->held;
-        c->held = NULL;
-        if (rv != 0 || c->drop) {
-            nng_msg_free(m);
-            call_finish(c, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
-            return;
-        }
-        nng_time now = nng_clock();
-        nng_aio_set_timeout(
-            c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
-        nng_aio_set_msg(c->aio, m);
-        nng_ctx_send(c->ctx, c->aio);
-        return;
-    }
     if (!c->sent) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(c->aio));
@@ -472,10 +484,12 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
     metric_inc(rpc->cfg.metrics, M_RPC_CALLS);
     int delay = 0;
     c->drop = false;
-    if (rpc->fault_path != NULL && fault_decide(rpc, p, &delay, &c->drop)) {
+    if (rpc->fault_path != NULL && fault_decide(rpc, p, &delay, &c->drop) &&
+        (c->hold != NULL || nng_aio_alloc(&c->hold, hold_cb, c) == 0)) {
         int left = timeout_ms > 0 ? timeout_ms : 1;
         c->held = m;
-        nng_sleep_aio(c->drop || delay > left ? left : delay, c->aio);
+        nng_aio_set_timeout(c->hold, NNG_DURATION_INFINITE);
+        nng_sleep_aio(c->drop || delay > left ? left : delay, c->hold);
         return 0;
     }
     nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
@@ -751,6 +765,9 @@ void rpc_destroy(rpc_t *rpc)
      * call leaves the list under mu, so none is freed while we walk. */
     for (struct rpc_call *c = rpc->calls; c != NULL; c = c->next) {
         nng_aio_cancel(c->aio);
+        if (c->hold != NULL) {
+            nng_aio_cancel(c->hold);
+        }
     }
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
@@ -764,6 +781,10 @@ void rpc_destroy(rpc_t *rpc)
         for (struct rpc_call *c = p->idle; c != NULL; c = c->next) {
             nng_aio_free(c->aio);
             c->aio = NULL;
+            if (c->hold != NULL) {
+                nng_aio_free(c->hold);
+                c->hold = NULL;
+            }
         }
     }
     close_peers(rpc, peers);
