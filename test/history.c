@@ -764,7 +764,8 @@ size_t hist_check(hist_t *h, FILE *out, size_t max_print, hist_report_t *rep)
     for (size_t i = 0; i < h->ncrash; i++) {
         char what[128];
         snprintf(what, sizeof(what), "node %s died on its own",
-                 i < 8 ? h->crash[i] : "(more)");
+                 i < 8 ? h->crash[i]
+                       : "(one more: see the history's crash lines)");
         anomaly(&c, HIST_A_CRASH, what, NONE, NONE);
     }
 

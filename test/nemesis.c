@@ -32,6 +32,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1482,10 +1483,17 @@ static int run_main(int argc, char **argv)
         }
         FMT(nm->daemon, "%s/../examples/kvdistd", d);
     }
-    if (access(nm->daemon, X_OK) != 0) {
+    /* absolute paths: nodes run with the work dir as their cwd (cores) */
+    char abs[PATH_MAX];
+    if (access(nm->daemon, X_OK) != 0 || realpath(nm->daemon, abs) == NULL) {
         fprintf(stderr, "nemesis: no daemon at %s\n", nm->daemon);
         return 2;
     }
+    FMT(nm->daemon, "%s", abs);
+    if (realpath(nm->dir, abs) == NULL) {
+        return 2;
+    }
+    FMT(nm->dir, "%s", abs);
     FMT(nm->history, "%s/history.txt", nm->dir);
     nm->hfd = open(nm->history, O_WRONLY | O_APPEND | O_CREAT, 0644);
     if (nm->hfd < 0) {
