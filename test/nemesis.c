@@ -1503,7 +1503,10 @@ static int run_main(int argc, char **argv)
     atexit(on_exit_cleanup);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    /* respect nohup: a run started with SIGHUP ignored keeps ignoring it */
+    if (signal(SIGHUP, on_signal) == SIG_IGN) {
+        signal(SIGHUP, SIG_IGN);
+    }
     signal(SIGPIPE, SIG_IGN);
 
     char why[256] = "";
@@ -1545,8 +1548,8 @@ static int run_main(int argc, char **argv)
                 nm->netns ? "netns" : "hook-only");
     for (int i = 0; i < NODES; i++) {
         node_t *n = &nm->node[i];
-        snprintf(n->id, sizeof(n->id), "n%d", i + 1);
-        snprintf(n->addr, sizeof(n->addr), "127.0.0.%d", 11 + i);
+        FMT(n->id, "n%d", i + 1);
+        FMT(n->addr, "127.0.0.%d", 11 + i);
         /* a port free on that address at run time */
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in sa;
@@ -1560,12 +1563,17 @@ static int run_main(int argc, char **argv)
             return 2;
         }
         close(fd);
-        snprintf(n->url, sizeof(n->url), "tcp://%s:%d", n->addr,
-                 ntohs(sa.sin_port));
-        FMT(n->data, "%s/%s", nm->dir, n->id);
-        FMT(n->snap, "%s/%s.old", nm->dir, n->id);
-        FMT(n->log, "%s/%s.log", nm->dir, n->id);
-        FMT(n->fault, "%s/%s.fault", nm->dir, n->id);
+        char host[sizeof(n->addr)];
+        memcpy(host, n->addr, sizeof(host));
+        FMT(n->url, "tcp://%s:%d", host, ntohs(sa.sin_port));
+        /* local copies: the fields share one object with the targets */
+        char dir[sizeof(nm->dir)], id[sizeof(n->id)];
+        memcpy(dir, nm->dir, sizeof(dir));
+        memcpy(id, n->id, sizeof(id));
+        FMT(n->data, "%s/%s", dir, id);
+        FMT(n->snap, "%s/%s.old", dir, id);
+        FMT(n->log, "%s/%s.log", dir, id);
+        FMT(n->fault, "%s/%s.fault", dir, id);
     }
     heal_network(nm);
 
