@@ -3,6 +3,7 @@
 #   make               library (shared + static) and example programs
 #   make check         build and run every Check suite and the export check
 #   make SANITIZE=1 check   the same under AddressSanitizer + UBSan
+#   make nemesis       the long fault-injection run (kvdist-nemesis(1))
 #   make demo          the newcomer's tour (see README.md)
 #   make deps          install what is missing (Debian, as root)
 #   make install / uninstall   honour PREFIX and DESTDIR
@@ -62,12 +63,19 @@ EXAMPLE_BIN := $(patsubst %,$(BUILD)/examples/%,$(EXAMPLES))
 TEST_SRC := $(sort $(wildcard test/check_*.c))
 TEST_OBJ := $(patsubst test/%.c,$(BUILD)/obj/test/%.o,$(TEST_SRC))
 TEST_BIN := $(BUILD)/test/check_kvdist
+# The history checker is shared by the Check suite (its self-test) and the
+# fault-injection harness (test/nemesis.c, kvdist-nemesis(1)).
+HIST_OBJ := $(BUILD)/obj/test/history.o
+NEMESIS_BIN := $(BUILD)/test/nemesis
+# The short nemesis run inside `make check` (seconds, seed).
+NEMESIS_CHECK_DURATION ?= 40
+NEMESIS_CHECK_SEED ?= 8
 
 # Everything the Makefile and headers change forces a rebuild.
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
 .PHONY: all lib examples check test demo deps install uninstall clean exports \
-	bench bench-peers
+	bench bench-peers nemesis
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -107,15 +115,20 @@ $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 
 # Tests link the static library so they can reach internal functions
 # (ring_*, vc_*, obj_*) that the shared library does not export.
-$(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h Makefile
+$(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h test/history.h \
+		Makefile
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib -Itest $(DEP_CFLAGS) $(CHECK_CFLAGS) \
 		$(CURL_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(TEST_BIN): $(TEST_OBJ) $(STLIB)
+$(TEST_BIN): $(TEST_OBJ) $(HIST_OBJ) $(STLIB)
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(STLIB) $(DEP_LIBS) \
-		$(CHECK_LIBS) $(CURL_LIBS)
+	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(HIST_OBJ) $(STLIB) \
+		$(DEP_LIBS) $(CHECK_LIBS) $(CURL_LIBS)
+
+$(NEMESIS_BIN): $(BUILD)/obj/test/nemesis.o $(HIST_OBJ) $(STLIB)
+	@mkdir -p $(@D)
+	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 # The shared library exports exactly the public API: compared against the
 # committed list, so an accidental export (or a missing one) fails the build.
@@ -130,14 +143,23 @@ exports: $(SHLIB)
 		echo "exports: include/kvdist.h declares differ from test/exports.txt"; exit 1; fi
 	@echo "exports: $$(wc -l < test/exports.txt) public symbols, as listed"
 
-check: deps all $(TEST_BIN) exports
+check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports
 	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp $(TEST_BIN)
+	KVDIST_BUILD=$(BUILD) LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp \
+		$(NEMESIS_BIN) run --duration $(NEMESIS_CHECK_DURATION) \
+		--seed $(NEMESIS_CHECK_SEED) --clients 3
 ifneq ($(SANITIZE),1)
 	bash test/install.sh
 endif
 
 test: check
+
+# The long fault-injection run (kvdist-nemesis(1)); README records one.
+# NEMESIS_DURATION (seconds, default 1800), NEMESIS_SEED, NEMESIS_CLIENTS.
+nemesis: deps all $(NEMESIS_BIN)
+	KVDIST_BUILD=$(BUILD) LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp \
+		NEMESIS_DURATION=$${NEMESIS_DURATION:-1800} $(NEMESIS_BIN) run
 
 demo: deps all
 	@echo "== libkvdist $(VERSION): the embedded store ($(BUILD)/examples/embed)"
@@ -164,7 +186,7 @@ bench-peers: deps all
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
 	libxxhash-dev check redis-tools redis-server libjansson-dev \
-	libcurl4-openssl-dev haproxy openssl curl
+	libcurl4-openssl-dev haproxy openssl curl iproute2 nftables
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -183,7 +205,8 @@ deps:
 	fi
 
 MAN3 := $(wildcard man/*.3)
-MAN1 := $(wildcard man/*.1)
+# kvdist-nemesis(1) documents a test harness that is not installed.
+MAN1 := $(filter-out man/kvdist-nemesis.1,$(wildcard man/*.1))
 MAN7 := $(wildcard man/*.7)
 
 install: all

@@ -249,8 +249,9 @@ KV_API void kv_close(kv_t *kv);
  * KV_ETOOBIG (value over max_value_size; for kv_put_ctx, also a write
  * that would leave the key more than 100 siblings: resolve them with a
  * context covering them first),
- * KV_EQUORUM (indeterminate, see above), KV_ETIMEDOUT (indeterminate too),
- * KV_EUNAVAIL (no replica of the key reachable), KV_ECORRUPT (the stored
+ * KV_EQUORUM (indeterminate, see above; also a forwarded write whose link
+ * to its coordinator failed), KV_ETIMEDOUT (indeterminate too),
+ * KV_EUNAVAIL (no replica of the key could be given it), KV_ECORRUPT (the stored
  * object failed validation), KV_EIO, KV_ECLOSED, KV_ENOMEM. On any error
  * other than KV_EQUORUM and KV_ETIMEDOUT nothing was written. Thread-safe.
  */

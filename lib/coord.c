@@ -416,7 +416,12 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
             }
         }
     } else if (rc != KV_ECLOSED && rc != KV_ETIMEDOUT) {
-        rc = KV_EUNAVAIL;
+        /* The link failed (refused, reset, the coordinator died). A write
+         * it may have received and applied first is indeterminate, not
+         * "nothing written" (found by the nemesis harness: a coordinator
+         * killed right after applying a write made its client report
+         * KV_EUNAVAIL for a value that then stayed visible). */
+        rc = f->is_read ? KV_EUNAVAIL : KV_EQUORUM;
     }
     f->cb(f->arg, rc, acked, needed, f->is_read ? &o : NULL);
     obj_free(&o);

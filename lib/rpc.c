@@ -22,14 +22,38 @@
  * socket while contexts are still being torn down can hang nng_close (seen
  * here; nanomsg/nng#1543 describes the same family of close races). The
  * lock `mu` protects peers, calls, ncalls and closing.
+ *
+ * A node that listens on tcp://A.B.C.D:port also dials its peers from
+ * A.B.C.D (NNG_OPT_LOCADDR), so every link between two nodes is named by
+ * their two addresses: firewall rules (the nemesis harness's partitions)
+ * can tell the links apart, and a multi-homed host answers from the address
+ * it was configured with.
+ *
+ * Fault-injection hook (tests only, off unless the environment variable
+ * KVDIST_FAULT_FILE names a file when the node opens; kvdist(7) FAULT
+ * INJECTION): the file holds lines "delay MS", "drop PERCENT" and
+ * "block SUBSTRING" (a peer URL containing it is cut off). It is re-read
+ * when it changes, at most every 100 ms. A delayed request waits on an
+ * aio of its own (nng_sleep_aio on the slot's hold aio, never on the
+ * context's aio: NNG 1.5 leaves a slept aio in a state where a later
+ * receive timeout completes as success with no message, which crashed
+ * nodes in the first nemesis runs) before it is sent; a dropped one is
+ * never sent
+ * and times out at its deadline, as a lost packet would. Only outgoing
+ * requests are affected, so a symmetric fault is written on both ends.
+ * The lock `fault_mu` protects the fault fields.
  */
 #include "rpc.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -39,6 +63,8 @@
 #include "kvdist.h"
 
 #define RPC_WORKERS 64
+#define RPC_FAULT_BLOCKS 8
+#define RPC_FAULT_RECHECK_MS 100
 
 struct rpc_call;
 
@@ -72,6 +98,21 @@ struct rpc {
     struct rpc_call *calls; /* in flight, so shutdown can cancel them */
     unsigned ncalls;
     bool closing;
+
+    nng_sockaddr local; /* dial from here (the listen host) when set */
+    bool have_local;
+
+    /* Fault-injection hook, see the top of this file (under fault_mu). */
+    pthread_mutex_t fault_mu;
+    char *fault_path; /* NULL: the hook is off */
+    nng_time fault_checked;
+    struct timespec fault_mtime;
+    off_t fault_size;
+    int fault_delay_ms;
+    int fault_drop_pct;
+    int fault_nblocks;
+    char fault_block[RPC_FAULT_BLOCKS][64];
+    uint64_t fault_rng;
 };
 
 static size_t rpc_recv_max(const wire_limits_t *l)
@@ -208,6 +249,9 @@ struct rpc_call {
     nng_ctx ctx;
     nng_aio *aio;
     bool sent;
+    nng_aio *hold; /* the fault hook's wait (allocated on first use) */
+    nng_msg *held; /* the request it holds back */
+    bool drop;
     nng_time deadline;
     rpc_done_fn done;
     void *arg;
@@ -238,6 +282,29 @@ static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
         pthread_cond_broadcast(&rpc->cv);
     }
     pthread_mutex_unlock(&rpc->mu);
+}
+
+/* The fault hook's wait is over (or was cancelled): send the held
+ * request on the slot's own aio, or fail it as a lost one. */
+static void hold_cb(void *arg)
+{
+    struct rpc_call *c = arg;
+    int rv = nng_aio_result(c->hold);
+    nng_msg *m = c->held;
+    c->held = NULL;
+    if (rv == NNG_ETIMEDOUT) {
+        rv = 0; /* the wait ran its full length */
+    }
+    if (rv != 0 || c->drop) {
+        nng_msg_free(m);
+        call_finish(c, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
+        return;
+    }
+    nng_time now = nng_clock();
+    nng_aio_set_timeout(
+        c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
+    nng_aio_set_msg(c->aio, m);
+    nng_ctx_send(c->ctx, c->aio);
 }
 
 static void call_cb(void *arg)
@@ -282,6 +349,90 @@ static void call_cb(void *arg)
         call_finish(c, 0, &reply);
     }
     nng_msg_free(m);
+}
+
+/* ----------------------------------------------------- fault injection */
+
+/* Re-reads the fault file if it changed (at most every 100 ms); a missing
+ * or unreadable file means no fault. Called under fault_mu. */
+static void fault_reload(rpc_t *rpc)
+{
+    nng_time now = nng_clock();
+    if (rpc->fault_checked != 0 &&
+        now - rpc->fault_checked < RPC_FAULT_RECHECK_MS) {
+        return;
+    }
+    rpc->fault_checked = now;
+    struct stat st;
+    if (stat(rpc->fault_path, &st) != 0) {
+        rpc->fault_delay_ms = 0;
+        rpc->fault_drop_pct = 0;
+        rpc->fault_nblocks = 0;
+        rpc->fault_size = -1;
+        return;
+    }
+    if (st.st_size == rpc->fault_size &&
+        st.st_mtim.tv_sec == rpc->fault_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == rpc->fault_mtime.tv_nsec) {
+        return;
+    }
+    FILE *f = fopen(rpc->fault_path, "r");
+    if (f == NULL) {
+        return;
+    }
+    rpc->fault_mtime = st.st_mtim;
+    rpc->fault_size = st.st_size;
+    rpc->fault_delay_ms = 0;
+    rpc->fault_drop_pct = 0;
+    rpc->fault_nblocks = 0;
+    char line[128];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char word[16];
+        char arg[64];
+        if (sscanf(line, "%15s %63s", word, arg) != 2) {
+            continue;
+        }
+        int v = atoi(arg);
+        if (strcmp(word, "delay") == 0 && v > 0 && v <= 600000) {
+            rpc->fault_delay_ms = v;
+        } else if (strcmp(word, "drop") == 0 && v > 0 && v <= 100) {
+            rpc->fault_drop_pct = v;
+        } else if (strcmp(word, "block") == 0 &&
+                   rpc->fault_nblocks < RPC_FAULT_BLOCKS) {
+            memcpy(rpc->fault_block[rpc->fault_nblocks++], arg,
+                   strlen(arg) + 1);
+        }
+    }
+    fclose(f);
+    KV_LOG(rpc->cfg.log, KV_LOG_NOTICE,
+           "rpc: fault hook: delay %d ms, drop %d%%, %d blocked peers",
+           rpc->fault_delay_ms, rpc->fault_drop_pct, rpc->fault_nblocks);
+}
+
+/* Whether the fault hook holds this request back: *delay_ms before it is
+ * sent, or *drop (never sent). */
+static bool fault_decide(rpc_t *rpc, const rpc_peer_t *p, int *delay_ms,
+                         bool *drop)
+{
+    pthread_mutex_lock(&rpc->fault_mu);
+    fault_reload(rpc);
+    *delay_ms = rpc->fault_delay_ms;
+    *drop = false;
+    for (int i = 0; i < rpc->fault_nblocks; i++) {
+        if (strstr(p->url, rpc->fault_block[i]) != NULL) {
+            *drop = true;
+        }
+    }
+    if (rpc->fault_drop_pct > 0) {
+        /* splitmix64: cheap, and good enough to pick packets to lose */
+        uint64_t z = (rpc->fault_rng += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        *drop = *drop || (int)(z % 100) < rpc->fault_drop_pct;
+    }
+    pthread_mutex_unlock(&rpc->fault_mu);
+    return *drop || *delay_ms > 0;
 }
 
 int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
@@ -341,6 +492,16 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
     rpc->calls = c;
     pthread_mutex_unlock(&rpc->mu);
     metric_inc(rpc->cfg.metrics, M_RPC_CALLS);
+    int delay = 0;
+    c->drop = false;
+    if (rpc->fault_path != NULL && fault_decide(rpc, p, &delay, &c->drop) &&
+        (c->hold != NULL || nng_aio_alloc(&c->hold, hold_cb, c) == 0)) {
+        int left = timeout_ms > 0 ? timeout_ms : 1;
+        c->held = m;
+        nng_aio_set_timeout(c->hold, NNG_DURATION_INFINITE);
+        nng_sleep_aio(c->drop || delay > left ? left : delay, c->hold);
+        return 0;
+    }
     nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
     nng_aio_set_msg(c->aio, m);
     nng_ctx_send(c->ctx, c->aio);
@@ -377,7 +538,22 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
-    int rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    int rv;
+    if (rpc->have_local && strncmp(url, "tcp://", 6) == 0) {
+        nng_dialer d;
+        rv = nng_dialer_create(&d, p->sock, url);
+        if (rv == 0) {
+            int lrv = nng_dialer_set_addr(d, NNG_OPT_LOCADDR, &rpc->local);
+            if (lrv != 0) {
+                KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
+                       "rpc: cannot dial %s from the listen address: %s", url,
+                       nng_strerror(lrv));
+            }
+            rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+        }
+    } else {
+        rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    }
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN, "rpc: cannot dial %s: %s", url,
                nng_strerror(rv));
@@ -519,10 +695,48 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     rpc->cfg = *cfg;
     pthread_mutex_init(&rpc->mu, NULL);
     pthread_cond_init(&rpc->cv, NULL);
+    pthread_mutex_init(&rpc->fault_mu, NULL);
     atomic_init(&rpc->next_id, 0);
     atomic_init(&rpc->stopping, false);
+    const char *fault = getenv("KVDIST_FAULT_FILE");
+    if (fault != NULL && *fault != '\0') {
+        rpc->fault_path = strdup(fault);
+        if (rpc->fault_path == NULL) {
+            rpc_destroy(rpc);
+            return KV_ENOMEM;
+        }
+        rpc->fault_size = -1;
+        rpc->fault_rng = (uint64_t)getpid() ^ (uint64_t)nng_clock() << 20;
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: fault injection on, from %s (KVDIST_FAULT_FILE)",
+               rpc->fault_path);
+    }
     *out = rpc;
     return 0;
+}
+
+/* The numeric IPv4 host of a tcp:// URL that names one address (not
+ * 0.0.0.0 or a name), so peers are dialled from it. */
+static void rpc_set_local(rpc_t *rpc, const char *url)
+{
+    char host[64];
+    const char *colon;
+    if (strncmp(url, "tcp://", 6) != 0 ||
+        (colon = strrchr(url + 6, ':')) == NULL ||
+        (size_t)(colon - (url + 6)) >= sizeof(host)) {
+        return;
+    }
+    memcpy(host, url + 6, (size_t)(colon - (url + 6)));
+    host[colon - (url + 6)] = '\0';
+    struct in_addr a;
+    if (inet_pton(AF_INET, host, &a) != 1 || a.s_addr == htonl(INADDR_ANY)) {
+        return;
+    }
+    memset(&rpc->local, 0, sizeof(rpc->local));
+    rpc->local.s_in.sa_family = NNG_AF_INET;
+    rpc->local.s_in.sa_addr = a.s_addr;
+    rpc->local.s_in.sa_port = 0;
+    rpc->have_local = true;
 }
 
 int rpc_listen(rpc_t *rpc, const char *url)
@@ -552,6 +766,7 @@ int rpc_listen(rpc_t *rpc, const char *url)
         worker_recv(w);
     }
     rpc->listening = true;
+    rpc_set_local(rpc, url);
     return 0;
 }
 
@@ -578,6 +793,9 @@ void rpc_destroy(rpc_t *rpc)
      * call leaves the list under mu, so none is freed while we walk. */
     for (struct rpc_call *c = rpc->calls; c != NULL; c = c->next) {
         nng_aio_cancel(c->aio);
+        if (c->hold != NULL) {
+            nng_aio_cancel(c->hold);
+        }
     }
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
@@ -591,6 +809,10 @@ void rpc_destroy(rpc_t *rpc)
         for (struct rpc_call *c = p->idle; c != NULL; c = c->next) {
             nng_aio_free(c->aio);
             c->aio = NULL;
+            if (c->hold != NULL) {
+                nng_aio_free(c->hold);
+                c->hold = NULL;
+            }
         }
     }
     bool closed = close_sockets(rpc, peers);
@@ -602,5 +824,7 @@ void rpc_destroy(rpc_t *rpc)
     }
     pthread_cond_destroy(&rpc->cv);
     pthread_mutex_destroy(&rpc->mu);
+    pthread_mutex_destroy(&rpc->fault_mu);
+    free(rpc->fault_path);
     free(rpc);
 }

@@ -21,6 +21,7 @@ Suite *aae_suite(void);
 Suite *resp_suite(void);
 Suite *http_suite(void);
 Suite *haproxy_suite(void);
+Suite *nemesis_suite(void);
 
 /* A fresh directory under $TMPDIR (or /tmp); the caller frees the string
  * and removes the tree with util_rmtree. Aborts the test on failure. */

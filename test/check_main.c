@@ -20,6 +20,7 @@ int main(void)
     srunner_add_suite(sr, resp_suite());
     srunner_add_suite(sr, http_suite());
     srunner_add_suite(sr, haproxy_suite());
+    srunner_add_suite(sr, nemesis_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
