@@ -665,12 +665,7 @@ START_TEST(test_tombstone_gc_no_resurrection)
         size_t len;
         ck_assert_int_eq(local_raw(h->node[i].url, key, &p, &len), 0);
     }
-    long long purged = 0;
-    for (int i = 0; i < 3; i++) {
-        purged += harness_remote_stat(h->node[i].url,
-                                      "kvdist_tombstones_purged_total");
-    }
-    ck_assert_int_eq(purged, 3);
+    ck_assert_int_eq(harness_sum_stat(h, "kvdist_tombstones_purged_total"), 3);
     /* And it stays gone through more anti-entropy and a strong read. */
     for (int i = 0; i < 3; i++) {
         char id[16];
@@ -715,11 +710,7 @@ START_TEST(test_expired_hints_dropped)
     while (stored < 1) {
         ck_assert_msg(harness_now_ms() < hinted_by, "no hint stored for n3");
         harness_sleep_ms(20);
-        stored = 0;
-        for (int i = 0; i < 2; i++) {
-            stored += harness_remote_stat(h->node[i].url,
-                                          "kvdist_hints_stored_total");
-        }
+        stored = harness_sum_stat(h, "kvdist_hints_stored_total");
     }
     /* Past the grace period (and the write's 2 s deadline) before n3 is
      * back and its hint could go out. */
@@ -734,18 +725,9 @@ START_TEST(test_expired_hints_dropped)
     while (expired < stored) {
         ck_assert_msg(harness_now_ms() < deadline, "hints not dropped");
         harness_sleep_ms(50);
-        expired = 0;
-        for (int i = 0; i < 2; i++) {
-            expired += harness_remote_stat(h->node[i].url,
-                                           "kvdist_hints_expired_total");
-        }
+        expired = harness_sum_stat(h, "kvdist_hints_expired_total");
     }
-    long long delivered = 0;
-    for (int i = 0; i < 2; i++) {
-        delivered += harness_remote_stat(h->node[i].url,
-                                         "kvdist_hints_delivered_total");
-    }
-    ck_assert_int_eq(delivered, 0);
+    ck_assert_int_eq(harness_sum_stat(h, "kvdist_hints_delivered_total"), 0);
     uint8_t *p;
     size_t len;
     ck_assert_int_eq(local_raw(h->node[2].url, "late", &p, &len), 0);

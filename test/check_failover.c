@@ -41,23 +41,10 @@ static int64_t wait_all_see(harness_t *h, int skip, const char *id,
     }
 }
 
-/* Sum of a metric over the running nodes. */
-static long long sum_stat(harness_t *h, const char *name)
-{
-    long long sum = 0;
-    for (int i = 0; i < h->nnodes; i++) {
-        if (h->node[i].pid > 0) {
-            long long v = harness_remote_stat(h->node[i].url, name);
-            sum += v > 0 ? v : 0;
-        }
-    }
-    return sum;
-}
-
 static void wait_hints_drained(harness_t *h, int bound_ms)
 {
     int64_t deadline = harness_now_ms() + bound_ms;
-    while (sum_stat(h, "kvdist_hints_pending") > 0) {
+    while (harness_sum_stat(h, "kvdist_hints_pending") > 0) {
         ck_assert_msg(harness_now_ms() < deadline,
                       "hints still pending after %d ms", bound_ms);
         harness_sleep_ms(50);
@@ -127,7 +114,7 @@ START_TEST(test_kill9_during_writes)
     ck_assert_int_ge(nacked, 290);
     wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
     wait_hints_drained(h, 20000);
-    ck_assert_int_gt(sum_stat(h, "kvdist_hints_delivered_total"), 0);
+    ck_assert_int_gt(harness_sum_stat(h, "kvdist_hints_delivered_total"), 0);
     check_all_present(h, c, acked, nacked, 2);
     kv_close(c);
     harness_destroy(h);
@@ -155,7 +142,7 @@ START_TEST(test_sigstop_and_resume)
                       kv_strerror(rc));
         acked[nacked++] = i;
     }
-    ck_assert_int_ge(sum_stat(h, "kvdist_hints_pending"), 100);
+    ck_assert_int_ge(harness_sum_stat(h, "kvdist_hints_pending"), 100);
     kill(h->node[2].pid, SIGCONT);
     took = wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
     printf("failover SIGCONT: n3 seen up again after %lld ms\n",
@@ -184,7 +171,7 @@ START_TEST(test_hint_holder_killed_before_delivery)
         ck_assert_int_eq(try_put(c, i, key, sizeof(key)), 0);
         acked[nacked++] = i;
     }
-    long long pending = sum_stat(h, "kvdist_hints_pending");
+    long long pending = harness_sum_stat(h, "kvdist_hints_pending");
     ck_assert_int_ge(pending, 50);
     kv_close(c);
     /* both hint holders die before n3 is back */
@@ -192,7 +179,7 @@ START_TEST(test_hint_holder_killed_before_delivery)
     harness_kill(h, 1);
     harness_start(h, 0, NULL);
     harness_start(h, 1, NULL);
-    ck_assert_int_eq(sum_stat(h, "kvdist_hints_pending"), pending);
+    ck_assert_int_eq(harness_sum_stat(h, "kvdist_hints_pending"), pending);
     harness_start(h, 2, NULL);
     c = harness_client(h, 1500);
     wait_all_see(h, -1, "n3", KV_MEMBER_UP, 15000);
@@ -265,7 +252,7 @@ START_TEST(test_strict_quorum)
     ck_assert_int_gt(both_down, 0);
     ck_assert_int_gt(ok, 0);
     /* no fallback stood in */
-    ck_assert_int_eq(sum_stat(h, "kvdist_hinted_writes_total"), 0);
+    ck_assert_int_eq(harness_sum_stat(h, "kvdist_hinted_writes_total"), 0);
     kv_close(c);
     harness_destroy(h);
 }
@@ -290,7 +277,7 @@ START_TEST(test_sloppy_quorum_uses_fallbacks)
         char key[32];
         ck_assert_int_eq(try_put(c, i, key, sizeof(key)), 0);
     }
-    ck_assert_int_gt(sum_stat(h, "kvdist_hinted_writes_total"), 0);
+    ck_assert_int_gt(harness_sum_stat(h, "kvdist_hinted_writes_total"), 0);
     /* and reads with R=2 still succeed through the fallback */
     for (int i = 0; i < 30; i++) {
         char key[32];

@@ -546,6 +546,19 @@ long long harness_remote_stat(const char *url, const char *name)
     return v;
 }
 
+/* Sum of a metric over the running nodes. */
+long long harness_sum_stat(harness_t *h, const char *name)
+{
+    long long sum = 0;
+    for (int i = 0; i < h->nnodes; i++) {
+        if (h->node[i].pid > 0) {
+            long long v = harness_remote_stat(h->node[i].url, name);
+            sum += v > 0 ? v : 0;
+        }
+    }
+    return sum;
+}
+
 /* Node url's view of member id: KV_MEMBER_UP/DOWN, or -1 if unknown or
  * the node did not answer. Also the number of members it lists. */
 int harness_remote_status(const char *url, const char *id, size_t *count)

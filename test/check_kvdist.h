@@ -102,6 +102,8 @@ int harness_wait_local_value(const char *url, const char *key,
                              const char *want, int bound_ms);
 /* A counter or gauge from node url's metrics, or -1. */
 long long harness_remote_stat(const char *url, const char *name);
+/* The sum of a counter over the running nodes of h (absent counts 0). */
+long long harness_sum_stat(harness_t *h, const char *name);
 /* Node url's view of member id (KV_MEMBER_UP/DOWN, -1 unknown/no answer)
  * and how many members it lists. */
 int harness_remote_status(const char *url, const char *id, size_t *count);
