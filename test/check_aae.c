@@ -594,6 +594,24 @@ static int local_state(harness_t *h, int i, const char *key)
     return local_live(h->node[i].url, key, got, sizeof(got));
 }
 
+/* One full pass on every node of h, one node after the other. */
+static void repair_all(kv_t *c, harness_t *h)
+{
+    for (int i = 0; i < h->nnodes; i++) {
+        repair(c, h->node[i].id);
+    }
+}
+
+/* No node of h holds anything for key, not even a tombstone. */
+static void assert_absent_everywhere(harness_t *h, const char *key)
+{
+    for (int i = 0; i < h->nnodes; i++) {
+        uint8_t *p;
+        size_t len;
+        ck_assert_int_eq(local_raw(h->node[i].url, key, &p, &len), 0);
+    }
+}
+
 START_TEST(test_tombstone_gc_no_resurrection)
 {
     harness_t *h = harness_create(3);
@@ -655,28 +673,12 @@ START_TEST(test_tombstone_gc_no_resurrection)
 
     /* Now every replica holds it: the first owner's sweep purges it
      * everywhere (each node runs a pass; only the first owner acts). */
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "n%d", i + 1);
-        repair(c, id);
-    }
-    for (int i = 0; i < 3; i++) {
-        uint8_t *p;
-        size_t len;
-        ck_assert_int_eq(local_raw(h->node[i].url, key, &p, &len), 0);
-    }
+    repair_all(c, h);
+    assert_absent_everywhere(h, key);
     ck_assert_int_eq(harness_sum_stat(h, "kvdist_tombstones_purged_total"), 3);
     /* And it stays gone through more anti-entropy and a strong read. */
-    for (int i = 0; i < 3; i++) {
-        char id[16];
-        snprintf(id, sizeof(id), "n%d", i + 1);
-        repair(c, id);
-    }
-    for (int i = 0; i < 3; i++) {
-        uint8_t *p;
-        size_t len;
-        ck_assert_int_eq(local_raw(h->node[i].url, key, &p, &len), 0);
-    }
+    repair_all(c, h);
+    assert_absent_everywhere(h, key);
     void *v = NULL;
     size_t vlen = 0;
     ck_assert_int_eq(kv_get(c, key, strlen(key), &v, &vlen), KV_ENOTFOUND);
