@@ -341,26 +341,23 @@ static int aae_view_build(kv_t *kv, aae_view_t *out)
 
 /* ------------------------------------------------------- index writes */
 
-int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
-              const void *enc, size_t enclen, const uint64_t *old_digest)
+int aae_stage(kv_t *kv, store_batch_t *b, const void *key, size_t klen,
+              const obj_t *o, const void *enc, size_t enclen,
+              const uint64_t *old_digest, aae_toggle_t *t)
 {
-    struct aae *a = kv->aae;
+    (void)kv;
     uint64_t h = ring_hash_key(key, klen);
     uint8_t small[256];
     uint8_t *ik = 8 + klen <= sizeof(small) ? small : malloc(8 + klen);
-    store_batch_t *b = store_batch_create(kv->store);
-    if (ik == NULL || b == NULL) {
-        if (ik != small) {
-            free(ik);
-        }
-        store_batch_destroy(b);
+    if (ik == NULL) {
         return KV_ENOMEM;
     }
     aae_put_be64(ik, h);
     memcpy(ik + 8, key, klen);
-    uint64_t digest = 0;
+    t->h = h;
+    t->x = old_digest != NULL ? merkle_entry(key, klen, *old_digest) : 0;
     if (enc != NULL) {
-        digest = aae_digest(enc, enclen);
+        uint64_t digest = aae_digest(enc, enclen);
         uint8_t flags = o->n > 0 ? AAE_IDX_TOMB : 0;
         int64_t ts = 0;
         for (size_t i = 0; i < o->n; i++) {
@@ -369,40 +366,58 @@ int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
             }
             ts = o->sib[i].ts_us > ts ? o->sib[i].ts_us : ts;
         }
-        buf_t v;
-        buf_init(&v);
-        buf_put_u64(&v, digest);
-        buf_put_u8(&v, flags);
-        buf_put_u64(&v, (uint64_t)ts);
+        uint8_t v[17];
+        for (int i = 0; i < 8; i++) {
+            v[i] = (uint8_t)(digest >> (8 * i));
+            v[9 + i] = (uint8_t)((uint64_t)ts >> (8 * i));
+        }
+        v[8] = flags;
         store_batch_put(b, STORE_CF_DATA, key, klen, enc, enclen);
-        store_batch_put(b, STORE_CF_AAE, ik, 8 + klen, v.p, v.len);
-        buf_free(&v);
+        store_batch_put(b, STORE_CF_AAE, ik, 8 + klen, v, sizeof(v));
+        t->x ^= merkle_entry(key, klen, digest);
     } else {
         store_batch_delete(b, STORE_CF_DATA, key, klen);
         store_batch_delete(b, STORE_CF_AAE, ik, 8 + klen);
     }
+    if (ik != small) {
+        free(ik);
+    }
+    return 0;
+}
+
+int aae_commit(kv_t *kv, store_batch_t *b, const aae_toggle_t *t, size_t n)
+{
+    struct aae *a = kv->aae;
+    /* Shared: a rebuild (exclusive) must see either none or all of it. */
     pthread_rwlock_rdlock(&a->lock);
     int rc = store_batch_write(b);
     if (rc == 0 && a->v.ring == NULL) {
         atomic_fetch_add(&a->unviewed, 1);
     } else if (rc == 0) {
-        aae_group_t *g = aae_group_of(&a->v, h);
-        uint64_t t = 0;
-        if (old_digest != NULL) {
-            t ^= merkle_entry(key, klen, *old_digest);
-        }
-        if (enc != NULL) {
-            t ^= merkle_entry(key, klen, digest);
-        }
-        if (g != NULL && t != 0) {
-            merkle_toggle(g->tree, merkle_leaf_of(h), t);
+        for (size_t i = 0; i < n; i++) {
+            aae_group_t *g = aae_group_of(&a->v, t[i].h);
+            if (g != NULL && t[i].x != 0) {
+                merkle_toggle(g->tree, merkle_leaf_of(t[i].h), t[i].x);
+            }
         }
     }
     pthread_rwlock_unlock(&a->lock);
-    store_batch_destroy(b);
-    if (ik != small) {
-        free(ik);
+    return rc;
+}
+
+int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
+              const void *enc, size_t enclen, const uint64_t *old_digest)
+{
+    store_batch_t *b = store_batch_create(kv->store);
+    if (b == NULL) {
+        return KV_ENOMEM;
     }
+    aae_toggle_t t;
+    int rc = aae_stage(kv, b, key, klen, o, enc, enclen, old_digest, &t);
+    if (rc == 0) {
+        rc = aae_commit(kv, b, &t, 1);
+    }
+    store_batch_destroy(b);
     return rc;
 }
 

@@ -52,6 +52,21 @@ uint64_t aae_digest(const void *enc, size_t len);
 int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
               const void *enc, size_t enclen, const uint64_t *old_digest);
 
+/* A write's change to its Merkle leaf, applied once its batch is written. */
+typedef struct aae_toggle {
+    uint64_t h; /* the key's ring hash */
+    uint64_t x; /* XOR of the entries it removes and adds */
+} aae_toggle_t;
+
+/* aae_write in two steps, so several writes share one RocksDB batch (a
+ * replica applying a batch of writes from a peer): aae_stage adds one
+ * write to b and fills *t; aae_commit writes b and applies n toggles.
+ * Returns 0, KV_ENOMEM (stage); 0, KV_EIO (commit). */
+int aae_stage(kv_t *kv, store_batch_t *b, const void *key, size_t klen,
+              const obj_t *o, const void *enc, size_t enclen,
+              const uint64_t *old_digest, aae_toggle_t *t);
+int aae_commit(kv_t *kv, store_batch_t *b, const aae_toggle_t *t, size_t n);
+
 /* The rpc handler for WIRE_AE requests. */
 void aae_handle(kv_t *kv, rpc_req_t *req, const wire_msg_t *m);
 

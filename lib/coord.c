@@ -469,6 +469,22 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
 
 /* ------------------------------------------------------------ operations */
 
+/* The coordinator's own grouped write has committed (or failed). */
+static void on_local_applied(void *arg, uint64_t u, int rc)
+{
+    (void)u;
+    coord_op_t *op = arg;
+    coord_slot_t *s = NULL;
+    for (size_t i = 0; i < op->nslots && s == NULL; i++) {
+        s = op->slot[i].self ? &op->slot[i] : NULL;
+    }
+    if (s == NULL) {
+        op_release(op); /* cannot happen: a coordinator owns the key */
+        return;
+    }
+    op_settle(op, s, rc == 0, NULL);
+}
+
 static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
                              const vc_t *ctx, const void *val, size_t vlen,
                              bool tombstone, int w, int timeout_ms,
@@ -518,9 +534,30 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
     int needed = eff_quorum(w, kv->cfg.w, rt.n);
     op->needed = needed;
     op->timeout_ms = tmo;
+    /* In a received batch the local write joins the batch's group, and
+     * counts once the group commits (on_local_applied), like a replica's
+     * acknowledgement; otherwise it is durable now. */
+    replica_group_t *g = replica_group_current(kv);
+    op->nslots = rt.n;
+    size_t cursor = rt.n;
+    for (size_t i = 0; i < rt.n; i++) {
+        op_assign(op, &rt, i, &cursor);
+        if (!op->slot[i].self || g != NULL) {
+            op->outstanding++;
+        }
+    }
     obj_t o;
     obj_init(&o);
-    rc = replica_write(kv, key, klen, ctx, val, vlen, tombstone, &o);
+    if (g != NULL) {
+        op_hold(op);
+        rc = replica_write_grouped(g, key, klen, ctx, val, vlen, tombstone, &o,
+                                   on_local_applied, op, 0);
+        if (rc != 0) {
+            op_release(op);
+        }
+    } else {
+        rc = replica_write(kv, key, klen, ctx, val, vlen, tombstone, &o);
+    }
     if (rc != 0) {
         obj_free(&o);
         op->done = true;
@@ -528,7 +565,9 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
         done(arg, rc, 0, needed, NULL);
         return;
     }
-    op->acked = 1;
+    if (g == NULL) {
+        op->acked = 1;
+    }
     buf_t enc;
     buf_init(&enc);
     if (rt.n > 1 && obj_encode(&o, &enc) != 0) {
@@ -538,14 +577,6 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
     /* Kept for hints to replicas that do not acknowledge. */
     obj_free(&op->merged);
     op->merged = o;
-    op->nslots = rt.n;
-    size_t cursor = rt.n;
-    for (size_t i = 0; i < rt.n; i++) {
-        op_assign(op, &rt, i, &cursor);
-        if (!op->slot[i].self) {
-            op->outstanding++;
-        }
-    }
     for (size_t i = 0; i < rt.n; i++) {
         coord_slot_t *s = &op->slot[i];
         if (s->self) {
@@ -677,6 +708,21 @@ static void reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
     rpc_reply(req, &b);
 }
 
+static void on_replica_put_applied(void *arg, uint64_t id, int rc)
+{
+    reply_status(arg, WIRE_REPLICA_PUT, id, rc);
+}
+
+void coord_batch_begin(void *arg)
+{
+    replica_group_begin(arg);
+}
+
+void coord_batch_end(void *arg)
+{
+    replica_group_end(arg);
+}
+
 static void on_coordinated(void *arg, int rc, int acked, int needed,
                            obj_t *result)
 {
@@ -760,8 +806,18 @@ void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
             owner[m->ownerlen] = '\0';
             rc = handoff_store(kv, owner, m->key, m->klen, &o);
         } else if (rc == 0) {
-            rc = replica_merge(kv, m->key, m->klen, &o, NULL);
             metric_inc(&kv->metrics, M_REPLICA_WRITES);
+            replica_group_t *g = replica_group_current(kv);
+            if (g != NULL) {
+                rc = replica_merge_grouped(g, m->key, m->klen, &o,
+                                           on_replica_put_applied, req, m->id);
+                obj_free(&o);
+                if (rc != 0) {
+                    reply_status(req, type, m->id, rc);
+                }
+                return; /* answered once the group commits */
+            }
+            rc = replica_merge(kv, m->key, m->klen, &o, NULL);
         }
         obj_free(&o);
         reply_status(req, type, m->id, rc);

@@ -38,4 +38,9 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
 /* The rpc handler for requests from peers. */
 void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *msg);
 
+/* rpc batch hooks: the replica writes of one received batch are applied
+ * as one group (replica.h). */
+void coord_batch_begin(void *arg);
+void coord_batch_end(void *arg);
+
 #endif /* KV_COORD_H */

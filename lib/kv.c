@@ -170,6 +170,8 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .metrics = &kv->metrics,
             .handler = coord_handle,
             .handler_arg = kv,
+            .batch_begin = coord_batch_begin,
+            .batch_end = coord_batch_end,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
         if (rc == 0 && kv->cfg.listen != NULL) {

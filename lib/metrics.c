@@ -41,6 +41,11 @@ static const struct {
                           "Peer messages dropped because they did not "
                           "decode."},
     [M_RPC_CALLS] = {"kvdist_rpc_calls_total", "Requests sent to peers."},
+    [M_RPC_BATCHES] = {"kvdist_rpc_batches_total",
+                       "Messages to peers that carried several requests."},
+    [M_RPC_RESENDS] = {"kvdist_rpc_resent_total",
+                       "Requests sent again alone: their replies were too "
+                       "large to share a batch reply."},
     [M_RPC_ERRORS] = {"kvdist_rpc_errors_total",
                       "Requests to peers that failed (not timeouts)."},
     [M_RPC_TIMEOUTS] = {"kvdist_rpc_timeouts_total",

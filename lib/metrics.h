@@ -27,6 +27,8 @@ enum metric_id {
     M_BYTES_READ,
     M_WIRE_MALFORMED,
     M_RPC_CALLS,
+    M_RPC_BATCHES,
+    M_RPC_RESENDS,
     M_RPC_ERRORS,
     M_RPC_TIMEOUTS,
     M_REPLICA_WRITES,

@@ -22,10 +22,62 @@
 #define REPLICA_SIBLINGS_WARN 25
 #define REPLICA_SIBLINGS_REFUSE 100
 
+typedef struct replica_done {
+    replica_done_fn fn;
+    void *arg;
+    uint64_t u;
+} replica_done_t;
+
+struct replica_group {
+    kv_t *kv;
+    store_batch_t *b;
+    aae_toggle_t *tog; /* one per staged write */
+    size_t ntog;
+    size_t togcap;
+    replica_done_t *done; /* called at commit */
+    size_t ndone;
+    size_t donecap;
+    uint64_t bytes;
+    uint64_t held[NODE_KEY_LOCKS / 64]; /* stripes taken */
+    size_t nheld;
+};
+
+/* The group of the batch this thread is dispatching, if any. */
+static _Thread_local replica_group_t *replica_tl_group;
+
+static int group_flush(replica_group_t *g);
+
+/* Takes the key's stripe, for the group g or (g NULL) for the caller to
+ * release. Commits this thread's group first whenever holding its stripes
+ * could make this wait or deadlock (see the top of the file). */
+static pthread_mutex_t *replica_lock_group(kv_t *kv, const void *key,
+                                          size_t klen, replica_group_t *g)
+{
+    size_t i = (size_t)(XXH3_64bits(key, klen) & (NODE_KEY_LOCKS - 1));
+    pthread_mutex_t *mu = &kv->key_locks[i];
+    replica_group_t *cur = replica_tl_group;
+    bool mine = g != NULL && ((g->held[i / 64] >> (i % 64)) & 1u);
+    if (cur != NULL && cur->kv == kv && cur->nheld > 0) {
+        if (g == NULL || mine || pthread_mutex_trylock(mu) != 0) {
+            group_flush(cur);
+        } else {
+            g->held[i / 64] |= 1ull << (i % 64);
+            g->nheld++;
+            return mu;
+        }
+    }
+    pthread_mutex_lock(mu);
+    if (g != NULL) {
+        g->held[i / 64] |= 1ull << (i % 64);
+        g->nheld++;
+    }
+    return mu;
+}
+
+/* Takes the key's stripe; the caller releases it. */
 static pthread_mutex_t *replica_lock(kv_t *kv, const void *key, size_t klen)
 {
-    uint64_t h = XXH3_64bits(key, klen);
-    return &kv->key_locks[h & (NODE_KEY_LOCKS - 1)];
+    return replica_lock_group(kv, key, klen, NULL);
 }
 
 /* What replica_save replaces: the stored object's digest, if any. */
@@ -64,8 +116,33 @@ static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
     return rc;
 }
 
-static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o,
-                        const replica_old_t *old)
+/* Room for one more staged write (tog) or waiting done function. */
+static int group_reserve(replica_group_t *g, bool tog)
+{
+    if (tog && g->ntog == g->togcap) {
+        size_t cap = g->togcap ? 2 * g->togcap : 16;
+        aae_toggle_t *t = realloc(g->tog, cap * sizeof(*t));
+        if (t == NULL) {
+            return KV_ENOMEM;
+        }
+        g->tog = t;
+        g->togcap = cap;
+    }
+    if (!tog && g->ndone == g->donecap) {
+        size_t cap = g->donecap ? 2 * g->donecap : 16;
+        replica_done_t *d = realloc(g->done, cap * sizeof(*d));
+        if (d == NULL) {
+            return KV_ENOMEM;
+        }
+        g->done = d;
+        g->donecap = cap;
+    }
+    return 0;
+}
+
+/* Stores o (replacing `old`): at once, or staged into g. */
+static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
+                        size_t klen, obj_t *o, const replica_old_t *old)
 {
     size_t pruned = obj_prune(o, kv->cfg.clock_max);
     if (pruned > 0) {
@@ -74,7 +151,18 @@ static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o,
     buf_t b;
     buf_init(&b);
     int rc = obj_encode(o, &b);
-    if (rc == 0) {
+    if (rc == 0 && g != NULL) {
+        rc = group_reserve(g, true);
+        if (rc == 0) {
+            rc = aae_stage(kv, g->b, key, klen, o, b.p, b.len,
+                           old->present ? &old->digest : NULL,
+                           &g->tog[g->ntog]);
+        }
+        if (rc == 0) {
+            g->ntog++;
+            g->bytes += b.len;
+        }
+    } else if (rc == 0) {
         /* The object and its anti-entropy index entry, in one batch. */
         rc = aae_write(kv, key, klen, o, b.p, b.len,
                        old->present ? &old->digest : NULL);
@@ -86,13 +174,13 @@ static int replica_save(kv_t *kv, const void *key, size_t klen, obj_t *o,
     return rc;
 }
 
-int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                  const void *val, size_t vlen, bool tombstone, obj_t *result)
+static int replica_write_impl(kv_t *kv, replica_group_t *g, const void *key,
+                              size_t klen, const vc_t *ctx, const void *val,
+                              size_t vlen, bool tombstone, obj_t *result)
 {
     obj_t o;
     obj_init(&o);
-    pthread_mutex_t *mu = replica_lock(kv, key, klen);
-    pthread_mutex_lock(mu);
+    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g);
     replica_old_t old;
     int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
@@ -114,9 +202,11 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         KV_LOG(&kv->log, KV_LOG_WARN, "replica: key has %zu siblings", o.n);
     }
     if (rc == 0) {
-        rc = replica_save(kv, key, klen, &o, &old);
+        rc = replica_save(kv, g, key, klen, &o, &old);
     }
-    pthread_mutex_unlock(mu);
+    if (g == NULL) {
+        pthread_mutex_unlock(mu);
+    }
     if (rc == 0 && obj_live(&o) > 1) {
         metric_inc(&kv->metrics, M_SIBLINGS_CREATED);
     }
@@ -129,32 +219,162 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     return rc;
 }
 
+int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                  const void *val, size_t vlen, bool tombstone, obj_t *result)
+{
+    return replica_write_impl(kv, NULL, key, klen, ctx, val, vlen, tombstone,
+                              result);
+}
+
 int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out)
 {
     /* No lock: RocksDB gives a consistent snapshot of the single value. */
     return replica_load(kv, key, klen, out, NULL);
 }
 
-int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
-                  bool *changed)
+static int replica_merge_impl(kv_t *kv, replica_group_t *g, const void *key,
+                              size_t klen, const obj_t *in, bool *changed)
 {
     obj_t o;
     obj_init(&o);
     bool did = false;
-    pthread_mutex_t *mu = replica_lock(kv, key, klen);
-    pthread_mutex_lock(mu);
+    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g);
     replica_old_t old;
     int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
         rc = obj_join(&o, in, &did);
     }
     if (rc == 0 && did) {
-        rc = replica_save(kv, key, klen, &o, &old);
+        rc = replica_save(kv, g, key, klen, &o, &old);
     }
-    pthread_mutex_unlock(mu);
+    if (g == NULL) {
+        pthread_mutex_unlock(mu);
+    }
     obj_free(&o);
     if (changed != NULL) {
         *changed = rc == 0 && did;
+    }
+    return rc;
+}
+
+int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
+                  bool *changed)
+{
+    return replica_merge_impl(kv, NULL, key, klen, in, changed);
+}
+
+/* ---------------------------------------------------------- write groups */
+
+replica_group_t *replica_group_current(kv_t *kv)
+{
+    replica_group_t *g = replica_tl_group;
+    return g != NULL && g->kv == kv ? g : NULL;
+}
+
+void replica_group_begin(kv_t *kv)
+{
+    if (kv->store == NULL || replica_tl_group != NULL) {
+        return;
+    }
+    replica_group_t *g = calloc(1, sizeof(*g));
+    if (g == NULL || (g->b = store_batch_create(kv->store)) == NULL) {
+        free(g); /* out of memory: the batch's writes go one by one */
+        return;
+    }
+    g->kv = kv;
+    replica_tl_group = g;
+}
+
+/* Commits what g staged, releases its stripes, then tells each waiting
+ * write how it went. */
+static int group_flush(replica_group_t *g)
+{
+    kv_t *kv = g->kv;
+    int rc = 0;
+    if (g->ntog > 0) {
+        rc = aae_commit(kv, g->b, g->tog, g->ntog);
+        if (rc == 0) {
+            metric_add(&kv->metrics, M_BYTES_WRITTEN, g->bytes);
+        }
+        store_batch_clear(g->b);
+    }
+    g->ntog = 0;
+    g->bytes = 0;
+    for (size_t w = 0; g->nheld > 0 && w < NODE_KEY_LOCKS / 64; w++) {
+        while (g->held[w] != 0) {
+            unsigned bit = (unsigned)__builtin_ctzll(g->held[w]);
+            g->held[w] &= g->held[w] - 1;
+            pthread_mutex_unlock(&kv->key_locks[w * 64 + bit]);
+            g->nheld--;
+        }
+    }
+    /* Call from a copy, in case a done function stages more into g;
+     * keep the array for the next round otherwise. */
+    replica_done_t *done = g->done;
+    size_t n = g->ndone;
+    size_t cap = g->donecap;
+    g->done = NULL;
+    g->ndone = g->donecap = 0;
+    for (size_t i = 0; i < n; i++) {
+        done[i].fn(done[i].arg, done[i].u, rc);
+    }
+    if (g->done == NULL) {
+        g->done = done;
+        g->donecap = cap;
+    } else {
+        free(done);
+    }
+    return rc;
+}
+
+void replica_group_end(kv_t *kv)
+{
+    replica_group_t *g = replica_group_current(kv);
+    if (g == NULL) {
+        return;
+    }
+    while (g->nheld > 0 || g->ndone > 0) {
+        group_flush(g);
+    }
+    replica_tl_group = NULL;
+    store_batch_destroy(g->b);
+    free(g->tog);
+    free(g->done);
+    free(g);
+}
+
+/* Registers fn for the commit of what the group staged so far (or, out
+ * of memory for that, commits now and calls it). */
+static void group_on_commit(replica_group_t *g, replica_done_fn fn, void *arg,
+                            uint64_t u)
+{
+    if (group_reserve(g, false) != 0) {
+        fn(arg, u, group_flush(g));
+        return;
+    }
+    g->done[g->ndone++] = (replica_done_t){fn, arg, u};
+}
+
+int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
+                          const vc_t *ctx, const void *val, size_t vlen,
+                          bool tombstone, obj_t *result, replica_done_fn fn,
+                          void *arg, uint64_t u)
+{
+    int rc = replica_write_impl(g->kv, g, key, klen, ctx, val, vlen,
+                                tombstone, result);
+    if (rc == 0) {
+        group_on_commit(g, fn, arg, u);
+    }
+    return rc;
+}
+
+int replica_merge_grouped(replica_group_t *g, const void *key, size_t klen,
+                          const obj_t *in, replica_done_fn fn, void *arg,
+                          uint64_t u)
+{
+    int rc = replica_merge_impl(g->kv, g, key, klen, in, NULL);
+    if (rc == 0) {
+        group_on_commit(g, fn, arg, u);
     }
     return rc;
 }
@@ -164,7 +384,6 @@ int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
 {
     *purged = false;
     pthread_mutex_t *mu = replica_lock(kv, key, klen);
-    pthread_mutex_lock(mu);
     void *raw = NULL;
     size_t len = 0;
     int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
@@ -182,7 +401,6 @@ int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
 int replica_reindex(kv_t *kv, const void *key, size_t klen)
 {
     pthread_mutex_t *mu = replica_lock(kv, key, klen);
-    pthread_mutex_lock(mu);
     void *raw = NULL;
     size_t len = 0;
     obj_t o;

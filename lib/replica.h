@@ -32,6 +32,30 @@ int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out);
 int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
                   bool *changed);
 
+/*
+ * Write groups (replica.c explains them): between replica_group_begin and
+ * replica_group_end on one thread, the grouped writes and merges are
+ * staged and become durable together; each one's fn(arg, u, rc) is called
+ * once they are (rc 0) or failed to be (KV_EIO), on this thread, at the
+ * latest from replica_group_end. An error returned at once means nothing
+ * was staged and fn will not be called. Other replica calls on the thread
+ * commit the group first.
+ */
+typedef struct replica_group replica_group_t;
+typedef void (*replica_done_fn)(void *arg, uint64_t u, int rc);
+
+void replica_group_begin(kv_t *kv);
+void replica_group_end(kv_t *kv);
+/* This thread's group for kv, or NULL. */
+replica_group_t *replica_group_current(kv_t *kv);
+int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
+                          const vc_t *ctx, const void *val, size_t vlen,
+                          bool tombstone, obj_t *result, replica_done_fn fn,
+                          void *arg, uint64_t u);
+int replica_merge_grouped(replica_group_t *g, const void *key, size_t klen,
+                          const obj_t *in, replica_done_fn fn, void *arg,
+                          uint64_t u);
+
 /* Deletes the key's object if its digest is still `digest` (a tombstone
  * every replica was confirmed to hold). *purged says whether it did.
  * Returns 0, KV_EIO, KV_ENOMEM. */

@@ -12,16 +12,39 @@
  * are counted and answered with an EPROTO reply; they never reach a handler.
  *
  * Client side: one req0 socket per peer, dialled without blocking and
- * redialled by NNG after failures. Each call opens a context on it, sends,
- * receives, and finishes through its callback; req0's automatic resend is
- * turned off because a resent coordinated write would get a second dot.
+ * redialled by NNG after failures. A request travels on a slot (a context
+ * and an aio, reused) and finishes through its callback; req0's automatic
+ * resend is turned off because a resent coordinated write would get a
+ * second dot.
+ *
+ * Batching: every message costs NNG a few thread hand-offs and the kernel
+ * a few system calls at each end, and on a small machine those, not the
+ * work, bound throughput. So requests to one peer queue, and whatever has
+ * queued goes out as one WIRE_BATCH message (up to WIRE_BATCH_MAX), which
+ * the peer dispatches entry by entry and answers with one batch reply.
+ * Nothing waits to fill a batch: a request goes out at once while the peer
+ * has fewer than RPC_INFLIGHT messages in flight, and queues only behind
+ * those, so batches grow with load and cost no latency when idle (the same
+ * self-clocking as TCP's Nagle-with-ACK). Queued requests are flushed when
+ * a message returns, or by the next request once none has gone out for
+ * RPC_STALL_MS (a stalled peer gets more messages in flight rather than
+ * requests that outwait their deadline; a timer would do it without the
+ * next request, but each arming wakes NNG 1.5's expiry thread, which
+ * cost more CPU than the batching saved). While a batch is dispatched the requests its handlers make
+ * are "corked" and flushed together at its end, so a batch of coordinated
+ * writes becomes one batch of replica writes per replica. Only requests
+ * with equal timeouts share a batch, whose deadline is their latest.
+ * A reply too large to share the batch reply comes back empty, and that
+ * request is sent again alone (only reads have large replies, so nothing
+ * is applied twice).
  *
  * Shutdown (rpc_destroy): close the listening socket, cancel the calls in
  * flight and wait for their callbacks, and only then close the peer
  * sockets, when no context is open on them any more: closing an NNG 1.5
  * socket while contexts are still being torn down can hang nng_close (seen
  * here; nanomsg/nng#1543 describes the same family of close races). The
- * lock `mu` protects peers, calls, ncalls and closing.
+ * lock `mu` protects peers, their queues and slots, inflight, ncalls and
+ * closing.
  *
  * A node that listens on tcp://A.B.C.D:port also dials its peers from
  * A.B.C.D (NNG_OPT_LOCADDR), so every link between two nodes is named by
@@ -29,7 +52,7 @@
  * can tell the links apart, and a multi-homed host answers from the address
  * it was configured with.
  *
- * Fault-injection hook (tests only, off unless the environment variable
+ * Fault-injection hook (applies to a message, so to a whole batch) (tests only, off unless the environment variable
  * KVDIST_FAULT_FILE names a file when the node opens; kvdist(7) FAULT
  * INJECTION): the file holds lines "delay MS", "drop PERCENT" and
  * "block SUBSTRING" (a peer URL containing it is cut off). It is re-read
@@ -65,38 +88,116 @@
 #define RPC_WORKERS 64
 #define RPC_FAULT_BLOCKS 8
 #define RPC_FAULT_RECHECK_MS 100
+/* Messages in flight to one peer before requests queue for a batch. */
+#define RPC_INFLIGHT 2
+/* How long queued requests wait for a message in flight to return. */
+#define RPC_STALL_MS 5
+/* A reply this small always fits a batch reply; larger ones share one
+ * only up to the single-message limit (and are sent again alone beyond). */
+#define RPC_SMALL_REPLY (64 * 1024)
+/* Peers one dispatched batch may cork requests for. */
+#define RPC_CORK_PEERS 16
 
-struct rpc_call;
+/* One request, queued or in a message in flight. */
+struct rpc_call {
+    struct rpc_call *next;
+    uint8_t *msg; /* the encoded request */
+    size_t len;
+    int timeout_ms;
+    nng_time deadline;
+    bool solo; /* send it alone: its reply did not fit a batch reply */
+    rpc_done_fn done;
+    void *arg;
+};
+
+/* A context and an aio on a peer's socket, carrying one message (a request
+ * or a batch of them); reused from message to message (opened once, closed
+ * with the socket), because opening and closing a context per request is
+ * slower and, with NNG 1.5, is what made nng_close occasionally hang in
+ * our tests. */
+struct rpc_slot {
+    struct rpc_slot *prev; /* in flight list, or the idle list (next) */
+    struct rpc_slot *next;
+    struct rpc_slot *tosend; /* a list of slots to send once mu is free */
+    rpc_peer_t *peer;
+    rpc_t *rpc;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool sent;
+    nng_aio *hold; /* the fault hook's wait (allocated on first use) */
+    nng_msg *held; /* the message it holds back */
+    bool drop;
+    nng_time deadline;
+    struct rpc_call *calls; /* what the message carries, in order */
+    size_t ncalls;
+    bool batched; /* sent as a WIRE_BATCH (even of one request) */
+};
 
 struct rpc_peer {
     struct rpc_peer *next;
+    rpc_t *rpc;
     char *url;
     nng_socket sock;
-    struct rpc_call *idle; /* reusable context+aio pairs (under rpc->mu) */
+    struct rpc_slot *idle;
+    struct rpc_call *qhead; /* waiting to be sent */
+    struct rpc_call *qtail;
+    unsigned inflight; /* messages sent and not yet answered */
+    nng_time last_send; /* when a message last went out */
 };
 
 enum worker_state { W_RECV, W_HANDLING, W_SEND, W_STOPPED };
 
-struct rpc_req {
+/* A server worker: a context on the rep socket and its aio. */
+struct rpc_worker {
     rpc_t *rpc;
     nng_ctx ctx;
     nng_aio *aio;
     int state;
+    rpc_req_t *req; /* the handle of a request of its own */
 };
+
+/* A received batch, answered when its last entry is (and its dispatch has
+ * ended: `left` counts one for that). */
+struct rpc_batch {
+    struct rpc_worker *w;
+    uint64_t id;
+    size_t n;
+    _Atomic size_t left;
+    rpc_req_t *req; /* n handles */
+    buf_t *reply;   /* n replies, filled by rpc_reply */
+};
+
+/* What a handler answers through: a request of its own, or an entry of a
+ * batch. */
+struct rpc_req {
+    struct rpc_worker *w;
+    struct rpc_batch *batch; /* NULL: a request of its own */
+    size_t idx;
+};
+
+/* Requests made by handlers while this thread dispatches a batch. */
+typedef struct rpc_cork {
+    rpc_t *rpc;
+    rpc_peer_t *peer[RPC_CORK_PEERS];
+    int n;
+} rpc_cork_t;
+
+static _Thread_local rpc_cork_t *rpc_tl_cork;
 
 struct rpc {
     rpc_config_t cfg;
     nng_socket server;
     bool listening;
     _Atomic bool stopping; /* the server's workers take no new request */
-    struct rpc_req workers[RPC_WORKERS];
+    struct rpc_worker workers[RPC_WORKERS];
+    rpc_req_t worker_req[RPC_WORKERS];
     _Atomic uint64_t next_id;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rpc_peer_t *peers;
-    struct rpc_call *calls; /* in flight, so shutdown can cancel them */
-    unsigned ncalls;
+    struct rpc_slot *slots; /* in flight, so shutdown can cancel them */
+    unsigned ncalls;        /* requests not yet finished */
     bool closing;
 
     nng_sockaddr local; /* dial from here (the listen host) when set */
@@ -115,9 +216,17 @@ struct rpc {
     uint64_t fault_rng;
 };
 
-static size_t rpc_recv_max(const wire_limits_t *l)
+/* The largest single message (request or reply) a node sends. */
+static size_t rpc_msg_max(const wire_limits_t *l)
 {
     return l->max_object + l->max_key + l->max_value + 4096;
+}
+
+/* What a socket accepts: a single message, or a batch reply of that much
+ * plus the small replies that always fit (RPC_SMALL_REPLY). */
+static size_t rpc_recv_max(const wire_limits_t *l)
+{
+    return rpc_msg_max(l) + WIRE_BATCH_MAX * (RPC_SMALL_REPLY + 16) + 64;
 }
 
 static int rpc_code(int nng_rv)
@@ -147,210 +256,21 @@ static int rpc_code(int nng_rv)
     }
 }
 
-/* ------------------------------------------------------------- server */
-
-static void worker_recv(struct rpc_req *w)
+/* Appends a varint to an NNG message. */
+static int msg_put_varint(nng_msg *m, uint64_t v)
 {
-    w->state = W_RECV;
-    nng_ctx_recv(w->ctx, w->aio);
-}
-
-static void worker_send(struct rpc_req *w, buf_t *msg)
-{
-    nng_msg *m = NULL;
-    if (msg->oom || nng_msg_alloc(&m, 0) != 0 ||
-        nng_msg_append(m, msg->p, msg->len) != 0) {
-        /* Cannot answer: drop the request (the caller times out). */
-        if (m != NULL) {
-            nng_msg_free(m);
+    uint8_t x[10];
+    size_t n = 0;
+    do {
+        x[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v != 0) {
+            x[n] |= 0x80;
         }
-        buf_free(msg);
-        worker_recv(w);
-        return;
-    }
-    buf_free(msg);
-    w->state = W_SEND;
-    nng_aio_set_msg(w->aio, m);
-    nng_ctx_send(w->ctx, w->aio);
+        n++;
+    } while (v != 0);
+    return nng_msg_append(m, x, n);
 }
-
-static void worker_cb(void *arg)
-{
-    struct rpc_req *w = arg;
-    rpc_t *rpc = w->rpc;
-    int rv = nng_aio_result(w->aio);
-    if (atomic_load(&rpc->stopping)) {
-        /* Shutting down: drop what arrived or did not go out; no re-arm. */
-        if ((w->state == W_SEND && rv != 0) ||
-            (w->state == W_RECV && rv == 0)) {
-            nng_msg_free(nng_aio_get_msg(w->aio));
-        }
-        w->state = W_STOPPED;
-        return;
-    }
-    if (w->state == W_SEND) {
-        if (rv != 0) {
-            nng_msg_free(nng_aio_get_msg(w->aio));
-        }
-        if (rv == NNG_ECLOSED) {
-            w->state = W_STOPPED;
-            return;
-        }
-        worker_recv(w);
-        return;
-    }
-    if (w->state != W_RECV) {
-        return;
-    }
-    if (rv != 0) {
-        if (rv == NNG_ECLOSED) {
-            w->state = W_STOPPED;
-            return;
-        }
-        worker_recv(w);
-        return;
-    }
-    nng_msg *m = nng_aio_get_msg(w->aio);
-    wire_msg_t msg;
-    int rc =
-        wire_decode(nng_msg_body(m), nng_msg_len(m), &rpc->cfg.limits, &msg);
-    if (rc != 0 || (msg.type & WIRE_REPLY)) {
-        metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
-        KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
-               "rpc: dropped a malformed message of %zu bytes", nng_msg_len(m));
-        nng_msg_free(m);
-        buf_t reply;
-        buf_init(&reply);
-        wire_build_simple(&reply, WIRE_ERROR | WIRE_REPLY, 0, KV_EPROTO);
-        worker_send(w, &reply);
-        return;
-    }
-    w->state = W_HANDLING;
-    rpc->cfg.handler(rpc->cfg.handler_arg, w, &msg);
-    nng_msg_free(m);
-}
-
-void rpc_reply(rpc_req_t *req, buf_t *msg)
-{
-    worker_send(req, msg);
-}
-
-/* ------------------------------------------------------------- client */
-
-/* One request slot: a context and an aio on a peer's socket, reused from
- * call to call (opened once, closed with the socket), because opening and
- * closing a context per request is slower and, with NNG 1.5, is what made
- * nng_close occasionally hang in our tests. */
-struct rpc_call {
-    struct rpc_call *prev; /* in flight list, or the idle list (next) */
-    struct rpc_call *next;
-    rpc_peer_t *peer;
-    rpc_t *rpc;
-    nng_ctx ctx;
-    nng_aio *aio;
-    bool sent;
-    nng_aio *hold; /* the fault hook's wait (allocated on first use) */
-    nng_msg *held; /* the request it holds back */
-    bool drop;
-    nng_time deadline;
-    rpc_done_fn done;
-    void *arg;
-};
-
-static void call_finish(struct rpc_call *c, int rc, const wire_msg_t *reply)
-{
-    rpc_t *rpc = c->rpc;
-    if (rc != 0) {
-        metric_inc(rpc->cfg.metrics,
-                   rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS : M_RPC_ERRORS);
-    }
-    c->done(c->arg, rc, reply);
-    /* Back to the peer's idle list: the last thing done with c here. */
-    pthread_mutex_lock(&rpc->mu);
-    if (c->prev != NULL) {
-        c->prev->next = c->next;
-    } else {
-        rpc->calls = c->next;
-    }
-    if (c->next != NULL) {
-        c->next->prev = c->prev;
-    }
-    c->prev = NULL;
-    c->next = c->peer->idle;
-    c->peer->idle = c;
-    if (--rpc->ncalls == 0) {
-        pthread_cond_broadcast(&rpc->cv);
-    }
-    pthread_mutex_unlock(&rpc->mu);
-}
-
-/* The fault hook's wait is over (or was cancelled): send the held
- * request on the slot's own aio, or fail it as a lost one. */
-static void hold_cb(void *arg)
-{
-    struct rpc_call *c = arg;
-    int rv = nng_aio_result(c->hold);
-    nng_msg *m = c->held;
-    c->held = NULL;
-    if (rv == NNG_ETIMEDOUT) {
-        rv = 0; /* the wait ran its full length */
-    }
-    if (rv != 0 || c->drop) {
-        nng_msg_free(m);
-        call_finish(c, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
-        return;
-    }
-    nng_time now = nng_clock();
-    nng_aio_set_timeout(
-        c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
-    nng_aio_set_msg(c->aio, m);
-    nng_ctx_send(c->ctx, c->aio);
-}
-
-static void call_cb(void *arg)
-{
-    struct rpc_call *c = arg;
-    int rv = nng_aio_result(c->aio);
-    if (!c->sent) {
-        if (rv != 0) {
-            nng_msg_free(nng_aio_get_msg(c->aio));
-            call_finish(c, rv == NNG_ETIMEDOUT ? KV_ETIMEDOUT : rpc_code(rv),
-                        NULL);
-            return;
-        }
-        c->sent = true;
-        nng_time now = nng_clock();
-        nng_aio_set_timeout(
-            c->aio, c->deadline > now ? (nng_duration)(c->deadline - now) : 1);
-        /* Always receive: a request on a req context is only released
-         * (and its message freed) by its receive finishing. During
-         * shutdown that receive is cancelled at once. */
-        nng_ctx_recv(c->ctx, c->aio);
-        pthread_mutex_lock(&c->rpc->mu);
-        bool closing = c->rpc->closing;
-        pthread_mutex_unlock(&c->rpc->mu);
-        if (closing) {
-            nng_aio_cancel(c->aio);
-        }
-        return;
-    }
-    if (rv != 0) {
-        call_finish(c, rpc_code(rv), NULL);
-        return;
-    }
-    nng_msg *m = nng_aio_get_msg(c->aio);
-    wire_msg_t reply;
-    int rc = wire_decode(nng_msg_body(m), nng_msg_len(m), &c->rpc->cfg.limits,
-                         &reply);
-    if (rc != 0 || !(reply.type & WIRE_REPLY)) {
-        metric_inc(c->rpc->cfg.metrics, M_WIRE_MALFORMED);
-        call_finish(c, KV_EPROTO, NULL);
-    } else {
-        call_finish(c, 0, &reply);
-    }
-    nng_msg_free(m);
-}
-
 /* ----------------------------------------------------- fault injection */
 
 /* Re-reads the fault file if it changed (at most every 100 ms); a missing
@@ -435,6 +355,634 @@ static bool fault_decide(rpc_t *rpc, const rpc_peer_t *p, int *delay_ms,
     return *drop || *delay_ms > 0;
 }
 
+/* ------------------------------------------------------------- server */
+
+static void worker_recv(struct rpc_worker *w)
+{
+    w->state = W_RECV;
+    nng_ctx_recv(w->ctx, w->aio);
+}
+
+static void worker_send_msg(struct rpc_worker *w, nng_msg *m)
+{
+    w->state = W_SEND;
+    nng_aio_set_msg(w->aio, m);
+    nng_ctx_send(w->ctx, w->aio);
+}
+
+static void worker_send(struct rpc_worker *w, buf_t *msg)
+{
+    nng_msg *m = NULL;
+    if (msg->oom || nng_msg_alloc(&m, 0) != 0 ||
+        nng_msg_append(m, msg->p, msg->len) != 0) {
+        /* Cannot answer: drop the request (the caller times out). */
+        if (m != NULL) {
+            nng_msg_free(m);
+        }
+        buf_free(msg);
+        worker_recv(w);
+        return;
+    }
+    buf_free(msg);
+    worker_send_msg(w, m);
+}
+
+/* Answers a batch once every entry has been: entries in order, a large one
+ * left empty (send it again alone) once the reply holds a message's worth. */
+static void batch_finish(struct rpc_batch *b)
+{
+    rpc_t *rpc = b->w->rpc;
+    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    buf_t hdr;
+    buf_init(&hdr);
+    wire_batch_header(&hdr, true, b->id, b->n);
+    nng_msg *m = NULL;
+    int rv = hdr.oom ? NNG_ENOMEM : nng_msg_alloc(&m, 0);
+    if (rv == 0) {
+        rv = nng_msg_append(m, hdr.p, hdr.len);
+    }
+    buf_free(&hdr);
+    size_t big = 0;
+    for (size_t i = 0; i < b->n && rv == 0; i++) {
+        buf_t *r = &b->reply[i];
+        if (r->oom || r->len == 0) {
+            /* A reply that could not be built: say so, rather than ask
+             * for a resend (which could apply a write twice). */
+            buf_free(r);
+            wire_build_simple(r, WIRE_ERROR | WIRE_REPLY, 0, KV_ENOMEM);
+        }
+        size_t len = r->oom ? 0 : r->len;
+        if (len > RPC_SMALL_REPLY) {
+            if (big + len > limit) {
+                len = 0;
+            } else {
+                big += len;
+            }
+        }
+        rv = msg_put_varint(m, len);
+        if (rv == 0 && len > 0) {
+            rv = nng_msg_append(m, r->p, len);
+        }
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        buf_free(&b->reply[i]);
+    }
+    struct rpc_worker *w = b->w;
+    free(b);
+    if (rv != 0) {
+        if (m != NULL) {
+            nng_msg_free(m);
+        }
+        worker_recv(w); /* cannot answer: the caller times out */
+        return;
+    }
+    worker_send_msg(w, m);
+}
+
+static void batch_release(struct rpc_batch *b)
+{
+    if (atomic_fetch_sub(&b->left, 1) == 1) {
+        batch_finish(b);
+    }
+}
+
+static void reply_malformed(rpc_t *rpc, rpc_req_t *req, size_t len)
+{
+    metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
+    KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
+           "rpc: dropped a malformed message of %zu bytes", len);
+    buf_t reply;
+    buf_init(&reply);
+    wire_build_simple(&reply, WIRE_ERROR | WIRE_REPLY, 0, KV_EPROTO);
+    rpc_reply(req, &reply);
+}
+
+static void rpc_uncork(rpc_cork_t *k);
+
+/* Dispatches each entry of a batch to the handler, corking the requests
+ * the handlers make, and answers once all entries are answered. */
+static void worker_batch(struct rpc_worker *w, nng_msg *m)
+{
+    rpc_t *rpc = w->rpc;
+    const void *body = nng_msg_body(m);
+    size_t len = nng_msg_len(m);
+    uint64_t id = 0;
+    size_t n = 0;
+    rd_t r;
+    if (wire_batch_open(body, len, false, rpc_msg_max(&rpc->cfg.limits), &id,
+                        &n, &r) != 0) {
+        nng_msg_free(m);
+        reply_malformed(rpc, w->req, len);
+        return;
+    }
+    struct rpc_batch *b =
+        calloc(1, sizeof(*b) + n * (sizeof(rpc_req_t) + sizeof(buf_t)));
+    if (b == NULL) {
+        nng_msg_free(m);
+        worker_recv(w); /* out of memory: the caller times out */
+        return;
+    }
+    b->w = w;
+    b->id = id;
+    b->n = n;
+    b->req = (rpc_req_t *)(b + 1);
+    b->reply = (buf_t *)(b->req + n);
+    atomic_init(&b->left, n + 1);
+    w->state = W_HANDLING;
+    rpc_cork_t cork = {.rpc = rpc, .n = 0};
+    rpc_cork_t *outer = rpc_tl_cork;
+    rpc_tl_cork = &cork;
+    if (rpc->cfg.batch_begin != NULL) {
+        rpc->cfg.batch_begin(rpc->cfg.handler_arg);
+    }
+    for (size_t i = 0; i < n; i++) {
+        b->req[i] = (rpc_req_t){w, b, i};
+        size_t elen = 0;
+        const uint8_t *e = wire_batch_next(&r, &elen);
+        wire_msg_t msg;
+        if (wire_decode(e, elen, &rpc->cfg.limits, &msg) != 0 ||
+            (msg.type & WIRE_REPLY)) {
+            reply_malformed(rpc, &b->req[i], elen);
+            continue;
+        }
+        rpc->cfg.handler(rpc->cfg.handler_arg, &b->req[i], &msg);
+    }
+    if (rpc->cfg.batch_end != NULL) {
+        rpc->cfg.batch_end(rpc->cfg.handler_arg);
+    }
+    rpc_tl_cork = outer;
+    rpc_uncork(&cork);
+    nng_msg_free(m);
+    batch_release(b);
+}
+
+static void worker_cb(void *arg)
+{
+    struct rpc_worker *w = arg;
+    rpc_t *rpc = w->rpc;
+    int rv = nng_aio_result(w->aio);
+    if (atomic_load(&rpc->stopping)) {
+        /* Shutting down: drop what arrived or did not go out; no re-arm. */
+        if ((w->state == W_SEND && rv != 0) ||
+            (w->state == W_RECV && rv == 0)) {
+            nng_msg_free(nng_aio_get_msg(w->aio));
+        }
+        w->state = W_STOPPED;
+        return;
+    }
+    if (w->state == W_SEND) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(w->aio));
+        }
+        if (rv == NNG_ECLOSED) {
+            w->state = W_STOPPED;
+            return;
+        }
+        worker_recv(w);
+        return;
+    }
+    if (w->state != W_RECV) {
+        return;
+    }
+    if (rv != 0) {
+        if (rv == NNG_ECLOSED) {
+            w->state = W_STOPPED;
+            return;
+        }
+        worker_recv(w);
+        return;
+    }
+    nng_msg *m = nng_aio_get_msg(w->aio);
+    if (wire_is_batch(nng_msg_body(m), nng_msg_len(m))) {
+        worker_batch(w, m);
+        return;
+    }
+    wire_msg_t msg;
+    int rc =
+        wire_decode(nng_msg_body(m), nng_msg_len(m), &rpc->cfg.limits, &msg);
+    if (rc != 0 || (msg.type & WIRE_REPLY)) {
+        size_t len = nng_msg_len(m);
+        nng_msg_free(m);
+        reply_malformed(rpc, w->req, len);
+        return;
+    }
+    w->state = W_HANDLING;
+    rpc->cfg.handler(rpc->cfg.handler_arg, w->req, &msg);
+    nng_msg_free(m);
+}
+
+void rpc_reply(rpc_req_t *req, buf_t *msg)
+{
+    struct rpc_batch *b = req->batch;
+    if (b == NULL) {
+        worker_send(req->w, msg);
+        return;
+    }
+    b->reply[req->idx] = *msg;
+    buf_init(msg);
+    batch_release(b);
+}
+
+/* ------------------------------------------------------------- client */
+
+static void call_free(struct rpc_call *c)
+{
+    free(c->msg);
+    free(c);
+}
+
+/* Finishes a list of requests with rc (no reply), then forgets them. */
+static void calls_fail(rpc_t *rpc, struct rpc_call *list, int rc)
+{
+    unsigned n = 0;
+    while (list != NULL) {
+        struct rpc_call *c = list;
+        list = c->next;
+        metric_inc(rpc->cfg.metrics,
+                   rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS : M_RPC_ERRORS);
+        c->done(c->arg, rc, NULL);
+        call_free(c);
+        n++;
+    }
+    if (n > 0) {
+        pthread_mutex_lock(&rpc->mu);
+        rpc->ncalls -= n;
+        if (rpc->ncalls == 0) {
+            pthread_cond_broadcast(&rpc->cv);
+        }
+        pthread_mutex_unlock(&rpc->mu);
+    }
+}
+
+static void slot_cb(void *arg);
+static void hold_cb(void *arg);
+static void slot_finish(struct rpc_slot *s, int rc, nng_msg *m);
+
+/* Under mu: takes the next message's worth of requests off p's queue (the
+ * head, and later ones with the same timeout while they fit) onto a slot.
+ * NULL with *failed set when no slot can be had. */
+static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
+                                  struct rpc_call **failed, int *frc)
+{
+    struct rpc_call *head = p->qhead;
+    p->qhead = head->next;
+    head->next = NULL;
+    struct rpc_call *tail = head;
+    size_t n = 1;
+    size_t bytes = head->len + 32;
+    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    struct rpc_call *prev = NULL;
+    size_t scanned = 0;
+    for (struct rpc_call *c = p->qhead;
+         !head->solo && c != NULL && n < WIRE_BATCH_MAX &&
+         scanned < 4 * WIRE_BATCH_MAX;
+         scanned++) {
+        struct rpc_call *next = c->next;
+        if (!c->solo && c->timeout_ms == head->timeout_ms &&
+            bytes + c->len + 10 <= limit) {
+            if (prev != NULL) {
+                prev->next = next;
+            } else {
+                p->qhead = next;
+            }
+            c->next = NULL;
+            tail->next = c;
+            tail = c;
+            n++;
+            bytes += c->len + 10;
+        } else {
+            prev = c;
+        }
+        c = next;
+    }
+    p->qtail = NULL;
+    for (struct rpc_call *c = p->qhead; c != NULL; c = c->next) {
+        p->qtail = c;
+    }
+    struct rpc_slot *s = p->idle;
+    if (s != NULL) {
+        p->idle = s->next;
+    } else {
+        /* A new slot; opened under mu so shutdown never races it. */
+        s = calloc(1, sizeof(*s));
+        int rv = s == NULL ? NNG_ENOMEM : nng_ctx_open(&s->ctx, p->sock);
+        if (rv == 0) {
+            rv = nng_aio_alloc(&s->aio, slot_cb, s);
+            if (rv != 0) {
+                nng_ctx_close(s->ctx);
+            }
+        }
+        if (rv != 0) {
+            free(s);
+            tail->next = *failed;
+            *failed = head;
+            *frc = rpc_code(rv);
+            return NULL;
+        }
+        s->peer = p;
+        s->rpc = rpc;
+    }
+    s->calls = head;
+    s->ncalls = n;
+    s->batched = n > 1;
+    s->tosend = NULL;
+    p->inflight++;
+    s->prev = NULL;
+    s->next = rpc->slots;
+    if (rpc->slots != NULL) {
+        rpc->slots->prev = s;
+    }
+    rpc->slots = s;
+    return s;
+}
+
+/* Under mu: takes messages off p's queue while it has room in flight,
+ * appending their slots to *send (sent by slots_send once mu is released).
+ * A peer whose messages in flight have not returned for RPC_STALL_MS gets
+ * one more: its queue must not outwait a stalled exchange. */
+static void peer_pump(rpc_t *rpc, rpc_peer_t *p, struct rpc_slot **send,
+                      struct rpc_call **failed, int *frc)
+{
+    while (p->qhead != NULL && !rpc->closing) {
+        nng_time now = nng_clock();
+        if (p->inflight >= RPC_INFLIGHT &&
+            now - p->last_send < RPC_STALL_MS) {
+            break;
+        }
+        p->last_send = now;
+        struct rpc_slot *s = peer_take(rpc, p, failed, frc);
+        if (s != NULL) {
+            s->tosend = *send;
+            *send = s;
+        }
+    }
+}
+
+/* Encodes and sends a slot's message (outside mu). */
+static void slot_send(struct rpc_slot *s)
+{
+    rpc_t *rpc = s->rpc;
+    nng_msg *m = NULL;
+    int rv = nng_msg_alloc(&m, 0);
+    s->deadline = 0;
+    for (struct rpc_call *c = s->calls; c != NULL; c = c->next) {
+        s->deadline = c->deadline > s->deadline ? c->deadline : s->deadline;
+    }
+    if (rv == 0 && s->batched) {
+        buf_t hdr;
+        buf_init(&hdr);
+        wire_batch_header(&hdr, false, rpc_next_id(rpc), s->ncalls);
+        rv = hdr.oom ? NNG_ENOMEM : nng_msg_append(m, hdr.p, hdr.len);
+        buf_free(&hdr);
+        for (struct rpc_call *c = s->calls; c != NULL && rv == 0;
+             c = c->next) {
+            rv = msg_put_varint(m, c->len);
+            if (rv == 0) {
+                rv = nng_msg_append(m, c->msg, c->len);
+            }
+        }
+        metric_inc(rpc->cfg.metrics, M_RPC_BATCHES);
+    } else if (rv == 0) {
+        rv = nng_msg_append(m, s->calls->msg, s->calls->len);
+    }
+    s->sent = false;
+    s->drop = false;
+    if (rv != 0) {
+        if (m != NULL) {
+            nng_msg_free(m);
+        }
+        slot_finish(s, KV_ENOMEM, NULL);
+        return;
+    }
+    nng_time now = nng_clock();
+    int left = s->deadline > now ? (int)(s->deadline - now) : 1;
+    int delay = 0;
+    if (rpc->fault_path != NULL &&
+        fault_decide(rpc, s->peer, &delay, &s->drop) &&
+        (s->hold != NULL || nng_aio_alloc(&s->hold, hold_cb, s) == 0)) {
+        s->held = m;
+        nng_aio_set_timeout(s->hold, NNG_DURATION_INFINITE);
+        nng_sleep_aio(s->drop || delay > left ? left : delay, s->hold);
+        return;
+    }
+    nng_aio_set_timeout(s->aio, left);
+    nng_aio_set_msg(s->aio, m);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
+static void slots_send(struct rpc_slot *list)
+{
+    /* peer_pump built the list newest first: send oldest first. */
+    struct rpc_slot *rev = NULL;
+    while (list != NULL) {
+        struct rpc_slot *s = list;
+        list = s->tosend;
+        s->tosend = rev;
+        rev = s;
+    }
+    while (rev != NULL) {
+        struct rpc_slot *s = rev;
+        rev = s->tosend;
+        slot_send(s);
+    }
+}
+
+/* Finishes one request with its reply bytes (or rc), counting it. */
+static void call_answer(rpc_t *rpc, struct rpc_call *c, int rc,
+                        const uint8_t *p, size_t len)
+{
+    wire_msg_t reply;
+    if (rc == 0 && (wire_decode(p, len, &rpc->cfg.limits, &reply) != 0 ||
+                    !(reply.type & WIRE_REPLY))) {
+        metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
+        rc = KV_EPROTO;
+    }
+    if (rc != 0) {
+        metric_inc(rpc->cfg.metrics,
+                   rc == KV_ETIMEDOUT ? M_RPC_TIMEOUTS : M_RPC_ERRORS);
+    }
+    c->done(c->arg, rc, rc == 0 ? &reply : NULL);
+}
+
+/* The slot's exchange is over: rc, or the reply in m (taken). Answers its
+ * requests, requeues those to send again alone, and sends what queued. */
+static void slot_finish(struct rpc_slot *s, int rc, nng_msg *m)
+{
+    rpc_t *rpc = s->rpc;
+    rpc_peer_t *p = s->peer;
+    struct rpc_call *again = NULL; /* to send alone, in order */
+    struct rpc_call *again_last = NULL;
+    unsigned finished = 0;
+    rd_t r;
+    uint64_t id;
+    size_t n = 0;
+    if (rc == 0 && s->batched &&
+        (wire_batch_open(nng_msg_body(m), nng_msg_len(m), true,
+                         rpc_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0 ||
+         n != s->ncalls)) {
+        metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
+        rc = KV_EPROTO;
+    }
+    struct rpc_call *c = s->calls;
+    s->calls = NULL;
+    while (c != NULL) {
+        struct rpc_call *next = c->next;
+        c->next = NULL;
+        if (rc != 0) {
+            call_answer(rpc, c, rc, NULL, 0);
+        } else if (!s->batched) {
+            call_answer(rpc, c, 0, nng_msg_body(m), nng_msg_len(m));
+        } else {
+            size_t elen = 0;
+            const uint8_t *e = wire_batch_next(&r, &elen);
+            if (elen == 0) {
+                metric_inc(rpc->cfg.metrics, M_RPC_RESENDS);
+                c->solo = true;
+                if (again_last != NULL) {
+                    again_last->next = c;
+                } else {
+                    again = c;
+                }
+                again_last = c;
+                c = next;
+                continue;
+            }
+            call_answer(rpc, c, 0, e, elen);
+        }
+        call_free(c);
+        finished++;
+        c = next;
+    }
+    if (m != NULL) {
+        nng_msg_free(m);
+    }
+    struct rpc_slot *send = NULL;
+    struct rpc_call *failed = NULL;
+    int frc = 0;
+    /* Back to the peer's idle list: the last thing done with s here. */
+    pthread_mutex_lock(&rpc->mu);
+    if (s->prev != NULL) {
+        s->prev->next = s->next;
+    } else {
+        rpc->slots = s->next;
+    }
+    if (s->next != NULL) {
+        s->next->prev = s->prev;
+    }
+    s->prev = NULL;
+    s->next = p->idle;
+    p->idle = s;
+    p->inflight--;
+    if (again != NULL && rpc->closing) {
+        failed = again;
+        frc = KV_ECLOSED;
+    } else if (again != NULL) {
+        again_last->next = p->qhead;
+        if (p->qhead == NULL) {
+            p->qtail = again_last;
+        }
+        p->qhead = again;
+    }
+    peer_pump(rpc, p, &send, &failed, &frc);
+    rpc->ncalls -= finished;
+    if (rpc->ncalls == 0) {
+        pthread_cond_broadcast(&rpc->cv);
+    }
+    pthread_mutex_unlock(&rpc->mu);
+    slots_send(send);
+    calls_fail(rpc, failed, frc);
+}
+
+/* The fault hook's wait is over (or was cancelled): send the held
+ * message on the slot's own aio, or fail it as a lost one. */
+static void hold_cb(void *arg)
+{
+    struct rpc_slot *s = arg;
+    int rv = nng_aio_result(s->hold);
+    nng_msg *m = s->held;
+    s->held = NULL;
+    if (rv == NNG_ETIMEDOUT) {
+        rv = 0; /* the wait ran its full length */
+    }
+    if (rv != 0 || s->drop) {
+        nng_msg_free(m);
+        slot_finish(s, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
+        return;
+    }
+    nng_time now = nng_clock();
+    nng_aio_set_timeout(
+        s->aio, s->deadline > now ? (nng_duration)(s->deadline - now) : 1);
+    nng_aio_set_msg(s->aio, m);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
+static void slot_cb(void *arg)
+{
+    struct rpc_slot *s = arg;
+    int rv = nng_aio_result(s->aio);
+    if (!s->sent) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(s->aio));
+            slot_finish(s, rpc_code(rv), NULL);
+            return;
+        }
+        s->sent = true;
+        nng_time now = nng_clock();
+        nng_aio_set_timeout(
+            s->aio, s->deadline > now ? (nng_duration)(s->deadline - now) : 1);
+        /* Always receive: a request on a req context is only released
+         * (and its message freed) by its receive finishing. During
+         * shutdown that receive is cancelled at once. */
+        nng_ctx_recv(s->ctx, s->aio);
+        pthread_mutex_lock(&s->rpc->mu);
+        bool closing = s->rpc->closing;
+        pthread_mutex_unlock(&s->rpc->mu);
+        if (closing) {
+            nng_aio_cancel(s->aio);
+        }
+        return;
+    }
+    if (rv != 0) {
+        slot_finish(s, rpc_code(rv), NULL);
+        return;
+    }
+    slot_finish(s, 0, nng_aio_get_msg(s->aio));
+}
+
+/* Sends what the handlers of a dispatched batch queued. */
+static void rpc_uncork(rpc_cork_t *k)
+{
+    for (int i = 0; i < k->n; i++) {
+        struct rpc_slot *send = NULL;
+        struct rpc_call *failed = NULL;
+        int frc = 0;
+        pthread_mutex_lock(&k->rpc->mu);
+        peer_pump(k->rpc, k->peer[i], &send, &failed, &frc);
+        pthread_mutex_unlock(&k->rpc->mu);
+        slots_send(send);
+        calls_fail(k->rpc, failed, frc);
+    }
+}
+
+/* Whether this thread is dispatching a batch that will flush p's queue. */
+static bool cork_holds(rpc_t *rpc, rpc_peer_t *p)
+{
+    rpc_cork_t *k = rpc_tl_cork;
+    if (k == NULL || k->rpc != rpc) {
+        return false;
+    }
+    for (int i = 0; i < k->n; i++) {
+        if (k->peer[i] == p) {
+            return true;
+        }
+    }
+    if (k->n == RPC_CORK_PEERS) {
+        return false;
+    }
+    k->peer[k->n++] = p;
+    return true;
+}
+
 int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
              rpc_done_fn done, void *arg)
 {
@@ -442,69 +990,41 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
         buf_free(msg);
         return KV_ENOMEM;
     }
-    nng_msg *m = NULL;
-    if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, msg->p, msg->len) != 0) {
-        if (m != NULL) {
-            nng_msg_free(m);
-        }
+    struct rpc_call *c = malloc(sizeof(*c));
+    if (c == NULL) {
         buf_free(msg);
         return KV_ENOMEM;
     }
-    buf_free(msg);
+    c->next = NULL;
+    c->msg = buf_steal(msg, &c->len);
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+    c->deadline = nng_clock() + (nng_time)c->timeout_ms;
+    c->solo = false;
+    c->done = done;
+    c->arg = arg;
+    struct rpc_slot *send = NULL;
+    struct rpc_call *failed = NULL;
+    int frc = 0;
     pthread_mutex_lock(&rpc->mu);
     if (rpc->closing) {
         pthread_mutex_unlock(&rpc->mu);
-        nng_msg_free(m);
+        call_free(c);
         return KV_ECLOSED;
     }
-    struct rpc_call *c = p->idle;
-    if (c != NULL) {
-        p->idle = c->next;
-    } else {
-        /* A new slot; opened under mu so shutdown never races it. */
-        c = calloc(1, sizeof(*c));
-        int rv = c == NULL ? NNG_ENOMEM : nng_ctx_open(&c->ctx, p->sock);
-        if (rv == 0) {
-            rv = nng_aio_alloc(&c->aio, call_cb, c);
-            if (rv != 0) {
-                nng_ctx_close(c->ctx);
-            }
-        }
-        if (rv != 0) {
-            pthread_mutex_unlock(&rpc->mu);
-            free(c);
-            nng_msg_free(m);
-            return rpc_code(rv);
-        }
-        c->peer = p;
-        c->rpc = rpc;
-    }
-    c->sent = false;
-    c->done = done;
-    c->arg = arg;
-    c->deadline = nng_clock() + (nng_time)(timeout_ms > 0 ? timeout_ms : 1);
     rpc->ncalls++;
-    c->prev = NULL;
-    c->next = rpc->calls;
-    if (rpc->calls != NULL) {
-        rpc->calls->prev = c;
+    if (p->qtail != NULL) {
+        p->qtail->next = c;
+    } else {
+        p->qhead = c;
     }
-    rpc->calls = c;
+    p->qtail = c;
+    if (!cork_holds(rpc, p)) {
+        peer_pump(rpc, p, &send, &failed, &frc);
+    }
     pthread_mutex_unlock(&rpc->mu);
     metric_inc(rpc->cfg.metrics, M_RPC_CALLS);
-    int delay = 0;
-    c->drop = false;
-    if (rpc->fault_path != NULL && fault_decide(rpc, p, &delay, &c->drop) &&
-        (c->hold != NULL || nng_aio_alloc(&c->hold, hold_cb, c) == 0)) {
-        int left = timeout_ms > 0 ? timeout_ms : 1;
-        c->held = m;
-        nng_aio_set_timeout(c->hold, NNG_DURATION_INFINITE);
-        nng_sleep_aio(c->drop || delay > left ? left : delay, c->hold);
-        return 0;
-    }
-    nng_aio_set_timeout(c->aio, timeout_ms > 0 ? timeout_ms : 1);
-    nng_aio_set_msg(c->aio, m);
-    nng_ctx_send(c->ctx, c->aio);
+    slots_send(send);
+    calls_fail(rpc, failed, frc);
     return 0;
 }
 
@@ -533,6 +1053,7 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
         pthread_mutex_unlock(&rpc->mu);
         return NULL;
     }
+    p->rpc = rpc;
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
                         rpc_recv_max(&rpc->cfg.limits));
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
@@ -578,7 +1099,6 @@ uint64_t rpc_next_id(rpc_t *rpc)
 {
     return atomic_fetch_add(&rpc->next_id, 1) + 1;
 }
-
 /* ------------------------------------------------------------ lifecycle */
 
 /* Closing the peer sockets happens on a thread of its own, waited for with
@@ -602,7 +1122,7 @@ static void peers_free(rpc_peer_t *peers)
     while (peers != NULL) {
         rpc_peer_t *next = peers->next;
         while (peers->idle != NULL) {
-            struct rpc_call *c = peers->idle;
+            struct rpc_slot *c = peers->idle;
             peers->idle = c->next;
             free(c);
         }
@@ -755,9 +1275,11 @@ int rpc_listen(rpc_t *rpc, const char *url)
         return rpc_code(rv);
     }
     for (int i = 0; i < RPC_WORKERS; i++) {
-        struct rpc_req *w = &rpc->workers[i];
+        struct rpc_worker *w = &rpc->workers[i];
         w->rpc = rpc;
         w->state = W_STOPPED;
+        rpc->worker_req[i] = (rpc_req_t){w, NULL, 0};
+        w->req = &rpc->worker_req[i];
         if (nng_ctx_open(&w->ctx, rpc->server) != 0 ||
             nng_aio_alloc(&w->aio, worker_cb, w) != 0) {
             w->aio = NULL;
@@ -790,13 +1312,25 @@ void rpc_destroy(rpc_t *rpc)
     pthread_mutex_lock(&rpc->mu);
     rpc->closing = true;
     /* Cancelling only schedules the callback (on an NNG thread), and a
-     * call leaves the list under mu, so none is freed while we walk. */
-    for (struct rpc_call *c = rpc->calls; c != NULL; c = c->next) {
-        nng_aio_cancel(c->aio);
-        if (c->hold != NULL) {
-            nng_aio_cancel(c->hold);
+     * slot leaves the list under mu, so none is freed while we walk. */
+    for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
+        nng_aio_cancel(s->aio);
+        if (s->hold != NULL) {
+            nng_aio_cancel(s->hold);
         }
     }
+    /* Nothing is taken off a queue once closing is set: fail what waits. */
+    struct rpc_call *queued = NULL;
+    for (rpc_peer_t *p = rpc->peers; p != NULL; p = p->next) {
+        if (p->qtail != NULL) {
+            p->qtail->next = queued;
+            queued = p->qhead;
+            p->qhead = p->qtail = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rpc->mu);
+    calls_fail(rpc, queued, KV_ECLOSED);
+    pthread_mutex_lock(&rpc->mu);
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
     }
@@ -806,7 +1340,7 @@ void rpc_destroy(rpc_t *rpc)
     /* Every slot is idle now: free their aios (no callback can run), and
      * let nng_close close their contexts with the sockets. */
     for (rpc_peer_t *p = peers; p != NULL; p = p->next) {
-        for (struct rpc_call *c = p->idle; c != NULL; c = c->next) {
+        for (struct rpc_slot *c = p->idle; c != NULL; c = c->next) {
             nng_aio_free(c->aio);
             c->aio = NULL;
             if (c->hold != NULL) {

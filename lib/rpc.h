@@ -28,12 +28,20 @@ typedef void (*rpc_done_fn)(void *arg, int rc, const wire_msg_t *reply);
 typedef void (*rpc_handler_fn)(void *arg, rpc_req_t *req,
                                const wire_msg_t *msg);
 
+/* Called on the dispatching thread before the first and after the last
+ * entry of a received batch (both may be NULL): what the handlers defer
+ * to batch_end (grouped writes) is done before the requests they made are
+ * sent and before the batch is answered. */
+typedef void (*rpc_batch_fn)(void *arg);
+
 typedef struct rpc_config {
     wire_limits_t limits;
     const kvlog_t *log;
     metrics_t *metrics;
     rpc_handler_fn handler;
     void *handler_arg;
+    rpc_batch_fn batch_begin;
+    rpc_batch_fn batch_end;
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);

@@ -259,6 +259,11 @@ int store_batch_write(store_batch_t *b)
     return err != NULL ? store_error(b->st, NULL, "write", err) : 0;
 }
 
+void store_batch_clear(store_batch_t *b)
+{
+    rocksdb_writebatch_clear(b->wb);
+}
+
 void store_batch_destroy(store_batch_t *b)
 {
     if (b != NULL) {

@@ -56,6 +56,8 @@ void store_batch_put(store_batch_t *b, int cf, const void *key, size_t klen,
                      const void *val, size_t vlen);
 void store_batch_delete(store_batch_t *b, int cf, const void *key, size_t klen);
 int store_batch_write(store_batch_t *b);
+/* Empties a batch for reuse. */
+void store_batch_clear(store_batch_t *b);
 void store_batch_destroy(store_batch_t *b);
 
 /* A forward iterator over one column family from a start key (NULL: the

@@ -290,3 +290,55 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
     }
     return 0;
 }
+
+/* ------------------------------------------------------------- batches */
+
+void wire_batch_header(buf_t *b, bool reply, uint64_t id, size_t count)
+{
+    wire_header(b, (uint8_t)(WIRE_BATCH | (reply ? WIRE_REPLY : 0)), id, 0, 0);
+    buf_put_varint(b, count);
+}
+
+bool wire_is_batch(const void *p, size_t len)
+{
+    const uint8_t *h = p;
+    return p != NULL && len >= WIRE_HEADER_SIZE && h[0] == 'K' &&
+           h[1] == 'W' && h[2] == WIRE_VERSION &&
+           (h[3] & (uint8_t)~WIRE_REPLY) == WIRE_BATCH;
+}
+
+int wire_batch_open(const void *p, size_t len, bool reply, size_t max_entry,
+                    uint64_t *id, size_t *count, rd_t *r)
+{
+    if (!wire_is_batch(p, len) ||
+        (((const uint8_t *)p)[3] & WIRE_REPLY) != (reply ? WIRE_REPLY : 0)) {
+        return KV_EPROTO;
+    }
+    rd_init(r, p, len);
+    (void)rd_bytes(r, 4);
+    *id = rd_u64(r);
+    const uint8_t *sf = rd_bytes(r, 4);
+    uint64_t n = rd_varint(r);
+    if (r->err || sf[0] != 0 || sf[1] != 0 || sf[2] != 0 || sf[3] != 0 ||
+        n == 0 || n > WIRE_BATCH_MAX) {
+        return KV_EPROTO;
+    }
+    rd_t walk = *r;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t elen = 0;
+        (void)rd_string(&walk, max_entry, &elen);
+        if (walk.err || (elen == 0 && !reply)) {
+            return KV_EPROTO;
+        }
+    }
+    if (rd_left(&walk) != 0) {
+        return KV_EPROTO;
+    }
+    *count = (size_t)n;
+    return 0;
+}
+
+const uint8_t *wire_batch_next(rd_t *r, size_t *len)
+{
+    return rd_string(r, SIZE_MAX, len);
+}

@@ -27,8 +27,10 @@ enum wire_type {
     WIRE_ERROR = 9,       /* reply only: the request did not decode */
     WIRE_STATS = 10,      /* empty; reply: the metrics text (in obj) */
     WIRE_GOSSIP = 11,     /* body and reply: the sender's gossip table */
-    WIRE_AE = 12          /* anti-entropy: flags is the operation, obj its
+    WIRE_AE = 12,         /* anti-entropy: flags is the operation, obj its
                              payload (decoded by aae.c) */
+    WIRE_BATCH = 13       /* rpc.c's envelope: several whole messages to one
+                             peer, answered by as many replies in order */
 };
 
 /* Flags in a COORD_PUT. */
@@ -135,6 +137,30 @@ void wire_build_obj_reply(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
  */
 int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
                 wire_msg_t *m);
+
+/*
+ * Batches (rpc.c): a header of type WIRE_BATCH (| WIRE_REPLY), then a
+ * varint count (1..WIRE_BATCH_MAX), then that many byte strings, each a
+ * whole message of its own (never another batch). In a reply an empty
+ * string stands for "not answered here: send that request again alone"
+ * (rpc.c uses it for replies too large to share a message).
+ */
+#define WIRE_BATCH_MAX 64
+
+/* Appends a batch header and count; the entries follow, each appended with
+ * wire_put_bytes. */
+void wire_batch_header(buf_t *b, bool reply, uint64_t id, size_t count);
+/* Whether the bytes carry a batch (reply or request), judged by the
+ * header alone. */
+bool wire_is_batch(const void *p, size_t len);
+/* Checks a whole batch's framing: header, count, and that its entries
+ * (each at most max_entry bytes; empty ones only in replies) fill it
+ * exactly. Returns 0 with *id, *count and r set to the first entry, or
+ * KV_EPROTO. The entries themselves are decoded by wire_decode. */
+int wire_batch_open(const void *p, size_t len, bool reply, size_t max_entry,
+                    uint64_t *id, size_t *count, rd_t *r);
+/* The next entry of an opened batch (valid: checked by wire_batch_open). */
+const uint8_t *wire_batch_next(rd_t *r, size_t *len);
 
 /* Iterates a decoded member list: returns 1 and fills *out for the next
  * member, 0 at the end. The list was validated by wire_decode. */

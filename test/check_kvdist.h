@@ -15,6 +15,7 @@ Suite *options_suite(void);
 Suite *store_suite(void);
 Suite *ring_suite(void);
 Suite *wire_suite(void);
+Suite *rpc_suite(void);
 Suite *cluster_suite(void);
 Suite *failover_suite(void);
 Suite *aae_suite(void);

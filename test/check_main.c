@@ -14,6 +14,7 @@ int main(void)
     srunner_add_suite(sr, store_suite());
     srunner_add_suite(sr, ring_suite());
     srunner_add_suite(sr, wire_suite());
+    srunner_add_suite(sr, rpc_suite());
     srunner_add_suite(sr, cluster_suite());
     srunner_add_suite(sr, failover_suite());
     srunner_add_suite(sr, aae_suite());

@@ -1,0 +1,278 @@
+/*
+ * check_rpc.c - the transport's batching (rpc.c), in one process over
+ * ipc://: requests that queue behind messages in flight travel as one
+ * batch and each gets its own reply; replies too large to share a batch
+ * reply are sent again alone and still answered correctly; shutdown fails
+ * what is still queued. The wire framing itself is tested in check_wire.c.
+ */
+#include "check_kvdist.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvdist.h"
+#include "rpc.h"
+#include "wire.h"
+
+/* Large replies: bigger than RPC_SMALL_REPLY (64 KiB), and two of them
+ * exceed the single-message limit these limits give (about 300 KiB). */
+#define BIG_REPLY (160 * 1024)
+
+static const wire_limits_t rpc_lim = {64, 100 * 1024, 200 * 1024};
+
+typedef struct server {
+    rpc_t *rpc;
+    metrics_t metrics;
+    kvlog_t log;
+    pthread_mutex_t mu;
+    rpc_req_t *held[2]; /* the first requests, answered late */
+    uint64_t held_id[2];
+    int nheld;
+    atomic_int seen;
+} server_t;
+
+static void fill(uint8_t *p, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)(id * 31 + i);
+    }
+}
+
+/* STATS requests get a BIG_REPLY payload derived from their id; PINGs an
+ * empty reply. The first two requests are held, so the client queues the
+ * ones behind them. */
+static void answer(rpc_req_t *req, uint8_t type, uint64_t id)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, type | WIRE_REPLY, id, 0, 0);
+    if (type == WIRE_STATS) {
+        uint8_t *p = malloc(BIG_REPLY);
+        fill(p, BIG_REPLY, id);
+        wire_put_bytes(&b, p, BIG_REPLY);
+        free(p);
+    }
+    rpc_reply(req, &b);
+}
+
+static void server_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    server_t *s = arg;
+    atomic_fetch_add(&s->seen, 1);
+    pthread_mutex_lock(&s->mu);
+    if (s->nheld < 2) {
+        s->held[s->nheld] = req;
+        s->held_id[s->nheld] = m->id;
+        s->nheld++;
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    pthread_mutex_unlock(&s->mu);
+    answer(req, m->type, m->id);
+}
+
+static void server_start(server_t *s, const char *url, uint8_t held_type)
+{
+    (void)held_type;
+    memset(s, 0, sizeof(*s));
+    metrics_init(&s->metrics);
+    s->log.level = KV_LOG_ERROR;
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->seen, 0);
+    rpc_config_t cfg = {.limits = rpc_lim,
+                        .log = &s->log,
+                        .metrics = &s->metrics,
+                        .handler = server_handle,
+                        .handler_arg = s};
+    ck_assert_int_eq(rpc_create(&cfg, &s->rpc), 0);
+    ck_assert_int_eq(rpc_listen(s->rpc, url), 0);
+}
+
+/* Answers the held requests (they carried type). */
+static void server_release(server_t *s, uint8_t type)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nheld;
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        answer(s->held[i], type, s->held_id[i]);
+    }
+}
+
+typedef struct call {
+    uint64_t id;
+    atomic_int done;
+    int rc;
+    bool ok; /* the reply was this call's own */
+} call_t;
+
+static void call_done(void *arg, int rc, const wire_msg_t *reply)
+{
+    call_t *c = arg;
+    c->rc = rc;
+    if (rc == 0) {
+        c->ok = reply->id == c->id && reply->status == 0;
+        if (c->ok && (reply->type & ~WIRE_REPLY) == WIRE_STATS) {
+            uint8_t *want = malloc(BIG_REPLY);
+            fill(want, BIG_REPLY, c->id);
+            c->ok = reply->objlen == BIG_REPLY &&
+                    memcmp(reply->obj, want, BIG_REPLY) == 0;
+            free(want);
+        }
+    }
+    atomic_store(&c->done, 1);
+}
+
+static rpc_t *client_new(metrics_t *m, kvlog_t *log)
+{
+    metrics_init(m);
+    log->level = KV_LOG_ERROR;
+    rpc_config_t cfg = {.limits = rpc_lim, .log = log, .metrics = m};
+    rpc_t *rpc = NULL;
+    ck_assert_int_eq(rpc_create(&cfg, &rpc), 0);
+    return rpc;
+}
+
+static void wait_seen(server_t *s, int n)
+{
+    int64_t deadline = harness_now_ms() + 10000;
+    while (atomic_load(&s->seen) < n) {
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "server saw %d requests, expected %d",
+                      atomic_load(&s->seen), n);
+        harness_sleep_ms(2);
+    }
+}
+
+static void wait_calls(call_t *c, int n)
+{
+    int64_t deadline = harness_now_ms() + 10000;
+    for (int i = 0; i < n; i++) {
+        while (!atomic_load(&c[i].done)) {
+            ck_assert_msg(harness_now_ms() < deadline, "call %d unanswered",
+                          i);
+            harness_sleep_ms(2);
+        }
+    }
+}
+
+/* Ten requests from one thread: two go out at once and are held, eight
+ * queue and go as one batch once the first two return. Each must get its
+ * own large reply; all but one of the batched ones come back empty and
+ * are sent again alone. */
+static void run_batch(uint8_t type, int *batches, int *resends)
+{
+    char *dir = util_tmpdir("rpc");
+    char url[512];
+    snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
+    server_t s;
+    server_start(&s, url, type);
+    metrics_t cm;
+    kvlog_t clog = {0};
+    rpc_t *cli = client_new(&cm, &clog);
+    rpc_peer_t *p = rpc_peer(cli, url);
+    ck_assert_ptr_nonnull(p);
+    enum { N = 10 };
+    call_t c[N];
+    for (int i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        atomic_init(&c[i].done, 0);
+        c[i].id = rpc_next_id(cli);
+        buf_t b;
+        buf_init(&b);
+        wire_build_simple(&b, type, c[i].id, 0);
+        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
+    }
+    wait_seen(&s, 2);
+    harness_sleep_ms(50); /* the other eight are queued by now */
+    server_release(&s, type);
+    wait_calls(c, N);
+    for (int i = 0; i < N; i++) {
+        ck_assert_msg(c[i].rc == 0 && c[i].ok, "call %d: rc %d ok %d", i,
+                      c[i].rc, c[i].ok);
+    }
+    uint64_t v = 0;
+    ck_assert_int_eq(metrics_lookup(&cm, "kvdist_rpc_batches_total", &v), 0);
+    *batches = (int)v;
+    ck_assert_int_eq(metrics_lookup(&cm, "kvdist_rpc_resent_total", &v), 0);
+    *resends = (int)v;
+    rpc_destroy(cli);
+    rpc_destroy(s.rpc);
+    pthread_mutex_destroy(&s.mu);
+    util_rmtree(dir);
+    free(dir);
+}
+
+START_TEST(test_queued_requests_share_a_batch)
+{
+    int batches = 0;
+    int resends = 0;
+    run_batch(WIRE_PING, &batches, &resends);
+    ck_assert_int_ge(batches, 1);
+    ck_assert_int_eq(resends, 0); /* small replies always fit */
+}
+END_TEST
+
+START_TEST(test_large_replies_sent_again_alone)
+{
+    int batches = 0;
+    int resends = 0;
+    run_batch(WIRE_STATS, &batches, &resends);
+    ck_assert_int_ge(batches, 1);
+    /* Only one large reply fits a batch reply: every batch of k entries
+     * sends k - 1 of them again. */
+    ck_assert_int_ge(resends, 1);
+}
+END_TEST
+
+/* Closing with requests queued behind held ones fails every one of them,
+ * exactly once, with KV_ECLOSED. */
+START_TEST(test_destroy_fails_queued_requests)
+{
+    char *dir = util_tmpdir("rpc");
+    char url[512];
+    snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
+    server_t s;
+    server_start(&s, url, WIRE_PING);
+    metrics_t cm;
+    kvlog_t clog = {0};
+    rpc_t *cli = client_new(&cm, &clog);
+    rpc_peer_t *p = rpc_peer(cli, url);
+    enum { N = 6 };
+    call_t c[N];
+    for (int i = 0; i < N; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        atomic_init(&c[i].done, 0);
+        c[i].id = rpc_next_id(cli);
+        buf_t b;
+        buf_init(&b);
+        wire_build_simple(&b, WIRE_PING, c[i].id, 0);
+        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
+    }
+    wait_seen(&s, 2);
+    rpc_destroy(cli); /* two in flight, four queued */
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(atomic_load(&c[i].done), 1);
+        ck_assert_int_eq(c[i].rc, KV_ECLOSED);
+    }
+    server_release(&s, WIRE_PING); /* answers that nobody waits for */
+    rpc_destroy(s.rpc);
+    pthread_mutex_destroy(&s.mu);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+Suite *rpc_suite(void)
+{
+    Suite *s = suite_create("rpc");
+    TCase *tc = tcase_create("batching");
+    tcase_add_test(tc, test_queued_requests_share_a_batch);
+    tcase_add_test(tc, test_large_replies_sent_again_alone);
+    tcase_add_test(tc, test_destroy_fails_queued_requests);
+    suite_add_tcase(s, tc);
+    return s;
+}
