@@ -340,6 +340,9 @@ static void raw_open(void)
     rocksdb_options_set_block_based_table_factory(raw.opts, raw.table);
     rocksdb_options_set_write_buffer_size(raw.opts, 32u << 20);
     rocksdb_options_set_max_write_buffer_number(raw.opts, 2);
+    /* store.c's memtable bloom filter on the data column family. */
+    rocksdb_options_set_memtable_whole_key_filtering(raw.opts, 1);
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(raw.opts, 0.1);
     raw.wopts = rocksdb_writeoptions_create();
     if (strcmp(cfg.sync, "none") == 0) {
         rocksdb_writeoptions_disable_WAL(raw.wopts, 1);
