@@ -332,6 +332,16 @@ static void raw_open(void)
     rocksdb_block_based_options_set_filter_policy(
         raw.table, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(raw.table, 1);
+    /* store.c's partitioned index and filters. */
+    rocksdb_block_based_options_set_index_type(
+        raw.table, rocksdb_block_based_table_index_type_two_level_index_search);
+    rocksdb_block_based_options_set_partition_filters(raw.table, 1);
+    rocksdb_block_based_options_set_metadata_block_size(raw.table, 4096);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+        raw.table, 1);
+    rocksdb_block_based_options_set_pin_top_level_index_and_filter(raw.table, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(
+        raw.table, 1);
     raw.opts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(raw.opts, 1);
     rocksdb_options_increase_parallelism(raw.opts, 2);

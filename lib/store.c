@@ -122,6 +122,22 @@ int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out)
     rocksdb_block_based_options_set_filter_policy(
         st->table, rocksdb_filterpolicy_create_bloom_full(10));
     rocksdb_block_based_options_set_cache_index_and_filter_blocks(st->table, 1);
+    /* Partitioned index and filters (RocksDB wiki, "Partitioned Index
+     * Filters"): a table's index and filter are split into 4 KiB
+     * partitions cached like data blocks, under a small pinned top level.
+     * Without it, once the index and filter blocks of all tables outgrow
+     * the cache, a lookup reads and parses a table's whole index or
+     * filter from the file: 1M keys with an 8 MiB cache fell to ~5k
+     * puts/s and gets/s; with it, 26k and 97k (README). */
+    rocksdb_block_based_options_set_index_type(
+        st->table, rocksdb_block_based_table_index_type_two_level_index_search);
+    rocksdb_block_based_options_set_partition_filters(st->table, 1);
+    rocksdb_block_based_options_set_metadata_block_size(st->table, 4096);
+    rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(
+        st->table, 1);
+    rocksdb_block_based_options_set_pin_top_level_index_and_filter(st->table, 1);
+    rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(
+        st->table, 1);
 
     rocksdb_options_set_create_if_missing(st->opts, 1);
     rocksdb_options_set_create_missing_column_families(st->opts, 1);
