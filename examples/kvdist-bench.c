@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -1287,7 +1288,46 @@ typedef struct result {
     uint64_t errors[ERR__COUNT];
     uint64_t misses;
     long rss_kb_nodes; /* sum over started nodes, 0 if none */
+    double cpu_self_s;  /* CPU time of this process during the phase */
+    double cpu_nodes_s; /* of the nodes it started (0 if none) */
 } result_t;
+
+/* CPU time (user + system) this process has used, in seconds. */
+static double cpu_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* CPU time of a child process (utime + stime of /proc/PID/stat). CPU per
+ * operation is the figure that survives a shared machine: throughput
+ * halves when another job takes a core, the work per operation does not. */
+static double cpu_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces: fields count from its ')'. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p == NULL ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+               &ut, &st) != 2) {
+        return 0;
+    }
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double cpu_nodes(void);
 
 static long rss_kb(pid_t pid)
 {
@@ -1319,6 +1359,8 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
     if (load) {
         atomic_store(&load_next, 0);
     }
+    double self0 = cpu_self();
+    double nodes0 = cpu_nodes();
     int64_t t0 = now_ns();
     for (int i = 0; i < nworkers; i++) {
         w[i].id = i;
@@ -1382,6 +1424,8 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
         }
     }
     res->secs = (double)(now_ns() - t0) / 1e9;
+    res->cpu_self_s = cpu_self() - self0;
+    res->cpu_nodes_s = cpu_nodes() - nodes0;
     if (tty) {
         fprintf(stderr, "\n");
     }
@@ -1401,6 +1445,15 @@ static void run_phase(int nworkers, bool load, result_t *res, const char *label)
         res->rss_kb_nodes += rss_kb(cl.pid[i]);
     }
     free(w);
+}
+
+static double cpu_nodes(void)
+{
+    double t = 0;
+    for (int i = 0; i < cl.count; i++) {
+        t += cpu_of(cl.pid[i]);
+    }
+    return t;
 }
 
 static void print_config(FILE *f, int nworkers)
@@ -1433,6 +1486,14 @@ static void report_text(const result_t *r, int nworkers)
     if (r->rss_kb_nodes > 0) {
         printf(", node RSS %.1f MiB total", (double)r->rss_kb_nodes / 1024);
     }
+    if (r->ops > 0) {
+        printf("\nCPU per op: %.1f us in this process",
+               r->cpu_self_s * 1e6 / (double)r->ops);
+        if (cl.count > 0) {
+            printf(", %.1f us in the %d nodes",
+                   r->cpu_nodes_s * 1e6 / (double)r->ops, cl.count);
+        }
+    }
     printf("\n%-7s %10s %10s %9s %9s %9s %9s %9s %9s (latency in ms)\n", "op",
            "count", "ops/s", "mean", "p50", "p95", "p99", "p99.9", "max");
     for (int o = 0; o < OP__COUNT; o++) {
@@ -1464,11 +1525,13 @@ static void report_json(const result_t *r, int nworkers)
            "\"sync\":\"%s\",\"cache_size\":\"%s\",\"n\":%s,\"r\":%s,\"w\":%s,"
            "\"wait\":%d,\"rate\":%.0f,\"seconds\":%.3f,\"ops\":%" PRIu64 ","
            "\"ops_per_s\":%.1f,\"misses\":%" PRIu64 ",\"node_rss_kb\":%ld,"
-           "\"op\":{",
+           "\"cpu_us_per_op\":%.1f,\"node_cpu_us_per_op\":%.1f,\"op\":{",
            tgt->name, cfg.workload, cfg.zipfian ? "zipfian" : "uniform",
            cfg.keys, cfg.value_size, nworkers, cfg.sync, cfg.cache_size, cfg.n,
            cfg.r, cfg.w, cfg.wait_replicas, cfg.rate, r->secs, r->ops,
-           (double)r->ops / r->secs, r->misses, r->rss_kb_nodes);
+           (double)r->ops / r->secs, r->misses, r->rss_kb_nodes,
+           r->ops > 0 ? r->cpu_self_s * 1e6 / (double)r->ops : 0.0,
+           r->ops > 0 ? r->cpu_nodes_s * 1e6 / (double)r->ops : 0.0);
     bool first = true;
     for (int o = 0; o < OP__COUNT; o++) {
         const hist_t *h = &r->hist[o];
@@ -1537,6 +1600,7 @@ static void run_suite(void)
 {
     static const char *const names[] = {"raw", "embedded", "cluster"};
     double put[3] = {0}, get[3] = {0}, put99[3] = {0}, get99[3] = {0};
+    double putcpu[3] = {0}, getcpu[3] = {0}; /* us per op, nodes included */
     double total = cfg.duration_s;
     for (int i = 0; i < 3 && !interrupted; i++) {
         const target_t *t = find_target(names[i]);
@@ -1558,6 +1622,12 @@ static void run_suite(void)
         get[i] = (double)rr.hist[OP_READ].n / rr.secs;
         put99[i] = hist_pct_us(&wr.hist[OP_UPDATE], 99) / 1000;
         get99[i] = hist_pct_us(&rr.hist[OP_READ], 99) / 1000;
+        putcpu[i] = wr.ops > 0 ? (wr.cpu_self_s + wr.cpu_nodes_s) * 1e6 /
+                                     (double)wr.ops
+                               : 0;
+        getcpu[i] = rr.ops > 0 ? (rr.cpu_self_s + rr.cpu_nodes_s) * 1e6 /
+                                     (double)rr.ops
+                               : 0;
         if (cfg.json) {
             cfg.workload = 'W';
             report_json(&wr, nw);
@@ -1581,14 +1651,18 @@ static void run_suite(void)
            cfg.sync, cfg.cache_size, cfg.threads, cfg.nodes, cfg.n, cfg.r,
            cfg.w, cfg.outstanding);
     printf("| target | put ops/s | put p99 ms | get ops/s | get p99 ms | "
-           "put vs raw | get vs raw |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+           "put vs raw | get vs raw | put CPU us/op | get CPU us/op |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < 3; i++) {
-        printf("| %s | %.0f | %.2f | %.0f | %.2f | %.2fx | %.2fx |\n", names[i],
-               put[i], put99[i], get[i], get99[i],
+        printf("| %s | %.0f | %.2f | %.0f | %.2f | %.2fx | %.2fx | %.1f | "
+               "%.1f |\n",
+               names[i], put[i], put99[i], get[i], get99[i],
                put[0] > 0 ? put[i] / put[0] : 0,
-               get[0] > 0 ? get[i] / get[0] : 0);
+               get[0] > 0 ? get[i] / get[0] : 0, putcpu[i], getcpu[i]);
     }
+    printf("\nCPU us/op: CPU time (user + system) of this process and, for "
+           "the cluster, its nodes, per operation: the cost that a busy or "
+           "shared machine does not change.\n");
 }
 
 static void usage(FILE *f)
