@@ -116,28 +116,32 @@ static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
     return rc;
 }
 
+/* Makes room for one more element in a growing array: the array (perhaps
+ * moved), or NULL when out of memory (the old one is left as it was). */
+static void *group_grow(void *arr, size_t n, size_t *cap, size_t elem)
+{
+    if (n < *cap) {
+        return arr;
+    }
+    size_t c = *cap ? 2 * *cap : 16;
+    void *p = realloc(arr, c * elem);
+    if (p != NULL) {
+        *cap = c;
+    }
+    return p;
+}
+
 /* Room for one more staged write (tog) or waiting done function. */
 static int group_reserve(replica_group_t *g, bool tog)
 {
-    if (tog && g->ntog == g->togcap) {
-        size_t cap = g->togcap ? 2 * g->togcap : 16;
-        aae_toggle_t *t = realloc(g->tog, cap * sizeof(*t));
-        if (t == NULL) {
-            return KV_ENOMEM;
-        }
-        g->tog = t;
-        g->togcap = cap;
+    if (tog) {
+        aae_toggle_t *t = group_grow(g->tog, g->ntog, &g->togcap, sizeof(*t));
+        g->tog = t != NULL ? t : g->tog;
+        return t != NULL ? 0 : KV_ENOMEM;
     }
-    if (!tog && g->ndone == g->donecap) {
-        size_t cap = g->donecap ? 2 * g->donecap : 16;
-        replica_done_t *d = realloc(g->done, cap * sizeof(*d));
-        if (d == NULL) {
-            return KV_ENOMEM;
-        }
-        g->done = d;
-        g->donecap = cap;
-    }
-    return 0;
+    replica_done_t *d = group_grow(g->done, g->ndone, &g->donecap, sizeof(*d));
+    g->done = d != NULL ? d : g->done;
+    return d != NULL ? 0 : KV_ENOMEM;
 }
 
 /* Stores o (replacing `old`): at once, or staged into g. */

@@ -74,9 +74,8 @@ static void server_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
     answer(req, m->type, m->id);
 }
 
-static void server_start(server_t *s, const char *url, uint8_t held_type)
+static void server_start(server_t *s, const char *url)
 {
-    (void)held_type;
     memset(s, 0, sizeof(*s));
     metrics_init(&s->metrics);
     s->log.level = KV_LOG_ERROR;
@@ -136,6 +135,21 @@ static rpc_t *client_new(metrics_t *m, kvlog_t *log)
     return rpc;
 }
 
+/* Sends n requests of type from this thread, back to back. */
+static void send_calls(rpc_t *cli, rpc_peer_t *p, uint8_t type, call_t *c,
+                       int n)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&c[i], 0, sizeof(c[i]));
+        atomic_init(&c[i].done, 0);
+        c[i].id = rpc_next_id(cli);
+        buf_t b;
+        buf_init(&b);
+        wire_build_simple(&b, type, c[i].id, 0);
+        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
+    }
+}
+
 static void wait_seen(server_t *s, int n)
 {
     int64_t deadline = harness_now_ms() + 10000;
@@ -169,7 +183,7 @@ static void run_batch(uint8_t type, int *batches, int *resends)
     char url[512];
     snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
     server_t s;
-    server_start(&s, url, type);
+    server_start(&s, url);
     metrics_t cm;
     kvlog_t clog = {0};
     rpc_t *cli = client_new(&cm, &clog);
@@ -177,15 +191,7 @@ static void run_batch(uint8_t type, int *batches, int *resends)
     ck_assert_ptr_nonnull(p);
     enum { N = 10 };
     call_t c[N];
-    for (int i = 0; i < N; i++) {
-        memset(&c[i], 0, sizeof(c[i]));
-        atomic_init(&c[i].done, 0);
-        c[i].id = rpc_next_id(cli);
-        buf_t b;
-        buf_init(&b);
-        wire_build_simple(&b, type, c[i].id, 0);
-        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
-    }
+    send_calls(cli, p, type, c, N);
     wait_seen(&s, 2);
     harness_sleep_ms(50); /* the other eight are queued by now */
     server_release(&s, type);
@@ -236,22 +242,14 @@ START_TEST(test_destroy_fails_queued_requests)
     char url[512];
     snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
     server_t s;
-    server_start(&s, url, WIRE_PING);
+    server_start(&s, url);
     metrics_t cm;
     kvlog_t clog = {0};
     rpc_t *cli = client_new(&cm, &clog);
     rpc_peer_t *p = rpc_peer(cli, url);
     enum { N = 6 };
     call_t c[N];
-    for (int i = 0; i < N; i++) {
-        memset(&c[i], 0, sizeof(c[i]));
-        atomic_init(&c[i].done, 0);
-        c[i].id = rpc_next_id(cli);
-        buf_t b;
-        buf_init(&b);
-        wire_build_simple(&b, WIRE_PING, c[i].id, 0);
-        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
-    }
+    send_calls(cli, p, WIRE_PING, c, N);
     wait_seen(&s, 2);
     rpc_destroy(cli); /* two in flight, four queued */
     for (int i = 0; i < N; i++) {
