@@ -173,43 +173,63 @@ static void wait_calls(call_t *c, int n)
     }
 }
 
+/* A server and a client rpc over ipc:// in a fresh directory. */
+typedef struct fixture {
+    char *dir;
+    server_t s;
+    metrics_t cm;
+    kvlog_t clog;
+    rpc_t *cli; /* NULL once destroyed */
+    rpc_peer_t *p;
+} fixture_t;
+
+static void fixture_open(fixture_t *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->dir = util_tmpdir("rpc");
+    char url[512];
+    snprintf(url, sizeof(url), "ipc://%s/rpc.sock", f->dir);
+    server_start(&f->s, url);
+    f->cli = client_new(&f->cm, &f->clog);
+    f->p = rpc_peer(f->cli, url);
+    ck_assert_ptr_nonnull(f->p);
+}
+
+static void fixture_close(fixture_t *f)
+{
+    rpc_destroy(f->cli);
+    rpc_destroy(f->s.rpc);
+    pthread_mutex_destroy(&f->s.mu);
+    util_rmtree(f->dir);
+    free(f->dir);
+}
+
 /* Ten requests from one thread: two go out at once and are held, eight
  * queue and go as one batch once the first two return. Each must get its
  * own large reply; all but one of the batched ones come back empty and
  * are sent again alone. */
 static void run_batch(uint8_t type, int *batches, int *resends)
 {
-    char *dir = util_tmpdir("rpc");
-    char url[512];
-    snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
-    server_t s;
-    server_start(&s, url);
-    metrics_t cm;
-    kvlog_t clog = {0};
-    rpc_t *cli = client_new(&cm, &clog);
-    rpc_peer_t *p = rpc_peer(cli, url);
-    ck_assert_ptr_nonnull(p);
+    fixture_t f;
+    fixture_open(&f);
     enum { N = 10 };
     call_t c[N];
-    send_calls(cli, p, type, c, N);
-    wait_seen(&s, 2);
+    send_calls(f.cli, f.p, type, c, N);
+    wait_seen(&f.s, 2);
     harness_sleep_ms(50); /* the other eight are queued by now */
-    server_release(&s, type);
+    server_release(&f.s, type);
     wait_calls(c, N);
     for (int i = 0; i < N; i++) {
         ck_assert_msg(c[i].rc == 0 && c[i].ok, "call %d: rc %d ok %d", i,
                       c[i].rc, c[i].ok);
     }
     uint64_t v = 0;
-    ck_assert_int_eq(metrics_lookup(&cm, "kvdist_rpc_batches_total", &v), 0);
+    ck_assert_int_eq(metrics_lookup(&f.cm, "kvdist_rpc_batches_total", &v),
+                     0);
     *batches = (int)v;
-    ck_assert_int_eq(metrics_lookup(&cm, "kvdist_rpc_resent_total", &v), 0);
+    ck_assert_int_eq(metrics_lookup(&f.cm, "kvdist_rpc_resent_total", &v), 0);
     *resends = (int)v;
-    rpc_destroy(cli);
-    rpc_destroy(s.rpc);
-    pthread_mutex_destroy(&s.mu);
-    util_rmtree(dir);
-    free(dir);
+    fixture_close(&f);
 }
 
 START_TEST(test_queued_requests_share_a_batch)
@@ -238,29 +258,20 @@ END_TEST
  * exactly once, with KV_ECLOSED. */
 START_TEST(test_destroy_fails_queued_requests)
 {
-    char *dir = util_tmpdir("rpc");
-    char url[512];
-    snprintf(url, sizeof(url), "ipc://%s/rpc.sock", dir);
-    server_t s;
-    server_start(&s, url);
-    metrics_t cm;
-    kvlog_t clog = {0};
-    rpc_t *cli = client_new(&cm, &clog);
-    rpc_peer_t *p = rpc_peer(cli, url);
+    fixture_t f;
+    fixture_open(&f);
     enum { N = 6 };
     call_t c[N];
-    send_calls(cli, p, WIRE_PING, c, N);
-    wait_seen(&s, 2);
-    rpc_destroy(cli); /* two in flight, four queued */
+    send_calls(f.cli, f.p, WIRE_PING, c, N);
+    wait_seen(&f.s, 2);
+    rpc_destroy(f.cli); /* two in flight, four queued */
+    f.cli = NULL;
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(atomic_load(&c[i].done), 1);
         ck_assert_int_eq(c[i].rc, KV_ECLOSED);
     }
-    server_release(&s, WIRE_PING); /* answers that nobody waits for */
-    rpc_destroy(s.rpc);
-    pthread_mutex_destroy(&s.mu);
-    util_rmtree(dir);
-    free(dir);
+    server_release(&f.s, WIRE_PING); /* answers that nobody waits for */
+    fixture_close(&f);
 }
 END_TEST
 
