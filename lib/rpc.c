@@ -411,7 +411,11 @@ static void batch_finish(struct rpc_batch *b)
             buf_free(r);
             wire_build_simple(r, WIRE_ERROR | WIRE_REPLY, 0, KV_ENOMEM);
         }
-        size_t len = r->oom ? 0 : r->len;
+        if (r->oom) {
+            rv = NNG_ENOMEM; /* not even that: drop the whole answer */
+            break;
+        }
+        size_t len = r->len;
         if (len > RPC_SMALL_REPLY) {
             if (big + len > limit) {
                 len = 0;
@@ -645,6 +649,9 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
             } else {
                 p->qhead = next;
             }
+            if (next == NULL) {
+                p->qtail = prev; /* c was the last one queued */
+            }
             c->next = NULL;
             tail->next = c;
             tail = c;
@@ -655,9 +662,8 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
         }
         c = next;
     }
-    p->qtail = NULL;
-    for (struct rpc_call *c = p->qhead; c != NULL; c = c->next) {
-        p->qtail = c;
+    if (p->qhead == NULL) {
+        p->qtail = NULL;
     }
     struct rpc_slot *s = p->idle;
     if (s != NULL) {
