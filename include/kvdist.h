@@ -175,6 +175,12 @@ KV_API kv_options_t *kv_options_create(void);
  *   http            HOST:PORT to serve the HTTP API at (kvdist-http(7));
  *                   none by default; role=peer only. kv_open returns
  *                   KV_EADDRINUSE if the port is taken
+ *   resp            HOST:PORT to serve the Redis protocol (RESP2) at
+ *                   (kvdist-resp(7)); none by default; role=peer only
+ *   max_clients     HTTP plus RESP connections served at once (0..1000000;
+ *                   default 0: half the soft open-file limit, at most
+ *                   10000); one more is answered "max number of clients
+ *                   reached" and closed
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 

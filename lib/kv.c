@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,6 +65,43 @@ void node_leave(kv_t *kv)
         pthread_cond_broadcast(&kv->life_cv);
     }
     pthread_mutex_unlock(&kv->life_mu);
+}
+
+bool node_client_admit(kv_t *kv)
+{
+    unsigned now = atomic_load_explicit(&kv->clients, memory_order_relaxed);
+    do {
+        if (now >= kv->max_clients) {
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &kv->clients, &now, now + 1, memory_order_relaxed,
+        memory_order_relaxed));
+    return true;
+}
+
+void node_client_release(kv_t *kv)
+{
+    atomic_fetch_sub_explicit(&kv->clients, 1, memory_order_relaxed);
+}
+
+/*
+ * max_clients 0 means "as many as the open-file limit safely allows": half
+ * the soft RLIMIT_NOFILE (the other half is RocksDB's table files, the WAL,
+ * peer pipes and the process's own), at most 10000 as Redis's default, at
+ * least 1. kvdistd raises the soft limit to the hard one before kv_open.
+ */
+static unsigned node_max_clients(const kv_config_t *cfg)
+{
+    if (cfg->max_clients > 0) {
+        return (unsigned)cfg->max_clients;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) {
+        return 10000;
+    }
+    rlim_t half = rl.rlim_cur / 2;
+    return half < 1 ? 1 : half > 10000 ? 10000 : (unsigned)half;
 }
 
 static uint64_t node_new_actor(void)
@@ -145,6 +183,7 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     kv->limits.max_siblings = OBJ_DECODE_MAX_SIBLINGS;
     kv->limits.max_clock = VC_DECODE_MAX;
     kv->actor = node_new_actor();
+    kv->max_clients = node_max_clients(&kv->cfg);
     atomic_init(&kv->counter, 0);
 
     if (kv->cfg.role == KV_ROLE_PEER) {

@@ -45,6 +45,12 @@ struct kv {
     struct resp *resp;       /* the RESP front end; NULL unless resp is set */
     struct http *http;       /* NULL unless the http option is set */
 
+    /* Client connections (HTTP + RESP) open now, against max_clients
+     * (resolved at kv_open: never 0 there). Atomic: admitted and released
+     * from the front ends' NNG callbacks without a lock. */
+    _Atomic unsigned clients;
+    unsigned max_clients;
+
     /* Lifecycle: life_mu protects closed and inflight. */
     pthread_mutex_t life_mu;
     pthread_cond_t life_cv;
@@ -60,6 +66,13 @@ int64_t node_now_us(void);
  * node_enter returns 0 or KV_ECLOSED. */
 int node_enter(kv_t *kv);
 void node_leave(kv_t *kv);
+
+/* A front end admits each client connection it accepts: true when it
+ * fits under max_clients (the caller then owns one slot and gives it back
+ * with node_client_release), false when the node is full (nothing
+ * taken: answer "max number of clients reached" and close). */
+bool node_client_admit(kv_t *kv);
+void node_client_release(kv_t *kv);
 
 /* The single value a get returns for object o: its live value, or the
  * resolver's pick among siblings. *valp is malloc'd. Returns 0,

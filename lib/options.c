@@ -214,7 +214,8 @@ typedef enum {
     OPT_AAE_REBUILD_RATE,
     OPT_TOMBSTONE_GRACE_MS,
     OPT_RESP,
-    OPT_HTTP
+    OPT_HTTP,
+    OPT_MAX_CLIENTS
 } opt_id;
 
 static const struct {
@@ -247,6 +248,7 @@ static const struct {
     {"tombstone_grace_ms", OPT_TOMBSTONE_GRACE_MS},
     {"resp", OPT_RESP},
     {"http", OPT_HTTP},
+    {"max_clients", OPT_MAX_CLIENTS},
 };
 
 static int opt_lookup(const char *name, opt_id *id)
@@ -491,6 +493,14 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
             return KV_EINVAL;
         }
         return set_string(&c->http, value);
+    case OPT_MAX_CLIENTS:
+        if (parse_int(value, 0, 1000000, &v) != 0) {
+            opt_fail(o, "max_clients: must be an integer from 0 (derived from "
+                        "the open-file limit) to 1000000");
+            return KV_EINVAL;
+        }
+        c->max_clients = (int)v;
+        return 0;
     }
     return KV_EINTERNAL;
 }
@@ -584,6 +594,9 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
         break;
     case OPT_HTTP:
         snprintf(buf, size, "%s", c->http ? c->http : "");
+        break;
+    case OPT_MAX_CLIENTS:
+        snprintf(buf, size, "%d", c->max_clients);
         break;
     }
     return 0;

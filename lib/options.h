@@ -45,6 +45,7 @@ typedef struct kv_config {
     int aae_rebuild_rate;       /* index entries per second in a rebuild */
     int64_t tombstone_grace_ms; /* before a fully replicated delete is purged */
     char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
+    int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;
