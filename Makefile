@@ -186,7 +186,8 @@ bench-peers: deps all
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
 	libxxhash-dev check redis-tools redis-server libjansson-dev \
-	libcurl4-openssl-dev haproxy openssl curl iproute2 nftables
+	libcurl4-openssl-dev haproxy openssl curl iproute2 nftables systemd \
+	python3-redis
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
