@@ -238,6 +238,11 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         node_free(kv);
         return rc;
     }
+    if (kv->cfg.resp != NULL || kv->cfg.http != NULL) {
+        KV_LOG(&kv->log, KV_LOG_NOTICE, "open: max_clients %u%s",
+               kv->max_clients,
+               kv->cfg.max_clients > 0 ? "" : " (from the open-file limit)");
+    }
     KV_LOG(&kv->log, KV_LOG_INFO, "open: node %s, data %s, actor %016" PRIx64,
            kv->cfg.node_id,
            kv->cfg.data_dir ? kv->cfg.data_dir : "(none: client)", kv->actor);
