@@ -139,6 +139,7 @@ static void node_free(kv_t *kv)
     pthread_mutex_destroy(&kv->life_mu);
     pthread_cond_destroy(&kv->life_cv);
     options_config_free(&kv->cfg);
+    log_fini(&kv->log);
     free(kv);
 }
 
@@ -159,9 +160,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         free(kv);
         return KV_ENOMEM;
     }
-    kv->log.fn = kv->cfg.log_fn;
-    kv->log.arg = kv->cfg.log_arg;
-    kv->log.level = kv->cfg.log_level;
+    /* Without memory for repeat suppression the log still works. */
+    (void)log_init(&kv->log, kv->cfg.log_fn, kv->cfg.log_arg,
+                   kv->cfg.log_level);
     for (int i = 0; i < NODE_KEY_LOCKS; i++) {
         pthread_mutex_init(&kv->key_locks[i], NULL);
     }

@@ -744,7 +744,7 @@ END_TEST
 static void damage_saved_trees(harness_t *h, int i, int truncate_it)
 {
     store_config_t sc = {h->node[i].data, STORE_SYNC_WAL, 1 << 20};
-    kvlog_t log = {NULL, NULL, 0};
+    kvlog_t log = {NULL, NULL, 0, NULL};
     store_t *st = NULL;
     ck_assert_int_eq(store_open(&sc, &log, &st), 0);
     void *raw = NULL;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 Suite *vclock_suite(void);
+Suite *log_suite(void);
 Suite *object_suite(void);
 Suite *options_suite(void);
 Suite *store_suite(void);

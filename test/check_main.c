@@ -9,6 +9,7 @@
 int main(void)
 {
     SRunner *sr = srunner_create(vclock_suite());
+    srunner_add_suite(sr, log_suite());
     srunner_add_suite(sr, object_suite());
     srunner_add_suite(sr, options_suite());
     srunner_add_suite(sr, store_suite());

@@ -423,7 +423,7 @@ START_TEST(test_corrupt_stored_object)
     /* damage one object behind the library's back */
     store_t *st = NULL;
     store_config_t sc = {dir, STORE_SYNC_WAL, 1 << 20};
-    kvlog_t quiet = {NULL, NULL, 0};
+    kvlog_t quiet = {NULL, NULL, 0, NULL};
     ck_assert_int_eq(store_open(&sc, &quiet, &st), 0);
     ck_assert_int_eq(store_put(st, STORE_CF_DATA, "bad", 3, "KO\1\0junk", 8),
                      0);
