@@ -2,6 +2,7 @@
 #
 #   make               library (shared + static) and example programs
 #   make check         build and run every Check suite and the export check
+#   make check-fresh   README's two commands in a new Debian 12 (debootstrap)
 #   make SANITIZE=1 check   the same under AddressSanitizer + UBSan
 #   make nemesis       the long fault-injection run (kvdist-nemesis(1))
 #   make demo          the newcomer's tour (see README.md)
@@ -34,20 +35,30 @@ SANFLAGS :=
 OPTFLAGS := -O2 -g
 endif
 
+# Dependencies' flags come from pkg-config, asked when a recipe first needs
+# them and not when make reads this file: on a fresh machine the packages
+# appear only once `deps` (an order-only prerequisite of every compile and
+# link below) has run. `lazy` asks once and keeps the answer (it redefines
+# the variable it is called for, so nothing may be appended to it); a package
+# pkg-config does not know stops the build with its name instead of a link
+# line without it.
+pkgconfig = $(if $(shell pkg-config --exists $(2) && echo ok),$(shell pkg-config $(1) $(2)),$(error pkg-config knows no $(2): run `make deps` (as root) first))
+lazy = $(eval $(1) := $(call pkgconfig,$(2),$(3)))$($(1))
 # Debian's NNG ships no .pc file, so it is named directly.
-DEP_CFLAGS := $(shell pkg-config --cflags rocksdb libxxhash jansson 2>/dev/null)
-DEP_LIBS := $(shell pkg-config --libs rocksdb libxxhash jansson 2>/dev/null) -lnng -lpthread -lm
+DEP_CFLAGS = $(call lazy,DEP_CFLAGS,--cflags,rocksdb libxxhash jansson)
+PC_LIBS = $(call lazy,PC_LIBS,--libs,rocksdb libxxhash jansson)
+DEP_LIBS = $(PC_LIBS) -lnng -lpthread -lm
 # The tests' HTTP client only; the library never links curl.
-CURL_LIBS = $(shell pkg-config --libs libcurl 2>/dev/null)
-CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
-CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
-CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+CURL_LIBS = $(call lazy,CURL_LIBS,--libs,libcurl)
+CURL_CFLAGS = $(call lazy,CURL_CFLAGS,--cflags,libcurl)
+CHECK_CFLAGS = $(call lazy,CHECK_CFLAGS,--cflags,check)
+CHECK_LIBS = $(call lazy,CHECK_LIBS,--libs,check)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPTFLAGS) $(SANFLAGS)
 CFLAGS ?=
 LDFLAGS ?=
-LIB_CFLAGS := $(BASE_CFLAGS) -fPIC -fvisibility=hidden -DKV_BUILDING_LIBRARY \
+LIB_CFLAGS = $(BASE_CFLAGS) -fPIC -fvisibility=hidden -DKV_BUILDING_LIBRARY \
 	-Iinclude -Ilib $(DEP_CFLAGS) $(CFLAGS)
 APP_CFLAGS := $(BASE_CFLAGS) -Iinclude $(CFLAGS)
 
@@ -75,18 +86,18 @@ NEMESIS_CHECK_SEED ?= 8
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
 .PHONY: all lib examples check test demo deps install uninstall clean exports \
-	bench bench-peers nemesis
+	bench bench-peers nemesis check-fresh
 .DELETE_ON_ERROR:
 
 all: lib examples
 
 lib: $(SHLIB) $(STLIB) $(BUILD)/libkvdist.so
 
-$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS) Makefile
+$(BUILD)/obj/lib/%.o: lib/%.c $(HDRS) Makefile | deps
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
-$(SHLIB): $(LIB_OBJ)
+$(SHLIB): $(LIB_OBJ) | deps
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(SANFLAGS) \
 		$(LDFLAGS) -o $@ $(LIB_OBJ) $(DEP_LIBS)
 
@@ -103,7 +114,7 @@ examples: $(EXAMPLE_BIN) $(BUILD)/examples/kvdist-bench
 # The benchmark's raw target calls RocksDB directly (the local limit), so
 # it links RocksDB as well as the library.
 $(BUILD)/examples/kvdist-bench: examples/kvdist-bench.c include/kvdist.h \
-		$(BUILD)/libkvdist.so
+		$(BUILD)/libkvdist.so | deps
 	@mkdir -p $(@D)
 	$(CC) $(APP_CFLAGS) $(DEP_CFLAGS) $< -o $@ -L$(BUILD) -lkvdist \
 		-Wl,-rpath,'$$ORIGIN/..' $(DEP_LIBS) $(LDFLAGS)
@@ -116,17 +127,17 @@ $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 # Tests link the static library so they can reach internal functions
 # (ring_*, vc_*, obj_*) that the shared library does not export.
 $(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h test/history.h \
-		Makefile
+		Makefile | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib -Itest $(DEP_CFLAGS) $(CHECK_CFLAGS) \
 		$(CURL_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(TEST_BIN): $(TEST_OBJ) $(HIST_OBJ) $(STLIB)
+$(TEST_BIN): $(TEST_OBJ) $(HIST_OBJ) $(STLIB) | deps
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(HIST_OBJ) $(STLIB) \
 		$(DEP_LIBS) $(CHECK_LIBS) $(CURL_LIBS)
 
-$(NEMESIS_BIN): $(BUILD)/obj/test/nemesis.o $(HIST_OBJ) $(STLIB)
+$(NEMESIS_BIN): $(BUILD)/obj/test/nemesis.o $(HIST_OBJ) $(STLIB) | deps
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
@@ -149,9 +160,15 @@ check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports
 	KVDIST_BUILD=$(BUILD) LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp \
 		$(NEMESIS_BIN) run --duration $(NEMESIS_CHECK_DURATION) \
 		--seed $(NEMESIS_CHECK_SEED) --clients 3
+	bash test/systemd-verify.sh $(BUILD)
 ifneq ($(SANITIZE),1)
 	bash test/install.sh
 endif
+
+# README's two commands on a new Debian 12 (debootstrap, chroot; as root,
+# needs the Debian mirror and minutes): never part of check.
+check-fresh:
+	bash test/fresh-debian.sh
 
 test: check
 
