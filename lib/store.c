@@ -18,8 +18,10 @@
  */
 #include "store.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <rocksdb/c.h>
 
@@ -95,9 +97,50 @@ static void store_release(store_t *st)
     free(st);
 }
 
+/*
+ * The data directory is private to the process's user, whatever its umask
+ * (as PostgreSQL and Redis do): created 0700 here before RocksDB would
+ * create it 0777 & ~umask. That is what keeps the store from other local
+ * users: RocksDB creates its files 0644 & ~umask and offers no C API to
+ * change that (kvdistd sets umask 077 so its files are 0600 too). An
+ * existing directory keeps its mode (the operator chose it), but one that
+ * others can write gets a warning: they could replace or delete the store.
+ */
+static int store_prepare_dir(const char *path, const kvlog_t *log)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode) && (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+            KV_LOG(log, KV_LOG_WARN,
+                   "store: data directory %s is %s-writable (mode %04o): "
+                   "other local users can change or remove the store; "
+                   "chmod 0700 it",
+                   path, (sb.st_mode & S_IWOTH) != 0 ? "world" : "group",
+                   (unsigned)(sb.st_mode & 07777));
+        }
+        return 0; /* not a directory: RocksDB's open says so */
+    }
+    if (errno != ENOENT) {
+        KV_LOG(log, KV_LOG_ERROR, "store: %s: %s", path, strerror(errno));
+        return KV_EIO;
+    }
+    /* mkdir applies the umask (0700 & ~umask may lack bits the owner
+     * needs); chmod sets the mode exactly. */
+    if ((mkdir(path, 0700) != 0 && errno != EEXIST) || chmod(path, 0700) != 0) {
+        KV_LOG(log, KV_LOG_ERROR, "store: cannot create data directory %s: %s",
+               path, strerror(errno));
+        return KV_EIO;
+    }
+    return 0;
+}
+
 int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out)
 {
     *out = NULL;
+    int prc = store_prepare_dir(cfg->path, log);
+    if (prc != 0) {
+        return prc;
+    }
     store_t *st = calloc(1, sizeof(*st));
     if (st == NULL) {
         return KV_ENOMEM;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -461,6 +462,73 @@ START_TEST(test_data_dir_locked)
 }
 END_TEST
 
+/* Collects the library's warnings for test_data_dir_modes. */
+typedef struct warnings {
+    int n;
+    char last[512];
+} warnings_t;
+
+static void collect_warning(void *arg, int level, const char *msg)
+{
+    warnings_t *w = arg;
+    if (level <= KV_LOG_WARN) {
+        w->n++;
+        snprintf(w->last, sizeof(w->last), "%s", msg);
+    }
+}
+
+static kv_t *open_logged(const char *dir, warnings_t *w)
+{
+    kv_options_t *o = kv_options_create();
+    ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+    kv_options_set_logger(o, collect_warning, w, KV_LOG_WARN);
+    kv_t *kv = NULL;
+    ck_assert_int_eq(kv_open(o, &kv), 0);
+    kv_options_destroy(o);
+    return kv;
+}
+
+/* Under umask 000 (Check runs each test in a child, so the umask stays
+ * there) a new data directory is still 0700, and an existing one that
+ * others may write gets a warning naming it. */
+START_TEST(test_data_dir_modes)
+{
+    umask(000);
+    char *top = util_tmpdir("modes");
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/data", top);
+    warnings_t w = {0, ""};
+    kv_t *kv = open_logged(dir, &w);
+    ck_assert_int_eq(kv_put(kv, "k", 1, "v", 1), 0);
+    kv_close(kv);
+    struct stat sb;
+    ck_assert_int_eq(stat(dir, &sb), 0);
+    ck_assert_msg((sb.st_mode & 07777) == 0700, "data dir mode %04o",
+                  (unsigned)(sb.st_mode & 07777));
+    ck_assert_msg(w.n == 0, "unexpected warning: %s", w.last);
+
+    ck_assert_int_eq(chmod(dir, 0777), 0);
+    kv = open_logged(dir, &w);
+    expect_value(kv, "k", 1, "v", 1);
+    kv_close(kv);
+    ck_assert_int_eq(w.n, 1);
+    ck_assert_msg(strstr(w.last, dir) != NULL &&
+                      strstr(w.last, "world-writable") != NULL,
+                  "warning: %s", w.last);
+    /* The operator's mode is kept, not silently changed. */
+    ck_assert_int_eq(stat(dir, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 07777, 0777);
+
+    ck_assert_int_eq(chmod(dir, 0750), 0);
+    w.n = 0;
+    kv = open_logged(dir, &w);
+    kv_close(kv);
+    ck_assert_msg(w.n == 0, "unexpected warning: %s", w.last);
+    util_rmtree(top);
+    free(top);
+}
+END_TEST
+
 /* A child writes keys and reports each acknowledged index through a pipe;
  * the parent kills it with SIGKILL mid-stream and checks every
  * acknowledged key after reopening. */
@@ -695,6 +763,7 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_restored_data_dir_never_reuses_dots);
     tcase_add_test(tc, test_corrupt_stored_object);
     tcase_add_test(tc, test_data_dir_locked);
+    tcase_add_test(tc, test_data_dir_modes);
     tcase_add_test(tc, test_crash_wal);
     tcase_add_test(tc, test_crash_fsync);
     tcase_add_test(tc, test_many_threads_one_handle);
