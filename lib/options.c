@@ -300,10 +300,10 @@ static const opt_row opt_rows[] = {
             "replicas of each key"),
     INT_OPT("r", r, 1, OPT_MAX_REPLICAS, "2",
             "must be an integer from 1 to " OPT_STR(OPT_MAX_REPLICAS),
-            "read quorum: replicas that answer a read (at most n)"),
+            "read quorum: replicas that answer a read"),
     INT_OPT("w", w, 1, OPT_MAX_REPLICAS, "2",
             "must be an integer from 1 to " OPT_STR(OPT_MAX_REPLICAS),
-            "write quorum: replicas that acknowledge a write (at most n)"),
+            "write quorum: replicas that acknowledge a write"),
     INT_OPT("vnodes", vnodes, 1, 65536, "2048",
             "must be an integer from 1 to 65536",
             "ring positions of this node"),
@@ -351,7 +351,7 @@ static const opt_row opt_rows[] = {
     INT_OPT("tombstone_grace_ms", tombstone_grace_ms, 0, TEN_YEARS_MS,
             "864000000",
             "must be an integer from 0 to 315360000000 (ten years)",
-            "keep deletes at least this long before purging, in ms"),
+            "ms to keep a tombstone at least before purging it"),
     STR_OPT("resp", resp, valid_resp_addr,
             "must be HOST:PORT (port 0 to 65535), e.g. 127.0.0.1:6379",
             "also serve the Redis protocol (RESP2) at HOST:PORT"),
@@ -361,7 +361,7 @@ static const opt_row opt_rows[] = {
     INT_OPT("max_clients", max_clients, 0, 1000000, "0",
             "must be an integer from 0 (derived from the open-file limit) to "
             "1000000",
-            "HTTP + RESP connections at once (0: from the open-file limit)"),
+            "HTTP + RESP connections served (0: from open-file limit)"),
 };
 
 #define N_OPT_ROWS (sizeof(opt_rows) / sizeof(opt_rows[0]))
