@@ -122,7 +122,8 @@ KV_API kv_options_t *kv_options_create(void);
  * not parse or is out of range (nothing changes then; kv_options_errmsg()
  * says why), KV_ENOMEM.
  *
- * Options (every kvdistd flag maps to one of these):
+ * Options, in the order kv_options_name() enumerates them (each kvdistd
+ * flag and each line of its --config file sets one of these):
  *   data_dir        directory of the local store (required for role=peer)
  *   node_id         this node's name in the cluster (default: "node")
  *   role            peer | client (default peer; a client holds no data)

@@ -660,6 +660,19 @@ START_TEST(test_print_config_roundtrip)
     run_free(&r2);
     run_free(&r1);
 
+    /* A data_dir the format cannot carry back is refused, not printed
+     * wrong. */
+    static const char *const unprintable[] = {" /lead", "/trail ", "/a #b",
+                                              "/a\nb"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *bad[] = {"--data", unprintable[i], "--print-config", NULL};
+        run_t rb = run_daemon(dir, bad);
+        ck_assert_msg(rb.status == 1, "'%s': status %d", unprintable[i],
+                      rb.status);
+        ck_assert_ptr_nonnull(strstr(rb.err, "kvdistd: data_dir: value cannot"));
+        run_free(&rb);
+    }
+
     /* The defaults alone round-trip as well. */
     const char *defaults[] = {"--print-config", NULL};
     r1 = run_daemon(dir, defaults);
