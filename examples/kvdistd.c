@@ -187,15 +187,12 @@ static const struct {
 
 #define N_DAEMON_FLAGS (sizeof(daemon_flags) / sizeof(daemon_flags[0]))
 
-/* What the command line asked for, before anything is applied. */
+/* What the command line asked for besides options (no allocation, so
+ * that an early exit leaks nothing). */
 typedef struct cmdline {
     const char *config; /* --config FILE, NULL: none */
     bool print_config;
-    size_t nset; /* option flags, in the order given */
-    struct {
-        size_t flag; /* index in flag_options */
-        const char *value;
-    } *set;
+    struct option longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS + 1];
 } cmdline_t;
 
 static void usage(FILE *f)
@@ -261,42 +258,33 @@ static int parse_level(const char *s)
 }
 
 /*
- * Reads the command line into cl without applying any option yet, so that
- * the --config file can be read first and the flags override it whatever
+ * First pass over the command line: the daemon's own flags into cl, and
+ * every word checked, without applying any option yet, so that the
+ * --config file can be read first and the flags override it whatever
  * their order. --help, --version and malformed command lines end here.
  */
 static void parse_flags(int argc, char **argv, cmdline_t *cl, logctx_t *lc)
 {
-    struct option longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS + 1];
     for (size_t i = 0; i < N_FLAG_OPTIONS; i++) {
-        longopts[i] = (struct option){flag_options[i].flag, required_argument,
-                                      NULL, (int)i};
+        cl->longopts[i] = (struct option){flag_options[i].flag,
+                                          required_argument, NULL, (int)i};
     }
     for (size_t i = 0; i < N_DAEMON_FLAGS; i++) {
-        longopts[N_FLAG_OPTIONS + i] =
+        cl->longopts[N_FLAG_OPTIONS + i] =
             (struct option){daemon_flags[i].flag, daemon_flags[i].has_arg,
                             NULL, daemon_flags[i].val};
     }
-    longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS] =
+    cl->longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS] =
         (struct option){NULL, 0, NULL, 0};
 
-    /* At most one option flag per word of argv. */
-    cl->set = calloc((size_t)argc, sizeof(*cl->set));
-    if (cl->set == NULL) {
-        fprintf(stderr, "kvdistd: %s\n", kv_strerror(KV_ENOMEM));
-        exit(1);
-    }
     opterr = 0; /* our own one-line messages, named "kvdistd" not argv[0] */
     for (;;) {
-        int c = getopt_long(argc, argv, ":hV", longopts, NULL);
+        int c = getopt_long(argc, argv, ":hV", cl->longopts, NULL);
         if (c == -1) {
             break;
         }
         if (c >= 0 && (size_t)c < N_FLAG_OPTIONS) {
-            cl->set[cl->nset].flag = (size_t)c;
-            cl->set[cl->nset].value = optarg;
-            cl->nset++;
-            continue;
+            continue; /* applied by apply_flags, after the file */
         }
         switch (c) {
         case FLAG_CONFIG:
@@ -343,18 +331,26 @@ static void parse_flags(int argc, char **argv, cmdline_t *cl, logctx_t *lc)
     }
 }
 
-/* Applies the option flags, in the order given (the last of a repeated
- * flag wins). */
-static void apply_flags(const cmdline_t *cl, kv_options_t *o)
+/* Second pass: applies the option flags in the order given (the last of a
+ * repeated flag wins). The first pass checked every word. Returns 0, or 2
+ * after a one-line message for a refused value. */
+static int apply_flags(int argc, char **argv, const cmdline_t *cl,
+                       kv_options_t *o)
 {
-    for (size_t i = 0; i < cl->nset; i++) {
-        const char *option = flag_options[cl->set[i].flag].option;
-        int rc = kv_options_set(o, option, cl->set[i].value);
+    optind = 0; /* glibc: start over, as on a fresh command line */
+    for (;;) {
+        int c = getopt_long(argc, argv, ":hV", cl->longopts, NULL);
+        if (c == -1) {
+            return 0;
+        }
+        if (c < 0 || (size_t)c >= N_FLAG_OPTIONS) {
+            continue;
+        }
+        int rc = kv_options_set(o, flag_options[c].option, optarg);
         if (rc != 0) {
-            fprintf(stderr, "kvdistd: --%s: %s\n",
-                    flag_options[cl->set[i].flag].flag,
-                    option_reason(o, option, rc));
-            exit(2);
+            fprintf(stderr, "kvdistd: --%s: %s\n", flag_options[c].flag,
+                    option_reason(o, flag_options[c].option, rc));
+            return 2;
         }
     }
 }
@@ -381,10 +377,11 @@ static char *conf_trim(char *s, size_t *n)
     return s;
 }
 
-static void conf_fail(const char *path, size_t line, const char *why)
+/* The message of a bad line; returns read_config's status. */
+static int conf_fail(const char *path, size_t line, const char *why)
 {
     fprintf(stderr, "kvdistd: %s:%zu: %s\n", path, line, why);
-    exit(2);
+    return 2;
 }
 
 /*
@@ -392,31 +389,34 @@ static void conf_fail(const char *path, size_t line, const char *why)
  * name given twice: the later line wins). A '#' at the start of a line or
  * after a space or tab starts a comment to the end of the line; a '#'
  * inside a word ("/srv/kv#2") is part of the value. Blank lines and the
- * space around name and value are ignored. The first bad line ends the
- * program with exit 2 and "kvdistd: FILE:LINE: REASON", the reason being
- * the library's own (kv_options_errmsg).
+ * space around name and value are ignored. The first bad line stops the
+ * reading with "kvdistd: FILE:LINE: REASON", the reason being the
+ * library's own (kv_options_errmsg). Returns 0, or 2 (the exit status)
+ * after that message.
  */
-static void read_config(const char *path, kv_options_t *o)
+static int read_config(const char *path, kv_options_t *o)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         fprintf(stderr, "kvdistd: cannot read config file %s: %s\n", path,
                 strerror(errno));
-        exit(2);
+        return 2;
     }
     char *line = NULL;
     size_t cap = 0;
     size_t lineno = 0;
     ssize_t got;
+    int status = 0;
     errno = 0;
-    while ((got = getline(&line, &cap, f)) >= 0) {
+    while (status == 0 && (got = getline(&line, &cap, f)) >= 0) {
         lineno++;
         size_t n = (size_t)got;
         if (n > 0 && line[n - 1] == '\n') {
             line[--n] = '\0';
         }
         if (memchr(line, '\0', n) != NULL) {
-            conf_fail(path, lineno, "line contains a NUL byte");
+            status = conf_fail(path, lineno, "line contains a NUL byte");
+            break;
         }
         for (size_t i = 0; i < n; i++) {
             if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' ||
@@ -431,30 +431,35 @@ static void read_config(const char *path, kv_options_t *o)
         }
         char *eq = strchr(text, '=');
         if (eq == NULL) {
-            conf_fail(path, lineno, "expected 'name = value'");
+            status = conf_fail(path, lineno, "expected 'name = value'");
+            break;
         }
         size_t nlen = (size_t)(eq - text);
         size_t vlen = n - nlen - 1;
         char *value = conf_trim(eq + 1, &vlen);
         char *name = conf_trim(text, &nlen);
         if (nlen == 0) {
-            conf_fail(path, lineno, "expected 'name = value': no name");
+            status = conf_fail(path, lineno, "expected 'name = value': no name");
+            break;
         }
         int rc = kv_options_set(o, name, value);
         if (rc != 0) {
             const char *why = kv_options_errmsg(o);
-            conf_fail(path, lineno, why[0] != '\0' ? why : kv_strerror(rc));
+            status = conf_fail(path, lineno,
+                               why[0] != '\0' ? why : kv_strerror(rc));
+            break;
         }
         errno = 0;
     }
-    if (ferror(f)) {
+    if (status == 0 && ferror(f)) {
         /* e.g. EISDIR: fopen opens a directory, reading it fails */
         fprintf(stderr, "kvdistd: cannot read config file %s: %s\n", path,
                 strerror(errno != 0 ? errno : EIO));
-        exit(2);
+        status = 2;
     }
     free(line);
     fclose(f);
+    return status;
 }
 
 /* A value the file format can carry back unchanged: no line break, no
@@ -592,18 +597,22 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     logctx_t lc = {KV_LOG_NOTICE, "", PTHREAD_MUTEX_INITIALIZER, false, ""};
+    cmdline_t cl = {.config = NULL, .print_config = false};
+    parse_flags(argc, argv, &cl, &lc);
     kv_options_t *o = kv_options_create();
     if (o == NULL) {
         fprintf(stderr, "kvdistd: %s\n", kv_strerror(KV_ENOMEM));
         return 1;
     }
-    cmdline_t cl = {NULL, false, 0, NULL};
-    parse_flags(argc, argv, &cl, &lc);
-    if (cl.config != NULL) {
-        read_config(cl.config, o);
+    /* Defaults, then the file, then the flags. */
+    int status = cl.config != NULL ? read_config(cl.config, o) : 0;
+    if (status == 0) {
+        status = apply_flags(argc, argv, &cl, o);
     }
-    apply_flags(&cl, o);
-    free(cl.set);
+    if (status != 0) {
+        kv_options_destroy(o);
+        return status;
+    }
     if (cl.print_config) {
         int prc = print_config(o);
         kv_options_destroy(o);
@@ -616,6 +625,7 @@ int main(int argc, char **argv)
     kv_options_get(o, "listen", listen, sizeof(listen));
     kv_options_get(o, "data_dir", data, sizeof(data));
     if (data[0] == '\0') {
+        kv_options_destroy(o);
         usage_error("%s is required", "--data DIR (or data_dir in --config)");
     }
     kv_options_set_logger(o, log_line, &lc, lc.level);
