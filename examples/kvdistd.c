@@ -439,7 +439,8 @@ static int read_config(const char *path, kv_options_t *o)
         char *value = conf_trim(eq + 1, &vlen);
         char *name = conf_trim(text, &nlen);
         if (nlen == 0) {
-            status = conf_fail(path, lineno, "expected 'name = value': no name");
+            status =
+                conf_fail(path, lineno, "expected 'name = value': no name");
             break;
         }
         int rc = kv_options_set(o, name, value);
@@ -489,8 +490,12 @@ static int print_config(const kv_options_t *o)
     char value[8192];
     for (size_t i = 0; kv_options_name(i) != NULL; i++) {
         const char *name = kv_options_name(i);
-        if (kv_options_get(o, name, value, sizeof(value)) != 0) {
-            fprintf(stderr, "kvdistd: %s: cannot read the option\n", name);
+        /* A value that fills the buffer may be cut short (join has no
+         * bound): refuse it rather than print half of it. */
+        if (kv_options_get(o, name, value, sizeof(value)) != 0 ||
+            strlen(value) >= sizeof(value) - 1) {
+            fprintf(stderr, "kvdistd: %s: cannot read the option whole\n",
+                    name);
             return 1;
         }
         if (!conf_representable(value)) {
@@ -544,7 +549,8 @@ static void raise_nofile(logctx_t *lc)
                    strerror(errno), (unsigned long long)before);
         return;
     }
-    daemon_log(lc, KV_LOG_NOTICE, "kvdistd: open files: soft limit %llu -> %llu",
+    daemon_log(lc, KV_LOG_NOTICE,
+               "kvdistd: open files: soft limit %llu -> %llu",
                (unsigned long long)before, (unsigned long long)rl.rlim_cur);
 }
 

@@ -669,7 +669,8 @@ START_TEST(test_print_config_roundtrip)
         run_t rb = run_daemon(dir, bad);
         ck_assert_msg(rb.status == 1, "'%s': status %d", unprintable[i],
                       rb.status);
-        ck_assert_ptr_nonnull(strstr(rb.err, "kvdistd: data_dir: value cannot"));
+        ck_assert_ptr_nonnull(
+            strstr(rb.err, "kvdistd: data_dir: value cannot"));
         run_free(&rb);
     }
 
