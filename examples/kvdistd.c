@@ -2,11 +2,18 @@
  * kvdistd.c - the libkvdist peer daemon: one node of a cluster, holding its
  * share of the data in a directory and serving its peers and clients.
  *
- * Each flag is one library option (--cache-size sets cache_size, ...), so
- * the library does all validation and this program only translates its
- * answers into messages and exit codes: 0 after a clean stop, 1 when the
- * node cannot start, 2 for a usage error. It logs to stderr, one line per
+ * Each flag is one library option (--cache-size sets cache_size, ...), and
+ * so is each line of a --config file (cache_size = 256MiB), so the library
+ * does all validation and this program only translates its answers into
+ * messages and exit codes: 0 after a clean stop, 1 when the node cannot
+ * start, 2 for a usage or configuration error. The library's option table
+ * (kv_options_name, kv_options_doc) provides the names --print-config
+ * prints and the help text of each flag. It logs to stderr, one line per
  * event, and says "ready" once it serves, which is what scripts wait for.
+ *
+ * Precedence: defaults, then the --config file, then the flags, whatever
+ * their order on the command line (flags are collected first and applied
+ * after the file).
  *
  * The library runs its own threads. The main thread only parses flags,
  * opens the node, then sleeps in sigwait() until SIGINT or SIGTERM, so no
@@ -16,7 +23,9 @@
  *     kvdistd --id n1 --listen tcp://127.0.0.1:7000 --data /var/lib/kv/n1
  *     kvdistd --id n2 --listen tcp://127.0.0.1:7001 --data /var/lib/kv/n2 \
  *             --join tcp://127.0.0.1:7000
+ *     kvdistd --config /etc/kvdist/kvdistd.conf
  */
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <kvdist.h>
@@ -111,81 +121,107 @@ static void daemon_log(logctx_t *lc, int level, const char *fmt, ...)
 }
 
 /* Flags that are library options, in the order --help lists them. The
- * index in this table is the getopt_long value of the flag. */
+ * index in this table is the getopt_long value of the flag. The help text
+ * is the library's kv_options_doc() of the option, so the two agree. */
 static const struct {
     const char *flag;
     const char *option;
     const char *arg;
-    const char *help;
 } flag_options[] = {
-    {"id", "node_id", "ID", "this node's name in the cluster"},
-    {"listen", "listen", "URL", "address peers and clients reach it at"},
-    {"data", "data_dir", "DIR", "directory of the local store (required)"},
-    {"join", "join", "URL[,URL]", "seed peers to join through"},
-    {"n", "n", "N", "replicas of each key"},
-    {"r", "r", "R", "read quorum"},
-    {"w", "w", "W", "write quorum"},
-    {"vnodes", "vnodes", "V", "ring positions of this node"},
-    {"sync", "sync", "MODE", "none | wal | fsync"},
-    {"cache-size", "cache_size", "BYTES", "RocksDB block cache (k/M/G)"},
-    {"timeout-ms", "timeout_ms", "MS", "default request deadline"},
-    {"max-key-size", "max_key_size", "BYTES", "largest key accepted"},
-    {"max-value-size", "max_value_size", "BYTES", "largest value accepted"},
-    {"clock-max", "clock_max", "N", "vector clock entries kept per key"},
-    {"gossip-interval-ms", "gossip_interval_ms", "MS",
-     "how often membership is gossiped"},
-    {"phi-convict", "phi_convict", "PHI",
-     "failure detector threshold (phi accrual)"},
-    {"sloppy-quorum", "sloppy_quorum", "on|off",
-     "let fallback nodes stand in for down replicas"},
-    {"hinted-handoff", "hinted_handoff", "on|off",
-     "keep and deliver hints for replicas that missed writes"},
-    {"handoff-rate", "handoff_rate", "N", "hints delivered per second"},
-    {"anti-entropy", "anti_entropy", "on|off",
-     "compare Merkle trees with other replicas and repair"},
-    {"aae-interval-ms", "aae_interval_ms", "MS",
-     "pause between background anti-entropy passes"},
-    {"aae-rebuild-rate", "aae_rebuild_rate", "N",
-     "index entries per second when rebuilding trees"},
-    {"tombstone-grace-ms", "tombstone_grace_ms", "MS",
-     "keep deletes at least this long before purging them"},
-    {"resp", "resp", "HOST:PORT",
-     "also serve the Redis protocol (RESP2) here"},
-    {"http", "http", "HOST:PORT", "serve the HTTP API there (kvdist-http(7))"},
+    {"id", "node_id", "ID"},
+    {"listen", "listen", "URL"},
+    {"data", "data_dir", "DIR"},
+    {"join", "join", "URL[,URL]"},
+    {"n", "n", "N"},
+    {"r", "r", "R"},
+    {"w", "w", "W"},
+    {"vnodes", "vnodes", "V"},
+    {"sync", "sync", "MODE"},
+    {"cache-size", "cache_size", "BYTES"},
+    {"timeout-ms", "timeout_ms", "MS"},
+    {"max-key-size", "max_key_size", "BYTES"},
+    {"max-value-size", "max_value_size", "BYTES"},
+    {"clock-max", "clock_max", "N"},
+    {"gossip-interval-ms", "gossip_interval_ms", "MS"},
+    {"phi-convict", "phi_convict", "PHI"},
+    {"sloppy-quorum", "sloppy_quorum", "on|off"},
+    {"hinted-handoff", "hinted_handoff", "on|off"},
+    {"handoff-rate", "handoff_rate", "N"},
+    {"anti-entropy", "anti_entropy", "on|off"},
+    {"aae-interval-ms", "aae_interval_ms", "MS"},
+    {"aae-rebuild-rate", "aae_rebuild_rate", "N"},
+    {"tombstone-grace-ms", "tombstone_grace_ms", "MS"},
+    {"resp", "resp", "HOST:PORT"},
+    {"http", "http", "HOST:PORT"},
+    {"max-clients", "max_clients", "N"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
 
+/* The daemon's own flags, which are no library option. */
 enum {
     FLAG_LOG_LEVEL = 1000, /* above every flag_options index */
+    FLAG_CONFIG,
+    FLAG_PRINT_CONFIG,
     FLAG_HELP = 'h',
     FLAG_VERSION = 'V'
 };
+
+static const struct {
+    const char *flag;
+    int has_arg;
+    int val;
+    const char *left; /* as --help shows it */
+    const char *help;
+} daemon_flags[] = {
+    {"config", required_argument, FLAG_CONFIG, "--config FILE",
+     "read options from FILE first (name = value lines)"},
+    {"print-config", no_argument, FLAG_PRINT_CONFIG, "--print-config",
+     "print the effective configuration and exit"},
+    {"log-level", required_argument, FLAG_LOG_LEVEL, "--log-level LEVEL",
+     "error | warn | notice | info | debug (default notice)"},
+    {"help", no_argument, FLAG_HELP, "-h, --help", "print this help and exit"},
+    {"version", no_argument, FLAG_VERSION, "-V, --version",
+     "print the version and exit"},
+};
+
+#define N_DAEMON_FLAGS (sizeof(daemon_flags) / sizeof(daemon_flags[0]))
+
+/* What the command line asked for besides options (no allocation, so
+ * that an early exit leaks nothing). */
+typedef struct cmdline {
+    const char *config; /* --config FILE, NULL: none */
+    bool print_config;
+    struct option longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS + 1];
+} cmdline_t;
 
 static void usage(FILE *f)
 {
     /* Defaults come from the library itself, so --help cannot go stale. */
     kv_options_t *defaults = kv_options_create();
     fprintf(f, "usage: kvdistd --data DIR [--id ID] [--listen URL] "
-               "[--join URL[,URL...]] [FLAG...]\n\n");
+               "[--join URL[,URL...]] [FLAG...]\n"
+               "       kvdistd --config FILE [FLAG...]\n"
+               "       kvdistd [--config FILE] [FLAG...] --print-config\n\n");
     for (size_t i = 0; i < N_FLAG_OPTIONS; i++) {
         char def[128] = "";
         if (defaults != NULL) {
             kv_options_get(defaults, flag_options[i].option, def, sizeof(def));
         }
+        const char *doc = kv_options_doc(flag_options[i].option);
         char left[64];
         snprintf(left, sizeof(left), "--%s %s", flag_options[i].flag,
                  flag_options[i].arg);
-        fprintf(f, "  %-24s %s%s%s%s\n", left, flag_options[i].help,
+        fprintf(f, "  %-24s %s%s%s%s\n", left, doc != NULL ? doc : "",
                 def[0] != '\0' ? " (default " : "", def,
                 def[0] != '\0' ? ")" : "");
     }
     kv_options_destroy(defaults);
-    fprintf(f, "  %-24s %s\n", "--log-level LEVEL",
-            "error | warn | notice | info | debug (default notice)");
-    fprintf(f, "  %-24s %s\n", "-h, --help", "print this help and exit");
-    fprintf(f, "  %-24s %s\n", "-V, --version", "print the version and exit");
-    fprintf(f, "\nStops cleanly on SIGINT or SIGTERM. See kvdistd(1).\n");
+    for (size_t i = 0; i < N_DAEMON_FLAGS; i++) {
+        fprintf(f, "  %-24s %s\n", daemon_flags[i].left, daemon_flags[i].help);
+    }
+    fprintf(f, "\nFlags override the --config file whatever their order. "
+               "Stops cleanly on\nSIGINT or SIGTERM. See kvdistd(1).\n");
 }
 
 static void usage_error(const char *fmt, const char *what)
@@ -221,39 +257,45 @@ static int parse_level(const char *s)
     return -1;
 }
 
-static void parse_flags(int argc, char **argv, kv_options_t *o, logctx_t *lc)
+/*
+ * First pass over the command line: the daemon's own flags into cl, and
+ * every word checked, without applying any option yet, so that the
+ * --config file can be read first and the flags override it whatever
+ * their order. --help, --version and malformed command lines end here.
+ */
+static void parse_flags(int argc, char **argv, cmdline_t *cl, logctx_t *lc)
 {
-    struct option longopts[N_FLAG_OPTIONS + 4];
     for (size_t i = 0; i < N_FLAG_OPTIONS; i++) {
-        longopts[i] = (struct option){flag_options[i].flag, required_argument,
-                                      NULL, (int)i};
+        cl->longopts[i] = (struct option){flag_options[i].flag,
+                                          required_argument, NULL, (int)i};
     }
-    longopts[N_FLAG_OPTIONS] =
-        (struct option){"log-level", required_argument, NULL, FLAG_LOG_LEVEL};
-    longopts[N_FLAG_OPTIONS + 1] =
-        (struct option){"help", no_argument, NULL, FLAG_HELP};
-    longopts[N_FLAG_OPTIONS + 2] =
-        (struct option){"version", no_argument, NULL, FLAG_VERSION};
-    longopts[N_FLAG_OPTIONS + 3] = (struct option){NULL, 0, NULL, 0};
+    for (size_t i = 0; i < N_DAEMON_FLAGS; i++) {
+        cl->longopts[N_FLAG_OPTIONS + i] =
+            (struct option){daemon_flags[i].flag, daemon_flags[i].has_arg,
+                            NULL, daemon_flags[i].val};
+    }
+    cl->longopts[N_FLAG_OPTIONS + N_DAEMON_FLAGS] =
+        (struct option){NULL, 0, NULL, 0};
 
-    int have_data = 0;
     opterr = 0; /* our own one-line messages, named "kvdistd" not argv[0] */
     for (;;) {
-        int c = getopt_long(argc, argv, ":hV", longopts, NULL);
+        int c = getopt_long(argc, argv, ":hV", cl->longopts, NULL);
         if (c == -1) {
             break;
         }
         if (c >= 0 && (size_t)c < N_FLAG_OPTIONS) {
-            int rc = kv_options_set(o, flag_options[c].option, optarg);
-            if (rc != 0) {
-                fprintf(stderr, "kvdistd: --%s: %s\n", flag_options[c].flag,
-                        option_reason(o, flag_options[c].option, rc));
-                exit(2);
-            }
-            have_data |= strcmp(flag_options[c].option, "data_dir") == 0;
-            continue;
+            continue; /* applied by apply_flags, after the file */
         }
         switch (c) {
+        case FLAG_CONFIG:
+            if (cl->config != NULL) {
+                usage_error("%s: given more than once", "--config");
+            }
+            cl->config = optarg;
+            break;
+        case FLAG_PRINT_CONFIG:
+            cl->print_config = true;
+            break;
         case FLAG_LOG_LEVEL:
             lc->level = parse_level(optarg);
             if (lc->level < 0) {
@@ -287,9 +329,229 @@ static void parse_flags(int argc, char **argv, kv_options_t *o, logctx_t *lc)
     if (optind < argc) {
         usage_error("unexpected argument '%s'", argv[optind]);
     }
-    if (!have_data) {
-        usage_error("%s is required", "--data DIR");
+}
+
+/* Second pass: applies the option flags in the order given (the last of a
+ * repeated flag wins). The first pass checked every word. Returns 0, or 2
+ * after a one-line message for a refused value. */
+static int apply_flags(int argc, char **argv, const cmdline_t *cl,
+                       kv_options_t *o)
+{
+    optind = 0; /* glibc: start over, as on a fresh command line */
+    for (;;) {
+        int c = getopt_long(argc, argv, ":hV", cl->longopts, NULL);
+        if (c == -1) {
+            return 0;
+        }
+        if (c < 0 || (size_t)c >= N_FLAG_OPTIONS) {
+            continue;
+        }
+        int rc = kv_options_set(o, flag_options[c].option, optarg);
+        if (rc != 0) {
+            fprintf(stderr, "kvdistd: --%s: %s\n", flag_options[c].flag,
+                    option_reason(o, flag_options[c].option, rc));
+            return 2;
+        }
     }
+}
+
+/* ------------------------------------------------------- the config file */
+
+/* Space as the file format knows it; \r so that CRLF files read too. */
+static bool conf_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Trims s[0..*n) of surrounding space; returns the new start. */
+static char *conf_trim(char *s, size_t *n)
+{
+    while (*n > 0 && conf_space(*s)) {
+        s++;
+        (*n)--;
+    }
+    while (*n > 0 && conf_space(s[*n - 1])) {
+        (*n)--;
+    }
+    s[*n] = '\0';
+    return s;
+}
+
+/* The message of a bad line; returns read_config's status. */
+static int conf_fail(const char *path, size_t line, const char *why)
+{
+    fprintf(stderr, "kvdistd: %s:%zu: %s\n", path, line, why);
+    return 2;
+}
+
+/*
+ * Reads a config file of "name = value" lines into o, in file order (a
+ * name given twice: the later line wins). A '#' at the start of a line or
+ * after a space or tab starts a comment to the end of the line; a '#'
+ * inside a word ("/srv/kv#2") is part of the value. Blank lines and the
+ * space around name and value are ignored. The first bad line stops the
+ * reading with "kvdistd: FILE:LINE: REASON", the reason being the
+ * library's own (kv_options_errmsg). Returns 0, or 2 (the exit status)
+ * after that message.
+ */
+static int read_config(const char *path, kv_options_t *o)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "kvdistd: cannot read config file %s: %s\n", path,
+                strerror(errno));
+        return 2;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    size_t lineno = 0;
+    ssize_t got;
+    int status = 0;
+    errno = 0;
+    while (status == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t n = (size_t)got;
+        if (n > 0 && line[n - 1] == '\n') {
+            line[--n] = '\0';
+        }
+        if (memchr(line, '\0', n) != NULL) {
+            status = conf_fail(path, lineno, "line contains a NUL byte");
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (line[i] == '#' && (i == 0 || line[i - 1] == ' ' ||
+                                   line[i - 1] == '\t')) {
+                n = i;
+                break;
+            }
+        }
+        char *text = conf_trim(line, &n);
+        if (n == 0) {
+            continue;
+        }
+        char *eq = strchr(text, '=');
+        if (eq == NULL) {
+            status = conf_fail(path, lineno, "expected 'name = value'");
+            break;
+        }
+        size_t nlen = (size_t)(eq - text);
+        size_t vlen = n - nlen - 1;
+        char *value = conf_trim(eq + 1, &vlen);
+        char *name = conf_trim(text, &nlen);
+        if (nlen == 0) {
+            status =
+                conf_fail(path, lineno, "expected 'name = value': no name");
+            break;
+        }
+        int rc = kv_options_set(o, name, value);
+        if (rc != 0) {
+            const char *why = kv_options_errmsg(o);
+            status = conf_fail(path, lineno,
+                               why[0] != '\0' ? why : kv_strerror(rc));
+            break;
+        }
+        errno = 0;
+    }
+    if (status == 0 && ferror(f)) {
+        /* e.g. EISDIR: fopen opens a directory, reading it fails */
+        fprintf(stderr, "kvdistd: cannot read config file %s: %s\n", path,
+                strerror(errno != 0 ? errno : EIO));
+        status = 2;
+    }
+    free(line);
+    fclose(f);
+    return status;
+}
+
+/* A value the file format can carry back unchanged: no line break, no
+ * surrounding space (trimmed) and no " #" (a comment). Only data_dir can
+ * hold such text; every other option refuses it. */
+static bool conf_representable(const char *v)
+{
+    size_t n = strlen(v);
+    if (n > 0 && (conf_space(v[0]) || conf_space(v[n - 1]))) {
+        return false;
+    }
+    return strpbrk(v, "\n") == NULL && strstr(v, " #") == NULL &&
+           strstr(v, "\t#") == NULL && v[0] != '#';
+}
+
+/*
+ * --print-config: every option in the library's order, its doc as a
+ * comment above it, as --config reads it back. An option without a value
+ * (an empty string: listen, join, http, resp, data_dir unset) is printed
+ * commented out ("# join ="), since an empty value would be refused.
+ */
+static int print_config(const kv_options_t *o)
+{
+    printf("# kvdistd configuration (libkvdist %s): read it with "
+           "kvdistd --config FILE\n",
+           kv_version());
+    char value[8192];
+    for (size_t i = 0; kv_options_name(i) != NULL; i++) {
+        const char *name = kv_options_name(i);
+        /* A value that fills the buffer may be cut short (join has no
+         * bound): refuse it rather than print half of it. */
+        if (kv_options_get(o, name, value, sizeof(value)) != 0 ||
+            strlen(value) >= sizeof(value) - 1) {
+            fprintf(stderr, "kvdistd: %s: cannot read the option whole\n",
+                    name);
+            return 1;
+        }
+        if (!conf_representable(value)) {
+            fprintf(stderr,
+                    "kvdistd: %s: value cannot be written in a config file "
+                    "(a line break, surrounding space or ' #')\n",
+                    name);
+            return 1;
+        }
+        if (value[0] == '\0') {
+            printf("\n# %s\n# %s =\n", kv_options_doc(name), name);
+        } else {
+            printf("\n# %s\n%s = %s\n", kv_options_doc(name), name, value);
+        }
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "kvdistd: --print-config: %s\n", strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Raises the soft open-file limit to the hard one before kv_open, which
+ * derives max_clients (when 0) from the soft limit: 1024, the usual
+ * default, is far too few for a node serving clients, RocksDB's files and
+ * its peers (issue 12: 1,100 idle HTTP connections made the node
+ * unreachable). A service manager sets the hard limit (LimitNOFILE=).
+ */
+static void raise_nofile(logctx_t *lc)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        daemon_log(lc, KV_LOG_WARN, "kvdistd: open files: getrlimit: %s",
+                   strerror(errno));
+        return;
+    }
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max) {
+        daemon_log(lc, KV_LOG_NOTICE,
+                   "kvdistd: open files: soft limit %llu (the hard limit)",
+                   (unsigned long long)before);
+        return;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        daemon_log(lc, KV_LOG_WARN,
+                   "kvdistd: open files: cannot raise soft limit %llu to "
+                   "%llu: %s; keeping %llu",
+                   (unsigned long long)before, (unsigned long long)rl.rlim_max,
+                   strerror(errno), (unsigned long long)before);
+        return;
+    }
+    daemon_log(lc, KV_LOG_NOTICE,
+               "kvdistd: open files: soft limit %llu -> %llu",
+               (unsigned long long)before, (unsigned long long)rl.rlim_cur);
 }
 
 /* Why kv_open failed, in the terms of the flags the user gave. */
@@ -314,7 +576,7 @@ static void open_hint(int rc, const char *data, const char *listen,
         snprintf(buf, size, " (the store in %s is damaged)", data);
         break;
     case KV_EINVAL:
-        snprintf(buf, size, " (inconsistent flags)");
+        snprintf(buf, size, " (inconsistent options)");
         break;
     case KV_ENOTSUP:
         snprintf(buf, size, " (by libkvdist %s)", kv_version());
@@ -341,19 +603,39 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     logctx_t lc = {KV_LOG_NOTICE, "", PTHREAD_MUTEX_INITIALIZER, false, ""};
+    cmdline_t cl = {.config = NULL, .print_config = false};
+    parse_flags(argc, argv, &cl, &lc);
     kv_options_t *o = kv_options_create();
     if (o == NULL) {
         fprintf(stderr, "kvdistd: %s\n", kv_strerror(KV_ENOMEM));
         return 1;
     }
-    parse_flags(argc, argv, o, &lc);
+    /* Defaults, then the file, then the flags. */
+    int status = cl.config != NULL ? read_config(cl.config, o) : 0;
+    if (status == 0) {
+        status = apply_flags(argc, argv, &cl, o);
+    }
+    if (status != 0) {
+        kv_options_destroy(o);
+        return status;
+    }
+    if (cl.print_config) {
+        int prc = print_config(o);
+        kv_options_destroy(o);
+        return prc;
+    }
 
     char listen[512], data[4096], http[300];
     kv_options_get(o, "node_id", lc.id, sizeof(lc.id));
     kv_options_get(o, "http", http, sizeof(http));
     kv_options_get(o, "listen", listen, sizeof(listen));
     kv_options_get(o, "data_dir", data, sizeof(data));
+    if (data[0] == '\0') {
+        kv_options_destroy(o);
+        usage_error("%s is required", "--data DIR (or data_dir in --config)");
+    }
     kv_options_set_logger(o, log_line, &lc, lc.level);
+    raise_nofile(&lc);
 
     kv_t *kv = NULL;
     int rc = kv_open(o, &kv);
@@ -366,8 +648,8 @@ int main(int argc, char **argv)
                 lc.held[0] ? "]" : "");
         pthread_mutex_unlock(&lc.mu);
         kv_options_destroy(o);
-        /* Every option came from a flag, so inconsistent options are a
-         * usage error like a refused flag. */
+        /* Every option came from a flag or the config file, so
+         * inconsistent options are a usage error like a refused flag. */
         return rc == KV_EINVAL ? 2 : 1;
     }
 

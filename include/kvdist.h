@@ -122,7 +122,8 @@ KV_API kv_options_t *kv_options_create(void);
  * not parse or is out of range (nothing changes then; kv_options_errmsg()
  * says why), KV_ENOMEM.
  *
- * Options (every kvdistd flag maps to one of these):
+ * Options, in the order kv_options_name() enumerates them (each kvdistd
+ * flag and each line of its --config file sets one of these):
  *   data_dir        directory of the local store (required for role=peer)
  *   node_id         this node's name in the cluster (default: "node")
  *   role            peer | client (default peer; a client holds no data)
@@ -188,6 +189,20 @@ KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
  * size). Returns 0, KV_EBADOPT, KV_EINVAL (NULL argument). */
 KV_API int kv_options_get(const kv_options_t *o, const char *name, char *buf,
                           size_t size);
+
+/*
+ * Enumerates the options kv_options_set() accepts, so that programs (a
+ * daemon's config file, --help, a GUI) need not repeat the list.
+ * kv_options_name(i) returns the name of option i, for i from 0 up, in a
+ * fixed order (the order of the list above), and NULL once i is past the
+ * last one. kv_options_doc(name) returns a one-line description of option
+ * `name` (no newline, no trailing period), or NULL if name is NULL or not
+ * an option. Both return static strings that stay valid for the life of
+ * the process; both are thread-safe and need no option set. A default is
+ * read with kv_options_get() on a fresh kv_options_create().
+ */
+KV_API const char *kv_options_name(size_t i);
+KV_API const char *kv_options_doc(const char *name);
 
 /* The reason the last kv_options_set() on `o` failed, or "" if it did not.
  * Valid until the next call on `o`. Never NULL. */

@@ -2,10 +2,15 @@
  * options.c - string-keyed settings (kv_options_t): parsing, validation,
  * defaults, and the table that names them all.
  *
- * Owns the option table: one row per setting with its parser, so that
- * kv_options_set, kv_options_get, the daemon's flags and the man pages all
- * describe the same list. A failed set changes nothing and leaves a reason in
- * the option set's errmsg.
+ * Owns the option table (opt_rows): one row per setting with its name, its
+ * kind, its kv_config_t field, its bounds, its default text, the reason a
+ * refused value gets and a one-line doc. kv_options_set, kv_options_get,
+ * kv_options_create (the defaults), the enumeration (kv_options_name,
+ * kv_options_doc) and the deep copy and free of a configuration all read
+ * it, so the daemon's flags, its config file and --help describe the same
+ * list. A failed set changes nothing and leaves a reason in the option
+ * set's errmsg. The table is constant; an option set is used by one thread
+ * at a time (kvdist.h), so nothing here takes a lock.
  */
 #include "options.h"
 
@@ -22,6 +27,8 @@
 #include "store.h"
 
 #define OPT_MAX_REPLICAS 16
+#define OPT_STR_(x) #x
+#define OPT_STR(x) OPT_STR_(x)
 
 static void opt_fail(kv_options_t *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -177,92 +184,341 @@ static int parse_bool(const char *s, bool *out)
     return KV_EINVAL;
 }
 
-static int set_string(char **field, const char *value)
+/*
+ * The option table. Each row holds everything about one option: its name,
+ * how its text is parsed and printed (kind), the kv_config_t field it lives
+ * in, its bounds, its default (as kv_options_get prints it, so a default
+ * reads back as its own text), the reason given when a value is refused,
+ * and a one-line doc for --help, config files and the like.
+ *
+ * kv_options_create applies the defaults through the same parser, so the
+ * table is the only place a default is written down.
+ */
+typedef enum {
+    KIND_STR,  /* owned string, checked by valid(); NULL until set */
+    KIND_INT,  /* decimal integer from min to max */
+    KIND_SIZE, /* byte count with an optional suffix, from min to max */
+    KIND_BOOL, /* on/off and friends, printed on/off */
+    KIND_ENUM  /* one of names[], stored as its index */
+} opt_kind;
+
+/* The C type of the field, chosen by _Generic from the field itself so a
+ * row cannot disagree with kv_config_t. size_t and int64_t are each one of
+ * these standard types on every platform. */
+typedef enum {
+    CT_BOOL,
+    CT_INT,
+    CT_UINT,
+    CT_LONG,
+    CT_ULONG,
+    CT_LLONG,
+    CT_ULLONG,
+    CT_STR
+} opt_ctype;
+
+#define OPT_CTYPE(field)                                                     \
+    _Generic(((kv_config_t *)0)->field,                                      \
+        bool: CT_BOOL,                                                       \
+        int: CT_INT,                                                         \
+        unsigned: CT_UINT,                                                   \
+        long: CT_LONG,                                                       \
+        unsigned long: CT_ULONG,                                             \
+        long long: CT_LLONG,                                                 \
+        unsigned long long: CT_ULLONG,                                       \
+        char *: CT_STR)
+
+typedef struct opt_row {
+    const char *name;
+    opt_kind kind;
+    size_t off; /* offsetof(kv_config_t, field) */
+    opt_ctype ctype;
+    long long min, max;             /* KIND_INT, KIND_SIZE */
+    bool (*valid)(const char *);    /* KIND_STR */
+    const char *const *names;       /* KIND_ENUM, NULL-terminated */
+    const char *def;                /* default text; NULL: unset */
+    const char *why;                /* after "name: " when refused */
+    const char *doc;                /* one line, no trailing period */
+} opt_row;
+
+#define ROW(nm, kd, field, lo, hi, vf, nms, df, wy, dc)                     \
+    {nm, kd, offsetof(kv_config_t, field), OPT_CTYPE(field), lo, hi, vf,    \
+     nms, df, wy, dc}
+#define STR_OPT(nm, field, vf, wy, dc)                                      \
+    ROW(nm, KIND_STR, field, 0, 0, vf, NULL, NULL, wy, dc)
+#define INT_OPT(nm, field, lo, hi, df, wy, dc)                              \
+    ROW(nm, KIND_INT, field, lo, hi, NULL, NULL, df, wy, dc)
+#define SIZE_OPT(nm, field, lo, hi, df, wy, dc)                             \
+    ROW(nm, KIND_SIZE, field, lo, hi, NULL, NULL, df, wy, dc)
+#define BOOL_OPT(nm, field, df, dc)                                         \
+    ROW(nm, KIND_BOOL, field, 0, 1, NULL, NULL, df, "must be on or off", dc)
+#define ENUM_OPT(nm, field, nms, df, wy, dc)                                \
+    ROW(nm, KIND_ENUM, field, 0, 0, NULL, nms, df, wy, dc)
+
+static bool valid_data_dir(const char *s)
 {
-    char *copy = strdup(value);
-    if (copy == NULL) {
-        return KV_ENOMEM;
+    return *s != '\0' && strlen(s) <= 4000;
+}
+
+static bool valid_resp_addr(const char *s)
+{
+    return valid_host_port(s, 0); /* 0: let the kernel pick (tests) */
+}
+
+static bool valid_http_addr(const char *s)
+{
+    return valid_host_port(s, 1);
+}
+
+/* Index order is the stored value: enum kv_role, enum store_sync. */
+static const char *const role_names[] = {"peer", "client", NULL};
+static const char *const sync_names[] = {"none", "wal", "fsync", NULL};
+_Static_assert(KV_ROLE_PEER == 0 && KV_ROLE_CLIENT == 1, "role_names order");
+_Static_assert(STORE_SYNC_NONE == 0 && STORE_SYNC_WAL == 1 &&
+                   STORE_SYNC_FSYNC == 2,
+               "sync_names order");
+/* The vnodes row spells the default out as text. */
+_Static_assert(RING_DEFAULT_VNODES == 2048, "vnodes default in opt_rows");
+
+#define TEN_YEARS_MS (3650LL * 24 * 3600 * 1000)
+
+static const opt_row opt_rows[] = {
+    STR_OPT("data_dir", data_dir, valid_data_dir, "must be a non-empty path",
+            "directory of the local store (required for a peer)"),
+    ROW("node_id", KIND_STR, node_id, 0, 0, valid_node_id, NULL, "node",
+        "1 to 64 characters from A-Z a-z 0-9 . _ -",
+        "this node's name in the cluster"),
+    ENUM_OPT("role", role, role_names, "peer", "must be 'peer' or 'client'",
+             "peer (holds data) or client (holds none, uses join)"),
+    STR_OPT("listen", listen, valid_url,
+            "must be a tcp://, ipc:// or tls+tcp:// URL",
+            "URL peers and clients reach this node at"),
+    STR_OPT("join", join, valid_url_list,
+            "must be comma-separated tcp://, ipc:// or tls+tcp:// URLs",
+            "comma-separated seed peer URLs to join through"),
+    INT_OPT("n", n, 1, OPT_MAX_REPLICAS, "3",
+            "must be an integer from 1 to " OPT_STR(OPT_MAX_REPLICAS),
+            "replicas of each key"),
+    INT_OPT("r", r, 1, OPT_MAX_REPLICAS, "2",
+            "must be an integer from 1 to " OPT_STR(OPT_MAX_REPLICAS),
+            "read quorum: replicas that answer a read"),
+    INT_OPT("w", w, 1, OPT_MAX_REPLICAS, "2",
+            "must be an integer from 1 to " OPT_STR(OPT_MAX_REPLICAS),
+            "write quorum: replicas that acknowledge a write"),
+    INT_OPT("vnodes", vnodes, 1, 65536, "2048",
+            "must be an integer from 1 to 65536",
+            "ring positions of this node"),
+    ENUM_OPT("sync", sync, sync_names, "wal",
+             "must be 'none', 'wal' or 'fsync'",
+             "when a write is durable: none | wal | fsync"),
+    SIZE_OPT("cache_size", cache_size, 0, 1LL << 40, "67108864",
+             "must be a byte count up to 1TiB, with an optional KiB/MiB/GiB "
+             "suffix",
+             "RocksDB block cache in bytes (k/M/G suffixes)"),
+    SIZE_OPT("max_key_size", max_key_size, 1, OPTIONS_MAX_KEY_CEIL, "65536",
+             "must be from 1 byte to 16MiB", "largest key accepted, in bytes"),
+    SIZE_OPT("max_value_size", max_value_size, 0, OPTIONS_MAX_VALUE_CEIL,
+             "16777216", "must be from 0 bytes to 1GiB",
+             "largest value accepted, in bytes"),
+    INT_OPT("clock_max", clock_max, 4, 1000, "50",
+            "must be an integer from 4 to 1000",
+            "vector clock entries kept per key"),
+    INT_OPT("timeout_ms", timeout_ms, 1, 3600000, "5000",
+            "must be an integer from 1 to 3600000",
+            "default request deadline, in ms"),
+    INT_OPT("gossip_interval_ms", gossip_interval_ms, 10, 60000, "500",
+            "must be an integer from 10 to 60000",
+            "how often membership is gossiped, in ms"),
+    INT_OPT("phi_convict", phi_convict, 1, 100, "8",
+            "must be an integer from 1 to 100",
+            "failure detector threshold (phi accrual)"),
+    BOOL_OPT("sloppy_quorum", sloppy_quorum, "on",
+             "let fallback nodes stand in for down replicas"),
+    BOOL_OPT("hinted_handoff", hinted_handoff, "on",
+             "keep and deliver hints for replicas that missed writes"),
+    INT_OPT("handoff_rate", handoff_rate, 1, 1000000, "1000",
+            "must be an integer from 1 to 1000000 (hints per second)",
+            "hints delivered per second"),
+    BOOL_OPT("anti_entropy", anti_entropy, "on",
+             "compare Merkle trees with other replicas and repair"),
+    INT_OPT("aae_interval_ms", aae_interval_ms, 100, 86400000, "60000",
+            "must be an integer from 100 to 86400000",
+            "pause between background anti-entropy passes, in ms"),
+    INT_OPT("aae_rebuild_rate", aae_rebuild_rate, 100, 100000000, "200000",
+            "must be an integer from 100 to 100000000 (keys per second)",
+            "index entries per second when rebuilding trees"),
+    /* Ten days, Cassandra's gc_grace_seconds: longer than any outage that
+     * should heal by restart, hints or anti-entropy (kvdist(7)). */
+    INT_OPT("tombstone_grace_ms", tombstone_grace_ms, 0, TEN_YEARS_MS,
+            "864000000",
+            "must be an integer from 0 to 315360000000 (ten years)",
+            "ms to keep a tombstone at least before purging it"),
+    STR_OPT("resp", resp, valid_resp_addr,
+            "must be HOST:PORT (port 0 to 65535), e.g. 127.0.0.1:6379",
+            "also serve the Redis protocol (RESP2) at HOST:PORT"),
+    STR_OPT("http", http, valid_http_addr,
+            "must be HOST:PORT (port 1..65535), e.g. 127.0.0.1:8080",
+            "serve the HTTP API at HOST:PORT"),
+    INT_OPT("max_clients", max_clients, 0, 1000000, "0",
+            "must be an integer from 0 (derived from the open-file limit) to "
+            "1000000",
+            "HTTP + RESP connections served (0: from open-file limit)"),
+};
+
+#define N_OPT_ROWS (sizeof(opt_rows) / sizeof(opt_rows[0]))
+
+static const opt_row *opt_lookup(const char *name)
+{
+    for (size_t i = 0; i < N_OPT_ROWS; i++) {
+        if (strcmp(opt_rows[i].name, name) == 0) {
+            return &opt_rows[i];
+        }
     }
-    free(*field);
-    *field = copy;
+    return NULL;
+}
+
+/* The field of row r in c, by its C type. Integers travel as long long:
+ * every bound in the table fits. */
+static void *field_ptr(const kv_config_t *c, const opt_row *r)
+{
+    return (char *)c + r->off;
+}
+
+static long long field_load(const kv_config_t *c, const opt_row *r)
+{
+    const void *p = field_ptr(c, r);
+    switch (r->ctype) {
+    case CT_BOOL:
+        return *(const bool *)p;
+    case CT_INT:
+        return *(const int *)p;
+    case CT_UINT:
+        return *(const unsigned *)p;
+    case CT_LONG:
+        return *(const long *)p;
+    case CT_ULONG:
+        return (long long)*(const unsigned long *)p;
+    case CT_LLONG:
+        return *(const long long *)p;
+    case CT_ULLONG:
+        return (long long)*(const unsigned long long *)p;
+    case CT_STR:
+        break;
+    }
     return 0;
 }
 
-typedef enum {
-    OPT_DATA_DIR,
-    OPT_NODE_ID,
-    OPT_ROLE,
-    OPT_LISTEN,
-    OPT_JOIN,
-    OPT_N,
-    OPT_R,
-    OPT_W,
-    OPT_VNODES,
-    OPT_SYNC,
-    OPT_CACHE_SIZE,
-    OPT_MAX_KEY_SIZE,
-    OPT_MAX_VALUE_SIZE,
-    OPT_CLOCK_MAX,
-    OPT_TIMEOUT_MS,
-    OPT_GOSSIP_INTERVAL_MS,
-    OPT_PHI_CONVICT,
-    OPT_SLOPPY_QUORUM,
-    OPT_HINTED_HANDOFF,
-    OPT_HANDOFF_RATE,
-    OPT_ANTI_ENTROPY,
-    OPT_AAE_INTERVAL_MS,
-    OPT_AAE_REBUILD_RATE,
-    OPT_TOMBSTONE_GRACE_MS,
-    OPT_RESP,
-    OPT_HTTP,
-    OPT_MAX_CLIENTS
-} opt_id;
-
-static const struct {
-    const char *name;
-    opt_id id;
-} opt_table[] = {
-    {"data_dir", OPT_DATA_DIR},
-    {"node_id", OPT_NODE_ID},
-    {"role", OPT_ROLE},
-    {"listen", OPT_LISTEN},
-    {"join", OPT_JOIN},
-    {"n", OPT_N},
-    {"r", OPT_R},
-    {"w", OPT_W},
-    {"vnodes", OPT_VNODES},
-    {"sync", OPT_SYNC},
-    {"cache_size", OPT_CACHE_SIZE},
-    {"max_key_size", OPT_MAX_KEY_SIZE},
-    {"max_value_size", OPT_MAX_VALUE_SIZE},
-    {"clock_max", OPT_CLOCK_MAX},
-    {"timeout_ms", OPT_TIMEOUT_MS},
-    {"gossip_interval_ms", OPT_GOSSIP_INTERVAL_MS},
-    {"phi_convict", OPT_PHI_CONVICT},
-    {"sloppy_quorum", OPT_SLOPPY_QUORUM},
-    {"hinted_handoff", OPT_HINTED_HANDOFF},
-    {"handoff_rate", OPT_HANDOFF_RATE},
-    {"anti_entropy", OPT_ANTI_ENTROPY},
-    {"aae_interval_ms", OPT_AAE_INTERVAL_MS},
-    {"aae_rebuild_rate", OPT_AAE_REBUILD_RATE},
-    {"tombstone_grace_ms", OPT_TOMBSTONE_GRACE_MS},
-    {"resp", OPT_RESP},
-    {"http", OPT_HTTP},
-    {"max_clients", OPT_MAX_CLIENTS},
-};
-
-static int opt_lookup(const char *name, opt_id *id)
+static void field_store(kv_config_t *c, const opt_row *r, long long v)
 {
-    for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
-        if (strcmp(opt_table[i].name, name) == 0) {
-            *id = opt_table[i].id;
-            return 0;
-        }
+    void *p = field_ptr(c, r);
+    switch (r->ctype) {
+    case CT_BOOL:
+        *(bool *)p = v != 0;
+        break;
+    case CT_INT:
+        *(int *)p = (int)v;
+        break;
+    case CT_UINT:
+        *(unsigned *)p = (unsigned)v;
+        break;
+    case CT_LONG:
+        *(long *)p = (long)v;
+        break;
+    case CT_ULONG:
+        *(unsigned long *)p = (unsigned long)v;
+        break;
+    case CT_LLONG:
+        *(long long *)p = v;
+        break;
+    case CT_ULLONG:
+        *(unsigned long long *)p = (unsigned long long)v;
+        break;
+    case CT_STR:
+        break;
     }
-    return KV_EBADOPT;
 }
 
-static const char *const sync_names[] = {"none", "wal", "fsync"};
+static char **field_str(const kv_config_t *c, const opt_row *r)
+{
+    return (char **)field_ptr(c, r);
+}
+
+/* Parses value per row r into c. Returns 0, KV_EINVAL (nothing changed) or
+ * KV_ENOMEM (nothing changed). */
+static int row_parse(kv_config_t *c, const opt_row *r, const char *value)
+{
+    long long v = 0;
+    switch (r->kind) {
+    case KIND_STR: {
+        if (!r->valid(value)) {
+            return KV_EINVAL;
+        }
+        char *copy = strdup(value);
+        if (copy == NULL) {
+            return KV_ENOMEM;
+        }
+        char **field = field_str(c, r);
+        free(*field);
+        *field = copy;
+        return 0;
+    }
+    case KIND_INT:
+        if (parse_int(value, r->min, r->max, &v) != 0) {
+            return KV_EINVAL;
+        }
+        break;
+    case KIND_SIZE: {
+        uint64_t size = 0;
+        if (options_parse_size(value, &size) != 0 ||
+            size < (uint64_t)r->min || size > (uint64_t)r->max) {
+            return KV_EINVAL;
+        }
+        v = (long long)size;
+        break;
+    }
+    case KIND_BOOL: {
+        bool b;
+        if (parse_bool(value, &b) != 0) {
+            return KV_EINVAL;
+        }
+        v = b;
+        break;
+    }
+    case KIND_ENUM:
+        for (v = 0; r->names[v] != NULL; v++) {
+            if (strcmp(value, r->names[v]) == 0) {
+                break;
+            }
+        }
+        if (r->names[v] == NULL) {
+            return KV_EINVAL;
+        }
+        break;
+    }
+    field_store(c, r, v);
+    return 0;
+}
+
+static void row_format(const kv_config_t *c, const opt_row *r, char *buf,
+                       size_t size)
+{
+    switch (r->kind) {
+    case KIND_STR: {
+        const char *s = *field_str(c, r);
+        snprintf(buf, size, "%s", s != NULL ? s : "");
+        return;
+    }
+    case KIND_INT:
+    case KIND_SIZE:
+        snprintf(buf, size, "%lld", field_load(c, r));
+        return;
+    case KIND_BOOL:
+        snprintf(buf, size, "%s", field_load(c, r) ? "on" : "off");
+        return;
+    case KIND_ENUM:
+        snprintf(buf, size, "%s", r->names[field_load(c, r)]);
+        return;
+    }
+}
 
 kv_options_t *kv_options_create(void)
 {
@@ -270,35 +526,16 @@ kv_options_t *kv_options_create(void)
     if (o == NULL) {
         return NULL;
     }
-    kv_config_t *c = &o->cfg;
-    c->node_id = strdup("node");
-    if (c->node_id == NULL) {
-        free(o);
-        return NULL;
+    for (size_t i = 0; i < N_OPT_ROWS; i++) {
+        /* Only KV_ENOMEM can fail here: check_options sets every default
+         * text through kv_options_set. */
+        if (opt_rows[i].def != NULL &&
+            row_parse(&o->cfg, &opt_rows[i], opt_rows[i].def) != 0) {
+            kv_options_destroy(o);
+            return NULL;
+        }
     }
-    c->role = KV_ROLE_PEER;
-    c->n = 3;
-    c->r = 2;
-    c->w = 2;
-    c->vnodes = RING_DEFAULT_VNODES;
-    c->sync = STORE_SYNC_WAL;
-    c->cache_size = 64u << 20;
-    c->max_key_size = 64u << 10;
-    c->max_value_size = 16u << 20;
-    c->clock_max = 50;
-    c->timeout_ms = 5000;
-    c->gossip_interval_ms = 500;
-    c->phi_convict = 8;
-    c->sloppy_quorum = true;
-    c->hinted_handoff = true;
-    c->handoff_rate = 1000;
-    c->anti_entropy = true;
-    c->aae_interval_ms = 60000;
-    c->aae_rebuild_rate = 200000;
-    /* Ten days, Cassandra's gc_grace_seconds: longer than any outage that
-     * should heal by restart, hints or anti-entropy (kvdist(7)). */
-    c->tombstone_grace_ms = 10LL * 24 * 3600 * 1000;
-    c->log_level = KV_LOG_NOTICE;
+    o->cfg.log_level = KV_LOG_NOTICE;
     return o;
 }
 
@@ -308,201 +545,16 @@ int kv_options_set(kv_options_t *o, const char *name, const char *value)
         return KV_EINVAL;
     }
     o->errmsg[0] = '\0';
-    opt_id id;
-    if (opt_lookup(name, &id) != 0) {
+    const opt_row *r = opt_lookup(name);
+    if (r == NULL) {
         opt_fail(o, "unknown option '%s'", name);
         return KV_EBADOPT;
     }
-    kv_config_t *c = &o->cfg;
-    long long v = 0;
-    uint64_t size = 0;
-    switch (id) {
-    case OPT_DATA_DIR:
-        if (*value == '\0' || strlen(value) > 4000) {
-            opt_fail(o, "data_dir: must be a non-empty path");
-            return KV_EINVAL;
-        }
-        return set_string(&c->data_dir, value);
-    case OPT_NODE_ID:
-        if (!valid_node_id(value)) {
-            opt_fail(o, "node_id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
-            return KV_EINVAL;
-        }
-        return set_string(&c->node_id, value);
-    case OPT_ROLE:
-        if (strcmp(value, "peer") == 0) {
-            c->role = KV_ROLE_PEER;
-        } else if (strcmp(value, "client") == 0) {
-            c->role = KV_ROLE_CLIENT;
-        } else {
-            opt_fail(o, "role: must be 'peer' or 'client'");
-            return KV_EINVAL;
-        }
-        return 0;
-    case OPT_LISTEN:
-        if (!valid_url(value)) {
-            opt_fail(o, "listen: must be a tcp://, ipc:// or tls+tcp:// URL");
-            return KV_EINVAL;
-        }
-        return set_string(&c->listen, value);
-    case OPT_JOIN:
-        if (!valid_url_list(value)) {
-            opt_fail(o, "join: must be comma-separated tcp://, ipc:// or "
-                        "tls+tcp:// URLs");
-            return KV_EINVAL;
-        }
-        return set_string(&c->join, value);
-    case OPT_N:
-    case OPT_R:
-    case OPT_W:
-        if (parse_int(value, 1, OPT_MAX_REPLICAS, &v) != 0) {
-            opt_fail(o, "%s: must be an integer from 1 to %d", name,
-                     OPT_MAX_REPLICAS);
-            return KV_EINVAL;
-        }
-        *(id == OPT_N ? &c->n : id == OPT_R ? &c->r : &c->w) = (int)v;
-        return 0;
-    case OPT_VNODES:
-        if (parse_int(value, 1, 65536, &v) != 0) {
-            opt_fail(o, "vnodes: must be an integer from 1 to 65536");
-            return KV_EINVAL;
-        }
-        c->vnodes = (unsigned)v;
-        return 0;
-    case OPT_SYNC:
-        for (int i = 0; i < 3; i++) {
-            if (strcmp(value, sync_names[i]) == 0) {
-                c->sync = i;
-                return 0;
-            }
-        }
-        opt_fail(o, "sync: must be 'none', 'wal' or 'fsync'");
-        return KV_EINVAL;
-    case OPT_CACHE_SIZE:
-        if (options_parse_size(value, &size) != 0 || size > (1ull << 40)) {
-            opt_fail(o, "cache_size: must be a byte count up to 1TiB, with "
-                        "an optional KiB/MiB/GiB suffix");
-            return KV_EINVAL;
-        }
-        c->cache_size = (size_t)size;
-        return 0;
-    case OPT_MAX_KEY_SIZE:
-        if (options_parse_size(value, &size) != 0 || size < 1 ||
-            size > OPTIONS_MAX_KEY_CEIL) {
-            opt_fail(o, "max_key_size: must be from 1 byte to 16MiB");
-            return KV_EINVAL;
-        }
-        c->max_key_size = (size_t)size;
-        return 0;
-    case OPT_MAX_VALUE_SIZE:
-        if (options_parse_size(value, &size) != 0 ||
-            size > OPTIONS_MAX_VALUE_CEIL) {
-            opt_fail(o, "max_value_size: must be from 0 bytes to 1GiB");
-            return KV_EINVAL;
-        }
-        c->max_value_size = (size_t)size;
-        return 0;
-    case OPT_CLOCK_MAX:
-        if (parse_int(value, 4, 1000, &v) != 0) {
-            opt_fail(o, "clock_max: must be an integer from 4 to 1000");
-            return KV_EINVAL;
-        }
-        c->clock_max = (size_t)v;
-        return 0;
-    case OPT_TIMEOUT_MS:
-        if (parse_int(value, 1, 3600000, &v) != 0) {
-            opt_fail(o, "timeout_ms: must be an integer from 1 to 3600000");
-            return KV_EINVAL;
-        }
-        c->timeout_ms = (int)v;
-        return 0;
-    case OPT_GOSSIP_INTERVAL_MS:
-        if (parse_int(value, 10, 60000, &v) != 0) {
-            opt_fail(o, "gossip_interval_ms: must be an integer from 10 to "
-                        "60000");
-            return KV_EINVAL;
-        }
-        c->gossip_interval_ms = (int)v;
-        return 0;
-    case OPT_PHI_CONVICT:
-        if (parse_int(value, 1, 100, &v) != 0) {
-            opt_fail(o, "phi_convict: must be an integer from 1 to 100");
-            return KV_EINVAL;
-        }
-        c->phi_convict = (int)v;
-        return 0;
-    case OPT_SLOPPY_QUORUM:
-    case OPT_HINTED_HANDOFF: {
-        bool b;
-        if (parse_bool(value, &b) != 0) {
-            opt_fail(o, "%s: must be on or off", name);
-            return KV_EINVAL;
-        }
-        *(id == OPT_SLOPPY_QUORUM ? &c->sloppy_quorum : &c->hinted_handoff) = b;
-        return 0;
+    int rc = row_parse(&o->cfg, r, value);
+    if (rc == KV_EINVAL) {
+        opt_fail(o, "%s: %s", r->name, r->why);
     }
-    case OPT_HANDOFF_RATE:
-        if (parse_int(value, 1, 1000000, &v) != 0) {
-            opt_fail(o, "handoff_rate: must be an integer from 1 to 1000000 "
-                        "(hints per second)");
-            return KV_EINVAL;
-        }
-        c->handoff_rate = (int)v;
-        return 0;
-    case OPT_ANTI_ENTROPY:
-        if (parse_bool(value, &c->anti_entropy) != 0) {
-            opt_fail(o, "anti_entropy: must be on or off");
-            return KV_EINVAL;
-        }
-        return 0;
-    case OPT_AAE_INTERVAL_MS:
-        if (parse_int(value, 100, 86400000, &v) != 0) {
-            opt_fail(o, "aae_interval_ms: must be an integer from 100 to "
-                        "86400000");
-            return KV_EINVAL;
-        }
-        c->aae_interval_ms = (int)v;
-        return 0;
-    case OPT_AAE_REBUILD_RATE:
-        if (parse_int(value, 100, 100000000, &v) != 0) {
-            opt_fail(o, "aae_rebuild_rate: must be an integer from 100 to "
-                        "100000000 (keys per second)");
-            return KV_EINVAL;
-        }
-        c->aae_rebuild_rate = (int)v;
-        return 0;
-    case OPT_TOMBSTONE_GRACE_MS:
-        if (parse_int(value, 0, 3650LL * 24 * 3600 * 1000, &v) != 0) {
-            opt_fail(o, "tombstone_grace_ms: must be an integer from 0 to "
-                        "315360000000 (ten years)");
-            return KV_EINVAL;
-        }
-        c->tombstone_grace_ms = v;
-        return 0;
-    case OPT_RESP:
-        if (!valid_host_port(value, 0)) {
-            opt_fail(o, "resp: must be HOST:PORT (port 0 to 65535), e.g. "
-                        "127.0.0.1:6379");
-            return KV_EINVAL;
-        }
-        return set_string(&c->resp, value);
-    case OPT_HTTP:
-        if (!valid_host_port(value, 1)) {
-            opt_fail(o, "http: must be HOST:PORT (port 1..65535), e.g. "
-                        "127.0.0.1:8080");
-            return KV_EINVAL;
-        }
-        return set_string(&c->http, value);
-    case OPT_MAX_CLIENTS:
-        if (parse_int(value, 0, 1000000, &v) != 0) {
-            opt_fail(o, "max_clients: must be an integer from 0 (derived from "
-                        "the open-file limit) to 1000000");
-            return KV_EINVAL;
-        }
-        c->max_clients = (int)v;
-        return 0;
-    }
-    return KV_EINTERNAL;
+    return rc;
 }
 
 int kv_options_get(const kv_options_t *o, const char *name, char *buf,
@@ -511,95 +563,23 @@ int kv_options_get(const kv_options_t *o, const char *name, char *buf,
     if (o == NULL || name == NULL || buf == NULL || size == 0) {
         return KV_EINVAL;
     }
-    opt_id id;
-    if (opt_lookup(name, &id) != 0) {
+    const opt_row *r = opt_lookup(name);
+    if (r == NULL) {
         return KV_EBADOPT;
     }
-    const kv_config_t *c = &o->cfg;
-    switch (id) {
-    case OPT_DATA_DIR:
-        snprintf(buf, size, "%s", c->data_dir ? c->data_dir : "");
-        break;
-    case OPT_NODE_ID:
-        snprintf(buf, size, "%s", c->node_id);
-        break;
-    case OPT_ROLE:
-        snprintf(buf, size, "%s", c->role == KV_ROLE_PEER ? "peer" : "client");
-        break;
-    case OPT_LISTEN:
-        snprintf(buf, size, "%s", c->listen ? c->listen : "");
-        break;
-    case OPT_JOIN:
-        snprintf(buf, size, "%s", c->join ? c->join : "");
-        break;
-    case OPT_N:
-        snprintf(buf, size, "%d", c->n);
-        break;
-    case OPT_R:
-        snprintf(buf, size, "%d", c->r);
-        break;
-    case OPT_W:
-        snprintf(buf, size, "%d", c->w);
-        break;
-    case OPT_VNODES:
-        snprintf(buf, size, "%u", c->vnodes);
-        break;
-    case OPT_SYNC:
-        snprintf(buf, size, "%s", sync_names[c->sync]);
-        break;
-    case OPT_CACHE_SIZE:
-        snprintf(buf, size, "%zu", c->cache_size);
-        break;
-    case OPT_MAX_KEY_SIZE:
-        snprintf(buf, size, "%zu", c->max_key_size);
-        break;
-    case OPT_MAX_VALUE_SIZE:
-        snprintf(buf, size, "%zu", c->max_value_size);
-        break;
-    case OPT_CLOCK_MAX:
-        snprintf(buf, size, "%zu", c->clock_max);
-        break;
-    case OPT_TIMEOUT_MS:
-        snprintf(buf, size, "%d", c->timeout_ms);
-        break;
-    case OPT_GOSSIP_INTERVAL_MS:
-        snprintf(buf, size, "%d", c->gossip_interval_ms);
-        break;
-    case OPT_PHI_CONVICT:
-        snprintf(buf, size, "%d", c->phi_convict);
-        break;
-    case OPT_SLOPPY_QUORUM:
-        snprintf(buf, size, "%s", c->sloppy_quorum ? "on" : "off");
-        break;
-    case OPT_HINTED_HANDOFF:
-        snprintf(buf, size, "%s", c->hinted_handoff ? "on" : "off");
-        break;
-    case OPT_HANDOFF_RATE:
-        snprintf(buf, size, "%d", c->handoff_rate);
-        break;
-    case OPT_ANTI_ENTROPY:
-        snprintf(buf, size, "%s", c->anti_entropy ? "on" : "off");
-        break;
-    case OPT_AAE_INTERVAL_MS:
-        snprintf(buf, size, "%d", c->aae_interval_ms);
-        break;
-    case OPT_AAE_REBUILD_RATE:
-        snprintf(buf, size, "%d", c->aae_rebuild_rate);
-        break;
-    case OPT_TOMBSTONE_GRACE_MS:
-        snprintf(buf, size, "%lld", (long long)c->tombstone_grace_ms);
-        break;
-    case OPT_RESP:
-        snprintf(buf, size, "%s", c->resp ? c->resp : "");
-        break;
-    case OPT_HTTP:
-        snprintf(buf, size, "%s", c->http ? c->http : "");
-        break;
-    case OPT_MAX_CLIENTS:
-        snprintf(buf, size, "%d", c->max_clients);
-        break;
-    }
+    row_format(&o->cfg, r, buf, size);
     return 0;
+}
+
+const char *kv_options_name(size_t i)
+{
+    return i < N_OPT_ROWS ? opt_rows[i].name : NULL;
+}
+
+const char *kv_options_doc(const char *name)
+{
+    const opt_row *r = name != NULL ? opt_lookup(name) : NULL;
+    return r != NULL ? r->doc : NULL;
 }
 
 const char *kv_options_errmsg(const kv_options_t *o)
@@ -628,13 +608,13 @@ void kv_options_set_resolver(kv_options_t *o, kv_resolve_fn fn, void *arg)
 
 void options_config_free(kv_config_t *c)
 {
-    free(c->data_dir);
-    free(c->node_id);
-    free(c->listen);
-    free(c->join);
-    free(c->resp);
-    free(c->http);
-    c->data_dir = c->node_id = c->listen = c->join = c->resp = c->http = NULL;
+    for (size_t i = 0; i < N_OPT_ROWS; i++) {
+        if (opt_rows[i].kind == KIND_STR) {
+            char **field = field_str(c, &opt_rows[i]);
+            free(*field);
+            *field = NULL;
+        }
+    }
 }
 
 void kv_options_destroy(kv_options_t *o)
@@ -646,26 +626,25 @@ void kv_options_destroy(kv_options_t *o)
     free(o);
 }
 
-static int dup_or_null(char **dst, const char *src)
-{
-    *dst = NULL;
-    if (src != NULL && (*dst = strdup(src)) == NULL) {
-        return KV_ENOMEM;
-    }
-    return 0;
-}
-
 int options_config_copy(kv_config_t *dst, const kv_config_t *src)
 {
     *dst = *src;
-    if (dup_or_null(&dst->data_dir, src->data_dir) != 0 ||
-        dup_or_null(&dst->node_id, src->node_id) != 0 ||
-        dup_or_null(&dst->listen, src->listen) != 0 ||
-        dup_or_null(&dst->join, src->join) != 0 ||
-        dup_or_null(&dst->resp, src->resp) != 0 ||
-        dup_or_null(&dst->http, src->http) != 0) {
-        options_config_free(dst);
-        return KV_ENOMEM;
+    /* Every string field is an option: the table lists them all. Clear
+     * them first so a failure part-way frees only our own copies. */
+    for (size_t i = 0; i < N_OPT_ROWS; i++) {
+        if (opt_rows[i].kind == KIND_STR) {
+            *field_str(dst, &opt_rows[i]) = NULL;
+        }
+    }
+    for (size_t i = 0; i < N_OPT_ROWS; i++) {
+        if (opt_rows[i].kind != KIND_STR) {
+            continue;
+        }
+        const char *s = *field_str(src, &opt_rows[i]);
+        if (s != NULL && (*field_str(dst, &opt_rows[i]) = strdup(s)) == NULL) {
+            options_config_free(dst);
+            return KV_ENOMEM;
+        }
     }
     return 0;
 }

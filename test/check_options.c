@@ -1,12 +1,22 @@
 /*
  * check_options.c - the option parser: defaults, every option's accepted
  * and refused values, unknown names, and that a refused value changes
- * nothing.
+ * nothing; the option table's enumeration (kv_options_name/doc); and
+ * kvdistd's configuration file, --print-config, --help and open-file
+ * limit, by running build/examples/kvdistd (KVDIST_BUILD) as a child
+ * process that each test waits for with a bound.
  */
 #include "check_kvdist.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kvdist.h"
 
@@ -212,6 +222,657 @@ START_TEST(test_resp_option)
 }
 END_TEST
 
+/* ------------------------------------------------------ the option table */
+
+/* Every option kvdist.h documents, in the table's order: an option added
+ * or dropped without updating the documentation fails here. */
+static const char *const all_options[] = {
+    "data_dir",       "node_id",           "role",
+    "listen",         "join",              "n",
+    "r",              "w",                 "vnodes",
+    "sync",           "cache_size",        "max_key_size",
+    "max_value_size", "clock_max",         "timeout_ms",
+    "gossip_interval_ms", "phi_convict",   "sloppy_quorum",
+    "hinted_handoff", "handoff_rate",      "anti_entropy",
+    "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
+    "resp",           "http",              "max_clients",
+};
+
+#define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
+
+START_TEST(test_enumeration)
+{
+    size_t count = 0;
+    while (kv_options_name(count) != NULL) {
+        count++;
+    }
+    ck_assert_uint_eq(count, N_ALL_OPTIONS);
+    ck_assert_ptr_null(kv_options_name(count + 1));
+    ck_assert_ptr_null(kv_options_name((size_t)-1));
+    kv_options_t *o = kv_options_create();
+    ck_assert_ptr_nonnull(o);
+    for (size_t i = 0; i < count; i++) {
+        const char *name = kv_options_name(i);
+        ck_assert_str_eq(name, all_options[i]);
+        for (size_t j = 0; j < i; j++) {
+            ck_assert_str_ne(name, kv_options_name(j)); /* unique */
+        }
+        const char *doc = kv_options_doc(name);
+        ck_assert_msg(doc != NULL && doc[0] != '\0', "%s: no doc", name);
+        ck_assert_msg(strchr(doc, '\n') == NULL, "%s: doc not one line", name);
+        /* The default reads back as text that sets it again unchanged
+         * (what --print-config relies on); unset strings read as "",
+         * which is refused and changes nothing. */
+        char def[256], again[256];
+        ck_assert_int_eq(kv_options_get(o, name, def, sizeof(def)), 0);
+        int rc = kv_options_set(o, name, def);
+        if (def[0] == '\0') {
+            ck_assert_msg(rc == KV_EINVAL, "%s: empty value accepted", name);
+        } else {
+            ck_assert_msg(rc == 0, "%s: default '%s' refused: %s", name, def,
+                          kv_options_errmsg(o));
+        }
+        ck_assert_int_eq(kv_options_get(o, name, again, sizeof(again)), 0);
+        ck_assert_str_eq(again, def);
+    }
+    ck_assert_ptr_null(kv_options_doc("no_such_option"));
+    ck_assert_ptr_null(kv_options_doc(NULL));
+    ck_assert_ptr_null(kv_options_doc(""));
+    kv_options_destroy(o);
+}
+END_TEST
+
+START_TEST(test_max_clients_option)
+{
+    kv_options_t *o = kv_options_create();
+    expect(o, "max_clients", "0");
+    ck_assert_int_eq(kv_options_set(o, "max_clients", "1000000"), 0);
+    expect(o, "max_clients", "1000000");
+    ck_assert_int_eq(kv_options_set(o, "max_clients", "1000001"), KV_EINVAL);
+    ck_assert_str_eq(kv_options_errmsg(o),
+                     "max_clients: must be an integer from 0 (derived from "
+                     "the open-file limit) to 1000000");
+    ck_assert_int_eq(kv_options_set(o, "max_clients", "-1"), KV_EINVAL);
+    expect(o, "max_clients", "1000000");
+    ck_assert_int_eq(kv_options_set(o, "sync", "WAL"), KV_EINVAL);
+    ck_assert_str_eq(kv_options_errmsg(o),
+                     "sync: must be 'none', 'wal' or 'fsync'");
+    kv_options_destroy(o);
+}
+END_TEST
+
+/* ------------------------------------------- kvdistd's configuration file */
+
+/* Output of one short daemon run. */
+typedef struct run {
+    int status; /* exit status, or -1 if it did not exit by itself */
+    char *out;  /* stdout, NUL-terminated */
+    char *err;  /* stderr */
+} run_t;
+
+static void daemon_path(char *buf, size_t size)
+{
+    const char *build = getenv("KVDIST_BUILD");
+    snprintf(buf, size, "%s/examples/kvdistd",
+             build && *build ? build : "build");
+    ck_assert_msg(access(buf, X_OK) == 0, "no daemon at %s", buf);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&buf, &len);
+    ck_assert_ptr_nonnull(m);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        fwrite(chunk, 1, n, m);
+    }
+    fclose(f);
+    fclose(m);
+    return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fputs(text, f) >= 0, 1);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Starts the daemon with args (NULL-terminated, argv[0] excluded), its
+ * stdout and stderr in files of dir. nofile > 0 lowers the child's soft
+ * open-file limit first. Returns the pid. */
+static pid_t spawn_daemon(const char *dir, const char *const *args,
+                          rlim_t nofile)
+{
+    char daemon[512];
+    daemon_path(daemon, sizeof(daemon));
+    const char *argv[32] = {daemon};
+    size_t argc = 1;
+    for (; args[argc - 1] != NULL; argc++) {
+        ck_assert_uint_lt(argc, 31);
+        argv[argc] = args[argc - 1];
+    }
+    argv[argc] = NULL;
+    char out[600], err[600];
+    snprintf(out, sizeof(out), "%s/stdout", dir);
+    snprintf(err, sizeof(err), "%s/stderr", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0) {
+            _exit(127);
+        }
+        if (nofile > 0) {
+            struct rlimit rl;
+            if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max > nofile) {
+                rl.rlim_cur = nofile;
+                setrlimit(RLIMIT_NOFILE, &rl);
+            }
+        }
+        execv(daemon, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits for pid up to ms; SIGKILLs it after that. Returns the exit status,
+ * or -1 if it had to be killed or died of a signal. */
+static int wait_bounded(pid_t pid, int ms)
+{
+    int status = 0;
+    for (int waited = 0; waited < ms; waited += 10) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) {
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* Runs a daemon invocation that exits by itself (--print-config, --help,
+ * errors), bounded at 60 s (sanitizer builds are slow to start). */
+static run_t run_daemon(const char *dir, const char *const *args)
+{
+    pid_t pid = spawn_daemon(dir, args, 0);
+    run_t r;
+    r.status = wait_bounded(pid, 60000);
+    char path[600];
+    snprintf(path, sizeof(path), "%s/stdout", dir);
+    r.out = slurp(path);
+    snprintf(path, sizeof(path), "%s/stderr", dir);
+    r.err = slurp(path);
+    return r;
+}
+
+static void run_free(run_t *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* The value of "name = value" in print-config output, "" for a commented
+ * "# name =" line, NULL if the option is missing. Caller frees. */
+static char *printed_value(const char *out, const char *name)
+{
+    char set[128], unset[128];
+    snprintf(set, sizeof(set), "\n%s = ", name);
+    snprintf(unset, sizeof(unset), "\n# %s =\n", name);
+    const char *p = strstr(out, set);
+    if (p != NULL) {
+        p += strlen(set);
+        return strndup(p, strcspn(p, "\n"));
+    }
+    return strstr(out, unset) != NULL ? strdup("") : NULL;
+}
+
+static void expect_printed(const char *out, const char *name,
+                           const char *want)
+{
+    char *got = printed_value(out, name);
+    ck_assert_msg(got != NULL, "%s missing from:\n%s", name, out);
+    ck_assert_msg(strcmp(got, want) == 0, "%s = '%s', want '%s'", name, got,
+                  want);
+    free(got);
+}
+
+START_TEST(test_config_good_file)
+{
+    char *dir = util_tmpdir("conf");
+    char conf[600], want_dir[600];
+    snprintf(conf, sizeof(conf), "%s/good.conf", dir);
+    snprintf(want_dir, sizeof(want_dir), "%s/kv#1", dir);
+    /* comments, blank lines, tabs, CRLF, spaces around names and values,
+     * no spaces at all, a '#' inside a word kept as part of the value */
+    char *text = NULL;
+    ck_assert_int_ge(asprintf(&text,
+                              "# a comment line\n"
+                              "\n"
+                              "   \t  \n"
+                              "   # an indented comment\n"
+                              "data_dir = %s   # trailing comment\n"
+                              "\tnode_id\t=\tconf-1\t\n"
+                              "sync=fsync\n"
+                              "n = 5\r\n"
+                              "cache_size = 8MiB\n"
+                              "r = 3#4\n",
+                              want_dir),
+                     0);
+    /* The last line's '#' follows a digit, so it is part of the value and
+     * r is refused: check that first, then drop the line. */
+    write_text(conf, text);
+    const char *args[] = {"--config", conf, "--print-config", NULL};
+    run_t r = run_daemon(dir, args);
+    ck_assert_int_eq(r.status, 2);
+    char want[700];
+    snprintf(want, sizeof(want), "kvdistd: %s:10: r: must be an integer", conf);
+    ck_assert_msg(strstr(r.err, want) != NULL, "stderr: %s", r.err);
+    run_free(&r);
+
+    *strstr(text, "r = 3#4") = '\0';
+    write_text(conf, text);
+    r = run_daemon(dir, args);
+    ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
+    ck_assert_str_eq(r.err, "");
+    expect_printed(r.out, "data_dir", want_dir);
+    expect_printed(r.out, "node_id", "conf-1");
+    expect_printed(r.out, "sync", "fsync");
+    expect_printed(r.out, "n", "5");
+    expect_printed(r.out, "cache_size", "8388608");
+    expect_printed(r.out, "r", "2");     /* untouched: the default */
+    expect_printed(r.out, "listen", ""); /* unset: "# listen =" */
+    run_free(&r);
+    free(text);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* A bad line fails with exit 2, "kvdistd: FILE:LINE: REASON", and prints
+ * nothing on stdout. */
+START_TEST(test_config_bad_lines)
+{
+    static const struct {
+        const char *text;
+        const char *reason; /* after "FILE:" */
+    } cases[] = {
+        {"n = 3\n\n# fine so far\ncolour = blue\n",
+         "4: unknown option 'colour'"},
+        {"node_id = a\nsync = always\n",
+         "2: sync: must be 'none', 'wal' or 'fsync'"},
+        {"# no equals sign\nn 3\n", "2: expected 'name = value'"},
+        {"= 3\n", "1: expected 'name = value': no name"},
+        {"n = 3\nn = 0\n", "2: n: must be an integer from 1 to 16"},
+        {"n = # the value is a comment\n", "1: n: must be an integer"},
+        {"listen =\n", "1: listen: must be a tcp://, ipc:// or tls+tcp:// URL"},
+        {"max_clients = lots\n",
+         "1: max_clients: must be an integer from 0 (derived from the "
+         "open-file limit) to 1000000"},
+        {"Sync = wal\n", "1: unknown option 'Sync'"},
+        {"n = 3\nnot an option = 1\n", "2: unknown option 'not an option'"},
+    };
+    char *dir = util_tmpdir("conf");
+    char conf[600];
+    snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_text(conf, cases[i].text);
+        const char *args[] = {"--config", conf, "--print-config", NULL};
+        run_t r = run_daemon(dir, args);
+        char want[800];
+        snprintf(want, sizeof(want), "kvdistd: %s:%s", conf, cases[i].reason);
+        ck_assert_msg(r.status == 2, "case %zu: status %d", i, r.status);
+        ck_assert_msg(strncmp(r.err, want, strlen(want)) == 0,
+                      "case %zu: stderr '%s', want '%s'", i, r.err, want);
+        ck_assert_msg(strchr(r.err, '\n') == r.err + strlen(r.err) - 1,
+                      "case %zu: not one line: %s", i, r.err);
+        ck_assert_str_eq(r.out, "");
+        run_free(&r);
+    }
+    /* Unreadable: missing, a directory. */
+    char missing[600];
+    snprintf(missing, sizeof(missing), "%s/no-such.conf", dir);
+    const char *paths[] = {missing, dir};
+    const char *why[] = {"No such file or directory", "Is a directory"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *args[] = {"--config", paths[i], "--print-config", NULL};
+        run_t r = run_daemon(dir, args);
+        char want[800];
+        snprintf(want, sizeof(want),
+                 "kvdistd: cannot read config file %s: %s\n", paths[i],
+                 why[i]);
+        ck_assert_int_eq(r.status, 2);
+        ck_assert_str_eq(r.err, want);
+        ck_assert_str_eq(r.out, "");
+        run_free(&r);
+    }
+    /* --config twice is refused rather than silently picking one. */
+    write_text(conf, "n = 3\n");
+    const char *twice[] = {"--config", conf, "--config", conf,
+                           "--print-config", NULL};
+    run_t r = run_daemon(dir, twice);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "--config: given more than once"));
+    run_free(&r);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Flags override the file whatever their order; a refused flag still
+ * names the flag. */
+START_TEST(test_config_flags_override)
+{
+    char *dir = util_tmpdir("conf");
+    char conf[600];
+    snprintf(conf, sizeof(conf), "%s/base.conf", dir);
+    write_text(conf, "node_id = from-file\nsync = fsync\nn = 5\nw = 1\n"
+                     "max_clients = 10\n");
+    const char *args[] = {"--sync", "none", "--n", "4", "--config", conf,
+                          "--max-clients", "7", "--print-config", NULL};
+    run_t r = run_daemon(dir, args);
+    ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
+    expect_printed(r.out, "sync", "none");      /* flag before --config */
+    expect_printed(r.out, "max_clients", "7");  /* flag after --config */
+    expect_printed(r.out, "n", "4");
+    expect_printed(r.out, "node_id", "from-file"); /* file only */
+    expect_printed(r.out, "w", "1");
+    run_free(&r);
+
+    const char *bad[] = {"--config", conf, "--n", "99", "--print-config",
+                         NULL};
+    r = run_daemon(dir, bad);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_str_eq(r.err, "kvdistd: --n: must be an integer from 1 to 16\n");
+    run_free(&r);
+
+    /* data_dir is required from the file or a flag. */
+    const char *nodata[] = {"--config", conf, NULL};
+    r = run_daemon(dir, nodata);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_ptr_nonnull(strstr(r.err, "is required"));
+    run_free(&r);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* --print-config prints every option in table order with its doc above it,
+ * and its output read back through --config prints the same again. */
+START_TEST(test_print_config_roundtrip)
+{
+    char *dir = util_tmpdir("conf");
+    char conf[600], first[600], kvdir[600];
+    snprintf(conf, sizeof(conf), "%s/in.conf", dir);
+    snprintf(first, sizeof(first), "%s/first.conf", dir);
+    snprintf(kvdir, sizeof(kvdir), "%s/data", dir);
+    char *text = NULL;
+    ck_assert_int_ge(asprintf(&text,
+                              "data_dir = %s\nhinted_handoff = no\n"
+                              "join = tcp://127.0.0.1:1,ipc:///tmp/x\n"
+                              "max_value_size = 1k\nrole = peer\n",
+                              kvdir),
+                     0);
+    write_text(conf, text);
+    free(text);
+    const char *args[] = {"--config",      conf, "--listen",
+                          "ipc:///tmp/kv-roundtrip.sock", "--http",
+                          "127.0.0.1:8080", "--print-config", NULL};
+    run_t r1 = run_daemon(dir, args);
+    ck_assert_msg(r1.status == 0, "status %d: %s", r1.status, r1.err);
+    expect_printed(r1.out, "hinted_handoff", "off");
+    expect_printed(r1.out, "max_value_size", "1024");
+    expect_printed(r1.out, "resp", "");
+    /* Every option once, in table order, each under its doc comment. */
+    const char *at = r1.out;
+    for (size_t i = 0; kv_options_name(i) != NULL; i++) {
+        const char *name = kv_options_name(i);
+        char *value = printed_value(r1.out, name);
+        ck_assert_msg(value != NULL, "%s not printed", name);
+        char line[300];
+        if (value[0] == '\0') {
+            snprintf(line, sizeof(line), "\n# %s\n# %s =\n",
+                     kv_options_doc(name), name);
+        } else {
+            snprintf(line, sizeof(line), "\n# %s\n%s = ",
+                     kv_options_doc(name), name);
+        }
+        free(value);
+        const char *p = strstr(at, line);
+        ck_assert_msg(p != NULL, "%s: not under its doc, or out of order",
+                      name);
+        at = p + 1;
+    }
+    write_text(first, r1.out);
+    const char *again[] = {"--config", first, "--print-config", NULL};
+    run_t r2 = run_daemon(dir, again);
+    ck_assert_msg(r2.status == 0, "status %d: %s", r2.status, r2.err);
+    ck_assert_str_eq(r2.out, r1.out);
+    run_free(&r2);
+    run_free(&r1);
+
+    /* A data_dir the format cannot carry back is refused, not printed
+     * wrong. */
+    static const char *const unprintable[] = {" /lead", "/trail ", "/a #b",
+                                              "/a\nb"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *bad[] = {"--data", unprintable[i], "--print-config", NULL};
+        run_t rb = run_daemon(dir, bad);
+        ck_assert_msg(rb.status == 1, "'%s': status %d", unprintable[i],
+                      rb.status);
+        ck_assert_ptr_nonnull(
+            strstr(rb.err, "kvdistd: data_dir: value cannot"));
+        run_free(&rb);
+    }
+
+    /* The defaults alone round-trip as well. */
+    const char *defaults[] = {"--print-config", NULL};
+    r1 = run_daemon(dir, defaults);
+    ck_assert_int_eq(r1.status, 0);
+    expect_printed(r1.out, "data_dir", "");
+    expect_printed(r1.out, "node_id", "node");
+    write_text(first, r1.out);
+    r2 = run_daemon(dir, again);
+    ck_assert_int_eq(r2.status, 0);
+    ck_assert_str_eq(r2.out, r1.out);
+    run_free(&r2);
+    run_free(&r1);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* examples/kvdistd.conf names every option, shows the true default on
+ * each line it leaves commented out (or a valid example for an option
+ * that is off by default), and reads. Tests run from the top of
+ * the repository, as make check does. */
+START_TEST(test_example_conf)
+{
+    char *text = slurp("examples/kvdistd.conf");
+    kv_options_t *o = kv_options_create();
+    for (size_t i = 0; kv_options_name(i) != NULL; i++) {
+        const char *name = kv_options_name(i);
+        char set[128], commented[128];
+        snprintf(set, sizeof(set), "\n%s = ", name);
+        snprintf(commented, sizeof(commented), "\n# %s = ", name);
+        const char *p = strstr(text, set);
+        if (p == NULL) {
+            p = strstr(text, commented);
+            ck_assert_msg(p != NULL, "examples/kvdistd.conf lacks %s", name);
+            p += strlen(commented);
+            char def[256];
+            ck_assert_int_eq(kv_options_get(o, name, def, sizeof(def)), 0);
+            char *shown = strndup(p, strcspn(p, "\n"));
+            if (def[0] != '\0') {
+                ck_assert_msg(strcmp(shown, def) == 0,
+                              "%s: commented default '%s', library says '%s'",
+                              name, shown, def);
+            } else {
+                /* No default (off): the line shows an example, which must
+                 * be a value the option accepts. */
+                ck_assert_msg(kv_options_set(o, name, shown) == 0,
+                              "%s: example '%s' refused: %s", name, shown,
+                              kv_options_errmsg(o));
+            }
+            free(shown);
+        }
+    }
+    kv_options_destroy(o);
+    free(text);
+
+    char *dir = util_tmpdir("conf");
+    const char *args[] = {"--config", "examples/kvdistd.conf",
+                          "--print-config", NULL};
+    run_t r = run_daemon(dir, args);
+    ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
+    expect_printed(r.out, "data_dir", "/var/lib/kvdist/n1");
+    expect_printed(r.out, "cache_size", "268435456");
+    run_free(&r);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* --help lists the new flags and takes each option flag's text from
+ * kv_options_doc. role has no flag: kvdistd is a peer. */
+START_TEST(test_daemon_help)
+{
+    char *dir = util_tmpdir("conf");
+    const char *args[] = {"--help", NULL};
+    run_t r = run_daemon(dir, args);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "\n  --config FILE "));
+    ck_assert_ptr_nonnull(strstr(r.out, "\n  --print-config "));
+    ck_assert_ptr_nonnull(strstr(r.out, "\n  --max-clients N "));
+    for (size_t i = 0; kv_options_name(i) != NULL; i++) {
+        const char *name = kv_options_name(i);
+        if (strcmp(name, "role") == 0) {
+            continue;
+        }
+        ck_assert_msg(strstr(r.out, kv_options_doc(name)) != NULL,
+                      "--help lacks the doc of %s", name);
+    }
+    run_free(&r);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        found = strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+/* A node started from a file alone (no --data flag) serves with the
+ * file's settings, and raised its soft open-file limit to the hard one
+ * before it opened. The daemon is stopped before anything is asserted. */
+START_TEST(test_daemon_starts_from_config)
+{
+    char *dir = util_tmpdir("conf");
+    char conf[600], err[600], kvdir[600];
+    snprintf(conf, sizeof(conf), "%s/node.conf", dir);
+    snprintf(err, sizeof(err), "%s/stderr", dir);
+    snprintf(kvdir, sizeof(kvdir), "%s/data", dir);
+    char *text = NULL;
+    ck_assert_int_ge(asprintf(&text,
+                              "data_dir = %s\nnode_id = cf1\nn = 1\nr = 1\n"
+                              "w = 1\nsync = fsync\n",
+                              kvdir),
+                     0);
+    write_text(conf, text);
+    free(text);
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t soft = rl.rlim_max > 256 ? 256 : rl.rlim_max;
+    const char *args[] = {"--config", conf, "--sync", "wal", NULL};
+    pid_t pid = spawn_daemon(dir, args, 256);
+
+    bool ready = false;
+    for (int waited = 0; waited < 60000 && !ready; waited += 20) {
+        ready = file_has(err, "ready");
+        if (!ready) {
+            if (waitpid(pid, NULL, WNOHANG) == pid) {
+                pid = 0;
+                break;
+            }
+            usleep(20000);
+        }
+    }
+    char limits[64] = "";
+    if (ready) {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
+        FILE *f = fopen(path, "r");
+        char line[256];
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            unsigned long long s = 0, h = 0;
+            if (sscanf(line, "Max open files %llu %llu", &s, &h) == 2) {
+                snprintf(limits, sizeof(limits), "%llu %llu", s, h);
+            }
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    int status = -2;
+    if (pid > 0) {
+        kill(pid, SIGTERM);
+        status = wait_bounded(pid, 30000);
+    }
+    char *log = slurp(err);
+    ck_assert_msg(ready, "never ready: %s", log);
+    ck_assert_int_eq(status, 0);
+    char want[900];
+    snprintf(want, sizeof(want),
+             "kvdistd: node cf1 ready, not listening (data %s, n=1 r=1 w=1, "
+             "sync wal)",
+             kvdir);
+    ck_assert_msg(strstr(log, want) != NULL, "log: %s", log);
+    if (soft < rl.rlim_max) {
+        snprintf(want, sizeof(want),
+                 "NOTICE [cf1] kvdistd: open files: soft limit %llu -> %llu",
+                 (unsigned long long)soft, (unsigned long long)rl.rlim_max);
+    } else {
+        snprintf(want, sizeof(want),
+                 "NOTICE [cf1] kvdistd: open files: soft limit %llu (the hard "
+                 "limit)",
+                 (unsigned long long)soft);
+    }
+    ck_assert_msg(strstr(log, want) != NULL, "want '%s' in: %s", want, log);
+    /* The line comes before the node opens (the library reads the limit
+     * at open). */
+    const char *lim = strstr(log, "open files:");
+    ck_assert_ptr_nonnull(lim);
+    ck_assert_int_eq(lim < strstr(log, "ready"), 1);
+    char want_limits[64];
+    snprintf(want_limits, sizeof(want_limits), "%llu %llu",
+             (unsigned long long)rl.rlim_max, (unsigned long long)rl.rlim_max);
+    ck_assert_str_eq(limits, want_limits);
+    free(log);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *options_suite(void)
 {
     Suite *s = suite_create("options");
@@ -225,6 +886,18 @@ Suite *options_suite(void)
     tcase_add_test(tc, test_open_validates);
     tcase_add_test(tc, test_http_option);
     tcase_add_test(tc, test_strerror);
+    tcase_add_test(tc, test_enumeration);
+    tcase_add_test(tc, test_max_clients_option);
     suite_add_tcase(s, tc);
+    TCase *dc = tcase_create("daemon_config");
+    tcase_set_timeout(dc, 300);
+    tcase_add_test(dc, test_config_good_file);
+    tcase_add_test(dc, test_config_bad_lines);
+    tcase_add_test(dc, test_config_flags_override);
+    tcase_add_test(dc, test_print_config_roundtrip);
+    tcase_add_test(dc, test_example_conf);
+    tcase_add_test(dc, test_daemon_help);
+    tcase_add_test(dc, test_daemon_starts_from_config);
+    suite_add_tcase(s, dc);
     return s;
 }
