@@ -256,6 +256,84 @@ static int status_of_raw(const char *text)
     return sscanf(text, "HTTP/1.%*d %d", &status) == 1 ? status : 0;
 }
 
+/* A connection of our own, for tests that keep one open across requests
+ * (curl's easy handles hide when they reconnect). 5 s timeouts. */
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Sends one request on fd and reads one whole answer (head, then
+ * Content-Length bytes) into out. Returns its status, 0 if the node
+ * closed (or reset) the connection before a whole answer came. */
+static int raw_ask(int fd, const char *text, size_t len, char *out,
+                   size_t size)
+{
+    size_t sent = 0;
+    while (sent < len) {
+        ssize_t n = send(fd, text + sent, len - sent, MSG_NOSIGNAL);
+        if (n <= 0) {
+            break; /* the node may close while we still send */
+        }
+        sent += (size_t)n;
+    }
+    size_t got = 0;
+    size_t want = 0; /* head + body, once the head is in */
+    out[0] = '\0';
+    while (want == 0 || got < want) {
+        if (got + 1 >= size) {
+            return 0;
+        }
+        ssize_t n = read(fd, out + got, size - 1 - got);
+        if (n <= 0) {
+            return 0;
+        }
+        got += (size_t)n;
+        out[got] = '\0';
+        const char *end = strstr(out, "\r\n\r\n");
+        if (want == 0 && end != NULL) {
+            const char *cl = strcasestr(out, "\r\nContent-Length:");
+            size_t body = cl != NULL && cl < end ? strtoul(cl + 17, NULL, 10)
+                                                 : 0;
+            want = (size_t)(end + 4 - out) + body;
+        }
+    }
+    return status_of_raw(out);
+}
+
+/* Whether the node closes fd (EOF or reset) within 5 s, sending nothing. */
+static int raw_closed_silently(int fd)
+{
+    char c;
+    ssize_t n = read(fd, &c, 1);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+/* The body of a raw answer parsed as JSON; its "code" into out. */
+static void raw_json_code(const char *answer, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *body = strstr(answer, "\r\n\r\n");
+    json_t *j = body != NULL ? json_loads(body + 4, 0, NULL) : NULL;
+    const char *code =
+        j != NULL ? json_string_value(json_object_get(j, "code")) : NULL;
+    if (code != NULL) {
+        snprintf(out, size, "%s", code);
+    }
+    json_decref(j);
+}
+
 /* ------------------------------------------------------------- units */
 
 START_TEST(test_b64)
@@ -466,16 +544,133 @@ START_TEST(test_routes)
                       "%s: %ld", badpath[i], r.status);
         httpc_free(&r);
     }
-    /* Unknown routes and methods are NNG's 404 and 405. */
+    /* Unknown paths: 404, unknown methods: 405 with Allow; JSON bodies,
+     * as a connection's first request and as a later one. */
+    long long bad4_before =
+        harness_remote_stat(h->node[0].url, "kvdist_http_4xx_total");
+    long long bad5_before =
+        harness_remote_stat(h->node[0].url, "kvdist_http_5xx_total");
     char u[128];
     snprintf(u, sizeof(u), "http://127.0.0.1:%d/v2/nothing", port[0]);
     r = httpc("GET", u, NULL, 0, NULL, NULL);
     ck_assert_int_eq(r.status, 404);
+    ck_assert_str_eq(r.ctype, "application/json");
+    json_code(&r, code, sizeof(code));
+    ck_assert_str_eq(code, "KV_ENOTFOUND");
     httpc_free(&r);
     snprintf(u, sizeof(u), "http://127.0.0.1:%d/v1/data/k", port[0]);
     r = httpc("POST", u, NULL, 0, NULL, NULL);
     ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(r.ctype, "application/json");
+    json_code(&r, code, sizeof(code));
+    ck_assert_str_eq(code, "KV_ENOTSUP");
     httpc_free(&r);
+    {
+        static const struct {
+            const char *req;
+            int status;
+            const char *code;
+            const char *header; /* must be in the answer's head */
+        } cases[] = {
+            {"POST /v1/data/k HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+             "KV_ENOTSUP", "\r\nAllow: GET, HEAD, PUT, DELETE\r\n"},
+            {"PATCH /v1/data HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+             "KV_ENOTSUP", "\r\nAllow: GET, HEAD, PUT, DELETE\r\n"},
+            {"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n", 405,
+             "KV_ENOTSUP", "\r\nAllow: GET, HEAD\r\n"},
+            {"PUT /v1/cluster HTTP/1.1\r\nHost: x\r\n"
+             "Content-Length: 3\r\n\r\nabc",
+             405, "KV_ENOTSUP", "\r\nAllow: GET, HEAD\r\n"},
+            {"GET /v1/other HTTP/1.1\r\nHost: x\r\n\r\n", 404,
+             "KV_ENOTFOUND", "\r\nContent-Type: application/json\r\n"},
+            {"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 404,
+             "KV_ENOTFOUND", "\r\nContent-Type: application/json\r\n"},
+            {"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n", 404, "KV_ENOTFOUND",
+             "\r\nContent-Type: application/json\r\n"},
+        };
+        int fd = raw_connect(port[0]);
+        /* Opened with a good request, so that each case below is a later
+         * request on a kept-alive connection (served by http.c's own
+         * loop, not by NNG's server). */
+        const char hello[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        char ans[4096];
+        ck_assert_int_eq(raw_ask(fd, hello, strlen(hello), ans, sizeof(ans)),
+                         200);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            for (int first = 0; first < 2; first++) {
+                int c = first ? raw_connect(port[0]) : fd;
+                int st = raw_ask(c, cases[i].req, strlen(cases[i].req), ans,
+                                 sizeof(ans));
+                raw_json_code(ans, code, sizeof(code));
+                ck_assert_msg(st == cases[i].status &&
+                                  strcmp(code, cases[i].code) == 0 &&
+                                  strstr(ans, cases[i].header) != NULL,
+                              "%s (first %d): %d %s\n%s", cases[i].req, first,
+                              st, code, ans);
+                if (first) {
+                    close(c);
+                }
+            }
+        }
+        /* The connection still serves. */
+        ck_assert_int_eq(raw_ask(fd, hello, strlen(hello), ans, sizeof(ans)),
+                         200);
+        /* A later request without Host or of another version: JSON
+         * 400 / 505, and 505 closes. */
+        const char nohost[] = "GET /health HTTP/1.1\r\n\r\n";
+        ck_assert_int_eq(raw_ask(fd, nohost, strlen(nohost), ans, sizeof(ans)),
+                         400);
+        raw_json_code(ans, code, sizeof(code));
+        ck_assert_str_eq(code, "KV_EINVAL");
+        ck_assert_ptr_nonnull(
+            strstr(ans, "\r\nContent-Type: application/json\r\n"));
+        const char v2[] = "GET /health HTTP/2.0\r\nHost: x\r\n\r\n";
+        ck_assert_int_eq(raw_ask(fd, v2, strlen(v2), ans, sizeof(ans)), 505);
+        raw_json_code(ans, code, sizeof(code));
+        ck_assert_str_eq(code, "KV_ENOTSUP");
+        ck_assert(raw_closed_silently(fd));
+        close(fd);
+        /* The same as a first request: NNG's server answers these before
+         * the node sees them; the body is still the JSON error. */
+        fd = raw_connect(port[0]);
+        ck_assert_int_eq(raw_ask(fd, nohost, strlen(nohost), ans, sizeof(ans)),
+                         400);
+        raw_json_code(ans, code, sizeof(code));
+        ck_assert_str_eq(code, "KV_EINVAL");
+        close(fd);
+        fd = raw_connect(port[0]);
+        ck_assert_int_eq(raw_ask(fd, v2, strlen(v2), ans, sizeof(ans)), 505);
+        raw_json_code(ans, code, sizeof(code));
+        ck_assert_str_eq(code, "KV_ENOTSUP");
+        close(fd);
+        /* HEAD: the GET's head, Content-Length included, no body. */
+        fd = raw_connect(port[0]);
+        const char head[] = "HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        size_t sent = (size_t)send(fd, head, strlen(head), MSG_NOSIGNAL);
+        ck_assert_uint_eq(sent, strlen(head));
+        ssize_t n = read(fd, ans, sizeof(ans) - 1);
+        ck_assert_int_gt(n, 0);
+        ans[n] = '\0';
+        ck_assert_int_eq(status_of_raw(ans), 200);
+        const char *cl = strcasestr(ans, "\r\nContent-Length: ");
+        ck_assert_ptr_nonnull(cl);
+        ck_assert_int_gt(atoi(cl + 18), 10);
+        ck_assert_str_eq(strstr(ans, "\r\n\r\n"), "\r\n\r\n");
+        /* ... and the connection goes on. */
+        ck_assert_int_eq(raw_ask(fd, hello, strlen(hello), ans, sizeof(ans)),
+                         200);
+        close(fd);
+    }
+    /* Counted as answers: 2 by curl, 14 cases, the later 400 (the 505 is
+     * a 5xx); NNG's own answers to a first request are not seen. */
+    ck_assert_int_eq(harness_remote_stat(h->node[0].url,
+                                         "kvdist_http_4xx_total") -
+                         bad4_before,
+                     2 + 14 + 1);
+    ck_assert_int_eq(harness_remote_stat(h->node[0].url,
+                                         "kvdist_http_5xx_total") -
+                         bad5_before,
+                     1);
 
     /* /health and /v1/cluster. */
     snprintf(u, sizeof(u), "http://127.0.0.1:%d/health", port[2]);
