@@ -16,12 +16,39 @@
  *    kv_shutdown) and enters again once the body is in; the read has the
  *    request's deadline, and http_stop ends it by closing the connection.
  *  - struct http outlives every handler call: it is reference-counted by
- *    the owner and by each registered handler (NNG holds a handler while
+ *    the owner and by the registered handler (NNG holds a handler while
  *    calling it and runs its destructor after the last call). http_stop
- *    detaches the node (h->kv = NULL) and waits until no handler is inside
- *    its callback and no body read is pending (h->active), so none can
- *    reach a node being freed.
- * Lock: h->mu protects kv, active and refs.
+ *    detaches the node (h->kv = NULL), aborts what each connection waits
+ *    for, and waits until no handler is inside its callback, no body read
+ *    is pending (h->active) and every connection has closed (h->clients),
+ *    so none can reach a node being freed.
+ *  - A connection (http_client_t) has one operation at a time: reading a
+ *    request (rx), a handler's answer (cb), writing it (tx). The callback
+ *    of the last one closes it (client_close), which frees it and gives
+ *    back its max_clients slot.
+ * Lock: h->mu protects kv, active, refs, the clients list and each
+ * client's body pointer, and is held while an operation starts on a
+ * client's connection, so that http_stop's abort pass sees it.
+ *
+ * Connections. NNG 1.5's HTTP server has no hook on accept or on close of
+ * a connection, and answers unknown paths and methods itself with HTML
+ * pages. So it has one handler here, for every path and method
+ * (handle_first), which sees a connection's first request, admits the
+ * connection against max_clients (node_client_admit; 503 JSON and close
+ * when the node is full), and takes it over with nng_http_hijack. From
+ * then on the connection is served by the loop under "connections" (read
+ * a request, route it in the routes table, answer, again), as NNG's own
+ * http_server.c does, so this file knows when it closes and gives its
+ * slot back, and answers every error itself in JSON (404, 405 with Allow,
+ * 400, 505). What is counted against max_clients is therefore a
+ * connection that has sent a request, from its first request until it
+ * closes; one that never sends a request is held by NNG and not counted
+ * (NNG offers nothing to see it). Before the first request, NNG answers
+ * a missing Host (400) and a version other than HTTP/1.x (505) itself:
+ * its error pages are set to the same JSON (labelled text/html by NNG).
+ * Both sides read requests with NNG's parser, whose 8192-byte buffer
+ * bounds a request head: a longer one makes NNG close the connection
+ * before any code here sees it (no 414/431 possible; kvdist-http(7)).
  *
  * The body of a PUT is read here, not collected by NNG: NNG answers 400 to
  * a Content-Length above its limit, while the API promises 413 (and must
