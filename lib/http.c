@@ -16,12 +16,39 @@
  *    kv_shutdown) and enters again once the body is in; the read has the
  *    request's deadline, and http_stop ends it by closing the connection.
  *  - struct http outlives every handler call: it is reference-counted by
- *    the owner and by each registered handler (NNG holds a handler while
+ *    the owner and by the registered handler (NNG holds a handler while
  *    calling it and runs its destructor after the last call). http_stop
- *    detaches the node (h->kv = NULL) and waits until no handler is inside
- *    its callback and no body read is pending (h->active), so none can
- *    reach a node being freed.
- * Lock: h->mu protects kv, active and refs.
+ *    detaches the node (h->kv = NULL), aborts what each connection waits
+ *    for, and waits until no handler is inside its callback, no body read
+ *    is pending (h->active) and every connection has closed (h->clients),
+ *    so none can reach a node being freed.
+ *  - A connection (http_client_t) has one operation at a time: reading a
+ *    request (rx), a handler's answer (cb), writing it (tx). The callback
+ *    of the last one closes it (client_close), which frees it and gives
+ *    back its max_clients slot.
+ * Lock: h->mu protects kv, active, refs, the clients list and each
+ * client's body pointer, and is held while an operation starts on a
+ * client's connection, so that http_stop's abort pass sees it.
+ *
+ * Connections. NNG 1.5's HTTP server has no hook on accept or on close of
+ * a connection, and answers unknown paths and methods itself with HTML
+ * pages. So it has one handler here, for every path and method
+ * (handle_first), which sees a connection's first request, admits the
+ * connection against max_clients (node_client_admit; 503 JSON and close
+ * when the node is full), and takes it over with nng_http_hijack. From
+ * then on the connection is served by the loop under "connections" (read
+ * a request, route it in the routes table, answer, again), as NNG's own
+ * http_server.c does, so this file knows when it closes and gives its
+ * slot back, and answers every error itself in JSON (404, 405 with Allow,
+ * 400, 505). What is counted against max_clients is therefore a
+ * connection that has sent a request, from its first request until it
+ * closes; one that never sends a request is held by NNG and not counted
+ * (NNG offers nothing to see it). Before the first request, NNG answers
+ * a missing Host (400) and a version other than HTTP/1.x (505) itself:
+ * its error pages are set to the same JSON (labelled text/html by NNG).
+ * Both sides read requests with NNG's parser, whose 8192-byte buffer
+ * bounds a request head: a longer one makes NNG close the connection
+ * before any code here sees it (no 414/431 possible; kvdist-http(7)).
  *
  * The body of a PUT is read here, not collected by NNG: NNG answers 400 to
  * a Content-Length above its limit, while the API promises 413 (and must
@@ -53,13 +80,36 @@
 #define HTTP_SMALL_BODY 4096
 #define HTTP_MAX_TIMEOUT_MS 3600000
 
+typedef struct http_client http_client_t;
+
 struct http {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     kv_t *kv;        /* NULL once stopping: handlers answer 503 */
     unsigned active; /* handlers inside their callback */
     unsigned refs;   /* owner + registered handlers */
+    http_client_t *clients; /* connections taken over (http_client_t) */
     nng_http_server *srv;
+};
+
+/* One client connection, taken over from NNG's server at its first
+ * request (nng_http_hijack) and served by the loop below until it closes.
+ * At most one of rx, cb (a handler's answer), tx is in progress. */
+struct http_client {
+    struct http *h;
+    kv_t *kv; /* holds one node_client_admit slot, for the release */
+    nng_http_conn *conn;
+    nng_http_req *req; /* the request being served */
+    nng_http_res *res; /* the answer being written */
+    nng_aio *rx;       /* reads a request, or a small body to discard */
+    nng_aio *cb;       /* the handler's: finished with the answer */
+    nng_aio *tx;       /* writes the answer */
+    nng_aio *body;     /* a PUT body read in progress, under h->mu */
+    uint8_t *sink;     /* discarded bodies land here */
+    bool draining;     /* rx reads a body to discard, not a request */
+    bool head;         /* HEAD: the answer is sent without its body */
+    bool close;        /* close after this answer */
+    http_client_t *next, *prev; /* h->clients, under h->mu */
 };
 
 enum http_method { HM_GET, HM_PUT, HM_DELETE };
@@ -71,8 +121,8 @@ typedef struct http_req {
     kv_t *kv;
     struct http *h;
     bool entered; /* holds the node (node_enter) */
-    nng_aio *aio; /* the server's: finished exactly once */
-    nng_http_conn *conn;
+    nng_aio *aio; /* the connection's (hc->cb): finished exactly once */
+    http_client_t *hc;
     nng_aio *body_aio; /* reads a PUT body; NULL otherwise */
     int method;
     uint8_t *key;
@@ -463,9 +513,12 @@ static void handler_dtor(void *arg)
     http_unref(arg);
 }
 
+/* A handler's aio: input 0 the request, 1 the connection
+ * (http_client_t), as the loop in "connections" below sets them. */
 static struct http *handler_http(nng_aio *aio)
 {
-    return nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+    http_client_t *hc = nng_aio_get_input(aio, 1);
+    return hc->h;
 }
 
 /* Marks a handler call in progress; returns the node, or NULL when the
@@ -494,6 +547,24 @@ static void http_end(struct http *h)
         pthread_cond_broadcast(&h->cv);
     }
     pthread_mutex_unlock(&h->mu);
+}
+
+/* Reads a PUT body on hc's connection; aio fails at once when the server
+ * is stopping. Registered (hc->body) so that http_stop can end the read
+ * instead of waiting for a slow client. */
+static void client_read_body(http_client_t *hc, nng_aio *aio)
+{
+    struct http *h = hc->h;
+    pthread_mutex_lock(&h->mu);
+    bool started = h->kv != NULL;
+    if (started) {
+        hc->body = aio;
+        nng_http_conn_read_all(hc->conn, aio);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!started && nng_aio_begin(aio)) {
+        nng_aio_finish(aio, NNG_ECLOSED); /* as a closed connection would */
+    }
 }
 
 static void reply_stopping(nng_aio *aio)
@@ -647,6 +718,9 @@ static void body_done(void *arg)
     struct http *h = hr->h;
     kv_t *kv = hr->kv;
     int rv = nng_aio_result(hr->body_aio);
+    pthread_mutex_lock(&h->mu);
+    hr->hc->body = NULL;
+    pthread_mutex_unlock(&h->mu);
     if (rv != 0) {
         /* Short, slow or closed: nothing to answer on this connection
          * (and so nothing counted as answered). */
@@ -843,7 +917,7 @@ static void handle_data(nng_aio *aio, int method)
     hr->h = h;
     hr->entered = true;
     hr->aio = aio;
-    hr->conn = nng_aio_get_input(aio, 2);
+    hr->hc = nng_aio_get_input(aio, 1);
     hr->method = method;
     vc_init(&hr->ctx);
     obj_init(&hr->obj);
@@ -913,7 +987,7 @@ static void handle_data(nng_aio *aio, int method)
          * body_done) and gives back the node's. */
         hr->entered = false;
         node_leave(kv);
-        nng_http_conn_read_all(hr->conn, hr->body_aio);
+        client_read_body(hr->hc, hr->body_aio);
         return;
     }
     req_run(hr);
@@ -1043,6 +1117,374 @@ static void handle_cluster(nng_aio *aio)
     http_end(h);
 }
 
+/* ---------------------------------------------------------- connections */
+
+/* The routes: a request goes to the row of its path and method. HEAD is
+ * a GET whose answer leaves out the body (client_answered); the methods
+ * of a path's rows make the Allow header of its 405. */
+static const struct route {
+    const char *path;
+    bool tree;        /* path/{anything} too (the key) */
+    const char *method;
+    bool reads_body;  /* the handler reads the body itself (PUT) */
+    void (*cb)(nng_aio *);
+} routes[] = {
+    {HTTP_DATA_PATH, true, "GET", false, handle_get},
+    {HTTP_DATA_PATH, true, "HEAD", false, handle_get},
+    {HTTP_DATA_PATH, true, "PUT", true, handle_put},
+    {HTTP_DATA_PATH, true, "DELETE", false, handle_delete},
+    {"/health", false, "GET", false, handle_health},
+    {"/health", false, "HEAD", false, handle_health},
+    {"/v1/cluster", false, "GET", false, handle_cluster},
+    {"/v1/cluster", false, "HEAD", false, handle_cluster},
+};
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Whether the request target's path (absolute form or not, query left
+ * out) is route r's: the path itself, with a trailing '/', or (tree)
+ * anything below it. */
+static bool route_matches(const struct route *r, const char *uri)
+{
+    if (strncmp(uri, "http://", 7) == 0 || strncmp(uri, "https://", 8) == 0) {
+        uri = strchr(strchr(uri, ':') + 3, '/');
+        if (uri == NULL) {
+            uri = "/";
+        }
+    }
+    size_t len = strlen(r->path);
+    if (strncmp(uri, r->path, len) != 0) {
+        return false;
+    }
+    const char *rest = uri + len;
+    return *rest == '\0' || *rest == '?' ||
+           (*rest == '/' && (r->tree || rest[1] == '\0' || rest[1] == '?'));
+}
+
+static void client_free(http_client_t *hc)
+{
+    nng_aio_reap(hc->rx); /* possibly from inside their own callbacks */
+    nng_aio_reap(hc->cb);
+    nng_aio_reap(hc->tx);
+    if (hc->conn != NULL) {
+        nng_http_conn_close(hc->conn); /* closes and frees it */
+    }
+    nng_http_req_free(hc->req);
+    nng_http_res_free(hc->res);
+    free(hc->sink);
+    free(hc);
+}
+
+/* Ends the connection: nothing is in progress on it (the caller is the
+ * callback of its last operation). Gives back its max_clients slot. */
+static void client_close(http_client_t *hc)
+{
+    struct http *h = hc->h;
+    node_client_release(hc->kv); /* the node outlives http_stop's wait */
+    pthread_mutex_lock(&h->mu);
+    if (hc->prev != NULL) {
+        hc->prev->next = hc->next;
+    } else {
+        h->clients = hc->next;
+    }
+    if (hc->next != NULL) {
+        hc->next->prev = hc->prev;
+    }
+    if (h->clients == NULL) {
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+    client_free(hc); /* touches neither h nor the node */
+}
+
+/* Writes res (owned from here), unless the server is stopping. */
+static void client_write(http_client_t *hc, nng_http_res *res)
+{
+    struct http *h = hc->h;
+    pthread_mutex_lock(&h->mu);
+    bool go = h->kv != NULL;
+    if (go) {
+        hc->res = res;
+        nng_http_conn_write_res(hc->conn, res, hc->tx);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!go) {
+        nng_http_res_free(res);
+        client_close(hc);
+    }
+}
+
+/* Answers an error the loop finds itself (no handler involved). */
+static void client_error(http_client_t *hc, uint16_t status, int rc,
+                         const char *why)
+{
+    nng_http_res *res = error_res(status, rc, why, hc->close);
+    count_status(hc->kv, res != NULL ? status : 500);
+    if (res == NULL) {
+        client_close(hc);
+        return;
+    }
+    client_write(hc, res);
+}
+
+/* 404 for a path the API does not serve, 405 (with Allow) for a method
+ * its path does not take, else the route's handler. */
+static void client_dispatch(http_client_t *hc)
+{
+    const char *uri = nng_http_req_get_uri(hc->req);
+    const char *method = nng_http_req_get_method(hc->req);
+    const struct route *match = NULL;
+    char allow[64] = "";
+    for (size_t i = 0; i < N_ROUTES && match == NULL; i++) {
+        if (!route_matches(&routes[i], uri)) {
+            continue;
+        }
+        if (strcmp(routes[i].method, method) == 0) {
+            match = &routes[i];
+        } else {
+            size_t n = strlen(allow);
+            snprintf(allow + n, sizeof(allow) - n, "%s%s", n > 0 ? ", " : "",
+                     routes[i].method);
+        }
+    }
+    if (match == NULL && allow[0] == '\0') {
+        client_error(hc, 404, KV_ENOTFOUND,
+                     "no such path: the API serves /v1/data/{key}, /health "
+                     "and /v1/cluster");
+        return;
+    }
+    if (match == NULL) {
+        char why[128];
+        snprintf(why, sizeof(why), "method %.16s not allowed here (Allow: %s)",
+                 method, allow);
+        nng_http_res *res = error_res(405, KV_ENOTSUP, why, hc->close);
+        if (res != NULL && nng_http_res_set_header(res, "Allow", allow) != 0) {
+            nng_http_res_free(res);
+            res = NULL;
+        }
+        count_status(hc->kv, res != NULL ? 405 : 500);
+        if (res == NULL) {
+            client_close(hc);
+            return;
+        }
+        client_write(hc, res);
+        return;
+    }
+    hc->head = strcmp(method, "HEAD") == 0;
+    nng_aio_set_input(hc->cb, 0, hc->req);
+    nng_aio_set_input(hc->cb, 1, hc);
+    nng_aio_set_input(hc->cb, 2, hc->conn);
+    if (!nng_aio_begin(hc->cb)) {
+        client_close(hc);
+        return;
+    }
+    match->cb(hc->cb);
+}
+
+/* A request has been read: the checks NNG's server makes (RFC 7230), then
+ * its body unless its handler reads it: one of at most HTTP_SMALL_BODY
+ * bytes is read and dropped, a larger or chunked one closes the
+ * connection after the answer (its bytes are not a next request). */
+static void client_serve(http_client_t *hc)
+{
+    nng_http_req *req = hc->req;
+    const char *version = nng_http_req_get_version(req);
+    const char *conn = nng_http_req_get_header(req, "Connection");
+    hc->head = false;
+    hc->close = version == NULL || strcmp(version, "HTTP/1.1") != 0 ||
+                (conn != NULL && strcasestr(conn, "close") != NULL);
+    if (version == NULL || strncmp(version, "HTTP/1.", 7) != 0) {
+        hc->close = true;
+        client_error(hc, 505, KV_ENOTSUP, "only HTTP/1.0 and 1.1 are served");
+        return;
+    }
+    if (strcmp(version, "HTTP/1.1") == 0 &&
+        nng_http_req_get_header(req, "Host") == NULL) {
+        client_error(hc, 400, KV_EINVAL, "HTTP/1.1 needs a Host header");
+        return;
+    }
+    bool handler_reads = false;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        handler_reads |= routes[i].reads_body &&
+                         strcmp(routes[i].method,
+                                nng_http_req_get_method(req)) == 0 &&
+                         route_matches(&routes[i], nng_http_req_get_uri(req));
+    }
+    const char *cl = nng_http_req_get_header(req, "Content-Length");
+    uint64_t len = 0;
+    if (handler_reads || cl == NULL) {
+        hc->close |= !handler_reads &&
+                     nng_http_req_get_header(req, "Transfer-Encoding") != NULL;
+        client_dispatch(hc);
+        return;
+    }
+    if (!parse_length(cl, &len)) {
+        hc->close = true;
+        client_error(hc, 400, KV_EINVAL, "bad Content-Length");
+        return;
+    }
+    if (len > HTTP_SMALL_BODY) {
+        hc->close = true;
+    }
+    if (len == 0 || len > HTTP_SMALL_BODY) {
+        client_dispatch(hc);
+        return;
+    }
+    if (hc->sink == NULL && (hc->sink = malloc(HTTP_SMALL_BODY)) == NULL) {
+        client_close(hc);
+        return;
+    }
+    nng_iov iov = {.iov_buf = hc->sink, .iov_len = (size_t)len};
+    nng_aio_set_iov(hc->rx, 1, &iov);
+    hc->draining = true;
+    struct http *h = hc->h;
+    pthread_mutex_lock(&h->mu);
+    bool go = h->kv != NULL;
+    if (go) {
+        nng_http_conn_read_all(hc->conn, hc->rx);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!go) {
+        client_close(hc);
+    }
+}
+
+/* Waits for the connection's next request, unless the server is
+ * stopping. */
+static void client_next(http_client_t *hc)
+{
+    struct http *h = hc->h;
+    nng_http_req_reset(hc->req);
+    pthread_mutex_lock(&h->mu);
+    bool go = h->kv != NULL;
+    if (go) {
+        nng_http_conn_read_req(hc->conn, hc->req, hc->rx);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!go) {
+        client_close(hc);
+    }
+}
+
+static void client_read_done(void *arg)
+{
+    http_client_t *hc = arg;
+    if (nng_aio_result(hc->rx) != 0) {
+        /* The client closed, or its request head overflowed NNG's
+         * 8 KiB buffer (NNG closes the connection itself, see
+         * kvdist-http(7)), or http_stop ended the read. */
+        client_close(hc);
+    } else if (hc->draining) {
+        hc->draining = false;
+        client_dispatch(hc);
+    } else {
+        client_serve(hc);
+    }
+}
+
+/* A handler finished hc->cb: its answer (or an error: hard close). */
+static void client_answered(void *arg)
+{
+    http_client_t *hc = arg;
+    nng_http_res *res =
+        nng_aio_result(hc->cb) == 0 ? nng_aio_get_output(hc->cb, 0) : NULL;
+    if (res == NULL) {
+        client_close(hc);
+        return;
+    }
+    const char *c = nng_http_res_get_header(res, "Connection");
+    hc->close |= c != NULL && strcasestr(c, "close") != NULL;
+    if (hc->close && nng_http_res_set_header(res, "Connection", "close") != 0) {
+        nng_http_res_free(res);
+        client_close(hc);
+        return;
+    }
+    void *data = NULL;
+    size_t size = 0;
+    nng_http_res_get_data(res, &data, &size);
+    if (hc->head && size > 0) {
+        /* Keeps Content-Length: the size of the body a GET would get. */
+        nng_http_res_set_data(res, NULL, size);
+    }
+    client_write(hc, res);
+}
+
+static void client_write_done(void *arg)
+{
+    http_client_t *hc = arg;
+    nng_http_res_free(hc->res);
+    hc->res = NULL;
+    if (nng_aio_result(hc->tx) != 0 || hc->close) {
+        client_close(hc);
+    } else {
+        client_next(hc);
+    }
+}
+
+/*
+ * The only handler NNG's server has (every path, every method, no body
+ * collected): it sees a connection's first request. It admits the
+ * connection against max_clients (503 and close when the node is full,
+ * answered through NNG's server, which then closes), takes it over from
+ * NNG and serves that request and every later one in the loop above.
+ */
+static void handle_first(nng_aio *aio)
+{
+    struct http *h = nng_http_handler_get_data(nng_aio_get_input(aio, 1));
+    nng_http_req *req = nng_aio_get_input(aio, 0);
+    nng_http_conn *conn = nng_aio_get_input(aio, 2);
+    pthread_mutex_lock(&h->mu);
+    kv_t *kv = h->kv;
+    if (kv != NULL) {
+        h->active++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (kv == NULL) {
+        reply_stopping(aio);
+        return;
+    }
+    if (!node_client_admit(kv)) {
+        metric_inc(&kv->metrics, M_HTTP_REJECTED);
+        /* Debug only: a flood of these must not flood the log. */
+        KV_LOG(&kv->log, KV_LOG_DEBUG,
+               "http: refused a connection: max_clients (%u) reached",
+               kv->max_clients);
+        reply(kv, aio,
+              error_res(503, KV_EBUSY, "max number of clients reached", true));
+        http_end(h);
+        return;
+    }
+    http_client_t *hc = calloc(1, sizeof(*hc));
+    if (hc == NULL || nng_aio_alloc(&hc->rx, client_read_done, hc) != 0 ||
+        nng_aio_alloc(&hc->cb, client_answered, hc) != 0 ||
+        nng_aio_alloc(&hc->tx, client_write_done, hc) != 0) {
+        if (hc != NULL) {
+            client_free(hc);
+        }
+        node_client_release(kv);
+        count_status(kv, 500);
+        finish(aio, NULL); /* NNG closes the connection */
+        http_end(h);
+        return;
+    }
+    hc->h = h;
+    hc->kv = kv;
+    /* From here the connection and the request are this file's: NNG's
+     * server forgets them when aio finishes without an answer. */
+    nng_http_hijack(conn);
+    hc->conn = conn;
+    hc->req = req;
+    pthread_mutex_lock(&h->mu);
+    hc->next = h->clients;
+    if (h->clients != NULL) {
+        h->clients->prev = hc;
+    }
+    h->clients = hc;
+    pthread_mutex_unlock(&h->mu);
+    nng_aio_finish(aio, 0);
+    client_serve(hc);
+    http_end(h);
+}
+
 /* ------------------------------------------------------- start and stop */
 
 static int nng_to_kv(int rv)
@@ -1058,6 +1500,22 @@ static int nng_to_kv(int rv)
         return KV_EINVAL;
     }
 }
+
+/* The answers NNG's server still gives itself, before handle_first sees a
+ * connection's first request (http_server.c's rxdone): the same JSON as
+ * ours, though NNG labels an error page text/html. */
+static const struct {
+    uint16_t status;
+    const char *body;
+} nng_errors[] = {
+    {400, "{\"error\":\"bad request (HTTP/1.1 needs a Host header)\","
+          "\"code\":\"KV_EINVAL\"}\n"},
+    {404, "{\"error\":\"no such path: the API serves /v1/data/{key}, "
+          "/health and /v1/cluster\",\"code\":\"KV_ENOTFOUND\"}\n"},
+    {505, "{\"error\":\"only HTTP/1.0 and 1.1 are served\","
+          "\"code\":\"KV_ENOTSUP\"}\n"},
+};
+#define N_NNG_ERRORS (sizeof(nng_errors) / sizeof(nng_errors[0]))
 
 static int add_handler(struct http *h, const char *path, const char *method,
                        void (*cb)(nng_aio *), bool tree, size_t maxbody,
@@ -1108,23 +1566,12 @@ int http_start(kv_t *kv)
     }
     int rc = nng_to_kv(rv);
     if (rc == 0) {
-        rc = add_handler(h, HTTP_DATA_PATH, "GET", handle_get, true,
-                         HTTP_SMALL_BODY, true);
+        /* Every path and method (NULL): routing is client_dispatch's. */
+        rc = add_handler(h, "/", NULL, handle_first, true, 0, false);
     }
-    if (rc == 0) {
-        rc = add_handler(h, HTTP_DATA_PATH, "PUT", handle_put, true, 0, false);
-    }
-    if (rc == 0) {
-        rc = add_handler(h, HTTP_DATA_PATH, "DELETE", handle_delete, true,
-                         HTTP_SMALL_BODY, true);
-    }
-    if (rc == 0) {
-        rc = add_handler(h, "/health", "GET", handle_health, false,
-                         HTTP_SMALL_BODY, true);
-    }
-    if (rc == 0) {
-        rc = add_handler(h, "/v1/cluster", "GET", handle_cluster, false,
-                         HTTP_SMALL_BODY, true);
+    for (size_t i = 0; rc == 0 && i < N_NNG_ERRORS; i++) {
+        rc = nng_to_kv(nng_http_server_set_error_page(
+            h->srv, nng_errors[i].status, nng_errors[i].body));
     }
     if (rc == 0) {
         rc = nng_to_kv(nng_http_server_start(h->srv));
@@ -1146,11 +1593,22 @@ void http_stop(kv_t *kv)
     }
     kv->http = NULL;
     if (h->srv != NULL) {
+        /* No new connection; NNG's own (before their first request) are
+         * closed, and handle_first has finished with the others. */
         nng_http_server_stop(h->srv);
     }
     pthread_mutex_lock(&h->mu);
     h->kv = NULL;
-    while (h->active > 0) {
+    /* Every connection taken over ends now: what waits on the client is
+     * aborted, and nothing new starts (h->kv is NULL). */
+    for (http_client_t *hc = h->clients; hc != NULL; hc = hc->next) {
+        nng_aio_abort(hc->rx, NNG_ECLOSED);
+        nng_aio_abort(hc->tx, NNG_ECLOSED);
+        if (hc->body != NULL) {
+            nng_aio_abort(hc->body, NNG_ECLOSED);
+        }
+    }
+    while (h->active > 0 || h->clients != NULL) {
         pthread_cond_wait(&h->cv, &h->mu);
     }
     pthread_mutex_unlock(&h->mu);

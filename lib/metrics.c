@@ -114,6 +114,9 @@ static const struct {
     [M_HTTP_5XX] = {"kvdist_http_5xx_total",
                     "HTTP API answers with a 5xx status (node or quorum "
                     "errors)."},
+    [M_HTTP_REJECTED] = {"kvdist_http_rejected_total",
+                         "HTTP connections refused with 503 because "
+                         "max_clients connections were open."},
 };
 
 void metrics_init(metrics_t *m)

@@ -58,6 +58,7 @@ enum metric_id {
     M_HTTP_3XX,
     M_HTTP_4XX,
     M_HTTP_5XX,
+    M_HTTP_REJECTED, /* connections refused: max_clients (http.c) */
     M__COUNT
 };
 
