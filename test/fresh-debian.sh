@@ -80,11 +80,16 @@ echo "fresh-debian: testing $(git -C "$root/root/libkvdist" log -1 --format='%h 
 for t in $targets; do
     t0=$(date +%s)
     echo "fresh-debian: == make $t"
+    rc=0
     chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         /bin/bash -c "cd /root/libkvdist && make $t" 2>&1 \
-        | tee "$root.make-$t.log" | tail -n 25
-    rc=${PIPESTATUS[0]}
+        > "$root.make-$t.log" || rc=$?
+    if [ "$rc" = 0 ]; then
+        tail -n 25 "$root.make-$t.log"
+    else
+        tail -n 200 "$root.make-$t.log"
+    fi
     rm -f "$root.make-$t.log"
     echo "fresh-debian: make $t exited $rc after $(( $(date +%s) - t0 ))s"
     [ "$rc" = 0 ] || { echo "fresh-debian: FAILED at make $t" >&2; exit 1; }
