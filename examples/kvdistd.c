@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <kvdist.h>
@@ -636,6 +637,10 @@ int main(int argc, char **argv)
     }
     kv_options_set_logger(o, log_line, &lc, lc.level);
     raise_nofile(&lc);
+    /* The store is for this user alone, whatever umask started us (as
+     * PostgreSQL does): RocksDB creates its files 0644 & ~umask, so 077
+     * makes them 0600; the library creates the directory 0700 itself. */
+    umask(077);
 
     kv_t *kv = NULL;
     int rc = kv_open(o, &kv);

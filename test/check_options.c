@@ -8,6 +8,8 @@
  */
 #include "check_kvdist.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -782,11 +785,44 @@ static bool file_has(const char *path, const char *needle)
     return found;
 }
 
+/* Every file under path is 0600 and every directory 0700 (the store is
+ * private to its user); returns how many files were seen. */
+static int assert_private_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    ck_assert_msg(d != NULL, "%s: %s", path, strerror(errno));
+    int files = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        char sub[1200];
+        snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+        struct stat sb;
+        ck_assert_int_eq(lstat(sub, &sb), 0);
+        if (S_ISDIR(sb.st_mode)) {
+            ck_assert_msg((sb.st_mode & 07777) == 0700, "%s: mode %04o", sub,
+                          (unsigned)(sb.st_mode & 07777));
+            files += assert_private_tree(sub);
+        } else {
+            ck_assert_msg((sb.st_mode & 07777) == 0600, "%s: mode %04o", sub,
+                          (unsigned)(sb.st_mode & 07777));
+            files++;
+        }
+    }
+    closedir(d);
+    return files;
+}
+
 /* A node started from a file alone (no --data flag) serves with the
  * file's settings, and raised its soft open-file limit to the hard one
- * before it opened. The daemon is stopped before anything is asserted. */
+ * before it opened. Started under umask 000, its data directory is still
+ * 0700 and every file in it 0600. The daemon is stopped before anything
+ * is asserted. */
 START_TEST(test_daemon_starts_from_config)
 {
+    umask(000); /* this test's own process (Check forks one per test) */
     char *dir = util_tmpdir("conf");
     char conf[600], err[600], kvdir[600];
     snprintf(conf, sizeof(conf), "%s/node.conf", dir);
@@ -868,6 +904,11 @@ START_TEST(test_daemon_starts_from_config)
              (unsigned long long)rl.rlim_max, (unsigned long long)rl.rlim_max);
     ck_assert_str_eq(limits, want_limits);
     free(log);
+    struct stat sb;
+    ck_assert_int_eq(stat(kvdir, &sb), 0);
+    ck_assert_msg((sb.st_mode & 07777) == 0700, "data dir mode %04o",
+                  (unsigned)(sb.st_mode & 07777));
+    ck_assert_int_gt(assert_private_tree(kvdir), 3);
     util_rmtree(dir);
     free(dir);
 }
