@@ -1488,12 +1488,28 @@ int aae_remote(kv_t *kv, const char *node_id, uint16_t op,
 void aae_render_metrics(kv_t *kv, buf_t *b)
 {
     kv_repair_status_t st;
-    if (aae_status(kv, &st) != 0) {
+    bool on = aae_status(kv, &st) == 0;
+    metrics_render_gauge(b, "kvdist_aae_enabled",
+                         "1 when anti-entropy runs on this node (option "
+                         "anti_entropy).",
+                         on ? 1 : 0);
+    if (!on) {
         return;
     }
     metrics_render_gauge(b, "kvdist_aae_trees_ready",
                          "1 once the Merkle trees are built.",
                          (uint64_t)st.trees_ready);
+    metrics_render_gauge(b, "kvdist_aae_running",
+                         "1 while an anti-entropy pass is in progress (or "
+                         "requested).",
+                         (uint64_t)st.running);
+    metrics_render_gauge(b, "kvdist_aae_pass_exchanges_done",
+                         "Exchanges done in the current (or last) pass.",
+                         st.exchanges_done);
+    metrics_render_gauge(b, "kvdist_aae_pass_exchanges",
+                         "Exchanges (range x peer) of the current (or last) "
+                         "pass.",
+                         st.exchanges_total);
     metrics_render_gauge(b, "kvdist_aae_passes",
                          "Full anti-entropy passes completed.", st.passes);
     metrics_render_gauge(b, "kvdist_aae_last_full_pass_seconds",
