@@ -933,8 +933,8 @@ int main(int argc, char **argv)
         usage_error("unknown command '%s'", cli.cmd);
     }
     if (nargs < cmd->min || nargs > cmd->max) {
-        fprintf(stderr, "kvdist: usage: kvdist [FLAG...] %s %s\n", cmd->name,
-                cmd->args);
+        fprintf(stderr, "kvdist: usage: kvdist [FLAG...] %s%s%s\n", cmd->name,
+                cmd->args[0] ? " " : "", cmd->args);
         return EXIT_USAGE;
     }
     if (nargs > 0 && args[0][0] == '\0') {
