@@ -6,6 +6,10 @@
  * What each node holds locally is read with the peer protocol's debug
  * request (WIRE_LOCAL_GET) over a plain NNG req socket, exactly as another
  * node would ask.
+ *
+ * The CLI's status and stats commands run the real kvdist binary
+ * (KVDIST_BUILD/examples/kvdist) against such a cluster; its --help is
+ * checked against the commands table read from examples/kvdist.c.
  */
 #include "check_kvdist.h"
 
