@@ -544,8 +544,7 @@ static double metric_value(const char *text, const char *name, const char *id)
 /* "1.2 MiB", or the exact count with --exact. */
 static void format_bytes(const cli_t *cli, double v, char *buf, size_t size)
 {
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB",
-                                        "PiB"};
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
     if (v < 0) {
         snprintf(buf, size, "-");
         return;
@@ -686,9 +685,9 @@ typedef struct row {
     char f[8][600]; /* the columns, as printed */
 } row_t;
 
-static const char *const status_head[8] = {
-    "ID", "ADDRESS", "STATUS", "SHARE", "KEYS", "BYTES", "HINTS",
-    "ANTI-ENTROPY"};
+static const char *const status_head[8] = {"ID",    "ADDRESS",     "STATUS",
+                                           "SHARE", "KEYS",        "BYTES",
+                                           "HINTS", "ANTI-ENTROPY"};
 
 static int cmd_status(const cli_t *cli, kv_t *kv, char **args, int nargs)
 {
@@ -833,8 +832,9 @@ static int cmd_stats(const cli_t *cli, kv_t *kv, char **args, int nargs)
             i++;
         }
         if (i == count) {
-            fprintf(stderr, "kvdist: stats: no member '%s' (see kvdist "
-                            "members)\n",
+            fprintf(stderr,
+                    "kvdist: stats: no member '%s' (see kvdist "
+                    "members)\n",
                     args[0]);
             kv_free(m);
             return EXIT_NOTFOUND;
@@ -868,8 +868,7 @@ static const command_t commands[] = {
      "anti-entropy",
      cmd_status},
     {"stats", 0, 1, "[NODE]",
-     "print NODE's counters and gauges, one 'name value' a line",
-     cmd_stats},
+     "print NODE's counters and gauges, one 'name value' a line", cmd_stats},
     {"repair", 1, 1, "NODE", "run an anti-entropy pass on NODE and follow it",
      cmd_repair},
     {"repair-status", 1, 1, "NODE", "print NODE's anti-entropy progress",
@@ -895,22 +894,21 @@ static void usage(FILE *f)
                  commands[i].args[0] ? " " : "", commands[i].args);
         fprintf(f, "  %-*s  %s\n", width, syn, commands[i].help);
     }
-    fprintf(f,
-            "\n"
-            "options:\n"
-            "  -c, --connect URLS  nodes to reach the cluster through\n"
-            "                      (default $KVDIST_URL, else " DEFAULT_URL
-            ")\n"
-            "  -r R                read quorum of this request\n"
-            "  -w W                write quorum of this request\n"
-            "  --timeout MS        deadline of each request, in milliseconds\n"
-            "  --exact             status: sizes in bytes, not KiB, MiB...\n"
-            "  -v, --verbose       show the library's log (twice: debug)\n"
-            "  -h, --help          print this help and exit\n"
-            "  -V, --version       print the version and exit\n"
-            "\n"
-            "exit status: 0 ok, 1 not found, 2 usage error, 3 other error, "
-            "4 cluster (or member) unreachable\n");
+    fprintf(
+        f, "\n"
+           "options:\n"
+           "  -c, --connect URLS  nodes to reach the cluster through\n"
+           "                      (default $KVDIST_URL, else " DEFAULT_URL ")\n"
+           "  -r R                read quorum of this request\n"
+           "  -w W                write quorum of this request\n"
+           "  --timeout MS        deadline of each request, in milliseconds\n"
+           "  --exact             status: sizes in bytes, not KiB, MiB...\n"
+           "  -v, --verbose       show the library's log (twice: debug)\n"
+           "  -h, --help          print this help and exit\n"
+           "  -V, --version       print the version and exit\n"
+           "\n"
+           "exit status: 0 ok, 1 not found, 2 usage error, 3 other error, "
+           "4 cluster (or member) unreachable\n");
 }
 
 int main(int argc, char **argv)

@@ -766,8 +766,7 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         /* Live SST files (those of the current version: not files a
          * compaction has replaced but an iterator still pins) plus the
          * memtables, of the data column family: what the node holds now. */
-        uint64_t sst =
-            store_property(kv->store, "rocksdb.live-sst-files-size");
+        uint64_t sst = store_property(kv->store, "rocksdb.live-sst-files-size");
         uint64_t mem =
             store_property(kv->store, "rocksdb.cur-size-all-mem-tables");
         metrics_render_gauge(&b, "kvdist_store_memtable_bytes",

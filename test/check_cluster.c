@@ -505,8 +505,8 @@ END_TEST
 
 /* The output and exit status of one kvdist run. */
 typedef struct cli_run {
-    int code;      /* exit status */
-    int64_t ms;    /* how long it took */
+    int code;        /* exit status */
+    int64_t ms;      /* how long it took */
     char out[65536]; /* stdout, NUL-terminated */
 } cli_run_t;
 
@@ -595,9 +595,9 @@ static int parse_status(const char *out, status_line_t *lines, int max)
     for (const char *l = nl + 1; *l != '\0' && n < max; n++) {
         status_line_t *s = &lines[n];
         int used = 0;
-        int got = sscanf(l, "%71s %511s %15s %15s %31s %31s %31s %n", s->id,
-                         s->url, s->status, s->share, s->keys, s->bytes,
-                         s->hints, &used);
+        int got =
+            sscanf(l, "%71s %511s %15s %15s %31s %31s %31s %n", s->id, s->url,
+                   s->status, s->share, s->keys, s->bytes, s->hints, &used);
         ck_assert_msg(got == 7, "bad status line: %s", l);
         const char *end = strchr(l, '\n');
         ck_assert_ptr_nonnull(end);
@@ -667,8 +667,8 @@ START_TEST(test_cli_status_and_stats)
         ck_assert_int_eq(parse_status(r->out, lines, 8), 3);
         int ready = 0;
         for (int i = 0; i < 3; i++) {
-            ready += atoll(lines[i].keys) > 0 &&
-                     strcmp(lines[i].status, "up") == 0;
+            ready +=
+                atoll(lines[i].keys) > 0 && strcmp(lines[i].status, "up") == 0;
         }
         if (ready == 3) {
             break;
@@ -777,8 +777,8 @@ START_TEST(test_cli_status_and_stats)
         ck_assert_int_gt(atoll(lines[i].keys), 0);
     }
     {
-        const char *args[] = {"-c", url1, "--timeout", "1000", "stats", "n3",
-                              NULL};
+        const char *args[] = {"-c",    url1, "--timeout", "1000",
+                              "stats", "n3", NULL};
         run_cli(r, 15000, args);
         ck_assert_int_eq(r->code, 4);
         ck_assert_msg(r->ms < 1000 + 2000, "stats n3 took %lld ms",
