@@ -1,28 +1,43 @@
 /*
  * kvdist.c - the libkvdist command-line client: put, get and delete keys in
- * a running cluster, and show its members and which of them hold a key.
+ * a running cluster, show its members and which of them hold a key, the
+ * state of every member (status) and one node's counters (stats), and run
+ * anti-entropy repair.
  *
  * The client opens the library with role=client: it holds no data and hands
  * each request to a node of the cluster (found through the -c URLs), which
  * coordinates it with the replicas. Each invocation is one request (two for
- * put and del, see below) and prints nothing but the result on stdout, so it
- * composes in shell pipelines; every message goes to stderr.
+ * put and del, see below; one per member for status) and prints nothing but
+ * the result on stdout, so it composes in shell pipelines; every message
+ * goes to stderr.
  *
  * Writes are read-modify-write: put and del first read the key's siblings
  * for their causal context, then write with that context, so the write
  * supersedes what was read and sequential puts overwrite rather than pile
  * up as siblings (kv_put_ctx with an empty context would add one).
  *
- * Exit codes: 0 ok, 1 not found (get), 2 usage error, 3 any other error,
- * 4 cannot reach the cluster.
+ * The contacted node (status, and stats without NODE) is the member whose
+ * URL is the first -c URL that answers; if no -c URL is a member's URL as
+ * written (a host name for an address), the first member in id order the
+ * client sees up that answers.
+ *
+ * The commands table is the one list of commands: --help is printed from
+ * it, so a command cannot exist without its line of help.
+ *
+ * Exit codes: 0 ok, 1 not found (get: the key; stats: no member NODE),
+ * 2 usage error, 3 any other error, 4 cannot reach the cluster (stats
+ * NODE: that member).
  *
  * Run:
  *     kvdist -c tcp://127.0.0.1:7000 put colour red
  *     kvdist get colour
  *     tar c dir | kvdist put backup -
+ *     kvdist status
+ *     kvdist stats n2 | grep replica
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,37 +61,24 @@ typedef struct cli {
     kv_call_t call;   /* r, w, timeout_ms for every request; a template */
     int timeout_ms;   /* 0: the library's default */
     int verbose;      /* -v count: library log lines on stderr */
+    int exact;        /* --exact: sizes in bytes, not KiB/MiB/... */
     const char *cmd;
 } cli_t;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: kvdist [-c URL[,URL...]] [-r R] [-w W] [--timeout MS] "
-            "COMMAND ...\n"
-            "\n"
-            "commands:\n"
-            "  put KEY [VALUE|-]   store VALUE (or stdin if - or absent)\n"
-            "  get KEY             print the value, byte for byte\n"
-            "  del KEY             delete the key\n"
-            "  members             list the members: id url status\n"
-            "  where KEY           list the members holding KEY, in ring "
-            "order\n"
-            "\n"
-            "options:\n"
-            "  -c, --connect URLS  nodes to reach the cluster through\n"
-            "                      (default $KVDIST_URL, else " DEFAULT_URL
-            ")\n"
-            "  -r R                read quorum of this request\n"
-            "  -w W                write quorum of this request\n"
-            "  --timeout MS        deadline of each request, in milliseconds\n"
-            "  -v, --verbose       show the library's log (twice: debug)\n"
-            "  -h, --help          print this help and exit\n"
-            "  -V, --version       print the version and exit\n"
-            "\n"
-            "exit status: 0 ok, 1 not found, 2 usage error, 3 other error, "
-            "4 cluster unreachable\n");
-}
+typedef int (*cmd_fn)(const cli_t *cli, kv_t *kv, char **args, int nargs);
+
+/* One row per command: its name, its argument bounds and their synopsis,
+ * its line of help, and its handler. */
+typedef struct command {
+    const char *name;
+    int min, max; /* arguments after the command name */
+    const char *args;
+    const char *help;
+    cmd_fn run;
+} command_t;
+
+/* Printed from the commands table, defined after it. */
+static void usage(FILE *f);
 
 static void usage_error(const char *fmt, const char *what)
 {
@@ -101,10 +103,11 @@ static int parse_int(const char *s, int min, int max)
 
 static void parse_flags(int argc, char **argv, cli_t *cli)
 {
-    enum { FLAG_TIMEOUT = 1000 };
+    enum { FLAG_TIMEOUT = 1000, FLAG_EXACT };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, 'c'},
         {"timeout", required_argument, NULL, FLAG_TIMEOUT},
+        {"exact", no_argument, NULL, FLAG_EXACT},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -149,6 +152,9 @@ static void parse_flags(int argc, char **argv, cli_t *cli)
                             optarg);
             }
             cli->call.timeout_ms = cli->timeout_ms;
+            break;
+        case FLAG_EXACT:
+            cli->exact = 1;
             break;
         case 'v':
             cli->verbose++;
@@ -509,24 +515,405 @@ static int cmd_repair(const cli_t *cli, kv_t *kv, char **args, int nargs)
     return report(cli, NULL, REQ_CLUSTER, args[0], rc);
 }
 
-static const struct command {
-    const char *name;
-    int min, max; /* arguments after the command name */
-    const char *args;
-    int (*run)(const cli_t *cli, kv_t *kv, char **args, int nargs);
-} commands[] = {
-    {"put", 1, 2, "KEY [VALUE|-]", cmd_put},
-    {"get", 1, 1, "KEY", cmd_get},
-    {"del", 1, 1, "KEY", cmd_del},
-    {"members", 0, 0, "", cmd_members},
-    {"where", 1, 1, "KEY", cmd_where},
-    {"repair", 1, 1, "NODE", cmd_repair},
-    {"repair-status", 1, 1, "NODE", cmd_repair_status},
+/* ------------------------------------------------------ status, stats */
+
+/* The value of metric `name` (with label id="ID" when id is not NULL) in a
+ * metrics text, or -1 when absent. Gauges here are counts, bytes, 0/1 and
+ * ratios: never negative. */
+static double metric_value(const char *text, const char *name, const char *id)
+{
+    char want[256];
+    if (id != NULL) {
+        snprintf(want, sizeof(want), "%s{id=\"%s\"} ", name, id);
+    } else {
+        snprintf(want, sizeof(want), "%s ", name);
+    }
+    size_t wlen = strlen(want);
+    for (const char *line = text; line != NULL && *line != '\0';) {
+        if (strncmp(line, want, wlen) == 0) {
+            char *end = NULL;
+            double v = strtod(line + wlen, &end);
+            return end != line + wlen && v >= 0 ? v : -1;
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    return -1;
+}
+
+/* "1.2 MiB", or the exact count with --exact. */
+static void format_bytes(const cli_t *cli, double v, char *buf, size_t size)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    if (v < 0) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    if (cli->exact || v < 1024) {
+        snprintf(buf, size, cli->exact ? "%.0f" : "%.0f B", v);
+        return;
+    }
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, size, "%.1f %s", v, units[u]);
+}
+
+static void format_count(double v, char *buf, size_t size)
+{
+    if (v < 0) {
+        snprintf(buf, size, "-");
+    } else {
+        snprintf(buf, size, "%.0f", v);
+    }
+}
+
+/* "12s", "5m", "3h", "2d": how long ago the Unix time `when` was. */
+static void format_ago(double when, char *buf, size_t size)
+{
+    double d = (double)time(NULL) - when;
+    d = d < 0 ? 0 : d;
+    if (d < 120) {
+        snprintf(buf, size, "%.0fs", d);
+    } else if (d < 2 * 3600) {
+        snprintf(buf, size, "%.0fm", d / 60);
+    } else if (d < 2 * 86400) {
+        snprintf(buf, size, "%.0fh", d / 3600);
+    } else {
+        snprintf(buf, size, "%.0fd", d / 86400);
+    }
+}
+
+/* A member's anti-entropy state from its own metrics: "off", "building
+ * trees", "running 2/4", "idle, pass 3, 12s ago", "idle, no pass yet". */
+static void format_aae(const char *text, char *buf, size_t size)
+{
+    if (text == NULL) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    double ready = metric_value(text, "kvdist_aae_trees_ready", NULL);
+    if (metric_value(text, "kvdist_aae_enabled", NULL) == 0 || ready < 0) {
+        snprintf(buf, size, "off");
+    } else if (ready == 0) {
+        snprintf(buf, size, "building trees");
+    } else if (metric_value(text, "kvdist_aae_running", NULL) > 0) {
+        snprintf(buf, size, "running %.0f/%.0f",
+                 metric_value(text, "kvdist_aae_pass_exchanges_done", NULL),
+                 metric_value(text, "kvdist_aae_pass_exchanges", NULL));
+    } else {
+        double passes = metric_value(text, "kvdist_aae_passes", NULL);
+        double last =
+            metric_value(text, "kvdist_aae_last_full_pass_seconds", NULL);
+        if (passes <= 0 || last <= 0) {
+            snprintf(buf, size, "idle, no pass yet");
+        } else {
+            char ago[32];
+            format_ago(last, ago, sizeof(ago));
+            snprintf(buf, size, "idle, pass %.0f, %s ago", passes, ago);
+        }
+    }
+}
+
+/* One member's metrics, asked on a thread of its own so that members that
+ * do not answer are waited for together, not one after another. */
+typedef struct ask {
+    kv_t *kv;
+    const char *id;
+    char *text; /* kv_free */
+    int rc;
+    pthread_t thread;
+    int started;
+} ask_t;
+
+static void *ask_run(void *arg)
+{
+    ask_t *a = arg;
+    a->rc = kv_node_metrics(a->kv, a->id, &a->text, NULL);
+    return NULL;
+}
+
+/* Finds the contacted node (see the file comment) among the members m:
+ * its index in *idx and its metrics in *text. Returns 0 or the last
+ * error. */
+static int contact(const cli_t *cli, kv_t *kv, const kv_member_t *m,
+                   size_t count, size_t *idx, char **text)
+{
+    int rc = KV_EUNAVAIL;
+    int named = 0; /* a -c URL named a member */
+    for (const char *s = cli->urls; s != NULL && *s != '\0';) {
+        const char *comma = strchr(s, ',');
+        size_t n = comma != NULL ? (size_t)(comma - s) : strlen(s);
+        for (size_t i = 0; i < count; i++) {
+            if (strlen(m[i].url) == n && strncmp(m[i].url, s, n) == 0) {
+                named = 1;
+                if ((rc = kv_node_metrics(kv, m[i].id, text, NULL)) == 0) {
+                    *idx = i;
+                    return 0;
+                }
+            }
+        }
+        s = comma != NULL ? comma + 1 : NULL;
+    }
+    for (size_t i = 0; !named && i < count; i++) {
+        if (m[i].status == KV_MEMBER_UP &&
+            (rc = kv_node_metrics(kv, m[i].id, text, NULL)) == 0) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return rc;
+}
+
+/* The members kv_members lists, or an exit code after saying why (a
+ * client that knows no member has reached no node). */
+static int list_members(const cli_t *cli, kv_t *kv, kv_member_t **m,
+                        size_t *count)
+{
+    int rc = kv_members(kv, m, count);
+    if (rc == 0 && *count == 0) {
+        kv_free(*m);
+        *m = NULL;
+        rc = KV_EUNAVAIL;
+    }
+    return rc != 0 ? report(cli, NULL, REQ_CLUSTER, NULL, rc) : 0;
+}
+
+typedef struct row {
+    char f[8][600]; /* the columns, as printed */
+} row_t;
+
+static const char *const status_head[8] = {"ID",    "ADDRESS",     "STATUS",
+                                           "SHARE", "KEYS",        "BYTES",
+                                           "HINTS", "ANTI-ENTROPY"};
+
+static int cmd_status(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    (void)args;
+    (void)nargs;
+    kv_member_t *m = NULL;
+    size_t count = 0;
+    int code = list_members(cli, kv, &m, &count);
+    if (code != 0) {
+        return code;
+    }
+    ask_t *ask = calloc(count, sizeof(*ask));
+    row_t *rows = calloc(count, sizeof(*rows));
+    if (ask == NULL || rows == NULL) {
+        free(ask);
+        free(rows);
+        kv_free(m);
+        return report(cli, NULL, REQ_CLUSTER, NULL, KV_ENOMEM);
+    }
+    size_t me = 0;
+    char *view = NULL; /* the contacted node's metrics */
+    int rc = contact(cli, kv, m, count, &me, &view);
+    if (rc != 0) {
+        free(ask);
+        free(rows);
+        kv_free(m);
+        return report(cli, NULL, REQ_CLUSTER, NULL,
+                      rc == KV_ETIMEDOUT ? KV_EUNAVAIL : rc);
+    }
+    /* Everyone the contacted node sees up is asked at once; one it sees
+     * down is not asked: it would only cost the whole timeout. */
+    for (size_t i = 0; i < count; i++) {
+        ask[i].kv = kv;
+        ask[i].id = m[i].id;
+        ask[i].rc = KV_EUNAVAIL;
+        double up = metric_value(view, "kvdist_member_up", m[i].id);
+        if (up >= 0) {
+            m[i].status = up > 0 ? KV_MEMBER_UP : KV_MEMBER_DOWN;
+        }
+        if (i == me) {
+            ask[i].text = view;
+            ask[i].rc = 0;
+        } else if (m[i].status == KV_MEMBER_UP) {
+            ask[i].started =
+                pthread_create(&ask[i].thread, NULL, ask_run, &ask[i]) == 0;
+            if (!ask[i].started) {
+                ask_run(&ask[i]);
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (ask[i].started) {
+            pthread_join(ask[i].thread, NULL);
+        }
+        if (ask[i].rc != 0 && m[i].status == KV_MEMBER_UP) {
+            fprintf(stderr, "kvdist: status: %s: %s\n", m[i].id,
+                    kv_strerror(ask[i].rc));
+        }
+        const char *t = ask[i].rc == 0 ? ask[i].text : NULL;
+        row_t *r = &rows[i];
+        snprintf(r->f[0], sizeof(r->f[0]), "%s", m[i].id);
+        snprintf(r->f[1], sizeof(r->f[1]), "%s", m[i].url);
+        snprintf(r->f[2], sizeof(r->f[2]), "%s",
+                 kv_member_status_name(m[i].status));
+        double share = metric_value(view, "kvdist_ring_share_ratio", m[i].id);
+        if (share >= 0) {
+            snprintf(r->f[3], sizeof(r->f[3]), "%.1f%%", 100 * share);
+        } else {
+            snprintf(r->f[3], sizeof(r->f[3]), "-");
+        }
+        format_count(t ? metric_value(t, "kvdist_store_keys_estimate", NULL)
+                       : -1,
+                     r->f[4], sizeof(r->f[4]));
+        format_bytes(cli, t ? metric_value(t, "kvdist_store_bytes", NULL) : -1,
+                     r->f[5], sizeof(r->f[5]));
+        format_count(t ? metric_value(t, "kvdist_hints_pending", NULL) : -1,
+                     r->f[6], sizeof(r->f[6]));
+        format_aae(t, r->f[7], sizeof(r->f[7]));
+    }
+    for (size_t i = 0; i < count; i++) {
+        kv_free(ask[i].text); /* view among them */
+    }
+    int width[8];
+    for (int c = 0; c < 8; c++) {
+        width[c] = (int)strlen(status_head[c]);
+        for (size_t i = 0; i < count; i++) {
+            int w = (int)strlen(rows[i].f[c]);
+            width[c] = w > width[c] ? w : width[c];
+        }
+    }
+    for (size_t i = 0; i <= count; i++) {
+        for (int c = 0; c < 8; c++) {
+            const char *f = i == 0 ? status_head[c] : rows[i - 1].f[c];
+            if (c < 7) {
+                printf("%-*s  ", width[c], f);
+            } else {
+                printf("%s\n", f);
+            }
+        }
+    }
+    free(ask);
+    free(rows);
+    kv_free(m);
+    return 0;
+}
+
+/* The metrics text without its # HELP / # TYPE lines: "name value" (with
+ * labels, if any) per line. */
+static void print_samples(const char *text)
+{
+    for (const char *line = text; *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl != NULL ? (size_t)(nl - line) : strlen(line);
+        if (n > 0 && line[0] != '#') {
+            printf("%.*s\n", (int)n, line);
+        }
+        line += n + (nl != NULL);
+    }
+}
+
+static int cmd_stats(const cli_t *cli, kv_t *kv, char **args, int nargs)
+{
+    kv_member_t *m = NULL;
+    size_t count = 0;
+    int code = list_members(cli, kv, &m, &count);
+    if (code != 0) {
+        return code;
+    }
+    char *text = NULL;
+    int rc = 0;
+    if (nargs == 0) {
+        size_t me = 0;
+        rc = contact(cli, kv, m, count, &me, &text);
+        if (rc != 0) {
+            kv_free(m);
+            return report(cli, NULL, REQ_CLUSTER, NULL,
+                          rc == KV_ETIMEDOUT ? KV_EUNAVAIL : rc);
+        }
+    } else {
+        size_t i = 0;
+        while (i < count && strcmp(m[i].id, args[0]) != 0) {
+            i++;
+        }
+        if (i == count) {
+            fprintf(stderr,
+                    "kvdist: stats: no member '%s' (see kvdist "
+                    "members)\n",
+                    args[0]);
+            kv_free(m);
+            return EXIT_NOTFOUND;
+        }
+        rc = kv_node_metrics(kv, args[0], &text, NULL);
+        if (rc == KV_EUNAVAIL || rc == KV_ETIMEDOUT) {
+            fprintf(stderr, "kvdist: stats: cannot reach member %s at %s: %s\n",
+                    args[0], m[i].url, kv_strerror(rc));
+            kv_free(m);
+            return EXIT_UNREACHABLE;
+        }
+    }
+    kv_free(m);
+    if (rc == 0) {
+        print_samples(text);
+    }
+    kv_free(text);
+    return report(cli, NULL, REQ_CLUSTER, nargs > 0 ? args[0] : NULL, rc);
+}
+
+static const command_t commands[] = {
+    {"put", 1, 2, "KEY [VALUE|-]", "store VALUE (or stdin if - or absent)",
+     cmd_put},
+    {"get", 1, 1, "KEY", "print the value, byte for byte", cmd_get},
+    {"del", 1, 1, "KEY", "delete the key", cmd_del},
+    {"members", 0, 0, "", "list the members: id url status", cmd_members},
+    {"where", 1, 1, "KEY", "list the members holding KEY, in ring order",
+     cmd_where},
+    {"status", 0, 0, "",
+     "one line per member: status, ring share, keys, bytes, hints, "
+     "anti-entropy",
+     cmd_status},
+    {"stats", 0, 1, "[NODE]",
+     "print NODE's counters and gauges, one 'name value' a line", cmd_stats},
+    {"repair", 1, 1, "NODE", "run an anti-entropy pass on NODE and follow it",
+     cmd_repair},
+    {"repair-status", 1, 1, "NODE", "print NODE's anti-entropy progress",
+     cmd_repair_status},
 };
+
+static const size_t ncommands = sizeof(commands) / sizeof(commands[0]);
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kvdist [-c URL[,URL...]] [-r R] [-w W] [--timeout MS] "
+               "COMMAND ...\n"
+               "\n"
+               "commands:\n");
+    int width = 0;
+    for (size_t i = 0; i < ncommands; i++) {
+        int w = (int)(strlen(commands[i].name) + 1 + strlen(commands[i].args));
+        width = w > width ? w : width;
+    }
+    for (size_t i = 0; i < ncommands; i++) {
+        char syn[64];
+        snprintf(syn, sizeof(syn), "%s%s%s", commands[i].name,
+                 commands[i].args[0] ? " " : "", commands[i].args);
+        fprintf(f, "  %-*s  %s\n", width, syn, commands[i].help);
+    }
+    fprintf(
+        f, "\n"
+           "options:\n"
+           "  -c, --connect URLS  nodes to reach the cluster through\n"
+           "                      (default $KVDIST_URL, else " DEFAULT_URL ")\n"
+           "  -r R                read quorum of this request\n"
+           "  -w W                write quorum of this request\n"
+           "  --timeout MS        deadline of each request, in milliseconds\n"
+           "  --exact             status: sizes in bytes, not KiB, MiB...\n"
+           "  -v, --verbose       show the library's log (twice: debug)\n"
+           "  -h, --help          print this help and exit\n"
+           "  -V, --version       print the version and exit\n"
+           "\n"
+           "exit status: 0 ok, 1 not found, 2 usage error, 3 other error, "
+           "4 cluster (or member) unreachable\n");
+}
 
 int main(int argc, char **argv)
 {
-    cli_t cli = {NULL, NULL, KV_CALL_INIT, 0, 0, NULL};
+    cli_t cli = {NULL, NULL, KV_CALL_INIT, 0, 0, 0, NULL};
     parse_flags(argc, argv, &cli);
     if (optind >= argc) {
         usage_error("%s", "no command given");
@@ -534,8 +921,8 @@ int main(int argc, char **argv)
     cli.cmd = argv[optind];
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
-    const struct command *cmd = NULL;
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+    const command_t *cmd = NULL;
+    for (size_t i = 0; i < ncommands; i++) {
         if (strcmp(commands[i].name, cli.cmd) == 0) {
             cmd = &commands[i];
         }
@@ -544,8 +931,8 @@ int main(int argc, char **argv)
         usage_error("unknown command '%s'", cli.cmd);
     }
     if (nargs < cmd->min || nargs > cmd->max) {
-        fprintf(stderr, "kvdist: usage: kvdist [FLAG...] %s %s\n", cmd->name,
-                cmd->args);
+        fprintf(stderr, "kvdist: usage: kvdist [FLAG...] %s%s%s\n", cmd->name,
+                cmd->args[0] ? " " : "", cmd->args);
         return EXIT_USAGE;
     }
     if (nargs > 0 && args[0][0] == '\0') {

@@ -474,6 +474,25 @@ KV_API int kv_stat(kv_t *kv, const char *name, uint64_t *value);
  */
 KV_API int kv_metrics(kv_t *kv, char **outp, size_t *lenp);
 
+/*
+ * kv_metrics() of another node: asks member node_id over the peer protocol
+ * for its metrics text (as it renders it, cut at 1 MiB) and stores a copy in
+ * a new NUL-terminated buffer (*outp, freed with kv_free; *lenp excludes
+ * the NUL, lenp may be NULL). node_id NULL, or this node's own id, gives
+ * this handle's own kv_metrics() (for a role=client handle: the client's
+ * counters only). The member is found by id in this handle's member list,
+ * so a role=client handle reaches any member its seeds told it of; the
+ * request waits at most the handle's timeout_ms.
+ * Returns 0, KV_EINVAL (kv or outp NULL, node_id empty), KV_EUNAVAIL
+ * (node_id is not a member, the member cannot be dialled, or the handle is
+ * an embedded store without a transport), KV_ETIMEDOUT (the member did not
+ * answer within timeout_ms), KV_EPROTO (its answer was malformed),
+ * KV_ECLOSED (the handle was shut down), KV_ENOMEM. *outp is NULL on
+ * error. Thread-safe; several calls may wait on different members at once.
+ */
+KV_API int kv_node_metrics(kv_t *kv, const char *node_id, char **outp,
+                           size_t *lenp);
+
 #ifdef __cplusplus
 }
 #endif

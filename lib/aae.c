@@ -629,37 +629,6 @@ static bool aae_scan(kv_t *kv)
 
 /* ------------------------------------------------------- rpc plumbing */
 
-typedef struct aae_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    uint8_t *payload;
-    size_t len;
-} aae_wait_t;
-
-static void aae_call_done(void *arg, int rc, const wire_msg_t *reply)
-{
-    aae_wait_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc != 0 ? rc : reply->status;
-    if (w->rc == 0 && (reply->type & ~WIRE_REPLY) != WIRE_AE) {
-        w->rc = KV_EPROTO;
-    }
-    if (w->rc == 0 && reply->objlen > 0) {
-        w->payload = malloc(reply->objlen);
-        if (w->payload == NULL) {
-            w->rc = KV_ENOMEM;
-        } else {
-            memcpy(w->payload, reply->obj, reply->objlen);
-            w->len = reply->objlen;
-        }
-    }
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 /* One synchronous request; *out (malloc'd, may be NULL when empty) is the
  * reply's payload. */
 static int aae_call(kv_t *kv, rpc_peer_t *peer, uint16_t op, const buf_t *q,
@@ -675,25 +644,8 @@ static int aae_call(kv_t *kv, rpc_peer_t *peer, uint16_t op, const buf_t *q,
     wire_header(&b, WIRE_AE, rpc_next_id(kv->rpc), 0, op);
     wire_put_bytes(&b, q->p, q->len);
     metric_add(&kv->metrics, M_AAE_BYTES_SENT, b.len);
-    aae_wait_t w = {.done = false};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    int rc = rpc_call(kv->rpc, peer, &b, kv->cfg.timeout_ms, aae_call_done, &w);
-    if (rc != 0) {
-        buf_free(&b);
-    } else {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) {
-            pthread_cond_wait(&w.cv, &w.mu);
-        }
-        pthread_mutex_unlock(&w.mu);
-        rc = w.rc;
-        *out = w.payload;
-        *outlen = w.len;
-    }
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    return rc;
+    return rpc_call_wait(kv->rpc, peer, &b, kv->cfg.timeout_ms, WIRE_AE, out,
+                         outlen);
 }
 
 /* ------------------------------------------------------- the exchange */
@@ -1536,12 +1488,28 @@ int aae_remote(kv_t *kv, const char *node_id, uint16_t op,
 void aae_render_metrics(kv_t *kv, buf_t *b)
 {
     kv_repair_status_t st;
-    if (aae_status(kv, &st) != 0) {
+    bool on = aae_status(kv, &st) == 0;
+    metrics_render_gauge(b, "kvdist_aae_enabled",
+                         "1 when anti-entropy runs on this node (option "
+                         "anti_entropy).",
+                         on ? 1 : 0);
+    if (!on) {
         return;
     }
     metrics_render_gauge(b, "kvdist_aae_trees_ready",
                          "1 once the Merkle trees are built.",
                          (uint64_t)st.trees_ready);
+    metrics_render_gauge(b, "kvdist_aae_running",
+                         "1 while an anti-entropy pass is in progress (or "
+                         "requested).",
+                         (uint64_t)st.running);
+    metrics_render_gauge(b, "kvdist_aae_pass_exchanges_done",
+                         "Exchanges done in the current (or last) pass.",
+                         st.exchanges_done);
+    metrics_render_gauge(b, "kvdist_aae_pass_exchanges",
+                         "Exchanges (range x peer) of the current (or last) "
+                         "pass.",
+                         st.exchanges_total);
     metrics_render_gauge(b, "kvdist_aae_passes",
                          "Full anti-entropy passes completed.", st.passes);
     metrics_render_gauge(b, "kvdist_aae_last_full_pass_seconds",

@@ -754,6 +754,25 @@ void cluster_render_metrics(kv_t *kv, buf_t *b)
             buf_put(b, line, (size_t)n);
         }
     }
+    /* Each member's share as this node's ring has it, so one node's
+     * metrics describe the whole ring (kvdist status shows them). */
+    head = "# HELP kvdist_ring_share_ratio The fraction of the ring each "
+           "member owns as primary, as this node's ring has it.\n"
+           "# TYPE kvdist_ring_share_ratio gauge\n";
+    buf_put(b, head, strlen(head));
+    for (size_t i = 0; c->ring != NULL && i < c->nmembers; i++) {
+        size_t idx = 0;
+        if (ring_node_index(c->ring, c->members[i].id, &idx) != 0) {
+            continue;
+        }
+        char line[160];
+        int n = snprintf(line, sizeof(line),
+                         "kvdist_ring_share_ratio{id=\"%s\"} %.6f\n",
+                         c->members[i].id, ring_ownership(c->ring, idx));
+        if (n > 0 && (size_t)n < sizeof(line)) {
+            buf_put(b, line, (size_t)n);
+        }
+    }
     pthread_rwlock_unlock(&c->lock);
 }
 

@@ -48,7 +48,8 @@ rpc_peer_t *cluster_peer(kv_t *kv, const char *id);
 /* Gossip: merge a received table; append ours (count + rows). */
 void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len);
 void cluster_encode_gossip(kv_t *kv, buf_t *b);
-/* Appends kvdist_member_up{id=...} gauges. */
+/* Appends the kvdist_member_up{id=...} and kvdist_ring_share_ratio{id=...}
+ * gauges of every member. */
 void cluster_render_metrics(kv_t *kv, buf_t *b);
 
 /* Learns of a member (from a JOIN or a member list). Idempotent. */

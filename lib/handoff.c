@@ -521,6 +521,13 @@ void handoff_render_metrics(kv_t *kv, buf_t *b)
     }
     metrics_render_gauge(b, "kvdist_hints_pending",
                          "Hints held here and not yet delivered.", total);
+    if (h->npending > 0) {
+        const char *head =
+            "# HELP kvdist_hints_pending_owner Hints held here for each "
+            "member they belong to.\n"
+            "# TYPE kvdist_hints_pending_owner gauge\n";
+        buf_put(b, head, strlen(head));
+    }
     for (size_t i = 0; i < h->npending; i++) {
         char line[160];
         int n =

@@ -764,9 +764,20 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
             &b, "kvdist_store_keys_estimate",
             "RocksDB's estimate of keys in the store.",
             store_property(kv->store, "rocksdb.estimate-num-keys"));
-        metrics_render_gauge(
-            &b, "kvdist_store_memtable_bytes", "Bytes in RocksDB memtables.",
-            store_property(kv->store, "rocksdb.cur-size-all-mem-tables"));
+        /* Live SST files (those of the current version: not files a
+         * compaction has replaced but an iterator still pins) plus the
+         * memtables, of the data column family: what the node holds now. */
+        uint64_t sst = store_property(kv->store, "rocksdb.live-sst-files-size");
+        uint64_t mem =
+            store_property(kv->store, "rocksdb.cur-size-all-mem-tables");
+        metrics_render_gauge(&b, "kvdist_store_memtable_bytes",
+                             "Bytes in RocksDB memtables.", mem);
+        metrics_render_gauge(&b, "kvdist_store_sst_bytes",
+                             "Bytes of the live SST files of the data.", sst);
+        metrics_render_gauge(&b, "kvdist_store_bytes",
+                             "Bytes of data stored: live SST files plus "
+                             "memtables.",
+                             sst + mem);
         metrics_render_gauge(
             &b, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
             store_property(kv->store, "rocksdb.block-cache-usage"));
@@ -794,6 +805,73 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         *lenp = len - 1;
     }
     return 0;
+}
+
+/* Another node's metrics text over the peer protocol (WIRE_STATS), found
+ * by id as kv_repair_status finds it. The caller has entered the node. */
+static int node_metrics_remote(kv_t *kv, const char *node_id, char **outp,
+                               size_t *lenp)
+{
+    rpc_peer_t *peer = kv->rpc != NULL ? cluster_peer(kv, node_id) : NULL;
+    if (peer == NULL) {
+        return KV_EUNAVAIL; /* unknown id, or an embedded store */
+    }
+    buf_t q;
+    buf_init(&q);
+    wire_build_simple(&q, WIRE_STATS, rpc_next_id(kv->rpc), 0);
+    uint8_t *p = NULL;
+    size_t len = 0;
+    int rc = rpc_call_wait(kv->rpc, peer, &q, kv->cfg.timeout_ms, WIRE_STATS,
+                           &p, &len);
+    if (rc != 0) {
+        free(p);
+        return rc;
+    }
+    /* The text is copied with a terminating NUL; a NUL inside it would cut
+     * it short for the caller, so such a reply is refused. */
+    char *text = malloc(len + 1);
+    if (text == NULL) {
+        free(p);
+        return KV_ENOMEM;
+    }
+    if (len > 0) {
+        memcpy(text, p, len);
+    }
+    text[len] = '\0';
+    free(p);
+    if (strlen(text) != len) {
+        free(text);
+        return KV_EPROTO;
+    }
+    *outp = text;
+    if (lenp != NULL) {
+        *lenp = len;
+    }
+    return 0;
+}
+
+int kv_node_metrics(kv_t *kv, const char *node_id, char **outp, size_t *lenp)
+{
+    if (outp != NULL) {
+        *outp = NULL;
+    }
+    if (lenp != NULL) {
+        *lenp = 0;
+    }
+    if (kv == NULL || outp == NULL || (node_id != NULL && node_id[0] == '\0')) {
+        return KV_EINVAL;
+    }
+    if (node_id == NULL || (kv->cfg.role == KV_ROLE_PEER &&
+                            strcmp(node_id, kv->cfg.node_id) == 0)) {
+        return kv_metrics(kv, outp, lenp);
+    }
+    int rc = node_enter(kv);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = node_metrics_remote(kv, node_id, outp, lenp);
+    node_leave(kv);
+    return rc;
 }
 
 const char *kv_member_status_name(int status)

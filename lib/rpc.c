@@ -1034,6 +1034,64 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
     return 0;
 }
 
+/* The calling thread's side of rpc_call_wait: filled by the callback. */
+typedef struct rpc_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    uint8_t type;
+    int rc;
+    uint8_t *payload;
+    size_t len;
+} rpc_wait_t;
+
+static void rpc_wait_done(void *arg, int rc, const wire_msg_t *reply)
+{
+    rpc_wait_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc != 0 ? rc : reply->status;
+    if (w->rc == 0 && (reply->type & ~WIRE_REPLY) != w->type) {
+        w->rc = KV_EPROTO;
+    }
+    if (w->rc == 0 && reply->objlen > 0) {
+        w->payload = malloc(reply->objlen);
+        if (w->payload == NULL) {
+            w->rc = KV_ENOMEM;
+        } else {
+            memcpy(w->payload, reply->obj, reply->objlen);
+            w->len = reply->objlen;
+        }
+    }
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
+                  uint8_t type, uint8_t **out, size_t *outlen)
+{
+    *out = NULL;
+    *outlen = 0;
+    rpc_wait_t w = {.done = false, .type = type};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    int rc = rpc_call(rpc, p, msg, timeout_ms, rpc_wait_done, &w);
+    if (rc == 0) {
+        /* rpc_call's deadline guarantees the callback: no timed wait. */
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) {
+            pthread_cond_wait(&w.cv, &w.mu);
+        }
+        pthread_mutex_unlock(&w.mu);
+        rc = w.rc;
+        *out = w.payload;
+        *outlen = w.len;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
 {
     pthread_mutex_lock(&rpc->mu);

@@ -67,6 +67,16 @@ uint64_t rpc_next_id(rpc_t *rpc);
 int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
              rpc_done_fn done, void *arg);
 
+/* rpc_call on the calling thread: sends msg (taken) and blocks until the
+ * reply or the deadline (timeout_ms; rpc_call's bound is the only wait, so
+ * this always returns). Returns 0 when the peer answered with status 0 and
+ * a reply of type `type`, with *out (malloc'd, NULL when empty: the
+ * caller frees it) and *outlen set to the reply's obj; otherwise the call's
+ * error, the reply's status, KV_EPROTO (a reply of another type) or
+ * KV_ENOMEM. Must not be called from a callback of the transport. */
+int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
+                  uint8_t type, uint8_t **out, size_t *outlen);
+
 /* Sends a reply (msg taken) for req and frees req. */
 void rpc_reply(rpc_req_t *req, buf_t *msg);
 

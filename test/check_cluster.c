@@ -6,12 +6,19 @@
  * What each node holds locally is read with the peer protocol's debug
  * request (WIRE_LOCAL_GET) over a plain NNG req socket, exactly as another
  * node would ask.
+ *
+ * The CLI's status and stats commands run the real kvdist binary
+ * (KVDIST_BUILD/examples/kvdist) against such a cluster; its --help is
+ * checked against the commands table read from examples/kvdist.c.
  */
 #include "check_kvdist.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -494,6 +501,408 @@ START_TEST(test_malformed_counted_in_process)
 }
 END_TEST
 
+/* ------------------------------------------------ the CLI: status, stats */
+
+/* The output and exit status of one kvdist run. */
+typedef struct cli_run {
+    int code;        /* exit status */
+    int64_t ms;      /* how long it took */
+    char out[65536]; /* stdout, NUL-terminated */
+} cli_run_t;
+
+/* Runs the CLI (KVDIST_BUILD/examples/kvdist) with args; its stderr goes to
+ * the test's. Kills it by pid after bound_ms and fails the test. */
+static void run_cli(cli_run_t *r, int bound_ms, const char *const *args)
+{
+    const char *build = getenv("KVDIST_BUILD");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/examples/kvdist",
+             build && *build ? build : "build");
+    const char *argv[32];
+    int a = 0;
+    argv[a++] = path;
+    for (int i = 0; args[i] != NULL && a < 31; i++) {
+        argv[a++] = args[i];
+    }
+    argv[a] = NULL;
+    int po[2];
+    ck_assert_int_eq(pipe(po), 0);
+    int64_t t0 = harness_now_ms();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(po[1], 1);
+        close(po[0]);
+        close(po[1]);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    close(po[1]);
+    size_t got = 0;
+    for (;;) {
+        int64_t left = t0 + bound_ms - harness_now_ms();
+        struct pollfd pf = {po[0], POLLIN, 0};
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            close(po[0]);
+            ck_abort_msg("kvdist %s did not finish within %d ms", args[0],
+                         bound_ms);
+        }
+        if (poll(&pf, 1, (int)left) <= 0) {
+            continue;
+        }
+        char tmp[4096];
+        ssize_t n = read(po[0], tmp, sizeof(tmp));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        size_t room = sizeof(r->out) - 1 - got;
+        size_t take = (size_t)n < room ? (size_t)n : room;
+        memcpy(r->out + got, tmp, take);
+        got += take;
+    }
+    close(po[0]);
+    r->out[got] = '\0';
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    r->ms = harness_now_ms() - t0;
+    ck_assert(WIFEXITED(status));
+    r->code = WEXITSTATUS(status);
+}
+
+/* One line of `kvdist --exact status`, split at whitespace (the
+ * anti-entropy column, which has spaces, is kept whole). */
+typedef struct status_line {
+    char id[72], url[512], status[16], share[16], keys[32], bytes[32],
+        hints[32], aae[128];
+} status_line_t;
+
+/* Parses the status output into lines[] (header checked); returns how
+ * many member lines there were. */
+static int parse_status(const char *out, status_line_t *lines, int max)
+{
+    const char *nl = strchr(out, '\n');
+    ck_assert_ptr_nonnull(nl);
+    ck_assert_msg(strncmp(out, "ID ", 3) == 0 &&
+                      strstr(out, "ANTI-ENTROPY") != NULL &&
+                      strstr(out, "ANTI-ENTROPY") < nl,
+                  "no header line in:\n%s", out);
+    int n = 0;
+    for (const char *l = nl + 1; *l != '\0' && n < max; n++) {
+        status_line_t *s = &lines[n];
+        int used = 0;
+        int got =
+            sscanf(l, "%71s %511s %15s %15s %31s %31s %31s %n", s->id, s->url,
+                   s->status, s->share, s->keys, s->bytes, s->hints, &used);
+        ck_assert_msg(got == 7, "bad status line: %s", l);
+        const char *end = strchr(l, '\n');
+        ck_assert_ptr_nonnull(end);
+        snprintf(s->aae, sizeof(s->aae), "%.*s", (int)(end - (l + used)),
+                 l + used);
+        l = end + 1;
+    }
+    return n;
+}
+
+/* `name value` of a stats output line, or -1. */
+static long long stats_value(const char *out, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *l = out; l != NULL && *l != '\0';) {
+        if (strncmp(l, name, len) == 0 && l[len] == ' ') {
+            return atoll(l + len + 1);
+        }
+        l = strchr(l, '\n');
+        l = l != NULL ? l + 1 : NULL;
+    }
+    return -1;
+}
+
+START_TEST(test_cli_status_and_stats)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    harness_wait_converged(h);
+    kv_t *c = harness_client(h, 5000);
+    for (int i = 0; i < 40; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "status-key-%d", i);
+        put_ok(c, k, "some value");
+    }
+
+    /* The library call: another member's text; unknown and empty ids. */
+    char *text = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(kv_node_metrics(c, "n2", &text, &len), 0);
+    ck_assert_uint_eq(strlen(text), len);
+    ck_assert_ptr_nonnull(strstr(text, "\nkvdist_replica_writes_total "));
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE kvdist_store_bytes gauge\n"));
+    ck_assert_ptr_nonnull(
+        strstr(text, "# TYPE kvdist_ring_share_ratio gauge\n"));
+    kv_free(text);
+    text = (char *)"untouched";
+    ck_assert_int_eq(kv_node_metrics(c, "no-such-node", &text, &len),
+                     KV_EUNAVAIL);
+    ck_assert_ptr_null(text);
+    ck_assert_int_eq(kv_node_metrics(c, "", &text, NULL), KV_EINVAL);
+    ck_assert_int_eq(kv_node_metrics(c, "n1", NULL, NULL), KV_EINVAL);
+    kv_close(c);
+
+    /* Every member up with its figures. With n=3 every node holds every
+     * key; RocksDB's key estimate counts memtable entries, so it is > 0
+     * without a flush, but it is polled in case a node lags behind. */
+    const char *url1 = h->node[0].url;
+    cli_run_t *r = malloc(sizeof(*r));
+    ck_assert_ptr_nonnull(r);
+    status_line_t lines[8];
+    int64_t deadline = harness_now_ms() + 20000;
+    for (;;) {
+        const char *args[] = {"-c", url1, "--exact", "status", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_msg(r->code == 0, "status exited %d", r->code);
+        ck_assert_int_eq(parse_status(r->out, lines, 8), 3);
+        int ready = 0;
+        for (int i = 0; i < 3; i++) {
+            ready +=
+                atoll(lines[i].keys) > 0 && strcmp(lines[i].status, "up") == 0;
+        }
+        if (ready == 3) {
+            break;
+        }
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "status never showed keys on 3 nodes:\n%s", r->out);
+        harness_sleep_ms(200);
+    }
+    double share_sum = 0;
+    for (int i = 0; i < 3; i++) {
+        status_line_t *s = &lines[i];
+        ck_assert_str_eq(s->id, h->node[i].id);
+        ck_assert_str_eq(s->url, h->node[i].url);
+        char *pct = strchr(s->share, '%');
+        ck_assert_msg(pct != NULL && pct[1] == '\0', "share %s", s->share);
+        double share = atof(s->share);
+        ck_assert_msg(share > 10 && share < 60, "share %s", s->share);
+        share_sum += share;
+        ck_assert_int_le(atoll(s->keys), 40);
+        ck_assert_int_gt(atoll(s->bytes), 0);
+        ck_assert_str_eq(s->hints, "0");
+        ck_assert_msg(strncmp(s->aae, "idle", 4) == 0 ||
+                          strncmp(s->aae, "running ", 8) == 0 ||
+                          strcmp(s->aae, "building trees") == 0,
+                      "anti-entropy '%s'", s->aae);
+    }
+    ck_assert_msg(share_sum > 99.6 && share_sum < 100.4, "shares sum to %f",
+                  share_sum);
+    /* Without --exact, sizes carry a unit. */
+    {
+        const char *args[] = {"-c", url1, "status", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_int_eq(r->code, 0);
+        ck_assert_msg(strstr(r->out, " KiB ") != NULL ||
+                          strstr(r->out, " MiB ") != NULL ||
+                          strstr(r->out, " B ") != NULL,
+                      "no unit in:\n%s", r->out);
+    }
+
+    /* stats NODE: samples only, and the replica writes n2 took. */
+    {
+        const char *args[] = {"-c", url1, "stats", "n2", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_int_eq(r->code, 0);
+        ck_assert_ptr_null(strchr(r->out, '#'));
+        for (const char *l = r->out; *l != '\0';) {
+            const char *sp = strchr(l, ' ');
+            const char *nl = strchr(l, '\n');
+            const char *sp2 = sp != NULL ? strchr(sp + 1, ' ') : NULL;
+            ck_assert_msg(nl != NULL && sp != NULL && sp < nl && sp > l &&
+                              sp + 1 < nl && (sp2 == NULL || sp2 > nl),
+                          "not 'name value': %s", l);
+            l = nl + 1;
+        }
+    }
+    long long n2_writes = stats_value(r->out, "kvdist_replica_writes_total");
+    ck_assert_int_gt(n2_writes, 0);
+    ck_assert_int_eq(stats_value(r->out, "kvdist_store_keys_estimate") > 0, 1);
+    ck_assert_ptr_nonnull(strstr(r->out, "\nkvdist_member_up{id=\"n3\"} 1\n"));
+    /* Without NODE: the contacted node, the member at the -c URL. */
+    {
+        const char *args[] = {"-c", h->node[1].url, "stats", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_int_eq(r->code, 0);
+        ck_assert_int_eq(stats_value(r->out, "kvdist_replica_writes_total"),
+                         n2_writes);
+    }
+    {
+        const char *args[] = {"-c", url1, "stats", "n9", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_int_eq(r->code, 1);
+        ck_assert_str_eq(r->out, "");
+    }
+
+    /* n3 dies: its line says down with "-" figures (its ring share is
+     * the contacted node's and stays), and the command still answers, in
+     * a bounded time: a member seen down is not asked. One seen up that
+     * does not answer costs at most --timeout, asked with the others. */
+    harness_kill(h, 2);
+    deadline = harness_now_ms() + 30000;
+    for (;;) {
+        const char *args[] = {"-c",      url1,     "--timeout", "2000",
+                              "--exact", "status", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_msg(r->code == 0, "status exited %d", r->code);
+        ck_assert_int_eq(parse_status(r->out, lines, 8), 3);
+        ck_assert_msg(r->ms < 3 * 2000 + 2000, "status took %lld ms",
+                      (long long)r->ms);
+        if (strcmp(lines[2].status, "down") == 0) {
+            break;
+        }
+        ck_assert_str_eq(lines[2].status, "up");
+        ck_assert_msg(harness_now_ms() < deadline, "n3 never shown down");
+        harness_sleep_ms(100);
+    }
+    ck_assert_msg(r->ms < 2000, "status with n3 down took %lld ms",
+                  (long long)r->ms);
+    ck_assert_str_eq(lines[2].id, "n3");
+    ck_assert_str_eq(lines[2].keys, "-");
+    ck_assert_str_eq(lines[2].bytes, "-");
+    ck_assert_str_eq(lines[2].hints, "-");
+    ck_assert_str_eq(lines[2].aae, "-");
+    ck_assert_msg(atof(lines[2].share) > 10, "n3 share %s", lines[2].share);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_str_eq(lines[i].status, "up");
+        ck_assert_int_gt(atoll(lines[i].keys), 0);
+    }
+    {
+        const char *args[] = {"-c",    url1, "--timeout", "1000",
+                              "stats", "n3", NULL};
+        run_cli(r, 15000, args);
+        ck_assert_int_eq(r->code, 4);
+        ck_assert_msg(r->ms < 1000 + 2000, "stats n3 took %lld ms",
+                      (long long)r->ms);
+    }
+    free(r);
+    harness_destroy(h);
+}
+END_TEST
+
+/* The names in examples/kvdist.c's commands table, read from the source
+ * so that a command added there without help fails below. */
+static int cli_table_names(char names[][32], int max)
+{
+    char src[1024];
+    snprintf(src, sizeof(src), "%s", __FILE__);
+    char path[1100];
+    snprintf(path, sizeof(path), "%s/../examples/kvdist.c", dirname(src));
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    char line[512];
+    int in = 0;
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "command_t commands[] = {") != NULL) {
+            in = 1;
+            continue;
+        }
+        if (in && strncmp(line, "};", 2) == 0) {
+            break;
+        }
+        char name[32];
+        if (in && n < max && sscanf(line, " {\"%31[^\"]\"", name) == 1) {
+            snprintf(names[n++], sizeof(names[0]), "%s", name);
+        }
+    }
+    fclose(f);
+    ck_assert_msg(in, "no commands table in %s", path);
+    return n;
+}
+
+START_TEST(test_cli_help_lists_every_command)
+{
+    static const char *const expected[] = {
+        "put",    "get",   "del",    "members",       "where",
+        "status", "stats", "repair", "repair-status", NULL};
+    char names[64][32];
+    int n = cli_table_names(names, 64);
+    for (int e = 0; expected[e] != NULL; e++) {
+        int found = 0;
+        for (int i = 0; i < n; i++) {
+            found |= strcmp(names[i], expected[e]) == 0;
+        }
+        ck_assert_msg(found, "command %s not in the table", expected[e]);
+    }
+    cli_run_t *r = malloc(sizeof(*r));
+    ck_assert_ptr_nonnull(r);
+    const char *help[] = {"--help", NULL};
+    run_cli(r, 10000, help);
+    ck_assert_int_eq(r->code, 0);
+    const char *cmds = strstr(r->out, "\ncommands:\n");
+    const char *opts = strstr(r->out, "\noptions:\n");
+    ck_assert_ptr_nonnull(cmds);
+    ck_assert_ptr_nonnull(opts);
+    for (int i = 0; i < n; i++) {
+        /* "  NAME[ ARGS]  description" within the commands section. */
+        char pat[64];
+        snprintf(pat, sizeof(pat), "\n  %.31s ", names[i]);
+        const char *at = strstr(cmds, pat);
+        ck_assert_msg(at != NULL && at < opts, "--help has no line for %s",
+                      names[i]);
+        const char *eol = strchr(at + 1, '\n');
+        const char *gap = strstr(at + strlen(pat) - 1, "  ");
+        ck_assert_msg(gap != NULL && gap < eol && gap + 2 < eol &&
+                          gap[strspn(gap, " ")] != '\n',
+                      "--help line of %s has no description", names[i]);
+    }
+    const char *unknown[] = {"no-such-command", NULL};
+    run_cli(r, 10000, unknown);
+    ck_assert_int_eq(r->code, 2);
+    const char *extra[] = {"status", "extra", NULL};
+    run_cli(r, 10000, extra);
+    ck_assert_int_eq(r->code, 2);
+    free(r);
+}
+END_TEST
+
+START_TEST(test_node_metrics_local)
+{
+    /* An embedded store: NULL and its own id are kv_metrics; any other id
+     * is no member it can reach. */
+    char *dir = util_tmpdir("nodemetrics");
+    kv_options_t *o = kv_options_create();
+    char path[512];
+    snprintf(path, sizeof(path), "%s/a", dir);
+    ck_assert_int_eq(kv_options_set(o, "data_dir", path), 0);
+    ck_assert_int_eq(kv_options_set(o, "node_id", "a"), 0);
+    kv_t *kv = NULL;
+    ck_assert_int_eq(kv_open(o, &kv), 0);
+    kv_options_destroy(o);
+    put_ok(kv, "k", "v");
+    char *mine = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(kv_metrics(kv, &mine, NULL), 0);
+    ck_assert_int_eq(kv_node_metrics(kv, NULL, &text, &len), 0);
+    ck_assert_uint_eq(strlen(text), len);
+    ck_assert_ptr_nonnull(strstr(text, "\nkvdist_puts_total 1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nkvdist_store_keys_estimate "));
+    kv_free(text);
+    ck_assert_int_eq(kv_node_metrics(kv, "a", &text, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(text, "\nkvdist_puts_total 1\n"));
+    kv_free(text);
+    ck_assert_int_eq(kv_node_metrics(kv, "b", &text, &len), KV_EUNAVAIL);
+    ck_assert_ptr_null(text);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_int_eq(kv_node_metrics(NULL, NULL, &text, NULL), KV_EINVAL);
+    kv_free(mine);
+    kv_close(kv);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *cluster_suite(void)
 {
     Suite *s = suite_create("cluster");
@@ -504,11 +913,14 @@ Suite *cluster_suite(void)
     tcase_add_test(tc, test_read_repair);
     tcase_add_test(tc, test_malformed_messages_leave_node_serving);
     tcase_add_test(tc, test_daemon_refuses_bad_starts);
+    tcase_add_test(tc, test_cli_status_and_stats);
     suite_add_tcase(s, tc);
     TCase *ip = tcase_create("inprocess");
     tcase_set_timeout(ip, 120);
     tcase_add_test(ip, test_concurrent_coordinators_make_siblings);
     tcase_add_test(ip, test_malformed_counted_in_process);
+    tcase_add_test(ip, test_node_metrics_local);
+    tcase_add_test(ip, test_cli_help_lists_every_command);
     suite_add_tcase(s, ip);
     return s;
 }
