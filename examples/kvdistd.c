@@ -152,6 +152,8 @@ static const struct {
     {"resp", "resp", "HOST:PORT",
      "also serve the Redis protocol (RESP2) here"},
     {"http", "http", "HOST:PORT", "serve the HTTP API there (kvdist-http(7))"},
+    {"max-clients", "max_clients", "N",
+     "HTTP + RESP connections at once (0: from the open-file limit)"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
