@@ -294,12 +294,16 @@ static void *resp_reaper(void *arg)
             conn_free(c); /* waits for its aio callbacks to return */
             if (admitted) {
                 /* The one place a slot is given back: every way a
-                 * connection ends leads here once, its socket closed. */
+                 * connection ends leads here once, its socket closed.
+                 * Uncounted first, so INFO never shows the connection a
+                 * freed slot admits on top of the one that freed it. */
+                pthread_mutex_lock(&rs->mu);
+                rs->nclients--;
+                pthread_mutex_unlock(&rs->mu);
                 node_client_release(rs->kv);
             }
             pthread_mutex_lock(&rs->mu);
             rs->nconns--;
-            rs->nclients -= admitted;
             pthread_cond_broadcast(&rs->cv);
         }
         if (rs->reaper_exit) {
