@@ -1244,7 +1244,9 @@ static void info_stats(resp_conn_t *c, buf_t *b)
     info_line(b, "total_connections_received:%" PRIu64, v[M_RESP_CONNECTIONS]);
     info_line(b, "total_commands_processed:%" PRIu64, v[M_RESP_COMMANDS]);
     info_line(b, "rejected_connections:%" PRIu64, v[M_RESP_REJECTED]);
-    info_line(b, "keyspace_hits:%" PRIu64, v[M_GETS] - v[M_NOT_FOUND]);
+    /* Two relaxed loads: a get counted between them must not wrap. */
+    info_line(b, "keyspace_hits:%" PRIu64,
+              v[M_GETS] > v[M_NOT_FOUND] ? v[M_GETS] - v[M_NOT_FOUND] : 0);
     info_line(b, "keyspace_misses:%" PRIu64, v[M_NOT_FOUND]);
     /* The node's counters (every front end's), Prometheus lines turned
      * into Redis's name:value. */
