@@ -124,8 +124,8 @@ struct resp_conn {
     bool closing; /* reply what is queued, then close (QUIT, bad input) */
     bool broken;  /* finished: nothing more is sent or received */
 
-    bool admitted;    /* holds a max_clients slot (immutable once set) */
-    bool in_multi;    /* MULTI was refused: refuse all until EXEC/DISCARD */
+    bool admitted;  /* holds a max_clients slot (immutable once set) */
+    bool in_multi;  /* MULTI was refused: refuse all until EXEC/DISCARD */
     char name[128]; /* CLIENT SETNAME */
     size_t namelen;
 
@@ -991,7 +991,7 @@ static void cmd_config(resp_conn_t *c)
  * EXECABORT as Redis does for a transaction with an error, which makes
  * redis-py raise the MULTI error itself. */
 #define RESP_NO_TX                                                             \
-    "libkvdist has no transactions; send the commands without MULTI (a "      \
+    "libkvdist has no transactions; send the commands without MULTI (a "       \
     "non-transactional pipeline, e.g. redis-py pipeline(transaction=False))"
 
 static void cmd_multi(resp_conn_t *c)
