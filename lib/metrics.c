@@ -117,6 +117,17 @@ static const struct {
     [M_HTTP_REJECTED] = {"kvdist_http_rejected_total",
                          "HTTP connections refused with 503 because "
                          "max_clients connections were open."},
+    [M_RESP_CONNECTIONS] = {"kvdist_resp_connections_total",
+                            "RESP connections accepted and admitted."},
+    [M_RESP_REJECTED] = {"kvdist_resp_rejected_total",
+                         "RESP connections refused because max_clients "
+                         "connections were open."},
+    [M_RESP_ACCEPT_ERRORS] = {"kvdist_resp_accept_errors_total",
+                              "Failed accepts on the RESP port (such as out "
+                              "of files), each followed by a back-off."},
+    [M_RESP_COMMANDS] = {"kvdist_resp_commands_total",
+                         "RESP requests executed (any command, including "
+                         "refused ones)."},
 };
 
 void metrics_init(metrics_t *m)

@@ -59,6 +59,10 @@ enum metric_id {
     M_HTTP_4XX,
     M_HTTP_5XX,
     M_HTTP_REJECTED, /* connections refused: max_clients (http.c) */
+    M_RESP_CONNECTIONS, /* the RESP front end (resp.c) */
+    M_RESP_REJECTED,
+    M_RESP_ACCEPT_ERRORS,
+    M_RESP_COMMANDS,
     M__COUNT
 };
 

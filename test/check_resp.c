@@ -10,6 +10,7 @@
 #include "check_kvdist.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,10 +28,12 @@
 
 #define REDIS_CLI "redis-cli"
 
-/* Runs argv with `in` on its stdin; its stdout (NUL-terminated) goes to
- * out. Returns the exit status; kills the child (by pid) after 20 s. */
-static int run_capture(const char *const *argv, const void *in, size_t inlen,
-                       char *out, size_t outsize)
+/* Runs argv with `in` on its stdin; its stdout (and its stderr too if
+ * with_stderr), NUL-terminated, goes to out. Returns the exit status; kills
+ * the child (by pid) after 60 s. */
+static int run_capture_all(const char *const *argv, const void *in,
+                           size_t inlen, char *out, size_t outsize,
+                           bool with_stderr)
 {
     int pin[2];
     int pout[2];
@@ -40,6 +44,9 @@ static int run_capture(const char *const *argv, const void *in, size_t inlen,
     if (pid == 0) {
         dup2(pin[0], 0);
         dup2(pout[1], 1);
+        if (with_stderr) {
+            dup2(pout[1], 2);
+        }
         close(pin[0]);
         close(pin[1]);
         close(pout[0]);
@@ -58,7 +65,7 @@ static int run_capture(const char *const *argv, const void *in, size_t inlen,
         close(pin[1]);
         in_open = false;
     }
-    int64_t deadline = harness_now_ms() + 20000;
+    int64_t deadline = harness_now_ms() + 60000;
     for (;;) {
         struct pollfd pf[2] = {{pout[0], POLLIN, 0}, {pin[1], POLLOUT, 0}};
         int nf = in_open ? 2 : 1;
@@ -66,7 +73,7 @@ static int run_capture(const char *const *argv, const void *in, size_t inlen,
         if (left <= 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            ck_abort_msg("%s did not finish within 20 s", argv[0]);
+            ck_abort_msg("%s did not finish within 60 s", argv[0]);
         }
         if (poll(pf, (nfds_t)nf, (int)left) < 0 && errno != EINTR) {
             break;
@@ -106,6 +113,12 @@ static int run_capture(const char *const *argv, const void *in, size_t inlen,
     int status = 0;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int run_capture(const char *const *argv, const void *in, size_t inlen,
+                       char *out, size_t outsize)
+{
+    return run_capture_all(argv, in, inlen, out, outsize, false);
 }
 
 /* redis-cli -p port ARGS...: its output, trailing newline removed. */
@@ -252,6 +265,15 @@ static void check_cli_commands(int p0, int p1)
     ck_assert_msg(strstr(out, "redis_version:") != NULL &&
                       strstr(out, "kvdist_puts_total:") != NULL,
                   "INFO: %s", out);
+    cli(p0, out, sizeof(out), "INFO", "server", NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "kvdist_version:%s", kv_version());
+    ck_assert_msg(strstr(out, "# Server") != NULL && strstr(out, want) &&
+                      strstr(out, "# Stats") == NULL,
+                  "INFO server: %s", out);
+    cli_expect(p0, "OK", "MSET", "cli:a", "1");
+    cli(p0, out, sizeof(out), "MGET", "cli:none", "cli:a");
+    ck_assert_str_eq(out, "\n1");
 }
 
 /* Several requests in one write, arrays and inline mixed, binary bytes
@@ -391,6 +413,460 @@ static void check_bad_input(int port)
     cli_expect(port, "PONG", "PING", NULL, NULL);
 }
 
+/* Reads one bulk-string reply ("$<n>\r\n<n bytes>\r\n") into a malloc'd,
+ * NUL-terminated string (free it). */
+static char *read_bulk(int fd)
+{
+    char head[32];
+    size_t k = 0;
+    while (k + 1 < sizeof(head)) {
+        ck_assert_msg(tcp_read(fd, head + k, 1) == 1, "bulk header cut");
+        if (head[k++] == '\n') {
+            break;
+        }
+    }
+    head[k] = '\0';
+    ck_assert_msg(head[0] == '$' && k >= 4 && head[k - 2] == '\r',
+                  "not a bulk string: '%s'", head);
+    size_t n = strtoul(head + 1, NULL, 10);
+    char *body = malloc(n + 3);
+    ck_assert_uint_eq(tcp_read(fd, body, n + 2), n + 2);
+    ck_assert_msg(body[n] == '\r' && body[n + 1] == '\n', "bulk not CRLF'd");
+    body[n] = '\0';
+    return body;
+}
+
+/* INFO args... on fd: the section headers of its answer, "|"-joined. */
+static void info_headers(int fd, const char *req, char *out, size_t size)
+{
+    tcp_send(fd, req, strlen(req));
+    char *body = read_bulk(fd);
+    out[0] = '\0';
+    for (char *p = body; (p = strstr(p, "# ")) != NULL; p += 2) {
+        if (p != body && p[-1] != '\n') {
+            continue;
+        }
+        size_t n = strcspn(p + 2, "\r\n");
+        snprintf(out + strlen(out), size - strlen(out), "%s%.*s",
+                 out[0] ? "|" : "", (int)n, p + 2);
+    }
+    free(body);
+}
+
+/* MGET, MSET, SELECT and the transaction commands, exact bytes, on a
+ * pipelined connection to p0; the keys written are then read through p1. */
+static void check_multi_key_commands(int p0, int p1)
+{
+    int fd = tcp_connect(p0);
+    static const char req[] =
+        "*5\r\n$4\r\nMSET\r\n$3\r\nmk1\r\n$2\r\nv1\r\n"
+        "$3\r\nmk2\r\n$6\r\nb\0\r\n\xff\r\r\n"
+        "*4\r\n$4\r\nmget\r\n$3\r\nmk1\r\n$7\r\nmissing\r\n$3\r\nmk2\r\n"
+        "MSET mk1 v1 mk2\r\n"
+        "*3\r\n$4\r\nMSET\r\n$0\r\n\r\n$1\r\nv\r\n"
+        "MGET\r\n"
+        "*2\r\n$4\r\nMGET\r\n$0\r\n\r\n"
+        "SELECT 0\r\n"
+        "SELECT 1\r\n"
+        "SELECT x\r\n"
+        "MULTI\r\n"
+        "SET tx:a 1\r\n"
+        "GET mk1\r\n"
+        "EXEC\r\n"
+        "GET tx:a\r\n"
+        "MULTI\r\n"
+        "DISCARD\r\n"
+        "DISCARD\r\n"
+        "EXEC\r\n"
+        "WATCH mk1\r\n"
+        "UNWATCH\r\n"
+        "MGET mk1\r\n";
+    static const char want[] =
+        "+OK\r\n"
+        "*3\r\n$2\r\nv1\r\n$-1\r\n$6\r\nb\0\r\n\xff\r\r\n"
+        "-ERR wrong number of arguments for 'mset' command\r\n"
+        "-ERR kvdist: empty keys are not supported\r\n"
+        "-ERR wrong number of arguments for 'mget' command\r\n"
+        "-ERR kvdist: empty keys are not supported\r\n"
+        "+OK\r\n"
+        "-ERR DB index is out of range (libkvdist has one keyspace: "
+        "database 0)\r\n"
+        "-ERR value is not an integer or out of range\r\n"
+        "-ERR MULTI is not supported: libkvdist has no transactions; send "
+        "the commands without MULTI (a non-transactional pipeline, e.g. "
+        "redis-py pipeline(transaction=False))\r\n"
+        "-ERR kvdist: not run: this connection sent MULTI, which is not "
+        "supported; send DISCARD (or EXEC), then the commands without "
+        "MULTI\r\n"
+        "-ERR kvdist: not run: this connection sent MULTI, which is not "
+        "supported; send DISCARD (or EXEC), then the commands without "
+        "MULTI\r\n"
+        "-EXECABORT Transaction discarded: MULTI is not supported, and no "
+        "command since it was run\r\n"
+        "$-1\r\n"
+        "-ERR MULTI is not supported: libkvdist has no transactions; send "
+        "the commands without MULTI (a non-transactional pipeline, e.g. "
+        "redis-py pipeline(transaction=False))\r\n"
+        "+OK\r\n"
+        "-ERR DISCARD is not supported: libkvdist has no transactions; send "
+        "the commands without MULTI (a non-transactional pipeline, e.g. "
+        "redis-py pipeline(transaction=False))\r\n"
+        "-ERR EXEC is not supported: libkvdist has no transactions; send "
+        "the commands without MULTI (a non-transactional pipeline, e.g. "
+        "redis-py pipeline(transaction=False))\r\n"
+        "-ERR WATCH is not supported: libkvdist has no transactions "
+        "(concurrent writes become siblings, resolved on read)\r\n"
+        "+OK\r\n"
+        "*1\r\n$2\r\nv1\r\n";
+    raw_expect(fd, req, sizeof(req) - 1, want, sizeof(want) - 1);
+    close(fd);
+
+    /* Another node reads what MSET wrote; a long MSET/MGET round trip. */
+    fd = tcp_connect(p1);
+    static const char get[] = "MGET mk2 mk1\r\n";
+    static const char wantg[] = "*2\r\n$6\r\nb\0\r\n\xff\r\r\n$2\r\nv1\r\n";
+    raw_expect(fd, get, sizeof(get) - 1, wantg, sizeof(wantg) - 1);
+    enum { PAIRS = 300 };
+    static const char fill[] = "abcdefghijklmnopqrstuvwxyz0123456789"
+                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    buf_t b;
+    buf_t w;
+    buf_init(&b);
+    buf_init(&w);
+    char line[128];
+    int n = snprintf(line, sizeof(line), "*%d\r\n$4\r\nMSET\r\n", 1 + 2 * PAIRS);
+    buf_put(&b, line, (size_t)n);
+    for (int i = 0; i < PAIRS; i++) {
+        n = snprintf(line, sizeof(line), "$7\r\nmk:%04d\r\n$%d\r\n%.*s\r\n", i,
+                     i % 50, i % 50, fill + i % 7);
+        buf_put(&b, line, (size_t)n);
+    }
+    n = snprintf(line, sizeof(line), "*%d\r\n$4\r\nMGET\r\n", 1 + PAIRS);
+    buf_put(&b, line, (size_t)n);
+    n = snprintf(line, sizeof(line), "+OK\r\n*%d\r\n", PAIRS);
+    buf_put(&w, line, (size_t)n);
+    for (int i = PAIRS - 1; i >= 0; i--) {
+        n = snprintf(line, sizeof(line), "$7\r\nmk:%04d\r\n", i);
+        buf_put(&b, line, (size_t)n);
+        n = snprintf(line, sizeof(line), "$%d\r\n%.*s\r\n", i % 50, i % 50,
+                     fill + i % 7);
+        buf_put(&w, line, (size_t)n);
+    }
+    ck_assert(!b.oom && !w.oom);
+    raw_expect(fd, b.p, b.len, w.p, w.len);
+    buf_free(&b);
+    buf_free(&w);
+    close(fd);
+}
+
+/* INFO's sections, their selection, and DBSIZE/Keyspace agreeing. */
+static void check_info_sections(int port)
+{
+    int fd = tcp_connect(port);
+    char h[512];
+    const char *all = "Server|Clients|Memory|Stats|Replication|CPU|Keyspace";
+    info_headers(fd, "INFO\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, all);
+    info_headers(fd, "INFO all\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, all);
+    info_headers(fd, "INFO DEFAULT\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, all);
+    info_headers(fd, "INFO everything\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, all);
+    info_headers(fd, "INFO sErVeR\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, "Server");
+    info_headers(fd, "INFO keyspace clients nope\r\n", h, sizeof(h));
+    ck_assert_str_eq(h, "Clients|Keyspace");
+    raw_expect(fd, "INFO nope\r\n", 11, "$0\r\n\r\n", 6);
+
+    tcp_send(fd, "INFO server\r\n", 13);
+    char *body = read_bulk(fd);
+    char want[128];
+    snprintf(want, sizeof(want), "\r\nkvdist_version:%s\r\n", kv_version());
+    ck_assert_msg(strstr(body, want) != NULL, "INFO server: %s", body);
+    snprintf(want, sizeof(want), "\r\ntcp_port:%d\r\n", port);
+    ck_assert_msg(strstr(body, want) != NULL, "INFO server: %s", body);
+    snprintf(want, sizeof(want), "\r\nprocess_id:");
+    ck_assert_msg(strstr(body, "redis_version:") != NULL &&
+                      strstr(body, "\r\nuptime_in_seconds:") != NULL &&
+                      strstr(body, "\r\narch_bits:") != NULL &&
+                      strstr(body, want) != NULL,
+                  "INFO server: %s", body);
+    free(body);
+
+    /* Connections the previous checks closed are freed soon, not at
+     * once: poll (bounded) until this one is the only one counted. */
+    int64_t deadline = harness_now_ms() + 10000;
+    for (;;) {
+        tcp_send(fd, "INFO clients\r\n", 14);
+        body = read_bulk(fd);
+        ck_assert_msg(strstr(body, "\r\nmaxclients:") != NULL,
+                      "INFO clients: %s", body);
+        bool one = strstr(body, "\r\nconnected_clients:1\r\n") != NULL;
+        ck_assert_msg(one || harness_now_ms() < deadline,
+                      "INFO clients within 10 s: %s", body);
+        free(body);
+        if (one) {
+            break;
+        }
+        harness_sleep_ms(20);
+    }
+
+    tcp_send(fd, "INFO memory\r\n", 13);
+    body = read_bulk(fd);
+    char *um = strstr(body, "\r\nused_memory:");
+    ck_assert_msg(um != NULL && strtoull(um + 14, NULL, 10) > (1u << 20) &&
+                      strstr(body, "\r\nmaxmemory:0\r\n") != NULL,
+                  "INFO memory: %s", body);
+    free(body);
+
+    tcp_send(fd, "INFO stats\r\n", 12);
+    body = read_bulk(fd);
+    char *tc = strstr(body, "\r\ntotal_commands_processed:");
+    ck_assert_msg(tc != NULL && strtoull(tc + 27, NULL, 10) >= 12 &&
+                      strstr(body, "\r\ntotal_connections_received:") &&
+                      strstr(body, "\r\nkvdist_puts_total:") != NULL,
+                  "INFO stats: %s", body);
+    free(body);
+
+    /* DBSIZE and INFO keyspace report the same estimate. */
+    char dbsize[64];
+    tcp_send(fd, "DBSIZE\r\n", 8);
+    size_t k = 0;
+    while (k + 1 < sizeof(dbsize) && tcp_read(fd, dbsize + k, 1) == 1 &&
+           dbsize[k++] != '\n') {
+    }
+    dbsize[k] = '\0';
+    ck_assert_msg(dbsize[0] == ':', "DBSIZE: %s", dbsize);
+    long long keys = strtoll(dbsize + 1, NULL, 10);
+    ck_assert_int_gt(keys, 0);
+    tcp_send(fd, "INFO keyspace\r\n", 15);
+    body = read_bulk(fd);
+    snprintf(want, sizeof(want),
+             "# Keyspace\r\ndb0:keys=%lld,expires=0,avg_ttl=0\r\n", keys);
+    ck_assert_str_eq(body, want);
+    free(body);
+    close(fd);
+}
+
+/* Debian's python3-redis (redis-py): test/redis_clients.py, which exits 0
+ * when every check held and says on stderr which did not. */
+static void check_redis_py(int port)
+{
+    static const char script[] = "test/redis_clients.py";
+    ck_assert_msg(access(script, R_OK) == 0,
+                  "%s not found: run from the source tree", script);
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *argv[] = {"/usr/bin/python3", script, p, NULL};
+    static char out[16384];
+    int st = run_capture_all(argv, NULL, 0, out, sizeof(out), true);
+    ck_assert_msg(st == 0, "redis_clients.py exited %d:\n%s", st, out);
+}
+
+/* Lines of a node's log file that contain needle. */
+static int log_count(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0) {
+        n += strstr(line, needle) != NULL;
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* Polls (bounded: 10 s) until the log has a line with needle. */
+static void wait_log(const char *path, const char *needle)
+{
+    int64_t deadline = harness_now_ms() + 10000;
+    while (log_count(path, needle) == 0) {
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "no '%s' in %s within 10 s", needle, path);
+        harness_sleep_ms(20);
+    }
+}
+
+/* A new connection is refused: exactly Redis's line, then closed. */
+static void expect_refused(int port)
+{
+    static const char want[] = "-ERR max number of clients reached\r\n";
+    int fd = tcp_connect(port);
+    char got[sizeof(want) + 16];
+    size_t n = tcp_read(fd, got, sizeof(want) - 1);
+    ck_assert_msg(n == sizeof(want) - 1 && memcmp(got, want, n) == 0,
+                  "refusal: got %zu bytes '%.*s'", n, (int)n, got);
+    ck_assert_msg(tcp_closed(fd), "a refused connection was left open");
+    close(fd);
+}
+
+/* Polls (bounded: 10 s) until a new connection is admitted (answers
+ * PING); returns it. A slot is given back once the node has freed the
+ * closed connection, which it does soon but not at once. */
+static int connect_admitted(int port)
+{
+    int64_t deadline = harness_now_ms() + 10000;
+    for (;;) {
+        int fd = tcp_connect(port);
+        (void)send(fd, "PING\r\n", 6, MSG_NOSIGNAL);
+        char got[8];
+        if (tcp_read(fd, got, 7) == 7 && memcmp(got, "+PONG\r\n", 7) == 0) {
+            return fd;
+        }
+        close(fd);
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "no connection admitted within 10 s");
+        harness_sleep_ms(20);
+    }
+}
+
+/* max_clients 4: a fifth connection gets Redis's refusal and is closed,
+ * the four keep working, and a slot comes back exactly once however a
+ * connection ends (client close, QUIT, protocol error): after each, one
+ * more is admitted and the next is refused again. The log stays small. */
+START_TEST(test_resp_max_clients)
+{
+    signal(SIGPIPE, SIG_IGN);
+    harness_t *h = harness_create(1);
+    int port = harness_free_port();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    const char *extra[] = {"--resp", addr, "--max-clients", "4", NULL};
+    harness_start(h, 0, extra);
+
+    int fd[4];
+    for (int i = 0; i < 4; i++) {
+        fd[i] = connect_admitted(port);
+    }
+    expect_refused(port);
+    raw_expect(fd[0], "SET mc v\r\nGET mc\r\n", 18, "+OK\r\n$1\r\nv\r\n", 12);
+    enum { REFUSED = 200 };
+    for (int i = 0; i < REFUSED; i++) {
+        expect_refused(port);
+    }
+    for (int i = 0; i < 4; i++) {
+        raw_expect(fd[i], "GET mc\r\n", 8, "$1\r\nv\r\n", 7);
+    }
+    ck_assert_int_eq(
+        harness_remote_stat(h->node[0].url, "kvdist_resp_rejected_total"),
+        REFUSED + 1);
+
+    /* The client closes. */
+    close(fd[1]);
+    fd[1] = connect_admitted(port);
+    expect_refused(port);
+    /* QUIT. */
+    raw_expect(fd[2], "QUIT\r\n", 6, "+OK\r\n", 5);
+    ck_assert(tcp_closed(fd[2]));
+    close(fd[2]);
+    fd[2] = connect_admitted(port);
+    expect_refused(port);
+    /* A protocol error. */
+    tcp_send(fd[3], "*abc\r\n", 6);
+    ck_assert(tcp_closed(fd[3]));
+    close(fd[3]);
+    fd[3] = connect_admitted(port);
+    expect_refused(port);
+
+    tcp_send(fd[0], "INFO clients\r\n", 14);
+    char *body = read_bulk(fd[0]);
+    ck_assert_msg(strstr(body, "\r\nconnected_clients:4\r\n") != NULL &&
+                      strstr(body, "\r\nmaxclients:4\r\n") != NULL,
+                  "INFO clients: %s", body);
+    free(body);
+    for (int i = 0; i < 4; i++) {
+        close(fd[i]);
+    }
+
+    /* 204 refusals, and the log says so in a few lines, not 204. */
+    int lines = log_count(h->node[0].log, "clients");
+    ck_assert_msg(lines >= 1 && lines < 20, "%d log lines mention clients",
+                  lines);
+    ck_assert_int_ge(log_count(h->node[0].log, "max_clients 4 reached"), 1);
+    harness_destroy(h);
+}
+END_TEST
+
+/* The lowest descriptor number process pid has free: the next it gets
+ * (RLIMIT_NOFILE caps numbers, not counts, and holes are filled first). */
+static int lowest_free_fd_of(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", pid);
+    static bool used[4096];
+    memset(used, 0, sizeof(used));
+    DIR *d = opendir(path);
+    ck_assert_msg(d != NULL, "%s: %s", path, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int n = atoi(e->d_name);
+        if (e->d_name[0] != '.' && n >= 0 && n < 4096) {
+            used[n] = true;
+        }
+    }
+    closedir(d);
+    int n = 0;
+    while (n < 4095 && used[n]) {
+        n++;
+    }
+    return n;
+}
+
+/* Accept failing with "out of files": the node backs off instead of
+ * spinning, logs a few lines, and serves again once descriptors are back.
+ * The daemon's own limit is lowered under it with prlimit(2). */
+START_TEST(test_resp_accept_backoff)
+{
+    signal(SIGPIPE, SIG_IGN);
+    harness_t *h = harness_create(1);
+    int port = harness_free_port();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    const char *extra[] = {"--resp", addr, NULL};
+    harness_start(h, 0, extra);
+    int pid = h->node[0].pid;
+    const char *log = h->node[0].log;
+
+    struct rlimit old;
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, NULL, &old), 0);
+    struct rlimit low = old;
+    low.rlim_cur = (rlim_t)lowest_free_fd_of(pid) + 2; /* 2 clients at most */
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &low, NULL), 0);
+
+    enum { CLIENTS = 40 };
+    int fd[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++) {
+        fd[i] = tcp_connect(port); /* the kernel's backlog takes them */
+    }
+    wait_log(log, "resp: accept: Out of files");
+    /* A window in which a retry at once would have logged hundreds of
+     * thousands of lines (the bug this guards against); with the back-off
+     * it is a handful of retries and at most a line or two. */
+    harness_sleep_ms(2500);
+    int during = log_count(log, "accept");
+    ck_assert_msg(during >= 1 && during <= 3,
+                  "%d log lines about accept while out of files", during);
+
+    for (int i = 0; i < CLIENTS; i++) {
+        close(fd[i]);
+    }
+    ck_assert_int_eq(prlimit(pid, RLIMIT_NOFILE, &old, NULL), 0);
+    int c = connect_admitted(port);
+    close(c);
+    wait_log(log, "resp: accept: working again");
+    long long errors =
+        harness_remote_stat(h->node[0].url, "kvdist_resp_accept_errors_total");
+    /* 10, 20, 40, ... 1000 ms: about eight retries in those 2.5 s. */
+    ck_assert_msg(errors >= 2 && errors <= 40, "%lld accept errors", errors);
+    ck_assert_int_le(log_count(log, "accept"), 5);
+    harness_destroy(h);
+}
+END_TEST
+
 START_TEST(test_resp_cluster)
 {
     harness_t *h = harness_create(3);
@@ -404,6 +880,9 @@ START_TEST(test_resp_cluster)
     check_pipelining(resp[1], resp[2]);
     check_cli_pipe(resp[2], resp[0]);
     check_bad_input(resp[0]);
+    check_multi_key_commands(resp[1], resp[2]);
+    check_info_sections(resp[0]);
+    check_redis_py(resp[2]);
     /* Every node still answers after all that. */
     for (int i = 0; i < 3; i++) {
         cli_expect(resp[i], "PONG", "PING", NULL, NULL);
@@ -427,6 +906,8 @@ START_TEST(test_resp_single_node)
     check_cli_commands(resp[0], resp[0]);
     check_pipelining(resp[0], resp[0]);
     check_bad_input(resp[0]);
+    check_multi_key_commands(resp[0], resp[0]);
+    check_info_sections(resp[0]);
 
     int fd = tcp_connect(resp[0]);
     size_t vlen = 100000;
@@ -467,5 +948,10 @@ Suite *resp_suite(void)
     tcase_add_test(tc, test_resp_single_node);
     tcase_add_test(tc, test_resp_cluster);
     suite_add_tcase(s, tc);
+    TCase *lim = tcase_create("limits");
+    tcase_set_timeout(lim, 120);
+    tcase_add_test(lim, test_resp_max_clients);
+    tcase_add_test(lim, test_resp_accept_backoff);
+    suite_add_tcase(s, lim);
     return s;
 }
