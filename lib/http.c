@@ -1444,8 +1444,9 @@ static void handle_first(nng_aio *aio)
     }
     if (!node_client_admit(kv)) {
         metric_inc(&kv->metrics, M_HTTP_REJECTED);
-        /* Debug only: a flood of these must not flood the log. */
-        KV_LOG(&kv->log, KV_LOG_DEBUG,
+        /* Identical lines in a row are folded into a count (log.c), so a
+         * flood of refusals costs a line per 10 s, not a line each. */
+        KV_LOG(&kv->log, KV_LOG_WARN,
                "http: refused a connection: max_clients (%u) reached",
                kv->max_clients);
         reply(kv, aio,
