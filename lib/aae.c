@@ -1285,6 +1285,8 @@ static void aae_read_saved(kv_t *kv)
     free(raw);
 }
 
+static void aae_handle(void *arg, rpc_req_t *req, const wire_msg_t *m);
+
 int aae_open(kv_t *kv)
 {
     struct aae *a = calloc(1, sizeof(*a));
@@ -1298,6 +1300,9 @@ int aae_open(kv_t *kv)
     atomic_init(&a->unviewed, 0);
     kv->aae = a;
     aae_read_saved(kv);
+    if (kv->rpc != NULL) {
+        return rpc_handle(kv->rpc, WIRE_AE, aae_handle, kv);
+    }
     return 0;
 }
 
@@ -1705,8 +1710,10 @@ static int aae_handle_tomb(kv_t *kv, rd_t *r, buf_t *out, bool purge)
     return 0;
 }
 
-void aae_handle(kv_t *kv, rpc_req_t *req, const wire_msg_t *m)
+/* The rpc handler for WIRE_AE requests (registered by aae_open). */
+static void aae_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
+    kv_t *kv = arg;
     rd_t r;
     rd_init(&r, m->obj, m->objlen);
     buf_t out;

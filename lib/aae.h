@@ -27,7 +27,8 @@ enum aae_op {
     AAE_OP_STATUS = 8      /* progress and each range's root */
 };
 
-/* Sets up the index (a store is required); trees come with aae_start. */
+/* Sets up the index (a store is required) and registers the WIRE_AE
+ * handler when the node has a transport; trees come with aae_start. */
 int aae_open(kv_t *kv);
 /* Builds the ring view, loads the trees saved by the last clean close or
  * schedules a rebuild, and starts the background thread (cluster only). */
@@ -67,8 +68,6 @@ int aae_stage(kv_t *kv, store_batch_t *b, const void *key, size_t klen,
               const uint64_t *old_digest, aae_toggle_t *t);
 int aae_commit(kv_t *kv, store_batch_t *b, const aae_toggle_t *t, size_t n);
 
-/* The rpc handler for WIRE_AE requests. */
-void aae_handle(kv_t *kv, rpc_req_t *req, const wire_msg_t *m);
 
 /* kv_repair / kv_repair_status on this node. */
 int aae_repair(kv_t *kv);

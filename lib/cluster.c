@@ -272,7 +272,7 @@ void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
     }
 }
 
-void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len)
+static void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len)
 {
     rd_t r;
     rd_init(&r, p, len);
@@ -283,7 +283,7 @@ void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len)
     }
 }
 
-void cluster_encode_gossip(kv_t *kv, buf_t *b)
+static void cluster_encode_gossip(kv_t *kv, buf_t *b)
 {
     struct cluster *c = kv->cluster;
     pthread_rwlock_rdlock(&c->lock);
@@ -295,7 +295,7 @@ void cluster_encode_gossip(kv_t *kv, buf_t *b)
     pthread_rwlock_unlock(&c->lock);
 }
 
-void cluster_encode_members(kv_t *kv, buf_t *b)
+static void cluster_encode_members(kv_t *kv, buf_t *b)
 {
     struct cluster *c = kv->cluster;
     pthread_rwlock_rdlock(&c->lock);
@@ -534,6 +534,60 @@ static uint64_t cluster_new_incarnation(kv_t *kv)
     return inc;
 }
 
+/* ------------------------------------------------------------ handlers */
+
+static void handle_ping(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    (void)arg;
+    rpc_reply_status(req, m->type, m->id, 0);
+}
+
+static void handle_members(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, m->type | WIRE_REPLY, m->id, 0, 0);
+    cluster_encode_members(arg, &b);
+    rpc_reply(req, &b);
+}
+
+/* A gossip exchange: merge the sender's table, answer with ours. */
+static void handle_gossip(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    cluster_merge_gossip(kv, m->members, m->memberslen);
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, m->type | WIRE_REPLY, m->id, 0, 0);
+    cluster_encode_gossip(kv, &b);
+    rpc_reply(req, &b);
+}
+
+/* The membership requests this module answers. WIRE_JOIN has none: no node
+ * sends it (a joining node gossips with its seeds), so it is answered
+ * KV_ENOTSUP like any request nobody registered. */
+static const struct {
+    uint8_t type;
+    rpc_handler_fn fn;
+} cluster_handlers[] = {
+    {WIRE_PING, handle_ping},
+    {WIRE_MEMBERS, handle_members},
+    {WIRE_GOSSIP, handle_gossip},
+};
+
+static int cluster_register(kv_t *kv)
+{
+    for (size_t i = 0;
+         i < sizeof(cluster_handlers) / sizeof(cluster_handlers[0]); i++) {
+        int rc = rpc_handle(kv->rpc, cluster_handlers[i].type,
+                            cluster_handlers[i].fn, kv);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int cluster_open(kv_t *kv)
 {
     struct cluster *c = calloc(1, sizeof(*c));
@@ -572,6 +626,10 @@ int cluster_open(kv_t *kv)
     if (kv->rpc == NULL) {
         c->joined = true;
         return 0; /* embedded: a one-node cluster with nothing to join */
+    }
+    int rrc = cluster_register(kv);
+    if (rrc != 0) {
+        return rrc;
     }
     /* Known members (after a restart) count as joined: gossip reaches
      * them; seeds are for nodes that know nobody. */

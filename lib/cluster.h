@@ -45,18 +45,13 @@ size_t cluster_size(kv_t *kv);
 bool cluster_is_up(kv_t *kv, const char *id);
 /* The member's peer, NULL for this node or an unknown id. */
 rpc_peer_t *cluster_peer(kv_t *kv, const char *id);
-/* Gossip: merge a received table; append ours (count + rows). */
-void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len);
-void cluster_encode_gossip(kv_t *kv, buf_t *b);
 /* Appends the kvdist_member_up{id=...} and kvdist_ring_share_ratio{id=...}
  * gauges of every member. */
 void cluster_render_metrics(kv_t *kv, buf_t *b);
 
-/* Learns of a member (from a JOIN or a member list). Idempotent. */
+/* Learns of a member (from a member list). Idempotent. */
 void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
                    const uint8_t *url, size_t urllen);
-/* Appends the member list (count + members) for a reply. */
-void cluster_encode_members(kv_t *kv, buf_t *b);
 /* Learns every member of an encoded list from a reply. */
 void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len);
 

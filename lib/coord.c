@@ -30,7 +30,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "aae.h"
 #include "cluster.h"
 #include "handoff.h"
 #include "replica.h"
@@ -681,14 +680,6 @@ typedef struct pending {
     uint64_t id;
 } pending_t;
 
-static void reply_status(rpc_req_t *req, uint8_t type, uint64_t id, int rc)
-{
-    buf_t b;
-    buf_init(&b);
-    wire_build_simple(&b, type | WIRE_REPLY, id, (uint16_t)rc);
-    rpc_reply(req, &b);
-}
-
 static void reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
                       int acked, int needed, const obj_t *o)
 {
@@ -710,7 +701,7 @@ static void reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
 
 static void on_replica_put_applied(void *arg, uint64_t id, int rc)
 {
-    reply_status(arg, WIRE_REPLICA_PUT, id, rc);
+    rpc_reply_status(arg, WIRE_REPLICA_PUT, id, rc);
 }
 
 void coord_batch_begin(void *arg)
@@ -731,152 +722,159 @@ static void on_coordinated(void *arg, int rc, int acked, int needed,
     free(p);
 }
 
-static void reply_members(kv_t *kv, rpc_req_t *req, uint8_t type, uint64_t id)
+/* The checks every keyed request to a replica shares. */
+static bool replica_request_ok(kv_t *kv, rpc_req_t *req, const wire_msg_t *m)
 {
-    buf_t b;
-    buf_init(&b);
-    wire_header(&b, type | WIRE_REPLY, id, 0, 0);
-    cluster_encode_members(kv, &b);
-    rpc_reply(req, &b);
+    if (m->klen > kv->cfg.max_key_size) {
+        reply_obj(req, m->type, m->id, KV_EKEYTOOBIG, 0, 0, NULL);
+        return false;
+    }
+    return true;
 }
 
-void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
+/* Copies a message's owner id (a hinted request) into a string. */
+static void owner_string(const wire_msg_t *m, char owner[WIRE_MAX_ID + 1])
+{
+    memcpy(owner, m->owner, m->ownerlen);
+    owner[m->ownerlen] = '\0';
+}
+
+/* REPLICA_PUT: join the object into this replica, or keep it as a hint
+ * for the owner this node stands in for (sloppy quorum). */
+static void handle_replica_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
     kv_t *kv = arg;
-    uint8_t type = m->type;
-    switch (type) {
-    case WIRE_PING:
-        reply_status(req, type, m->id, 0);
-        return;
-    case WIRE_JOIN:
-        cluster_learn(kv, m->member.id, m->member.idlen, m->member.url,
-                      m->member.urllen);
-        reply_members(kv, req, type, m->id);
-        return;
-    case WIRE_MEMBERS:
-        reply_members(kv, req, type, m->id);
-        return;
-    case WIRE_GOSSIP: {
-        cluster_merge_gossip(kv, m->members, m->memberslen);
-        buf_t b;
-        buf_init(&b);
-        wire_header(&b, type | WIRE_REPLY, m->id, 0, 0);
-        cluster_encode_gossip(kv, &b);
-        rpc_reply(req, &b);
+    if (!replica_request_ok(kv, req, m)) {
         return;
     }
-    case WIRE_AE:
-        aae_handle(kv, req, m);
-        return;
-    case WIRE_STATS: {
-        char *text = NULL;
-        size_t len = 0;
-        int rc = kv_metrics(kv, &text, &len);
-        if (rc == 0 && len > WIRE_MAX_STATS) {
-            len = WIRE_MAX_STATS;
-        }
-        buf_t b;
-        buf_init(&b);
-        wire_header(&b, type | WIRE_REPLY, m->id, (uint16_t)rc, 0);
-        wire_put_bytes(&b, text, rc == 0 ? len : 0);
-        kv_free(text);
-        rpc_reply(req, &b);
-        return;
-    }
-    default:
-        break;
-    }
-    if (kv->store == NULL) {
-        reply_status(req, type, m->id, KV_ENOTSUP);
-        return;
-    }
-    if (m->klen > kv->cfg.max_key_size) {
-        reply_obj(req, type, m->id, KV_EKEYTOOBIG, 0, 0, NULL);
-        return;
-    }
-    switch (type) {
-    case WIRE_REPLICA_PUT: {
-        obj_t o;
-        obj_init(&o);
-        int rc = obj_decode(m->obj, m->objlen, &kv->limits, &o);
-        if (rc == 0 && m->owner != NULL) {
-            /* We stand in for a down replica: keep it as its hint. */
-            char owner[WIRE_MAX_ID + 1];
-            memcpy(owner, m->owner, m->ownerlen);
-            owner[m->ownerlen] = '\0';
-            rc = handoff_store(kv, owner, m->key, m->klen, &o);
-        } else if (rc == 0) {
-            metric_inc(&kv->metrics, M_REPLICA_WRITES);
-            replica_group_t *g = replica_group_current(kv);
-            if (g != NULL) {
-                rc = replica_merge_grouped(g, m->key, m->klen, &o,
-                                           on_replica_put_applied, req, m->id);
-                obj_free(&o);
-                if (rc != 0) {
-                    reply_status(req, type, m->id, rc);
-                }
-                return; /* answered once the group commits */
+    obj_t o;
+    obj_init(&o);
+    int rc = obj_decode(m->obj, m->objlen, &kv->limits, &o);
+    if (rc == 0 && m->owner != NULL) {
+        char owner[WIRE_MAX_ID + 1];
+        owner_string(m, owner);
+        rc = handoff_store(kv, owner, m->key, m->klen, &o);
+    } else if (rc == 0) {
+        metric_inc(&kv->metrics, M_REPLICA_WRITES);
+        replica_group_t *g = replica_group_current(kv);
+        if (g != NULL) {
+            rc = replica_merge_grouped(g, m->key, m->klen, &o,
+                                       on_replica_put_applied, req, m->id);
+            obj_free(&o);
+            if (rc != 0) {
+                rpc_reply_status(req, m->type, m->id, rc);
             }
-            rc = replica_merge(kv, m->key, m->klen, &o, NULL);
+            return; /* answered once the group commits */
         }
-        obj_free(&o);
-        reply_status(req, type, m->id, rc);
+        rc = replica_merge(kv, m->key, m->klen, &o, NULL);
+    }
+    obj_free(&o);
+    rpc_reply_status(req, m->type, m->id, rc);
+}
+
+/* REPLICA_GET and LOCAL_GET: this replica's object (or the hint kept for
+ * the owner named in the request). */
+static void handle_replica_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    if (!replica_request_ok(kv, req, m)) {
         return;
     }
-    case WIRE_REPLICA_GET:
-    case WIRE_LOCAL_GET: {
-        obj_t o;
-        obj_init(&o);
-        int rc = replica_read(kv, m->key, m->klen, &o);
-        if (rc == 0 && m->owner != NULL) {
-            char owner[WIRE_MAX_ID + 1];
-            memcpy(owner, m->owner, m->ownerlen);
-            owner[m->ownerlen] = '\0';
-            rc = handoff_read(kv, owner, m->key, m->klen, &o);
-        }
-        metric_inc(&kv->metrics, M_REPLICA_READS);
-        reply_obj(req, type, m->id, rc, rc == 0, 1, &o);
-        obj_free(&o);
+    obj_t o;
+    obj_init(&o);
+    int rc = replica_read(kv, m->key, m->klen, &o);
+    if (rc == 0 && m->owner != NULL) {
+        char owner[WIRE_MAX_ID + 1];
+        owner_string(m, owner);
+        rc = handoff_read(kv, owner, m->key, m->klen, &o);
+    }
+    metric_inc(&kv->metrics, M_REPLICA_READS);
+    reply_obj(req, m->type, m->id, rc, rc == 0, 1, &o);
+    obj_free(&o);
+}
+
+/* A forwarded request's deadline: the sender's, if sensible. */
+static int forwarded_timeout(const wire_msg_t *m)
+{
+    return (int)(m->timeout_ms > 0 && m->timeout_ms <= 3600000 ? m->timeout_ms
+                                                               : 0);
+}
+
+/* COORD_GET: coordinate a read forwarded by a node that is no replica. */
+static void handle_coord_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    if (!replica_request_ok(kv, req, m)) {
         return;
     }
-    case WIRE_COORD_PUT:
-    case WIRE_COORD_GET: {
-        pending_t *p = malloc(sizeof(*p));
-        if (p == NULL) {
-            reply_obj(req, type, m->id, KV_ENOMEM, 0, 0, NULL);
-            return;
-        }
-        *p = (pending_t){req, type, m->id};
-        int tmo =
-            (int)(m->timeout_ms > 0 && m->timeout_ms <= 3600000 ? m->timeout_ms
-                                                                : 0);
-        if (type == WIRE_COORD_GET) {
-            coord_read(kv, m->key, m->klen, m->quorum, tmo, on_coordinated, p);
-            return;
-        }
-        bool tomb = (m->flags & WIRE_F_TOMBSTONE) != 0;
-        if (!tomb && m->vlen > kv->cfg.max_value_size) {
-            free(p);
-            reply_obj(req, type, m->id, KV_ETOOBIG, 0, 0, NULL);
-            return;
-        }
-        vc_t ctx;
-        vc_init(&ctx);
-        bool has_ctx = (m->flags & WIRE_F_HAS_CTX) != 0;
-        if (has_ctx && vc_context_decode(m->ctx, m->ctxlen, &ctx) != 0) {
-            free(p);
-            vc_free(&ctx);
-            reply_obj(req, type, m->id, KV_EINVAL, 0, 0, NULL);
-            return;
-        }
-        coord_write_impl(kv, m->key, m->klen, has_ctx ? &ctx : NULL, m->val,
-                         m->vlen, tomb, m->quorum, tmo, false, on_coordinated,
-                         p);
+    pending_t *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        reply_obj(req, m->type, m->id, KV_ENOMEM, 0, 0, NULL);
+        return;
+    }
+    *p = (pending_t){req, m->type, m->id};
+    coord_read(kv, m->key, m->klen, m->quorum, forwarded_timeout(m),
+               on_coordinated, p);
+}
+
+/* COORD_PUT: coordinate a write forwarded by a node that is no replica. */
+static void handle_coord_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    if (!replica_request_ok(kv, req, m)) {
+        return;
+    }
+    bool tomb = (m->flags & WIRE_F_TOMBSTONE) != 0;
+    if (!tomb && m->vlen > kv->cfg.max_value_size) {
+        reply_obj(req, m->type, m->id, KV_ETOOBIG, 0, 0, NULL);
+        return;
+    }
+    vc_t ctx;
+    vc_init(&ctx);
+    bool has_ctx = (m->flags & WIRE_F_HAS_CTX) != 0;
+    if (has_ctx && vc_context_decode(m->ctx, m->ctxlen, &ctx) != 0) {
         vc_free(&ctx);
+        reply_obj(req, m->type, m->id, KV_EINVAL, 0, 0, NULL);
         return;
     }
-    default:
-        reply_status(req, type, m->id, KV_EPROTO);
+    pending_t *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        vc_free(&ctx);
+        reply_obj(req, m->type, m->id, KV_ENOMEM, 0, 0, NULL);
         return;
     }
+    *p = (pending_t){req, m->type, m->id};
+    coord_write_impl(kv, m->key, m->klen, has_ctx ? &ctx : NULL, m->val,
+                     m->vlen, tomb, m->quorum, forwarded_timeout(m), false,
+                     on_coordinated, p);
+    vc_free(&ctx);
+}
+
+/* The requests this module answers; only a node that holds data (not a
+ * client) registers them. */
+static const struct {
+    uint8_t type;
+    rpc_handler_fn fn;
+} coord_handlers[] = {
+    {WIRE_REPLICA_PUT, handle_replica_put},
+    {WIRE_REPLICA_GET, handle_replica_get},
+    {WIRE_LOCAL_GET, handle_replica_get},
+    {WIRE_COORD_PUT, handle_coord_put},
+    {WIRE_COORD_GET, handle_coord_get},
+};
+
+int coord_open(kv_t *kv)
+{
+    if (kv->rpc == NULL || kv->store == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(coord_handlers) / sizeof(coord_handlers[0]);
+         i++) {
+        int rc =
+            rpc_handle(kv->rpc, coord_handlers[i].type, coord_handlers[i].fn, kv);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
 }

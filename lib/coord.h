@@ -35,8 +35,10 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
                 coord_done_fn done, void *arg);
 
-/* The rpc handler for requests from peers. */
-void coord_handle(void *arg, rpc_req_t *req, const wire_msg_t *msg);
+/* Registers the handlers of the replica and coordinator requests
+ * (REPLICA_PUT/GET, LOCAL_GET, COORD_PUT/GET) on a node that holds data.
+ * Returns 0 or KV_EINVAL. */
+int coord_open(kv_t *kv);
 
 /* rpc batch hooks: the replica writes of one received batch are applied
  * as one group (replica.h). */

@@ -104,6 +104,8 @@ static unsigned node_max_clients(const kv_config_t *cfg)
     return half < 1 ? 1 : half > 10000 ? 10000 : (unsigned)half;
 }
 
+static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m);
+
 static uint64_t node_new_actor(void)
 {
     uint32_t rnd = 0;
@@ -187,20 +189,19 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     kv->max_clients = node_max_clients(&kv->cfg);
     atomic_init(&kv->counter, 0);
 
+    /*
+     * Every module opens (and registers the handlers of the messages it
+     * owns) before the node listens: a peer's message can only reach a
+     * node whose modules all exist. The front ends come last, as they
+     * serve requests at once. node_free undoes it in the reverse order.
+     */
     if (kv->cfg.role == KV_ROLE_PEER) {
         store_config_t sc = {kv->cfg.data_dir, kv->cfg.sync,
                              kv->cfg.cache_size};
         rc = store_open(&sc, &kv->log, &kv->store);
-        if (rc == 0) {
-            rc = aae_open(kv);
-        }
-        if (rc != 0) {
-            node_free(kv);
-            return rc;
-        }
     }
-    if (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
-        kv->cfg.join != NULL) {
+    if (rc == 0 && (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
+                    kv->cfg.join != NULL)) {
         /* Objects on the wire may carry several siblings: allow a few
          * full-size values per message. */
         rpc_config_t rc_cfg = {
@@ -208,32 +209,39 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
                        4 * kv->cfg.max_value_size + (1u << 20)},
             .log = &kv->log,
             .metrics = &kv->metrics,
-            .handler = coord_handle,
-            .handler_arg = kv,
+            .listen_url = kv->cfg.listen,
             .batch_begin = coord_batch_begin,
             .batch_end = coord_batch_end,
+            .batch_arg = kv,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
-        if (rc == 0 && kv->cfg.listen != NULL) {
-            rc = rpc_listen(kv->rpc, kv->cfg.listen);
-        }
-        if (rc != 0) {
-            node_free(kv);
-            return rc;
+        if (rc == 0) {
+            rc = rpc_handle(kv->rpc, WIRE_STATS, node_handle_stats, kv);
         }
     }
-    rc = cluster_open(kv);
+    if (rc == 0 && kv->store != NULL) {
+        rc = aae_open(kv);
+    }
+    if (rc == 0) {
+        rc = cluster_open(kv);
+    }
     if (rc == 0 && kv->store != NULL) {
         rc = handoff_open(kv);
     }
+    if (rc == 0) {
+        rc = coord_open(kv);
+    }
     if (rc == 0 && kv->store != NULL) {
         rc = aae_start(kv);
+    }
+    if (rc == 0 && kv->rpc != NULL && kv->cfg.listen != NULL) {
+        rc = rpc_listen(kv->rpc, kv->cfg.listen);
     }
     if (rc == 0 && kv->cfg.resp != NULL) {
         rc = resp_start(kv);
     }
     if (rc == 0 && kv->cfg.http != NULL) {
-        rc = http_start(kv); /* last: it serves requests at once */
+        rc = http_start(kv);
     }
     if (rc != 0) {
         node_free(kv);
@@ -749,19 +757,15 @@ int kv_stat(kv_t *kv, const char *name, uint64_t *value)
     return metrics_lookup(&kv->metrics, name, value);
 }
 
-int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
+/* Appends every metric of the node (counters, then the modules' gauges)
+ * in the Prometheus text format, with no NUL. */
+static void node_render_metrics(kv_t *kv, buf_t *out)
 {
-    if (kv == NULL || outp == NULL) {
-        return KV_EINVAL;
-    }
-    *outp = NULL;
-    buf_t b;
-    buf_init(&b);
-    metrics_render(&kv->metrics, &b);
+    metrics_render(&kv->metrics, out);
     int rc = node_enter(kv);
     if (rc == 0 && kv->store != NULL) {
         metrics_render_gauge(
-            &b, "kvdist_store_keys_estimate",
+            out, "kvdist_store_keys_estimate",
             "RocksDB's estimate of keys in the store.",
             store_property(kv->store, "rocksdb.estimate-num-keys"));
         /* Live SST files (those of the current version: not files a
@@ -770,30 +774,41 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         uint64_t sst = store_property(kv->store, "rocksdb.live-sst-files-size");
         uint64_t mem =
             store_property(kv->store, "rocksdb.cur-size-all-mem-tables");
-        metrics_render_gauge(&b, "kvdist_store_memtable_bytes",
+        metrics_render_gauge(out, "kvdist_store_memtable_bytes",
                              "Bytes in RocksDB memtables.", mem);
-        metrics_render_gauge(&b, "kvdist_store_sst_bytes",
+        metrics_render_gauge(out, "kvdist_store_sst_bytes",
                              "Bytes of the live SST files of the data.", sst);
-        metrics_render_gauge(&b, "kvdist_store_bytes",
+        metrics_render_gauge(out, "kvdist_store_bytes",
                              "Bytes of data stored: live SST files plus "
                              "memtables.",
                              sst + mem);
         metrics_render_gauge(
-            &b, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
+            out, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
             store_property(kv->store, "rocksdb.block-cache-usage"));
     }
     if (rc == 0) {
         if (kv->cluster != NULL) {
-            cluster_render_metrics(kv, &b);
+            cluster_render_metrics(kv, out);
         }
         if (kv->handoff != NULL) {
-            handoff_render_metrics(kv, &b);
+            handoff_render_metrics(kv, out);
         }
         if (kv->aae != NULL) {
-            aae_render_metrics(kv, &b);
+            aae_render_metrics(kv, out);
         }
         node_leave(kv);
     }
+}
+
+int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
+{
+    if (kv == NULL || outp == NULL) {
+        return KV_EINVAL;
+    }
+    *outp = NULL;
+    buf_t b;
+    buf_init(&b);
+    node_render_metrics(kv, &b);
     buf_put_u8(&b, 0);
     if (b.oom) {
         buf_free(&b);
@@ -805,6 +820,26 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
         *lenp = len - 1;
     }
     return 0;
+}
+
+/* WIRE_STATS: the node's metrics text, cut at WIRE_MAX_STATS. */
+static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    buf_t text;
+    buf_init(&text);
+    node_render_metrics(kv, &text);
+    int rc = text.oom ? KV_ENOMEM : 0;
+    size_t len = rc == 0 ? text.len : 0;
+    if (len > WIRE_MAX_STATS) {
+        len = WIRE_MAX_STATS;
+    }
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, m->type | WIRE_REPLY, m->id, (uint16_t)rc, 0);
+    wire_put_bytes(&b, text.p, len);
+    buf_free(&text);
+    rpc_reply(req, &b);
 }
 
 /* Another node's metrics text over the peer protocol (WIRE_STATS), found

@@ -184,8 +184,16 @@ typedef struct rpc_cork {
 
 static _Thread_local rpc_cork_t *rpc_tl_cork;
 
+/* A registered handler (rpc_handle). */
+typedef struct rpc_handler {
+    rpc_handler_fn fn;
+    void *arg;
+} rpc_handler_t;
+
 struct rpc {
     rpc_config_t cfg;
+    /* By request type; written before rpc_listen, read-only after. */
+    rpc_handler_t handlers[WIRE_REPLY];
     nng_socket server;
     bool listening;
     _Atomic bool stopping; /* the server's workers take no new request */
@@ -461,6 +469,25 @@ static void reply_malformed(rpc_t *rpc, rpc_req_t *req, size_t len)
     rpc_reply(req, &reply);
 }
 
+void rpc_reply_status(rpc_req_t *req, uint8_t type, uint64_t id, int rc)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, type | WIRE_REPLY, id, (uint16_t)rc);
+    rpc_reply(req, &b);
+}
+
+/* Hands a decoded request to the handler its type was registered with. */
+static void rpc_dispatch(rpc_t *rpc, rpc_req_t *req, const wire_msg_t *msg)
+{
+    const rpc_handler_t *h = &rpc->handlers[msg->type & (WIRE_REPLY - 1)];
+    if (h->fn == NULL) {
+        rpc_reply_status(req, msg->type, msg->id, KV_ENOTSUP);
+        return;
+    }
+    h->fn(h->arg, req, msg);
+}
+
 static void rpc_uncork(rpc_cork_t *k);
 
 /* Dispatches each entry of a batch to the handler, corking the requests
@@ -497,7 +524,7 @@ static void worker_batch(struct rpc_worker *w, nng_msg *m)
     rpc_cork_t *outer = rpc_tl_cork;
     rpc_tl_cork = &cork;
     if (rpc->cfg.batch_begin != NULL) {
-        rpc->cfg.batch_begin(rpc->cfg.handler_arg);
+        rpc->cfg.batch_begin(rpc->cfg.batch_arg);
     }
     for (size_t i = 0; i < n; i++) {
         b->req[i] = (rpc_req_t){w, b, i};
@@ -509,10 +536,10 @@ static void worker_batch(struct rpc_worker *w, nng_msg *m)
             reply_malformed(rpc, &b->req[i], elen);
             continue;
         }
-        rpc->cfg.handler(rpc->cfg.handler_arg, &b->req[i], &msg);
+        rpc_dispatch(rpc, &b->req[i], &msg);
     }
     if (rpc->cfg.batch_end != NULL) {
-        rpc->cfg.batch_end(rpc->cfg.handler_arg);
+        rpc->cfg.batch_end(rpc->cfg.batch_arg);
     }
     rpc_tl_cork = outer;
     rpc_uncork(&cork);
@@ -571,7 +598,7 @@ static void worker_cb(void *arg)
         return;
     }
     w->state = W_HANDLING;
-    rpc->cfg.handler(rpc->cfg.handler_arg, w->req, &msg);
+    rpc_dispatch(rpc, w->req, &msg);
     nng_msg_free(m);
 }
 
@@ -1269,6 +1296,8 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
     return done;
 }
 
+static void rpc_set_local(rpc_t *rpc, const char *url);
+
 int rpc_create(const rpc_config_t *cfg, rpc_t **out)
 {
     *out = NULL;
@@ -1295,7 +1324,20 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
                "rpc: fault injection on, from %s (KVDIST_FAULT_FILE)",
                rpc->fault_path);
     }
+    if (cfg->listen_url != NULL) {
+        rpc_set_local(rpc, cfg->listen_url);
+    }
     *out = rpc;
+    return 0;
+}
+
+int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg)
+{
+    if ((type & WIRE_REPLY) != 0 || fn == NULL || rpc->listening ||
+        rpc->handlers[type].fn != NULL) {
+        return KV_EINVAL;
+    }
+    rpc->handlers[type] = (rpc_handler_t){fn, arg};
     return 0;
 }
 
@@ -1352,7 +1394,6 @@ int rpc_listen(rpc_t *rpc, const char *url)
         worker_recv(w);
     }
     rpc->listening = true;
-    rpc_set_local(rpc, url);
     return 0;
 }
 

@@ -22,9 +22,10 @@ typedef struct rpc_req rpc_req_t;
  * with reply NULL. Runs on an NNG thread: must not block for long. */
 typedef void (*rpc_done_fn)(void *arg, int rc, const wire_msg_t *reply);
 
-/* Called for each well-formed request on an NNG thread. The handler must
- * eventually call rpc_reply(req, ...) exactly once, now or later (from any
- * thread); msg is valid only during the call. */
+/* Called for each well-formed request of the type it was registered for
+ * (rpc_handle), on an NNG thread. The handler must eventually call
+ * rpc_reply(req, ...) exactly once, now or later (from any thread); msg is
+ * valid only during the call. */
 typedef void (*rpc_handler_fn)(void *arg, rpc_req_t *req,
                                const wire_msg_t *msg);
 
@@ -38,14 +39,25 @@ typedef struct rpc_config {
     wire_limits_t limits;
     const kvlog_t *log;
     metrics_t *metrics;
-    rpc_handler_fn handler;
-    void *handler_arg;
+    /* The URL the node will listen on (NULL: none): peers are dialled
+     * from its host from the start, before rpc_listen. */
+    const char *listen_url;
     rpc_batch_fn batch_begin;
     rpc_batch_fn batch_end;
+    void *batch_arg;
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);
-/* Starts serving requests at url. Returns 0, KV_EADDRINUSE, KV_EINVAL
+/*
+ * Registers the handler of one request type, as the module that owns the
+ * message does when it opens; before rpc_listen (the table is then read
+ * without a lock). A request of a type nobody registered is answered
+ * KV_ENOTSUP. Returns 0, or KV_EINVAL (a reply type, one registered
+ * already, or after rpc_listen).
+ */
+int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg);
+/* Starts serving requests at url, with the handlers registered so far:
+ * the last step of opening a node. Returns 0, KV_EADDRINUSE, KV_EINVAL
  * (bad URL), KV_EIO. */
 int rpc_listen(rpc_t *rpc, const char *url);
 /* Closes every socket, waits for outstanding calls and handlers to finish,
@@ -79,5 +91,7 @@ int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
 
 /* Sends a reply (msg taken) for req and frees req. */
 void rpc_reply(rpc_req_t *req, buf_t *msg);
+/* Replies with a status alone (wire_build_simple's message). */
+void rpc_reply_status(rpc_req_t *req, uint8_t type, uint64_t id, int rc);
 
 #endif /* KV_RPC_H */

@@ -161,7 +161,9 @@ static pid_t spawn(harness_t *h, int i, const char *const *extra)
     argv[a] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    /* The child calls nothing of Check's: a thread of the test may have
+     * held Check's lock (taken by every ck_assert) when it forked, and
+     * the child would wait for it forever. */
     if (pid == 0) {
         /* Die with the test process, whatever kills it. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -182,6 +184,7 @@ static pid_t spawn(harness_t *h, int i, const char *const *extra)
         execv(h->daemon, (char *const *)argv);
         _exit(127);
     }
+    ck_assert_int_ge(pid, 0);
     return pid;
 }
 
@@ -247,6 +250,28 @@ static void reap(harness_node_t *n, int sig, int bound_ms)
 void harness_stop(harness_t *h, int i)
 {
     reap(&h->node[i], SIGTERM, 10000);
+}
+
+int harness_stop_status(harness_t *h, int i)
+{
+    harness_node_t *n = &h->node[i];
+    if (n->pid <= 0) {
+        return -1;
+    }
+    kill(n->pid, SIGTERM);
+    int64_t deadline = harness_now_ms() + 30000;
+    while (harness_now_ms() < deadline) {
+        int status;
+        if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+            n->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        harness_sleep_ms(10);
+    }
+    kill(n->pid, SIGKILL);
+    waitpid(n->pid, NULL, 0);
+    n->pid = 0;
+    return -1;
 }
 
 void harness_kill(harness_t *h, int i)

@@ -65,6 +65,9 @@ void harness_start(harness_t *h, int i, const char *const *extra);
 void harness_start_all(harness_t *h, const char *const *extra);
 /* SIGTERM and wait (bounded, then SIGKILL). */
 void harness_stop(harness_t *h, int i);
+/* SIGTERM and wait (bounded at 30 s, then SIGKILL): the exit status of a
+ * clean stop, or -1 for a crash (a signal), a hang or no process. */
+int harness_stop_status(harness_t *h, int i);
 /* SIGKILL and wait. */
 void harness_kill(harness_t *h, int i);
 void harness_stop_all(harness_t *h);

@@ -84,10 +84,20 @@ static void server_start(server_t *s, const char *url)
     rpc_config_t cfg = {.limits = rpc_lim,
                         .log = &s->log,
                         .metrics = &s->metrics,
-                        .handler = server_handle,
-                        .handler_arg = s};
+                        .listen_url = url};
     ck_assert_int_eq(rpc_create(&cfg, &s->rpc), 0);
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s), 0);
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_STATS, server_handle, s), 0);
+    /* One handler a type; replies are never handled. */
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s),
+                     KV_EINVAL);
+    ck_assert_int_eq(
+        rpc_handle(s->rpc, WIRE_PING | WIRE_REPLY, server_handle, s),
+        KV_EINVAL);
     ck_assert_int_eq(rpc_listen(s->rpc, url), 0);
+    /* The table is fixed once the node listens. */
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_GOSSIP, server_handle, s),
+                     KV_EINVAL);
 }
 
 /* Answers the held requests (they carried type). */
