@@ -96,7 +96,7 @@ NEMESIS_CHECK_SEED ?= 8
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
 .PHONY: all lib examples check test demo deps install uninstall clean exports \
-	bench bench-peers nemesis check-fresh
+	callgraph bench bench-peers nemesis check-fresh
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -178,6 +178,13 @@ exports: $(SHLIB) $(STLIB)
 	@if ! diff -u test/exports.txt $(BUILD)/exports.header; then \
 		echo "exports: include/kvdist.h declares differ from test/exports.txt"; exit 1; fi
 	@echo "exports: $$(wc -l < test/exports.txt) public symbols in libkvdist.so and libkvdist.a, as listed"
+
+# The files of lib/ call each other without a cycle (calls go down, STYLE.md):
+# the graph from the objects' undefined and defined symbols, after the
+# script's own test. Not yet part of check: main still has a cycle.
+callgraph: $(LIB_OBJ)
+	CC="$(CC)" bash test/callgraph-test.sh
+	bash test/callgraph.sh $(LIB_OBJ)
 
 check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports
 	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) \
