@@ -67,6 +67,16 @@ LIB_OBJ := $(patsubst lib/%.c,$(BUILD)/obj/lib/%.o,$(LIB_SRC))
 SONAME := libkvdist.so.$(VERSION_MAJOR)
 SHLIB := $(BUILD)/libkvdist.so.$(VERSION)
 STLIB := $(BUILD)/libkvdist.a
+# The installed static library is one object whose only global symbols are
+# the public API: the library's objects are linked into one (ld -r) and every
+# hidden symbol is made local, so an application that links libkvdist.a meets
+# no store_open or log_emit of ours. The tests and the nemesis harness reach
+# internal functions (ring_*, vc_*, obj_*) through an archive of the plain
+# objects, which is never installed.
+STLIB_OBJ := $(BUILD)/obj/kvdist.o
+INTLIB := $(BUILD)/libkvdist-internal.a
+LD ?= ld
+OBJCOPY ?= objcopy
 
 EXAMPLES := embed kvdistd kvdist
 EXAMPLE_BIN := $(patsubst %,$(BUILD)/examples/%,$(EXAMPLES))
@@ -86,7 +96,7 @@ NEMESIS_CHECK_SEED ?= 8
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
 .PHONY: all lib examples check test demo deps install uninstall clean exports \
-	bench bench-peers nemesis check-fresh
+	callgraph bench bench-peers nemesis check-fresh
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -105,7 +115,16 @@ $(BUILD)/libkvdist.so: $(SHLIB)
 	ln -sf libkvdist.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $@
 
-$(STLIB): $(LIB_OBJ)
+$(STLIB_OBJ): $(LIB_OBJ)
+	$(LD) -r -o $@.tmp $(LIB_OBJ)
+	$(OBJCOPY) --localize-hidden $@.tmp $@
+	rm -f $@.tmp
+
+$(STLIB): $(STLIB_OBJ)
+	rm -f $@
+	ar rcs $@ $(STLIB_OBJ)
+
+$(INTLIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
@@ -124,35 +143,48 @@ $(BUILD)/examples/%: examples/%.c include/kvdist.h $(BUILD)/libkvdist.so
 	$(CC) $(APP_CFLAGS) $< -o $@ -L$(BUILD) -lkvdist \
 		-Wl,-rpath,'$$ORIGIN/..' $(LDFLAGS)
 
-# Tests link the static library so they can reach internal functions
-# (ring_*, vc_*, obj_*) that the shared library does not export.
+# Tests link the internal archive so they can reach internal functions
+# (ring_*, vc_*, obj_*) that neither installed library exports.
 $(BUILD)/obj/test/%.o: test/%.c $(HDRS) test/check_kvdist.h test/history.h \
 		Makefile | deps
 	@mkdir -p $(@D)
 	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib -Itest $(DEP_CFLAGS) $(CHECK_CFLAGS) \
 		$(CURL_CFLAGS) $(CFLAGS) -c $< -o $@
 
-$(TEST_BIN): $(TEST_OBJ) $(HIST_OBJ) $(STLIB) | deps
+$(TEST_BIN): $(TEST_OBJ) $(HIST_OBJ) $(INTLIB) | deps
 	@mkdir -p $(@D)
-	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(HIST_OBJ) $(STLIB) \
+	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(HIST_OBJ) $(INTLIB) \
 		$(DEP_LIBS) $(CHECK_LIBS) $(CURL_LIBS)
 
-$(NEMESIS_BIN): $(BUILD)/obj/test/nemesis.o $(HIST_OBJ) $(STLIB) | deps
+$(NEMESIS_BIN): $(BUILD)/obj/test/nemesis.o $(HIST_OBJ) $(INTLIB) | deps
 	@mkdir -p $(@D)
 	$(CC) $(SANFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-# The shared library exports exactly the public API: compared against the
+# Both libraries export exactly the public API: compared against the
 # committed list, so an accidental export (or a missing one) fails the build.
-exports: $(SHLIB)
+# For libkvdist.a every defined global counts, whatever its type (data,
+# weak, common), so a symbol that instrumentation or a header adds is caught.
+exports: $(SHLIB) $(STLIB)
 	@nm -D --defined-only $(SHLIB) | awk '$$2 ~ /^[TDBR]$$/ {print $$3}' \
 		| sort > $(BUILD)/exports.actual
+	@nm -g --defined-only $(STLIB) | awk 'NF == 3 {print $$3}' \
+		| sort > $(BUILD)/exports.static
+	@if ! diff -u test/exports.txt $(BUILD)/exports.static; then \
+		echo "exports: libkvdist.a global symbols differ from test/exports.txt"; exit 1; fi
 	@grep -ho '\bkv_[a-z0-9_]*[[:space:]]*(' include/kvdist.h | tr -d ' (' \
 		| sort -u > $(BUILD)/exports.header
 	@if ! diff -u test/exports.txt $(BUILD)/exports.actual; then \
 		echo "exports: libkvdist.so exports differ from test/exports.txt"; exit 1; fi
 	@if ! diff -u test/exports.txt $(BUILD)/exports.header; then \
 		echo "exports: include/kvdist.h declares differ from test/exports.txt"; exit 1; fi
-	@echo "exports: $$(wc -l < test/exports.txt) public symbols, as listed"
+	@echo "exports: $$(wc -l < test/exports.txt) public symbols in libkvdist.so and libkvdist.a, as listed"
+
+# The files of lib/ call each other without a cycle (calls go down, STYLE.md):
+# the graph from the objects' undefined and defined symbols, after the
+# script's own test. Not yet part of check: main still has a cycle.
+callgraph: $(LIB_OBJ)
+	CC="$(CC)" bash test/callgraph-test.sh
+	bash test/callgraph.sh $(LIB_OBJ)
 
 check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports
 	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) \
