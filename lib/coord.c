@@ -484,10 +484,10 @@ static void on_local_applied(void *arg, uint64_t u, int rc)
     op_settle(op, s, rc == 0, NULL);
 }
 
-static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
-                             const vc_t *ctx, const void *val, size_t vlen,
-                             bool tombstone, int w, int timeout_ms,
-                             bool may_forward, coord_done_fn done, void *arg)
+void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                 const void *val, size_t vlen, bool tombstone, int w,
+                 int timeout_ms, bool may_forward, coord_done_fn done,
+                 void *arg)
 {
     cluster_route_t rt;
     int rc = cluster_route(kv, key, klen, &rt);
@@ -602,13 +602,6 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
     op_dispatched(op);
 }
 
-void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                 const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, coord_done_fn done, void *arg)
-{
-    coord_write_impl(kv, key, klen, ctx, val, vlen, tombstone, w, timeout_ms,
-                     true, done, arg);
-}
 
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
                 coord_done_fn done, void *arg)
@@ -674,14 +667,9 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
 
 /* --------------------------------------------------------------- handler */
 
-typedef struct pending {
-    rpc_req_t *req;
-    uint8_t type;
-    uint64_t id;
-} pending_t;
 
-static void reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
-                      int acked, int needed, const obj_t *o)
+void coord_reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
+                     int acked, int needed, const obj_t *o)
 {
     buf_t enc;
     buf_init(&enc);
@@ -714,19 +702,12 @@ void coord_batch_end(void *arg)
     replica_group_end(arg);
 }
 
-static void on_coordinated(void *arg, int rc, int acked, int needed,
-                           obj_t *result)
-{
-    pending_t *p = arg;
-    reply_obj(p->req, p->type, p->id, rc, acked, needed, result);
-    free(p);
-}
 
 /* The checks every keyed request to a replica shares. */
 static bool replica_request_ok(kv_t *kv, rpc_req_t *req, const wire_msg_t *m)
 {
     if (m->klen > kv->cfg.max_key_size) {
-        reply_obj(req, m->type, m->id, KV_EKEYTOOBIG, 0, 0, NULL);
+        coord_reply_obj(req, m->type, m->id, KV_EKEYTOOBIG, 0, 0, NULL);
         return false;
     }
     return true;
@@ -789,65 +770,8 @@ static void handle_replica_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
         rc = handoff_read(kv, owner, m->key, m->klen, &o);
     }
     metric_inc(&kv->metrics, M_REPLICA_READS);
-    reply_obj(req, m->type, m->id, rc, rc == 0, 1, &o);
+    coord_reply_obj(req, m->type, m->id, rc, rc == 0, 1, &o);
     obj_free(&o);
-}
-
-/* A forwarded request's deadline: the sender's, if sensible. */
-static int forwarded_timeout(const wire_msg_t *m)
-{
-    return (int)(m->timeout_ms > 0 && m->timeout_ms <= 3600000 ? m->timeout_ms
-                                                               : 0);
-}
-
-/* COORD_GET: coordinate a read forwarded by a node that is no replica. */
-static void handle_coord_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
-{
-    kv_t *kv = arg;
-    if (!replica_request_ok(kv, req, m)) {
-        return;
-    }
-    pending_t *p = malloc(sizeof(*p));
-    if (p == NULL) {
-        reply_obj(req, m->type, m->id, KV_ENOMEM, 0, 0, NULL);
-        return;
-    }
-    *p = (pending_t){req, m->type, m->id};
-    coord_read(kv, m->key, m->klen, m->quorum, forwarded_timeout(m),
-               on_coordinated, p);
-}
-
-/* COORD_PUT: coordinate a write forwarded by a node that is no replica. */
-static void handle_coord_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
-{
-    kv_t *kv = arg;
-    if (!replica_request_ok(kv, req, m)) {
-        return;
-    }
-    bool tomb = (m->flags & WIRE_F_TOMBSTONE) != 0;
-    if (!tomb && m->vlen > kv->cfg.max_value_size) {
-        reply_obj(req, m->type, m->id, KV_ETOOBIG, 0, 0, NULL);
-        return;
-    }
-    vc_t ctx;
-    vc_init(&ctx);
-    bool has_ctx = (m->flags & WIRE_F_HAS_CTX) != 0;
-    if (has_ctx && vc_context_decode(m->ctx, m->ctxlen, &ctx) != 0) {
-        vc_free(&ctx);
-        reply_obj(req, m->type, m->id, KV_EINVAL, 0, 0, NULL);
-        return;
-    }
-    pending_t *p = malloc(sizeof(*p));
-    if (p == NULL) {
-        vc_free(&ctx);
-        reply_obj(req, m->type, m->id, KV_ENOMEM, 0, 0, NULL);
-        return;
-    }
-    *p = (pending_t){req, m->type, m->id};
-    coord_write_impl(kv, m->key, m->klen, has_ctx ? &ctx : NULL, m->val,
-                     m->vlen, tomb, m->quorum, forwarded_timeout(m), false,
-                     on_coordinated, p);
-    vc_free(&ctx);
 }
 
 /* The requests this module answers; only a node that holds data (not a
@@ -859,8 +783,6 @@ static const struct {
     {WIRE_REPLICA_PUT, handle_replica_put},
     {WIRE_REPLICA_GET, handle_replica_get},
     {WIRE_LOCAL_GET, handle_replica_get},
-    {WIRE_COORD_PUT, handle_coord_put},
-    {WIRE_COORD_GET, handle_coord_get},
 };
 
 int coord_open(kv_t *kv)

@@ -22,23 +22,30 @@ typedef void (*coord_done_fn)(void *arg, int rc, int acked, int needed,
 /*
  * A write: coordinated here if this node is in the key's preference list
  * (draws the dot, stores locally, sends the object to the other replicas,
- * completes on w acknowledgements), else forwarded to a node that is.
+ * completes on w acknowledgements), else forwarded to a node that is
+ * (unless !may_forward: a write forwarded here is never forwarded again,
+ * it fails with KV_EUNAVAIL).
  * ctx NULL: supersede what the coordinator holds (kv_put semantics).
  * w and timeout_ms of 0 mean the node defaults.
  */
 void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                  const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, coord_done_fn done, void *arg);
+                 int timeout_ms, bool may_forward, coord_done_fn done,
+                 void *arg);
 
 /* A read: asks the key's replicas, completes on r replies with their
  * objects merged, then read-repairs replicas that were behind. */
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
                 coord_done_fn done, void *arg);
 
-/* Registers the handlers of the replica and coordinator requests
- * (REPLICA_PUT/GET, LOCAL_GET, COORD_PUT/GET) on a node that holds data.
- * Returns 0 or KV_EINVAL. */
+/* Registers the handlers of the replica requests (REPLICA_PUT/GET,
+ * LOCAL_GET) on a node that holds data. Returns 0 or KV_EINVAL. */
 int coord_open(kv_t *kv);
+
+/* Answers req with an object (o NULL or empty: absent) and, for COORD_*
+ * replies, the quorum counts. */
+void coord_reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
+                     int acked, int needed, const obj_t *o);
 
 /* rpc batch hooks: the replica writes of one received batch are applied
  * as one group (replica.h). */

@@ -3,10 +3,10 @@
  * /health and /v1/cluster, served by NNG's own HTTP server.
  *
  * Owns the server, its handlers and struct http. Handlers run on NNG
- * threads and never wait for a quorum: a request that needs other
- * replicas starts coord_write/coord_read and returns; the coordinator's
- * callback builds the response and finishes the server's aio. A one-node
- * store (no peers) answers inline, from the local RocksDB.
+ * threads and never wait for a quorum: a request starts an operation of
+ * the node (node_read/node_write, node.c: limits, counters, local replica
+ * or coordinator) and returns; the operation's callback builds the
+ * response and finishes the server's aio.
  *
  * Lifetimes, the part a reader must keep straight:
  *  - A request that touches the node enters it (node_enter) before it
@@ -70,8 +70,6 @@
 
 #include "cluster.h"
 #include "codec.h"
-#include "coord.h"
-#include "replica.h"
 #include "vclock.h"
 
 #define HTTP_DATA_PATH "/v1/data"
@@ -114,9 +112,9 @@ struct http_client {
 
 enum http_method { HM_GET, HM_PUT, HM_DELETE };
 
-/* One request to /v1/data. refs: the thread that started a coordinator
- * call and the call's callback each hold one (the callback may run before
- * coord_* returns, on another thread). */
+/* One request to /v1/data. refs: the thread that started the node's
+ * operation and the operation's callback each hold one (the callback may
+ * run before node_* returns, on another thread). */
 typedef struct http_req {
     kv_t *kv;
     struct http *h;
@@ -609,9 +607,6 @@ static void write_done(void *arg, int rc, int acked, int needed, obj_t *result)
     (void)result;
     http_req_t *hr = arg;
     kv_t *kv = hr->kv;
-    bool del = hr->method == HM_DELETE;
-    metric_inc(&kv->metrics, del ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
-                                 : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
     if (rc != 0) {
         req_fail(hr, rc, NULL, false);
     } else {
@@ -639,17 +634,14 @@ static void read_done(void *arg, int rc, int acked, int needed, obj_t *result)
         obj_init(result);
     }
     if (rc != 0) {
-        metric_inc(&kv->metrics, M_GET_ERRORS);
         req_fail(hr, rc, NULL, false);
         req_unref(hr);
         return;
     }
-    metric_inc(&kv->metrics, M_GETS);
     const obj_t *o = &hr->obj;
     size_t live = obj_live(o);
     nng_http_res *res = NULL;
     if (live == 0) {
-        metric_inc(&kv->metrics, M_NOT_FOUND);
         res = error_res(404, KV_ENOTFOUND, NULL, false);
     } else if (live == 1) {
         for (size_t i = 0; i < o->n; i++) {
@@ -666,7 +658,6 @@ static void read_done(void *arg, int rc, int acked, int needed, obj_t *result)
             }
         }
     } else {
-        metric_inc(&kv->metrics, M_SIBLING_READS);
         res = siblings_res(o);
     }
     if (res != NULL && set_ctx_header(res, &o->cc) != 0) {
@@ -677,34 +668,19 @@ static void read_done(void *arg, int rc, int acked, int needed, obj_t *result)
     req_unref(hr);
 }
 
-/* Starts the store operation. Consumes the caller's reference. */
+/* Starts the operation (node.c: the local replica of an embedded store, or
+ * the coordinator). Consumes the caller's reference. */
 static void req_run(http_req_t *hr)
 {
     kv_t *kv = hr->kv;
-    if (kv->rpc == NULL) {
-        /* Embedded one-node store: the local replica is every replica,
-         * and RocksDB answers fast enough to stay on this thread. */
-        if (hr->method == HM_GET) {
-            obj_t o;
-            obj_init(&o);
-            int rc = replica_read(kv, hr->key, hr->klen, &o);
-            read_done(hr, rc, rc == 0, 1, &o);
-            obj_free(&o);
-        } else {
-            int rc = replica_write(kv, hr->key, hr->klen,
-                                   hr->has_ctx ? &hr->ctx : NULL, hr->body,
-                                   hr->blen, hr->method == HM_DELETE, NULL);
-            write_done(hr, rc, rc == 0, 1, NULL);
-        }
-        return;
-    }
     atomic_fetch_add(&hr->refs, 1); /* for the callback */
     if (hr->method == HM_GET) {
-        coord_read(kv, hr->key, hr->klen, hr->r, hr->timeout_ms, read_done, hr);
+        node_read(kv, hr->key, hr->klen, hr->r, hr->timeout_ms,
+                  NODE_FROM_CLIENT, read_done, hr);
     } else {
-        coord_write(kv, hr->key, hr->klen, hr->has_ctx ? &hr->ctx : NULL,
-                    hr->body, hr->blen, hr->method == HM_DELETE, hr->w,
-                    hr->timeout_ms, write_done, hr);
+        node_write(kv, hr->key, hr->klen, hr->has_ctx ? &hr->ctx : NULL,
+                   hr->body, hr->blen, hr->method == HM_DELETE, hr->w,
+                   hr->timeout_ms, NODE_FROM_CLIENT, write_done, hr);
     }
     req_unref(hr);
 }

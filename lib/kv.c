@@ -39,51 +39,10 @@ struct kv_siblings {
     size_t ctxlen;
 };
 
-int64_t node_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
-int node_enter(kv_t *kv)
-{
-    pthread_mutex_lock(&kv->life_mu);
-    if (kv->closed) {
-        pthread_mutex_unlock(&kv->life_mu);
-        return KV_ECLOSED;
-    }
-    kv->inflight++;
-    pthread_mutex_unlock(&kv->life_mu);
-    return 0;
-}
 
-void node_leave(kv_t *kv)
-{
-    pthread_mutex_lock(&kv->life_mu);
-    if (--kv->inflight == 0 && kv->closed) {
-        pthread_cond_broadcast(&kv->life_cv);
-    }
-    pthread_mutex_unlock(&kv->life_mu);
-}
 
-bool node_client_admit(kv_t *kv)
-{
-    unsigned now = atomic_load_explicit(&kv->clients, memory_order_relaxed);
-    do {
-        if (now >= kv->max_clients) {
-            return false;
-        }
-    } while (!atomic_compare_exchange_weak_explicit(
-        &kv->clients, &now, now + 1, memory_order_relaxed,
-        memory_order_relaxed));
-    return true;
-}
 
-void node_client_release(kv_t *kv)
-{
-    atomic_fetch_sub_explicit(&kv->clients, 1, memory_order_relaxed);
-}
 
 /*
  * max_clients 0 means "as many as the open-file limit safely allows": half
@@ -103,8 +62,6 @@ static unsigned node_max_clients(const kv_config_t *cfg)
     rlim_t half = rl.rlim_cur / 2;
     return half < 1 ? 1 : half > 10000 ? 10000 : (unsigned)half;
 }
-
-static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m);
 
 static uint64_t node_new_actor(void)
 {
@@ -215,9 +172,6 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .batch_arg = kv,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
-        if (rc == 0) {
-            rc = rpc_handle(kv->rpc, WIRE_STATS, node_handle_stats, kv);
-        }
     }
     if (rc == 0 && kv->store != NULL) {
         rc = aae_open(kv);
@@ -230,6 +184,9 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
     }
     if (rc == 0) {
         rc = coord_open(kv);
+    }
+    if (rc == 0) {
+        rc = node_open(kv);
     }
     if (rc == 0 && kv->store != NULL) {
         rc = aae_start(kv);
@@ -291,17 +248,6 @@ void kv_free(void *p)
 }
 
 /* The checks every keyed call shares; nothing is touched before they pass. */
-static int check_key(const kv_t *kv, const void *key, size_t klen)
-{
-    if (key == NULL || klen == 0) {
-        return KV_EINVAL;
-    }
-    if (klen > kv->cfg.max_key_size) {
-        return KV_EKEYTOOBIG;
-    }
-    return 0;
-}
-
 static int check_call(const kv_t *kv, kv_call_t *call)
 {
     if (call == NULL) {
@@ -375,6 +321,8 @@ static void call_done(kv_call_t *call, int acked, int needed)
     }
 }
 
+/* The synchronous calls wait for the operation layer's verdict (node.c),
+ * which owns admission, limits and the request counters. */
 static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
                     size_t vlen, bool tombstone, bool has_ctx, const void *ctx,
                     size_t ctxlen, kv_call_t *call)
@@ -382,55 +330,27 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     if (kv == NULL) {
         return KV_EINVAL;
     }
-    /* Entered for the whole call, metrics included, so that kv_shutdown
-     * returning means nothing touches the node any more. */
-    int rc = node_enter(kv);
-    if (rc != 0) {
-        return rc;
-    }
-    rc = check_key(kv, key, klen);
-    if (rc == 0 && !tombstone && val == NULL && vlen > 0) {
-        rc = KV_EINVAL;
-    }
-    if (rc == 0 && !tombstone && vlen > kv->cfg.max_value_size) {
-        rc = KV_ETOOBIG;
-    }
-    if (rc == 0 && has_ctx && ctx == NULL && ctxlen > 0) {
-        rc = KV_EINVAL;
-    }
-    if (rc == 0) {
-        rc = check_call(kv, call);
-    }
+    int rc = check_call(kv, call);
     vc_t cv;
     vc_init(&cv);
-    int acked = 0;
-    int needed = 0;
     if (rc == 0 && has_ctx) {
-        rc = vc_context_decode(ctx, ctxlen, &cv);
+        rc = ctx == NULL && ctxlen > 0 ? KV_EINVAL
+                                       : vc_context_decode(ctx, ctxlen, &cv);
     }
-    if (rc == 0 && kv->rpc == NULL) {
-        /* Embedded: the local replica is every replica. */
-        rc = replica_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen,
-                           tombstone, NULL);
-        acked = rc == 0;
-        needed = 1;
-    } else if (rc == 0) {
-        waiter_t w;
-        waiter_init(&w);
-        coord_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
-                    call ? call->w : 0, call ? call->timeout_ms : 0,
-                    waiter_done, &w);
-        waiter_wait(&w);
-        rc = w.rc;
-        acked = w.acked;
-        needed = w.needed;
+    if (rc != 0) {
+        metric_inc(&kv->metrics, tombstone ? M_DELETE_ERRORS : M_PUT_ERRORS);
+        vc_free(&cv);
+        return rc;
     }
+    waiter_t w;
+    waiter_init(&w);
+    node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
+               call ? call->w : 0, call ? call->timeout_ms : 0,
+               NODE_FROM_CLIENT, waiter_done, &w);
+    waiter_wait(&w);
     vc_free(&cv);
-    call_done(call, acked, needed);
-    metric_inc(&kv->metrics, tombstone ? (rc == 0 ? M_DELETES : M_DELETE_ERRORS)
-                                       : (rc == 0 ? M_PUTS : M_PUT_ERRORS));
-    node_leave(kv);
-    return rc;
+    call_done(call, w.acked, w.needed);
+    return w.rc;
 }
 
 int kv_put(kv_t *kv, const void *key, size_t klen, const void *val, size_t vlen)
@@ -460,141 +380,20 @@ int kv_delete_ctx(kv_t *kv, const void *key, size_t klen, const void *ctx,
 static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
                    obj_t *o)
 {
-    int acked = 0;
-    int needed = 0;
-    int rc = check_key(kv, key, klen);
-    if (rc == 0) {
-        rc = check_call(kv, call);
-    }
-    if (rc == 0 && kv->rpc == NULL) {
-        rc = replica_read(kv, key, klen, o);
-        acked = rc == 0;
-        needed = 1;
-    } else if (rc == 0) {
-        waiter_t w;
-        waiter_init(&w);
-        coord_read(kv, key, klen, call ? call->r : 0,
-                   call ? call->timeout_ms : 0, waiter_done, &w);
-        waiter_wait(&w);
-        rc = w.rc;
-        acked = w.acked;
-        needed = w.needed;
-        obj_free(o);
-        *o = w.obj;
-    }
-    call_done(call, acked, needed);
+    int rc = check_call(kv, call);
     if (rc != 0) {
         metric_inc(&kv->metrics, M_GET_ERRORS);
-    } else if (rc == 0) {
-        metric_inc(&kv->metrics, M_GETS);
-        size_t live = obj_live(o);
-        if (live == 0) {
-            metric_inc(&kv->metrics, M_NOT_FOUND);
-        } else if (live > 1) {
-            metric_inc(&kv->metrics, M_SIBLING_READS);
-        }
+        return rc;
     }
-    return rc;
-}
-
-static void *dup_bytes(const void *p, size_t len)
-{
-    /* Never NULL for a successful zero-length copy: callers can tell an
-     * empty value from an error. */
-    void *out = malloc(len ? len : 1);
-    if (out != NULL && len > 0) {
-        memcpy(out, p, len);
-    }
-    return out;
-}
-
-/* The documented default: greatest timestamp, then greatest bytes, then
- * longest. Deterministic on every node for the same siblings. */
-static int default_resolve(void *arg, const kv_sibling_t *s, size_t n,
-                           void **out, size_t *outlen)
-{
-    (void)arg;
-    size_t best = 0;
-    for (size_t i = 1; i < n; i++) {
-        const kv_sibling_t *a = &s[i];
-        const kv_sibling_t *b = &s[best];
-        int c = 0;
-        if (a->timestamp_us != b->timestamp_us) {
-            c = a->timestamp_us > b->timestamp_us ? 1 : -1;
-        } else {
-            size_t m = a->len < b->len ? a->len : b->len;
-            c = m ? memcmp(a->value, b->value, m) : 0;
-            if (c == 0 && a->len != b->len) {
-                c = a->len > b->len ? 1 : -1;
-            }
-        }
-        if (c > 0) {
-            best = i;
-        }
-    }
-    *out = dup_bytes(s[best].value, s[best].len);
-    if (*out == NULL) {
-        return KV_ENOMEM;
-    }
-    *outlen = s[best].len;
-    return 0;
-}
-
-/* One value from an object read: the live value, or the resolver's pick
- * among siblings (default_resolve unless the application set one). */
-int node_resolve(kv_t *kv, const obj_t *o, void **valp, size_t *vlenp)
-{
-    int rc = 0;
-    *valp = NULL;
-    *vlenp = 0;
-    size_t live = obj_live(o);
-    if (live == 0) {
-        rc = KV_ENOTFOUND;
-    } else if (live == 1) {
-        for (size_t i = 0; i < o->n; i++) {
-            if (!(o->sib[i].flags & OBJ_SIB_TOMBSTONE)) {
-                *valp = dup_bytes(o->sib[i].val, o->sib[i].vlen);
-                *vlenp = o->sib[i].vlen;
-                break;
-            }
-        }
-        rc = *valp != NULL ? 0 : KV_ENOMEM;
-    } else {
-        kv_sibling_t *s = malloc(live * sizeof(*s));
-        if (s == NULL) {
-            rc = KV_ENOMEM;
-        } else {
-            size_t k = 0;
-            for (size_t i = 0; i < o->n; i++) {
-                if (!(o->sib[i].flags & OBJ_SIB_TOMBSTONE)) {
-                    s[k].value = o->sib[i].val;
-                    s[k].len = o->sib[i].vlen;
-                    s[k].timestamp_us = o->sib[i].ts_us;
-                    k++;
-                }
-            }
-            kv_resolve_fn fn =
-                kv->cfg.resolve_fn ? kv->cfg.resolve_fn : default_resolve;
-            void *out = NULL;
-            size_t outlen = 0;
-            rc = fn(kv->cfg.resolve_fn ? kv->cfg.resolve_arg : NULL, s, live,
-                    &out, &outlen);
-            if (rc == 0 && out == NULL) {
-                rc = KV_EINTERNAL; /* a resolver broke its contract */
-            }
-            if (rc == 0) {
-                *valp = out;
-                *vlenp = outlen;
-            } else {
-                free(out);
-            }
-            free(s);
-        }
-    }
-    if (rc != 0) {
-        *vlenp = 0;
-    }
-    return rc;
+    waiter_t w;
+    waiter_init(&w);
+    node_read(kv, key, klen, call ? call->r : 0, call ? call->timeout_ms : 0,
+              NODE_FROM_CLIENT, waiter_done, &w);
+    waiter_wait(&w);
+    obj_free(o);
+    *o = w.obj;
+    call_done(call, w.acked, w.needed);
+    return w.rc;
 }
 
 static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
@@ -662,7 +461,7 @@ static int get_siblings_entered(kv_t *kv, const void *key, size_t klen,
             continue;
         }
         /* The value moves from the decoded object to the result. */
-        s->sib[s->n].val = o.sib[i].val ? o.sib[i].val : dup_bytes(NULL, 0);
+        s->sib[s->n].val = o.sib[i].val ? o.sib[i].val : malloc(1);
         o.sib[i].val = NULL;
         if (s->sib[s->n].val == NULL) {
             rc = KV_ENOMEM;
@@ -757,48 +556,6 @@ int kv_stat(kv_t *kv, const char *name, uint64_t *value)
     return metrics_lookup(&kv->metrics, name, value);
 }
 
-/* Appends every metric of the node (counters, then the modules' gauges)
- * in the Prometheus text format, with no NUL. */
-static void node_render_metrics(kv_t *kv, buf_t *out)
-{
-    metrics_render(&kv->metrics, out);
-    int rc = node_enter(kv);
-    if (rc == 0 && kv->store != NULL) {
-        metrics_render_gauge(
-            out, "kvdist_store_keys_estimate",
-            "RocksDB's estimate of keys in the store.",
-            store_property(kv->store, "rocksdb.estimate-num-keys"));
-        /* Live SST files (those of the current version: not files a
-         * compaction has replaced but an iterator still pins) plus the
-         * memtables, of the data column family: what the node holds now. */
-        uint64_t sst = store_property(kv->store, "rocksdb.live-sst-files-size");
-        uint64_t mem =
-            store_property(kv->store, "rocksdb.cur-size-all-mem-tables");
-        metrics_render_gauge(out, "kvdist_store_memtable_bytes",
-                             "Bytes in RocksDB memtables.", mem);
-        metrics_render_gauge(out, "kvdist_store_sst_bytes",
-                             "Bytes of the live SST files of the data.", sst);
-        metrics_render_gauge(out, "kvdist_store_bytes",
-                             "Bytes of data stored: live SST files plus "
-                             "memtables.",
-                             sst + mem);
-        metrics_render_gauge(
-            out, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
-            store_property(kv->store, "rocksdb.block-cache-usage"));
-    }
-    if (rc == 0) {
-        if (kv->cluster != NULL) {
-            cluster_render_metrics(kv, out);
-        }
-        if (kv->handoff != NULL) {
-            handoff_render_metrics(kv, out);
-        }
-        if (kv->aae != NULL) {
-            aae_render_metrics(kv, out);
-        }
-        node_leave(kv);
-    }
-}
 
 int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
 {
@@ -822,25 +579,6 @@ int kv_metrics(kv_t *kv, char **outp, size_t *lenp)
     return 0;
 }
 
-/* WIRE_STATS: the node's metrics text, cut at WIRE_MAX_STATS. */
-static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m)
-{
-    kv_t *kv = arg;
-    buf_t text;
-    buf_init(&text);
-    node_render_metrics(kv, &text);
-    int rc = text.oom ? KV_ENOMEM : 0;
-    size_t len = rc == 0 ? text.len : 0;
-    if (len > WIRE_MAX_STATS) {
-        len = WIRE_MAX_STATS;
-    }
-    buf_t b;
-    buf_init(&b);
-    wire_header(&b, m->type | WIRE_REPLY, m->id, (uint16_t)rc, 0);
-    wire_put_bytes(&b, text.p, len);
-    buf_free(&text);
-    rpc_reply(req, &b);
-}
 
 /* Another node's metrics text over the peer protocol (WIRE_STATS), found
  * by id as kv_repair_status finds it. The caller has entered the node. */
@@ -957,7 +695,7 @@ int kv_preference_list(kv_t *kv, const void *key, size_t klen,
     if (kv == NULL || out == NULL || count == NULL) {
         return KV_EINVAL;
     }
-    int rc = check_key(kv, key, klen);
+    int rc = node_check_key(kv, key, klen);
     if (rc == 0) {
         rc = node_enter(kv);
     }

@@ -74,6 +74,49 @@ void node_leave(kv_t *kv);
 bool node_client_admit(kv_t *kv);
 void node_client_release(kv_t *kv);
 
+/* ------------------------------------------------------- operations */
+
+/* Who asked: a client (the public API, HTTP, RESP), counted in the
+ * request counters and free to be forwarded to a replica; or a peer that
+ * forwarded a client's request here (never forwarded again, not counted:
+ * the client's node counted it). */
+enum node_origin { NODE_FROM_CLIENT = 0, NODE_FROM_PEER = 1 };
+
+/* Called exactly once per node_read / node_write, possibly before they
+ * return, possibly on another thread, with the node still entered. For
+ * reads, result is the merged object (the callee may move it out and
+ * obj_init() the original); NULL on error. acked/needed: the quorum. */
+typedef void (*node_done_fn)(void *arg, int rc, int acked, int needed,
+                             obj_t *result);
+
+/*
+ * A write (tombstone: a delete) of key: checked against the limits
+ * (KV_EINVAL, KV_EKEYTOOBIG, KV_ETOOBIG), applied to the local replica of
+ * an embedded store or coordinated across the replicas (coord.c). ctx NULL
+ * supersedes what the coordinator holds (kv_put semantics); w and
+ * timeout_ms of 0 mean the node's defaults. ctx and the bytes are copied
+ * before this returns.
+ */
+void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
+                const void *val, size_t vlen, bool tombstone, int w,
+                int timeout_ms, enum node_origin origin, node_done_fn done,
+                void *arg);
+/* A read of key: the local replica's object, or the merge of r replicas'. */
+void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
+               enum node_origin origin, node_done_fn done, void *arg);
+
+/* The checks every keyed call shares: KV_EINVAL (no key), KV_EKEYTOOBIG,
+ * or 0. Nothing is touched before they pass. */
+int node_check_key(const kv_t *kv, const void *key, size_t klen);
+
+/* Registers the node's own peer handlers (STATS, and COORD_GET/PUT on a
+ * node that holds data). Returns 0 or KV_EINVAL. */
+int node_open(kv_t *kv);
+
+/* Appends every metric of the node in the Prometheus text format, with no
+ * NUL. */
+void node_render_metrics(kv_t *kv, buf_t *out);
+
 /* The single value a get returns for object o: its live value, or the
  * resolver's pick among siblings. *valp is malloc'd. Returns 0,
  * KV_ENOTFOUND, KV_ENOMEM or the resolver's error. */

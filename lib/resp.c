@@ -10,10 +10,10 @@
  * Owns the listener, every connection and their buffers. The transport is
  * NNG's byte-stream API, so NNG stays the one network library and its
  * threads drive everything: nothing here blocks waiting for a quorum. A
- * GET or SET on a node with peers starts an asynchronous quorum operation
- * (coord_read/coord_write) whose callback writes the reply; a one-node
- * store answers from its local replica on the spot. MGET, MSET, DEL and
- * EXISTS run one such operation per key, one after another.
+ * GET or SET starts an asynchronous operation of the node
+ * (node_read/node_write, node.c: a quorum operation, or the local replica
+ * of a one-node store) whose callback writes the reply. MGET, MSET, DEL
+ * and EXISTS run one such operation per key, one after another.
  *
  * Invariants:
  * - A connection does one thing at a time: receive, send, or one
@@ -61,8 +61,6 @@
 
 #include <nng/nng.h>
 
-#include "coord.h"
-#include "replica.h"
 
 #define RESP_MAX_ARGS 1024
 #define RESP_MAX_INLINE (64u << 10) /* Redis's own inline limit */
@@ -617,25 +615,19 @@ static void op_finish(resp_conn_t *c)
     c->op_busy = false;
 }
 
-/* A read's value as GET replies it (a bulk string, or nil when absent),
- * counted as kv_get counts. Returns 0 once replied, else the error to
- * reply instead. */
+/* A read's value as GET replies it (a bulk string, or nil when absent;
+ * node_read counted it). Returns 0 once replied, else the error to reply
+ * instead. */
 static int reply_read(resp_conn_t *c, int rc, obj_t *result)
 {
     kv_t *kv = c->rs->kv;
     if (rc != 0) {
-        metric_inc(&kv->metrics, M_GET_ERRORS);
         return rc;
     }
-    metric_inc(&kv->metrics, M_GETS);
     size_t live = result != NULL ? obj_live(result) : 0;
     if (live == 0) {
-        metric_inc(&kv->metrics, M_NOT_FOUND);
         reply_raw(c, "$-1\r\n");
         return 0;
-    }
-    if (live > 1) {
-        metric_inc(&kv->metrics, M_SIBLING_READS);
     }
     void *val = NULL;
     size_t vlen = 0;
@@ -665,7 +657,6 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
     (void)acked;
     (void)needed;
     resp_conn_t *c = arg;
-    kv_t *kv = c->rs->kv;
     pthread_mutex_lock(&c->mu);
     size_t live = (rc == 0 && result != NULL) ? obj_live(result) : 0;
     switch (c->op) {
@@ -701,7 +692,6 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
         }
         break;
     case OP_SET:
-        metric_inc(&kv->metrics, rc == 0 ? M_PUTS : M_PUT_ERRORS);
         if (rc == 0) {
             reply_raw(c, "+OK\r\n");
         } else {
@@ -712,7 +702,6 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
     case OP_MSET:
         /* Key by key, stopping at the first failure: the keys before it
          * are written, it may be on some replicas, the rest are not. */
-        metric_inc(&kv->metrics, rc == 0 ? M_PUTS : M_PUT_ERRORS);
         if (rc != 0) {
             size_t done = (c->op_i - 1) / 2;
             reply_fmt(c,
@@ -730,11 +719,9 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
     case OP_EXISTS:
     case OP_DEL:
         if (c->op_deleting) {
-            metric_inc(&kv->metrics, rc == 0 ? M_DELETES : M_DELETE_ERRORS);
             c->op_deleting = false;
             c->op_count += rc == 0;
         } else {
-            metric_inc(&kv->metrics, rc == 0 ? M_GETS : M_GET_ERRORS);
             if (rc == 0 && live > 0) {
                 if (c->op == OP_DEL) {
                     c->op_deleting = true; /* same key: its tombstone next */
@@ -770,19 +757,11 @@ static void op_issue(resp_conn_t *c)
     bool tomb = c->op == OP_DEL;
     const void *val = set ? c->argv[c->op_i + 1].p : NULL;
     size_t vlen = set ? c->argv[c->op_i + 1].len : 0;
-    if (write && kv->rpc == NULL) {
-        int rc = replica_write(kv, k->p, k->len, NULL, val, vlen, tomb, NULL);
-        op_done(c, rc, rc == 0, 1, NULL);
-    } else if (write) {
-        coord_write(kv, k->p, k->len, NULL, val, vlen, tomb, 0, 0, op_done, c);
-    } else if (kv->rpc == NULL) {
-        obj_t o;
-        obj_init(&o);
-        int rc = replica_read(kv, k->p, k->len, &o);
-        op_done(c, rc, rc == 0, 1, &o);
-        obj_free(&o);
+    if (write) {
+        node_write(kv, k->p, k->len, NULL, val, vlen, tomb, 0, 0,
+                   NODE_FROM_CLIENT, op_done, c);
     } else {
-        coord_read(kv, k->p, k->len, 0, 0, op_done, c);
+        node_read(kv, k->p, k->len, 0, 0, NODE_FROM_CLIENT, op_done, c);
     }
 }
 
