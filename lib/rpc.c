@@ -83,6 +83,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "clock.h"
 #include "kvdist.h"
 
 #define RPC_WORKERS 64
@@ -1236,7 +1237,7 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
         return false; /* out of memory at shutdown: leave them open */
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    clk_cond_init(&c->cv); /* waited on with a bound below */
     c->has_server = rpc->listening;
     c->server = rpc->server;
     c->peers = peers;
@@ -1245,9 +1246,7 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
         closer_free(c);
         return true;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += RPC_CLOSE_BOUND_MS / 1000;
+    struct timespec ts = clk_deadline(RPC_CLOSE_BOUND_MS);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     while (!c->done && rc == 0) {

@@ -4,15 +4,19 @@
  * batch and each gets its own reply; replies too large to share a batch
  * reply are sent again alone and still answered correctly; shutdown fails
  * what is still queued. The wire framing itself is tested in check_wire.c.
+ * Also the monotonic timed waits every module's threads use (clock.h).
  */
 #include "check_kvdist.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "clock.h"
 #include "kvdist.h"
 #include "rpc.h"
 #include "wire.h"
@@ -275,6 +279,47 @@ START_TEST(test_destroy_fails_queued_requests)
 }
 END_TEST
 
+/* A condition made by clk_cond_init measures clk_deadline on the
+ * monotonic clock: the wait lasts its full length. On a CLOCK_REALTIME
+ * condition the same deadline (seconds since boot) lies decades in the
+ * past and the wait returns at once, so this fails if either helper
+ * drifts from the other. */
+START_TEST(test_monotonic_timed_wait)
+{
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_init(&mu, NULL);
+    ck_assert_int_eq(clk_cond_init(&cv), 0);
+    struct timespec before;
+    clock_gettime(CLOCK_MONOTONIC, &before);
+    struct timespec dl = clk_deadline(150);
+    int64_t want = (int64_t)before.tv_sec * 1000 + before.tv_nsec / 1000000 +
+                   150;
+    int64_t got = (int64_t)dl.tv_sec * 1000 + dl.tv_nsec / 1000000;
+    ck_assert_int_ge(got, want);
+    ck_assert_int_lt(got, want + 1000);
+    ck_assert_int_lt(dl.tv_nsec, 1000000000L);
+    int64_t t0 = clk_mono_ms();
+    pthread_mutex_lock(&mu);
+    int rc = 0;
+    while (rc == 0) { /* a spurious wake-up waits again */
+        rc = pthread_cond_timedwait(&cv, &mu, &dl);
+    }
+    pthread_mutex_unlock(&mu);
+    int64_t waited = clk_mono_ms() - t0;
+    ck_assert_int_eq(rc, ETIMEDOUT);
+    ck_assert_msg(waited >= 140, "returned after %lld ms", (long long)waited);
+    /* A negative length is "now", not a wait of years. */
+    dl = clk_deadline(-5000);
+    pthread_mutex_lock(&mu);
+    rc = pthread_cond_timedwait(&cv, &mu, &dl);
+    pthread_mutex_unlock(&mu);
+    ck_assert_int_eq(rc, ETIMEDOUT);
+    pthread_cond_destroy(&cv);
+    pthread_mutex_destroy(&mu);
+}
+END_TEST
+
 Suite *rpc_suite(void)
 {
     Suite *s = suite_create("rpc");
@@ -283,5 +328,8 @@ Suite *rpc_suite(void)
     tcase_add_test(tc, test_large_replies_sent_again_alone);
     tcase_add_test(tc, test_destroy_fails_queued_requests);
     suite_add_tcase(s, tc);
+    TCase *clk = tcase_create("clock");
+    tcase_add_test(clk, test_monotonic_timed_wait);
+    suite_add_tcase(s, clk);
     return s;
 }
