@@ -36,11 +36,6 @@
 #include "replica.h"
 #include "wire.h"
 
-/* How much longer a forwarder waits than the coordinator it forwarded to,
- * so that the coordinator's own verdict (e.g. quorum not reached) arrives
- * before the forwarder gives up. */
-#define COORD_FORWARD_MARGIN_MS 500
-
 typedef struct coord_op coord_op_t;
 
 typedef struct coord_slot {

@@ -27,6 +27,7 @@
 #include "replica.h"
 #include "resp.h"
 #include "rpc.h"
+#include "waiter.h"
 
 struct kv_siblings {
     size_t n;
@@ -308,55 +309,16 @@ static int check_call(const kv_t *kv, kv_call_t *call)
     return 0;
 }
 
-/* Waits for a coordinator's verdict on the calling thread. */
-typedef struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    int acked;
-    int needed;
-    obj_t obj;
-} waiter_t;
+/* How long a synchronous call waits for its verdict: the call's deadline,
+ * the forwarding margin, and slack for a loaded machine's scheduling. The
+ * verdict always comes sooner unless a completion was lost (waiter.h). */
+#define KV_VERDICT_SLACK_MS 2000
 
-static void waiter_init(waiter_t *w)
+static int verdict_bound_ms(const kv_t *kv, const kv_call_t *call)
 {
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->done = false;
-    w->rc = 0;
-    w->acked = 0;
-    w->needed = 0;
-    obj_init(&w->obj);
-}
-
-static void waiter_done(void *arg, int rc, int acked, int needed, obj_t *result)
-{
-    waiter_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc;
-    w->acked = acked;
-    w->needed = needed;
-    if (result != NULL) {
-        w->obj = *result;
-        obj_init(result);
-    }
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Every request the coordinator sends has a deadline, so the verdict
- * always arrives; no timed wait is needed here. */
-static void waiter_wait(waiter_t *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done) {
-        pthread_cond_wait(&w->cv, &w->mu);
-    }
-    pthread_mutex_unlock(&w->mu);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+    int tmo = call != NULL && call->timeout_ms > 0 ? call->timeout_ms
+                                                   : kv->cfg.timeout_ms;
+    return tmo + COORD_FORWARD_MARGIN_MS + KV_VERDICT_SLACK_MS;
 }
 
 static void call_done(kv_call_t *call, int acked, int needed)
@@ -407,15 +369,16 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
         acked = rc == 0;
         needed = 1;
     } else if (rc == 0) {
-        waiter_t w;
-        waiter_init(&w);
-        coord_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
-                    call ? call->w : 0, call ? call->timeout_ms : 0,
-                    waiter_done, &w);
-        waiter_wait(&w);
-        rc = w.rc;
-        acked = w.acked;
-        needed = w.needed;
+        waiter_t *w = waiter_new();
+        if (w == NULL) {
+            rc = KV_ENOMEM;
+        } else {
+            coord_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen,
+                        tombstone, call ? call->w : 0,
+                        call ? call->timeout_ms : 0, waiter_done, w);
+            rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked,
+                             &needed, NULL);
+        }
     }
     vc_free(&cv);
     call_done(call, acked, needed);
@@ -463,16 +426,15 @@ static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
         acked = rc == 0;
         needed = 1;
     } else if (rc == 0) {
-        waiter_t w;
-        waiter_init(&w);
-        coord_read(kv, key, klen, call ? call->r : 0,
-                   call ? call->timeout_ms : 0, waiter_done, &w);
-        waiter_wait(&w);
-        rc = w.rc;
-        acked = w.acked;
-        needed = w.needed;
-        obj_free(o);
-        *o = w.obj;
+        waiter_t *w = waiter_new();
+        if (w == NULL) {
+            rc = KV_ENOMEM;
+        } else {
+            coord_read(kv, key, klen, call ? call->r : 0,
+                       call ? call->timeout_ms : 0, waiter_done, w);
+            rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked,
+                             &needed, o);
+        }
     }
     call_done(call, acked, needed);
     if (rc != 0) {
