@@ -20,7 +20,10 @@
  * "maybe written", as Dynamo does.
  *
  * Lock: op->mu protects every mutable field of an op; callbacks run with
- * it released.
+ * it released. Only the fields filled in while the op is built (needed,
+ * timeout_ms, nslots, outstanding and the slots' targets) are written
+ * without it, before its first request is sent or its local write joins a
+ * group: until then no other thread can reach the op.
  */
 #include "coord.h"
 
@@ -555,13 +558,13 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
     }
     if (rc != 0) {
         obj_free(&o);
+        /* The verdict is given here: no settle may give another. */
+        pthread_mutex_lock(&op->mu);
         op->done = true;
+        pthread_mutex_unlock(&op->mu);
         op_dispatched(op);
         done(arg, rc, 0, needed, NULL);
         return;
-    }
-    if (g == NULL) {
-        op->acked = 1;
     }
     buf_t enc;
     buf_init(&enc);
@@ -569,9 +572,16 @@ static void coord_write_impl(kv_t *kv, const void *key, size_t klen,
         buf_free(&enc);
         enc.oom = true;
     }
-    /* Kept for hints to replicas that do not acknowledge. */
+    /* Under the lock: a grouped local write may already be settling on
+     * the group's thread (on_local_applied). merged is kept for hints to
+     * replicas that do not acknowledge. */
+    pthread_mutex_lock(&op->mu);
+    if (g == NULL) {
+        op->acked = 1;
+    }
     obj_free(&op->merged);
     op->merged = o;
+    pthread_mutex_unlock(&op->mu);
     for (size_t i = 0; i < rt.n; i++) {
         coord_slot_t *s = &op->slot[i];
         if (s->self) {
