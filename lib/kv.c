@@ -213,6 +213,7 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .handler_arg = kv,
             .batch_begin = coord_batch_begin,
             .batch_end = coord_batch_end,
+            .fault_file = kv->cfg.fault_file,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
         if (rc == 0 && kv->cfg.listen != NULL) {
