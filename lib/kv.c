@@ -12,6 +12,7 @@
 #include "node.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -313,13 +314,14 @@ static int check_call(const kv_t *kv, kv_call_t *call)
 /* How long a synchronous call waits for its verdict: the call's deadline,
  * the forwarding margin, and slack for a loaded machine's scheduling. The
  * verdict always comes sooner unless a completion was lost (waiter.h). */
-#define KV_VERDICT_SLACK_MS 2000
+#define NODE_VERDICT_SLACK_MS 2000
 
 static int verdict_bound_ms(const kv_t *kv, const kv_call_t *call)
 {
-    int tmo = call != NULL && call->timeout_ms > 0 ? call->timeout_ms
-                                                   : kv->cfg.timeout_ms;
-    return tmo + COORD_FORWARD_MARGIN_MS + KV_VERDICT_SLACK_MS;
+    int64_t tmo = call != NULL && call->timeout_ms > 0 ? call->timeout_ms
+                                                       : kv->cfg.timeout_ms;
+    int64_t bound = tmo + COORD_FORWARD_MARGIN_MS + NODE_VERDICT_SLACK_MS;
+    return bound < INT_MAX ? (int)bound : INT_MAX;
 }
 
 static void call_done(kv_call_t *call, int acked, int needed)
