@@ -155,6 +155,7 @@ static const struct {
     {"resp", "resp", "HOST:PORT"},
     {"http", "http", "HOST:PORT"},
     {"max-clients", "max_clients", "N"},
+    {"fault-file", "fault_file", "PATH"},
 };
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))

@@ -182,6 +182,11 @@ KV_API kv_options_t *kv_options_create(void);
  *                   default 0: half the soft open-file limit, at most
  *                   10000); one more is answered "max number of clients
  *                   reached" and closed
+ *   fault_file      for tests only: a file of transport faults (delays,
+ *                   drops, cut peers; kvdist(7) FAULT INJECTION) that the
+ *                   node's outgoing peer requests obey; unset (the
+ *                   default) turns the hook off. Nothing else, in
+ *                   particular no environment variable, turns it on
  */
 KV_API int kv_options_set(kv_options_t *o, const char *name, const char *value);
 

@@ -44,6 +44,7 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "merkle.h"
 #include "replica.h"
@@ -463,24 +464,10 @@ static int aae_leaf_keys(kv_t *kv, const aae_view_t *v, const aae_group_t *g,
 
 /* ------------------------------------------------------- rebuild, load */
 
-static int64_t aae_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits up to ms on the thread's condition; false when asked to stop. */
 static bool aae_nap(struct aae *a, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = clk_deadline(ms);
     pthread_mutex_lock(&a->mu);
     if (!a->stop) {
         pthread_cond_timedwait(&a->cv, &a->mu, &ts);
@@ -555,7 +542,7 @@ static bool aae_scan(kv_t *kv)
 {
     struct aae *a = kv->aae;
     store_iter_t *it = a->scan;
-    int64_t t0 = aae_mono_ms();
+    int64_t t0 = clk_mono_ms();
     uint64_t done = 0;
     aae_kdlist_t bad = {0};
     for (; store_iter_valid(it); store_iter_next(it)) {
@@ -583,7 +570,7 @@ static bool aae_scan(kv_t *kv)
         if (++done % 1024 == 0) {
             int64_t due = t0 + (int64_t)(done * 1000 /
                                          (uint64_t)kv->cfg.aae_rebuild_rate);
-            int64_t now = aae_mono_ms();
+            int64_t now = clk_mono_ms();
             if (due > now && !aae_nap(a, due - now)) {
                 aae_kd_free(&bad);
                 return false;
@@ -623,7 +610,7 @@ static bool aae_scan(kv_t *kv)
     KV_LOG(&kv->log, KV_LOG_INFO,
            "aae: %zu Merkle trees rebuilt from %" PRIu64 " index entries in "
            "%" PRId64 " ms",
-           a->v.ngroups, done, aae_mono_ms() - t0);
+           a->v.ngroups, done, clk_mono_ms() - t0);
     return true;
 }
 
@@ -1038,7 +1025,7 @@ static void aae_tomb_purge(kv_t *kv, aae_group_t *g, const aae_kdlist_t *l,
 static void aae_sweep(kv_t *kv)
 {
     struct aae *a = kv->aae;
-    int64_t cutoff = node_now_us() - kv->cfg.tombstone_grace_ms * 1000;
+    int64_t cutoff = clk_wall_us() - kv->cfg.tombstone_grace_ms * 1000;
     aae_cand_t *c = NULL;
     size_t nc = 0;
     store_iter_t *it = store_iter_create(kv->store, STORE_CF_AAE, NULL, 0);
@@ -1148,7 +1135,7 @@ static void aae_pass(kv_t *kv)
     pthread_mutex_lock(&a->mu);
     a->running = false;
     a->passes++;
-    a->last_pass_us = node_now_us();
+    a->last_pass_us = clk_wall_us();
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -1156,7 +1143,7 @@ static void *aae_main(void *arg)
 {
     kv_t *kv = arg;
     struct aae *a = kv->aae;
-    int64_t next_pass = aae_mono_ms() + kv->cfg.aae_interval_ms;
+    int64_t next_pass = clk_mono_ms() + kv->cfg.aae_interval_ms;
     for (;;) {
         pthread_mutex_lock(&a->mu);
         bool stop = a->stop;
@@ -1186,24 +1173,16 @@ static void *aae_main(void *arg)
             continue; /* stopped, or the members changed again */
         }
         pthread_mutex_lock(&a->mu);
-        bool due = a->repair || aae_mono_ms() >= next_pass;
+        bool due = a->repair || clk_mono_ms() >= next_pass;
         pthread_mutex_unlock(&a->mu);
         if (due && atomic_load(&a->ready)) {
             aae_pass(kv);
-            next_pass = aae_mono_ms() + kv->cfg.aae_interval_ms;
+            next_pass = clk_mono_ms() + kv->cfg.aae_interval_ms;
         }
         pthread_mutex_lock(&a->mu);
         if (!a->stop && !a->changed && !a->repair) {
-            int64_t wait = next_pass - aae_mono_ms();
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            wait = wait < 1 ? 1 : wait;
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            int64_t wait = next_pass - clk_mono_ms();
+            struct timespec ts = clk_deadline(wait < 1 ? 1 : wait);
             pthread_cond_timedwait(&a->cv, &a->mu, &ts);
         }
         pthread_mutex_unlock(&a->mu);
@@ -1295,7 +1274,7 @@ int aae_open(kv_t *kv)
     }
     pthread_rwlock_init(&a->lock, NULL);
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
+    clk_cond_init(&a->cv); /* aae_nap and the pass timer wait on it */
     atomic_init(&a->ready, false);
     atomic_init(&a->unviewed, 0);
     kv->aae = a;

@@ -37,6 +37,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "detector.h"
 #include "ring.h"
 #include "store.h"
@@ -73,13 +74,6 @@ struct cluster {
     bool joined; /* a seed or member answered */
     uint64_t rng;
 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ----------------------------------------------------------- internals */
 
@@ -238,7 +232,7 @@ static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
         }
     }
     pthread_rwlock_wrlock(&c->lock);
-    (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, mono_ms());
+    (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, clk_mono_ms());
     pthread_rwlock_unlock(&c->lock);
 }
 
@@ -389,7 +383,7 @@ static uint64_t cluster_rand(struct cluster *c)
 static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
 {
     struct cluster *c = kv->cluster;
-    int64_t now = mono_ms();
+    int64_t now = clk_mono_ms();
     rpc_peer_t *target = NULL;
     pthread_rwlock_wrlock(&c->lock);
     size_t nup = 0;
@@ -445,11 +439,7 @@ static void *cluster_ticker(void *arg)
     struct cluster *c = kv->cluster;
     pthread_mutex_lock(&c->tick_mu);
     while (!c->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)kv->cfg.gossip_interval_ms * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = clk_deadline(kv->cfg.gossip_interval_ms);
         pthread_cond_timedwait(&c->tick_cv, &c->tick_mu, &ts);
         if (c->stop) {
             break;
@@ -534,6 +524,21 @@ static uint64_t cluster_new_incarnation(kv_t *kv)
     return inc;
 }
 
+const char *cluster_status_name(int status)
+{
+    static const char *const names[] = {
+        [KV_MEMBER_UP] = "up",
+        [KV_MEMBER_DOWN] = "down",
+        [KV_MEMBER_JOINING] = "joining",
+        [KV_MEMBER_LEAVING] = "leaving",
+    };
+    if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]) ||
+        names[status] == NULL) {
+        return "unknown";
+    }
+    return names[status];
+}
+
 /* ------------------------------------------------------------ handlers */
 
 static void handle_ping(void *arg, rpc_req_t *req, const wire_msg_t *m)
@@ -596,9 +601,9 @@ int cluster_open(kv_t *kv)
     }
     pthread_rwlock_init(&c->lock, NULL);
     pthread_mutex_init(&c->tick_mu, NULL);
-    pthread_cond_init(&c->tick_cv, NULL);
+    clk_cond_init(&c->tick_cv); /* the ticker and a client's join wait */
     if (getrandom(&c->rng, sizeof(c->rng), 0) != (ssize_t)sizeof(c->rng)) {
-        c->rng = (uint64_t)mono_ms() ^ kv->actor;
+        c->rng = (uint64_t)clk_mono_ms() ^ kv->actor;
     }
     kv->cluster = c;
     if (kv->cfg.role == KV_ROLE_PEER) {
@@ -615,7 +620,7 @@ int cluster_open(kv_t *kv)
         pthread_rwlock_wrlock(&c->lock);
         bool added = cluster_merge_row(kv, c, kv->cfg.node_id,
                                        kv->cfg.listen ? kv->cfg.listen : "",
-                                       NULL, inc, 0, mono_ms());
+                                       NULL, inc, 0, clk_mono_ms());
         pthread_rwlock_unlock(&c->lock);
         if (!added) {
             free(saved);
@@ -641,12 +646,7 @@ int cluster_open(kv_t *kv)
     c->ticker_started = true;
     if (kv->cfg.role == KV_ROLE_CLIENT) {
         /* A client is useless until it knows the members: wait, bounded. */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += kv->cfg.timeout_ms / 1000;
-        ts.tv_nsec += (kv->cfg.timeout_ms % 1000) * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = clk_deadline(kv->cfg.timeout_ms);
         pthread_mutex_lock(&c->tick_mu);
         int rc = 0;
         while (!c->joined && rc == 0) {

@@ -56,6 +56,9 @@ void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
 void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len);
 
 int cluster_members(kv_t *kv, kv_member_t **out, size_t *count);
+/* A member status's name (kv_member_status_name): "up", "down",
+ * "joining", "leaving" or "unknown". */
+const char *cluster_status_name(int status);
 int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
                             kv_member_t **out, size_t *count);
 

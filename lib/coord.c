@@ -20,7 +20,10 @@
  * "maybe written", as Dynamo does.
  *
  * Lock: op->mu protects every mutable field of an op; callbacks run with
- * it released.
+ * it released. Only the fields filled in while the op is built (needed,
+ * timeout_ms, nslots, outstanding and the slots' targets) are written
+ * without it, before its first request is sent or its local write joins a
+ * group: until then no other thread can reach the op.
  */
 #include "coord.h"
 
@@ -34,11 +37,6 @@
 #include "handoff.h"
 #include "replica.h"
 #include "wire.h"
-
-/* How much longer a forwarder waits than the coordinator it forwarded to,
- * so that the coordinator's own verdict (e.g. quorum not reached) arrives
- * before the forwarder gives up. */
-#define COORD_FORWARD_MARGIN_MS 500
 
 typedef struct coord_op coord_op_t;
 
@@ -559,13 +557,13 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     }
     if (rc != 0) {
         obj_free(&o);
+        /* The verdict is given here: no settle may give another. */
+        pthread_mutex_lock(&op->mu);
         op->done = true;
+        pthread_mutex_unlock(&op->mu);
         op_dispatched(op);
         done(arg, rc, 0, needed, NULL);
         return;
-    }
-    if (g == NULL) {
-        op->acked = 1;
     }
     buf_t enc;
     buf_init(&enc);
@@ -573,9 +571,16 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         buf_free(&enc);
         enc.oom = true;
     }
-    /* Kept for hints to replicas that do not acknowledge. */
+    /* Under the lock: a grouped local write may already be settling on
+     * the group's thread (on_local_applied). merged is kept for hints to
+     * replicas that do not acknowledge. */
+    pthread_mutex_lock(&op->mu);
+    if (g == NULL) {
+        op->acked = 1;
+    }
     obj_free(&op->merged);
     op->merged = o;
+    pthread_mutex_unlock(&op->mu);
     for (size_t i = 0; i < rt.n; i++) {
         coord_slot_t *s = &op->slot[i];
         if (s->self) {

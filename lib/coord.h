@@ -13,6 +13,12 @@
 #include "rpc.h"
 #include "vclock.h"
 
+/* How much longer a forwarder waits than the coordinator it forwarded to,
+ * so that the coordinator's own verdict (e.g. quorum not reached) arrives
+ * before the forwarder gives up. A verdict therefore comes within a call's
+ * timeout plus this margin (kv.c bounds its wait by it). */
+#define COORD_FORWARD_MARGIN_MS 500
+
 /* Called exactly once per coord_write/coord_read, possibly before they
  * return, possibly on an NNG thread. For reads, result is the merged
  * object (the callee may move it out and obj_init() the original). */

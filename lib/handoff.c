@@ -32,6 +32,7 @@
 
 #include <xxhash.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "rpc.h"
 #include "store.h"
@@ -290,7 +291,7 @@ static bool hint_expired(kv_t *kv, const void *val, size_t vlen)
         newest = o.sib[i].ts_us > newest ? o.sib[i].ts_us : newest;
     }
     obj_free(&o);
-    return newest < node_now_us() - kv->cfg.tombstone_grace_ms * 1000;
+    return newest < clk_wall_us() - kv->cfg.tombstone_grace_ms * 1000;
 }
 
 typedef struct batch_item {
@@ -390,11 +391,7 @@ static void *handoff_thread(void *arg)
     }
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += HANDOFF_TICK_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = clk_deadline(HANDOFF_TICK_MS);
         pthread_cond_timedwait(&h->cv, &h->mu, &ts);
         if (h->stop) {
             break;
@@ -441,7 +438,7 @@ int handoff_open(kv_t *kv)
         pthread_mutex_init(&h->stripe[i], NULL);
     }
     pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
+    clk_cond_init(&h->cv); /* the delivery tick waits on it */
     kv->handoff = h;
     if (kv->store == NULL) {
         return 0;

@@ -68,6 +68,7 @@
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "codec.h"
 #include "vclock.h"
@@ -454,7 +455,7 @@ static nng_http_res *siblings_res(const obj_t *o)
     char boundary[48];
     for (uint64_t salt = 0;; salt++) {
         snprintf(boundary, sizeof(boundary), "kvdist-siblings-%016" PRIx64,
-                 mix64(salt ^ (uint64_t)node_now_us()));
+                 mix64(salt ^ (uint64_t)clk_wall_us()));
         size_t blen = strlen(boundary);
         bool clash = false;
         for (size_t i = 0; i < o->n && !clash; i++) {
@@ -1075,7 +1076,7 @@ static void handle_cluster(nng_aio *aio)
         json_array_append_new(list,
                               json_pack("{s:s, s:s, s:s, s:b, s:f}", "id",
                                         m[i].id, "url", m[i].url, "status",
-                                        kv_member_status_name(m[i].status),
+                                        cluster_status_name(m[i].status),
                                         "self", m[i].self, "ring_share",
                                         cluster_ring_share(kv, m[i].id)));
     }

@@ -12,6 +12,7 @@
 #include "node.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -27,6 +28,7 @@
 #include "replica.h"
 #include "resp.h"
 #include "rpc.h"
+#include "waiter.h"
 
 struct kv_siblings {
     size_t n;
@@ -170,6 +172,7 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .batch_begin = coord_batch_begin,
             .batch_end = coord_batch_end,
             .batch_arg = kv,
+            .fault_file = kv->cfg.fault_file,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
     }
@@ -262,55 +265,17 @@ static int check_call(const kv_t *kv, kv_call_t *call)
     return 0;
 }
 
-/* Waits for a coordinator's verdict on the calling thread. */
-typedef struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-    int acked;
-    int needed;
-    obj_t obj;
-} waiter_t;
+/* How long a synchronous call waits for its verdict: the call's deadline,
+ * the forwarding margin, and slack for a loaded machine's scheduling. The
+ * verdict always comes sooner unless a completion was lost (waiter.h). */
+#define NODE_VERDICT_SLACK_MS 2000
 
-static void waiter_init(waiter_t *w)
+static int verdict_bound_ms(const kv_t *kv, const kv_call_t *call)
 {
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->done = false;
-    w->rc = 0;
-    w->acked = 0;
-    w->needed = 0;
-    obj_init(&w->obj);
-}
-
-static void waiter_done(void *arg, int rc, int acked, int needed, obj_t *result)
-{
-    waiter_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->rc = rc;
-    w->acked = acked;
-    w->needed = needed;
-    if (result != NULL) {
-        w->obj = *result;
-        obj_init(result);
-    }
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-/* Every request the coordinator sends has a deadline, so the verdict
- * always arrives; no timed wait is needed here. */
-static void waiter_wait(waiter_t *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done) {
-        pthread_cond_wait(&w->cv, &w->mu);
-    }
-    pthread_mutex_unlock(&w->mu);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+    int64_t tmo = call != NULL && call->timeout_ms > 0 ? call->timeout_ms
+                                                       : kv->cfg.timeout_ms;
+    int64_t bound = tmo + COORD_FORWARD_MARGIN_MS + NODE_VERDICT_SLACK_MS;
+    return bound < INT_MAX ? (int)bound : INT_MAX;
 }
 
 static void call_done(kv_call_t *call, int acked, int needed)
@@ -337,20 +302,25 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
         rc = ctx == NULL && ctxlen > 0 ? KV_EINVAL
                                        : vc_context_decode(ctx, ctxlen, &cv);
     }
+    waiter_t *w = NULL;
+    if (rc == 0 && (w = waiter_new()) == NULL) {
+        rc = KV_ENOMEM;
+    }
     if (rc != 0) {
         metric_inc(&kv->metrics, tombstone ? M_DELETE_ERRORS : M_PUT_ERRORS);
         vc_free(&cv);
         return rc;
     }
-    waiter_t w;
-    waiter_init(&w);
+    int acked = 0;
+    int needed = 0;
     node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
                call ? call->w : 0, call ? call->timeout_ms : 0,
-               NODE_FROM_CLIENT, waiter_done, &w);
-    waiter_wait(&w);
+               NODE_FROM_CLIENT, waiter_done, w);
+    rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
+                     NULL);
     vc_free(&cv);
-    call_done(call, w.acked, w.needed);
-    return w.rc;
+    call_done(call, acked, needed);
+    return rc;
 }
 
 int kv_put(kv_t *kv, const void *key, size_t klen, const void *val, size_t vlen)
@@ -376,24 +346,27 @@ int kv_delete_ctx(kv_t *kv, const void *key, size_t klen, const void *ctx,
 }
 
 /* Reads the object a get returns: the local replica's when embedded, else
- * the merge of r replicas' objects. The caller has entered the node. */
+ * the merge of r replicas' objects. */
 static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
                    obj_t *o)
 {
     int rc = check_call(kv, call);
+    waiter_t *w = NULL;
+    if (rc == 0 && (w = waiter_new()) == NULL) {
+        rc = KV_ENOMEM;
+    }
     if (rc != 0) {
         metric_inc(&kv->metrics, M_GET_ERRORS);
         return rc;
     }
-    waiter_t w;
-    waiter_init(&w);
+    int acked = 0;
+    int needed = 0;
     node_read(kv, key, klen, call ? call->r : 0, call ? call->timeout_ms : 0,
-              NODE_FROM_CLIENT, waiter_done, &w);
-    waiter_wait(&w);
-    obj_free(o);
-    *o = w.obj;
-    call_done(call, w.acked, w.needed);
-    return w.rc;
+              NODE_FROM_CLIENT, waiter_done, w);
+    rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
+                     o);
+    call_done(call, acked, needed);
+    return rc;
 }
 
 static int get_entered(kv_t *kv, const void *key, size_t klen, void **valp,
@@ -649,18 +622,7 @@ int kv_node_metrics(kv_t *kv, const char *node_id, char **outp, size_t *lenp)
 
 const char *kv_member_status_name(int status)
 {
-    switch (status) {
-    case KV_MEMBER_UP:
-        return "up";
-    case KV_MEMBER_DOWN:
-        return "down";
-    case KV_MEMBER_JOINING:
-        return "joining";
-    case KV_MEMBER_LEAVING:
-        return "leaving";
-    default:
-        return "unknown";
-    }
+    return cluster_status_name(status);
 }
 
 int kv_members(kv_t *kv, kv_member_t **out, size_t *count)

@@ -28,13 +28,6 @@
 #include "rpc.h"
 #include "wire.h"
 
-int64_t node_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int node_enter(kv_t *kv)
 {
     pthread_mutex_lock(&kv->life_mu);

@@ -58,9 +58,6 @@ struct kv {
     unsigned inflight;
 };
 
-/* Wall-clock microseconds (informative timestamps only). */
-int64_t node_now_us(void);
-
 /* Every call that touches the node from outside (the public API, the RESP
  * front end) is bracketed by these, so kv_shutdown can wait for it.
  * node_enter returns 0 or KV_ECLOSED. */

@@ -269,6 +269,11 @@ static bool valid_http_addr(const char *s)
     return valid_host_port(s, 1);
 }
 
+static bool valid_fault_file(const char *s)
+{
+    return *s != '\0' && strlen(s) <= 4000;
+}
+
 /* Index order is the stored value: enum kv_role, enum store_sync. */
 static const char *const role_names[] = {"peer", "client", NULL};
 static const char *const sync_names[] = {"none", "wal", "fsync", NULL};
@@ -362,6 +367,11 @@ static const opt_row opt_rows[] = {
             "must be an integer from 0 (derived from the open-file limit) to "
             "1000000",
             "HTTP + RESP connections served (0: from open-file limit)"),
+    /* Never taken from the environment: an embedding program must not
+     * have faults switched on behind its back (issue 13). */
+    STR_OPT("fault_file", fault_file, valid_fault_file,
+            "must be a non-empty path",
+            "testing only: inject the transport faults this file names"),
 };
 
 #define N_OPT_ROWS (sizeof(opt_rows) / sizeof(opt_rows[0]))

@@ -46,6 +46,7 @@ typedef struct kv_config {
     int64_t tombstone_grace_ms; /* before a fully replicated delete is purged */
     char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
+    char *fault_file; /* testing: rpc.c's fault hook reads it, NULL: off */
     kv_log_fn log_fn;
     void *log_arg;
     int log_level;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "aae.h"
+#include "clock.h"
 
 #include <xxhash.h>
 
@@ -191,7 +192,7 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g, const void *key,
         vc_dot_t dot = {kv->actor, atomic_fetch_add(&kv->counter, 1) + 1};
         /* Without a context the write supersedes what this replica holds:
          * its own causal context is exactly that. */
-        rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, node_now_us(), val,
+        rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, clk_wall_us(), val,
                         vlen, tombstone);
     }
     if (rc == 0 && o.n > REPLICA_SIBLINGS_REFUSE) {

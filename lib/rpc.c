@@ -52,18 +52,19 @@
  * can tell the links apart, and a multi-homed host answers from the address
  * it was configured with.
  *
- * Fault-injection hook (applies to a message, so to a whole batch) (tests only, off unless the environment variable
- * KVDIST_FAULT_FILE names a file when the node opens; kvdist(7) FAULT
- * INJECTION): the file holds lines "delay MS", "drop PERCENT" and
- * "block SUBSTRING" (a peer URL containing it is cut off). It is re-read
- * when it changes, at most every 100 ms. A delayed request waits on an
- * aio of its own (nng_sleep_aio on the slot's hold aio, never on the
- * context's aio: NNG 1.5 leaves a slept aio in a state where a later
- * receive timeout completes as success with no message, which crashed
- * nodes in the first nemesis runs) before it is sent; a dropped one is
- * never sent
- * and times out at its deadline, as a lost packet would. Only outgoing
- * requests are affected, so a symmetric fault is written on both ends.
+ * Fault-injection hook (tests only; applies to a message, so to a whole
+ * batch). Off unless the option fault_file names a file (rpc_config_t);
+ * never switched on by the environment, so a program that embeds the
+ * library gets no faults it did not ask for (kvdist(7) FAULT INJECTION).
+ * The file holds lines "delay MS", "drop PERCENT" and "block SUBSTRING"
+ * (a peer URL containing it is cut off). It is re-read when it changes, at
+ * most every 100 ms. A delayed request waits on an aio of its own
+ * (nng_sleep_aio on the slot's hold aio, never on the context's aio: NNG
+ * 1.5 leaves a slept aio in a state where a later receive timeout
+ * completes as success with no message, which crashed nodes in the first
+ * nemesis runs) before it is sent; a dropped one is never sent and times
+ * out at its deadline, as a lost packet would. Only outgoing requests are
+ * affected, so a symmetric fault is written on both ends.
  * The lock `fault_mu` protects the fault fields.
  */
 #include "rpc.h"
@@ -83,6 +84,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "clock.h"
 #include "kvdist.h"
 
 #define RPC_WORKERS 64
@@ -1263,7 +1265,7 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
         return false; /* out of memory at shutdown: leave them open */
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    clk_cond_init(&c->cv); /* waited on with a bound below */
     c->has_server = rpc->listening;
     c->server = rpc->server;
     c->peers = peers;
@@ -1272,9 +1274,7 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
         closer_free(c);
         return true;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += RPC_CLOSE_BOUND_MS / 1000;
+    struct timespec ts = clk_deadline(RPC_CLOSE_BOUND_MS);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     while (!c->done && rc == 0) {
@@ -1311,7 +1311,8 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     pthread_mutex_init(&rpc->fault_mu, NULL);
     atomic_init(&rpc->next_id, 0);
     atomic_init(&rpc->stopping, false);
-    const char *fault = getenv("KVDIST_FAULT_FILE");
+    const char *fault = cfg->fault_file;
+    rpc->cfg.fault_file = NULL; /* the caller's string; fault_path is ours */
     if (fault != NULL && *fault != '\0') {
         rpc->fault_path = strdup(fault);
         if (rpc->fault_path == NULL) {
@@ -1321,7 +1322,7 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
         rpc->fault_size = -1;
         rpc->fault_rng = (uint64_t)getpid() ^ (uint64_t)nng_clock() << 20;
         KV_LOG(rpc->cfg.log, KV_LOG_WARN,
-               "rpc: fault injection on, from %s (KVDIST_FAULT_FILE)",
+               "rpc: fault injection on, from %s (option fault_file)",
                rpc->fault_path);
     }
     if (cfg->listen_url != NULL) {

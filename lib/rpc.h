@@ -45,6 +45,7 @@ typedef struct rpc_config {
     rpc_batch_fn batch_begin;
     rpc_batch_fn batch_end;
     void *batch_arg;
+    const char *fault_file; /* the fault hook's file (copied); NULL, "": off */
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);

@@ -2,12 +2,14 @@
  * check_failover.c - failure detection, gossip, sloppy quorum and hinted
  * handoff, with real kvdistd processes on 127.0.0.1: kill -9, SIGSTOP,
  * hint holders dying before delivery, strict quorum, and gossip
- * convergence from a single seed. Nodes gossip every 100 ms here, so the
+ * convergence from a single seed; and that the transport's fault hook
+ * obeys the fault_file option only. Nodes gossip every 100 ms here, so the
  * detector (phi_convict 8) marks a silent node down after about 2-4 s.
  */
 #include "check_kvdist.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,6 +395,107 @@ START_TEST(test_read_retries_past_paused_coordinator)
 }
 END_TEST
 
+static bool log_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return false;
+    }
+    char line[2048];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        found = strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
+/* The fault hook is switched on by the fault_file option only. A file that
+ * drops every request, named by KVDIST_FAULT_FILE in the environment of
+ * this process (whose client embeds the library) and of the nodes it
+ * starts, has no effect: writes and reads at w = r = 2 succeed and no node
+ * says the hook is on. Started with --fault-file and the same file, a node
+ * says so, reads the file, and a write it coordinates misses its quorum
+ * because its request to the other replica is dropped. */
+START_TEST(test_fault_hook_only_by_option)
+{
+    harness_t *h = harness_create(2);
+    h->n = 2;
+    h->r = 2;
+    h->w = 2;
+    char fault[600];
+    snprintf(fault, sizeof(fault), "%s/drop-all.fault", h->dir);
+    FILE *f = fopen(fault, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("drop 100\n", f);
+    fclose(f);
+    ck_assert_int_eq(setenv("KVDIST_FAULT_FILE", fault, 1), 0);
+    harness_start_all(h, NULL);
+    harness_wait_converged(h);
+    kv_t *c = harness_client(h, 3000);
+    harness_wait_members(c, 2);
+    int acked[20];
+    for (int i = 0; i < 20; i++) {
+        char key[32];
+        int rc = try_put(c, i, key, sizeof(key));
+        ck_assert_msg(rc == 0, "put %d with KVDIST_FAULT_FILE set: %s", i,
+                      kv_strerror(rc));
+        acked[i] = i;
+    }
+    check_all_present(h, c, acked, 20, 1); /* n2 holds all: n = 2 of 2 */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_msg(!log_has(h->node[i].log, "fault injection on") &&
+                          !log_has(h->node[i].log, "fault hook"),
+                      "%s read the variable (log %s)", h->node[i].id,
+                      h->node[i].log);
+    }
+    ck_assert_int_eq(unsetenv("KVDIST_FAULT_FILE"), 0);
+
+    harness_stop(h, 1);
+    const char *flag[] = {"--fault-file", fault, NULL};
+    harness_start(h, 1, flag);
+    char on[700];
+    snprintf(on, sizeof(on), "fault injection on, from %s", fault);
+    ck_assert_msg(log_has(h->node[1].log, on), "no '%s' in %s", on,
+                  h->node[1].log);
+    /* The file is read at the first request the node sends (gossip). */
+    int64_t deadline = harness_now_ms() + 15000;
+    while (!log_has(h->node[1].log, "fault hook: delay 0 ms, drop 100%")) {
+        ck_assert_msg(harness_now_ms() < deadline, "%s never read %s",
+                      h->node[1].id, fault);
+        harness_sleep_ms(20);
+    }
+    /* A key n2 coordinates: the client forwards to the first member of
+     * the preference list it sees up. */
+    harness_wait_status(c, "n2", KV_MEMBER_UP);
+    char key[32] = "";
+    for (int k = 0; k < 1000 && key[0] == '\0'; k++) {
+        char cand[32];
+        snprintf(cand, sizeof(cand), "pick-%d", k);
+        kv_member_t *pl = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_preference_list(c, cand, strlen(cand), &pl, &n),
+                         0);
+        if (n > 0 && strcmp(pl[0].id, "n2") == 0) {
+            snprintf(key, sizeof(key), "%s", cand);
+        }
+        kv_free(pl);
+    }
+    ck_assert_msg(key[0] != '\0', "no key led by n2 in 1000 tries");
+    kv_call_t call = KV_CALL_INIT;
+    call.timeout_ms = 1000;
+    int rc = kv_put_ctx(c, key, strlen(key), "v", 1, NULL, 0, &call);
+    ck_assert_msg(rc == KV_EQUORUM || rc == KV_ETIMEDOUT,
+                  "write coordinated by a node dropping every request: %s",
+                  kv_strerror(rc));
+    printf("failover: fault_file on n2 (drop 100): its write got %s, %d of "
+           "%d acked\n",
+           kv_strerror(rc), call.acked, call.needed);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
 Suite *failover_suite(void)
 {
     Suite *s = suite_create("failover");
@@ -405,6 +508,7 @@ Suite *failover_suite(void)
     tcase_add_test(tc, test_sloppy_quorum_uses_fallbacks);
     tcase_add_test(tc, test_gossip_single_seed);
     tcase_add_test(tc, test_read_retries_past_paused_coordinator);
+    tcase_add_test(tc, test_fault_hook_only_by_option);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -195,6 +195,24 @@ START_TEST(test_strerror)
 }
 END_TEST
 
+/* The fault hook's file: unset (off) by default, a non-empty path when
+ * set, read back as given; the empty path is refused and changes nothing.
+ * That it turns the hook on (and the environment does not) is tested in
+ * the failover suite. */
+START_TEST(test_fault_file_option)
+{
+    kv_options_t *o = kv_options_create();
+    expect(o, "fault_file", "");
+    ck_assert_int_eq(kv_options_set(o, "fault_file", "/tmp/n1.fault"), 0);
+    expect(o, "fault_file", "/tmp/n1.fault");
+    ck_assert_int_eq(kv_options_set(o, "fault_file", ""), KV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(kv_options_errmsg(o), "fault_file"));
+    expect(o, "fault_file", "/tmp/n1.fault");
+    ck_assert_ptr_nonnull(strstr(kv_options_doc("fault_file"), "testing"));
+    kv_options_destroy(o);
+}
+END_TEST
+
 /* The RESP listener address: HOST:PORT, refused otherwise (the old value
  * stays), and only for a peer. */
 START_TEST(test_resp_option)
@@ -239,6 +257,7 @@ static const char *const all_options[] = {
     "hinted_handoff", "handoff_rate",      "anti_entropy",
     "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
     "resp",           "http",              "max_clients",
+    "fault_file",
 };
 
 #define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
@@ -919,6 +938,7 @@ Suite *options_suite(void)
     Suite *s = suite_create("options");
     TCase *rt = tcase_create("resp");
     tcase_add_test(rt, test_resp_option);
+    tcase_add_test(rt, test_fault_file_option);
     suite_add_tcase(s, rt);
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_defaults);

@@ -4,17 +4,25 @@
  * batch and each gets its own reply; replies too large to share a batch
  * reply are sent again alone and still answered correctly; shutdown fails
  * what is still queued. The wire framing itself is tested in check_wire.c.
+ * Also the monotonic timed waits every module's threads use (clock.h), and
+ * a synchronous call's bounded wait for its verdict (waiter.c).
  */
 #include "check_kvdist.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "clock.h"
 #include "kvdist.h"
+#include "log.h"
+#include "object.h"
 #include "rpc.h"
+#include "waiter.h"
 #include "wire.h"
 
 /* Large replies: bigger than RPC_SMALL_REPLY (64 KiB), and two of them
@@ -285,6 +293,151 @@ START_TEST(test_destroy_fails_queued_requests)
 }
 END_TEST
 
+/* A condition made by clk_cond_init measures clk_deadline on the
+ * monotonic clock: the wait lasts its full length. On a CLOCK_REALTIME
+ * condition the same deadline (seconds since boot) lies decades in the
+ * past and the wait returns at once, so this fails if either helper
+ * drifts from the other. */
+START_TEST(test_monotonic_timed_wait)
+{
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_init(&mu, NULL);
+    ck_assert_int_eq(clk_cond_init(&cv), 0);
+    struct timespec before;
+    clock_gettime(CLOCK_MONOTONIC, &before);
+    struct timespec dl = clk_deadline(150);
+    int64_t want = (int64_t)before.tv_sec * 1000 + before.tv_nsec / 1000000 +
+                   150;
+    int64_t got = (int64_t)dl.tv_sec * 1000 + dl.tv_nsec / 1000000;
+    ck_assert_int_ge(got, want);
+    ck_assert_int_lt(got, want + 1000);
+    ck_assert_int_lt(dl.tv_nsec, 1000000000L);
+    int64_t t0 = clk_mono_ms();
+    pthread_mutex_lock(&mu);
+    int rc = 0;
+    while (rc == 0) { /* a spurious wake-up waits again */
+        rc = pthread_cond_timedwait(&cv, &mu, &dl);
+    }
+    pthread_mutex_unlock(&mu);
+    int64_t waited = clk_mono_ms() - t0;
+    ck_assert_int_eq(rc, ETIMEDOUT);
+    ck_assert_msg(waited >= 140, "returned after %lld ms", (long long)waited);
+    /* A negative length is "now", not a wait of years. */
+    dl = clk_deadline(-5000);
+    pthread_mutex_lock(&mu);
+    rc = pthread_cond_timedwait(&cv, &mu, &dl);
+    pthread_mutex_unlock(&mu);
+    ck_assert_int_eq(rc, ETIMEDOUT);
+    pthread_cond_destroy(&cv);
+    pthread_mutex_destroy(&mu);
+}
+END_TEST
+
+/* Collects what the library logs at error level (one test at a time). */
+typedef struct logcap {
+    pthread_mutex_t mu;
+    char text[1024];
+} logcap_t;
+
+static void logcap_fn(void *arg, int level, const char *msg)
+{
+    logcap_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    if (level <= KV_LOG_ERROR) {
+        size_t n = strlen(c->text);
+        snprintf(c->text + n, sizeof(c->text) - n, "%s\n", msg);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* An object with one sibling holding val, as a read's result. */
+static void one_sibling(obj_t *o, const char *val)
+{
+    obj_init(o);
+    vc_dot_t dot = {.actor = 7, .counter = 1};
+    ck_assert_int_eq(obj_update(o, NULL, dot, 1, val, strlen(val), false), 0);
+}
+
+/* A verdict that never comes: the wait ends at its bound with
+ * KV_ETIMEDOUT, leaves the outputs alone and says why at error level; the
+ * verdict arriving afterwards lands in the waiter, which it then frees
+ * (under SANITIZE=1 a waiter freed with the caller's frame would be a
+ * use-after-free here, and one never freed a leak). */
+START_TEST(test_waiter_bound_passes)
+{
+    logcap_t cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .text = ""};
+    kvlog_t lg = {.fn = logcap_fn, .arg = &cap, .level = KV_LOG_ERROR};
+    waiter_t *w = waiter_new();
+    ck_assert_ptr_nonnull(w);
+    int acked = -1, needed = -1;
+    obj_t got;
+    obj_init(&got);
+    int64_t t0 = clk_mono_ms();
+    int rc = waiter_wait(w, 150, &lg, &acked, &needed, &got);
+    int64_t waited = clk_mono_ms() - t0;
+    ck_assert_int_eq(rc, KV_ETIMEDOUT);
+    ck_assert_msg(waited >= 140, "gave up after %lld ms", (long long)waited);
+    ck_assert_int_eq(acked, -1);
+    ck_assert_int_eq(needed, -1);
+    ck_assert_uint_eq(got.n, 0);
+    ck_assert_msg(strstr(cap.text, "no verdict") != NULL &&
+                      strstr(cap.text, "150 ms") != NULL,
+                  "logged: '%s'", cap.text);
+    obj_t late;
+    one_sibling(&late, "late");
+    waiter_done(w, 0, 2, 2, &late); /* the waiting thread is gone */
+    ck_assert_uint_eq(late.n, 0);   /* moved into the waiter, freed there */
+    obj_free(&late);
+}
+END_TEST
+
+typedef struct verdict_arg {
+    waiter_t *w;
+    obj_t result;
+} verdict_arg_t;
+
+static void *verdict_later(void *arg)
+{
+    verdict_arg_t *v = arg;
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+    waiter_done(v->w, KV_EQUORUM, 1, 2, &v->result);
+    return NULL;
+}
+
+/* A verdict from another thread before the bound: its code, counts and
+ * result reach the caller, and nothing is logged. */
+START_TEST(test_waiter_verdict_arrives)
+{
+    logcap_t cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .text = ""};
+    kvlog_t lg = {.fn = logcap_fn, .arg = &cap, .level = KV_LOG_ERROR};
+    verdict_arg_t v;
+    v.w = waiter_new();
+    ck_assert_ptr_nonnull(v.w);
+    one_sibling(&v.result, "value");
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, verdict_later, &v), 0);
+    int acked = -1, needed = -1;
+    obj_t got;
+    obj_init(&got);
+    int64_t t0 = clk_mono_ms();
+    int rc = waiter_wait(v.w, 20000, &lg, &acked, &needed, &got);
+    int64_t waited = clk_mono_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_int_eq(rc, KV_EQUORUM);
+    ck_assert_int_eq(acked, 1);
+    ck_assert_int_eq(needed, 2);
+    ck_assert_msg(waited < 15000, "waited %lld ms", (long long)waited);
+    ck_assert_uint_eq(got.n, 1);
+    ck_assert_uint_eq(got.sib[0].vlen, 5);
+    ck_assert_int_eq(memcmp(got.sib[0].val, "value", 5), 0);
+    ck_assert_str_eq(cap.text, "");
+    obj_free(&got);
+    obj_free(&v.result);
+}
+END_TEST
+
 Suite *rpc_suite(void)
 {
     Suite *s = suite_create("rpc");
@@ -293,5 +446,10 @@ Suite *rpc_suite(void)
     tcase_add_test(tc, test_large_replies_sent_again_alone);
     tcase_add_test(tc, test_destroy_fails_queued_requests);
     suite_add_tcase(s, tc);
+    TCase *clk = tcase_create("waits");
+    tcase_add_test(clk, test_monotonic_timed_wait);
+    tcase_add_test(clk, test_waiter_bound_passes);
+    tcase_add_test(clk, test_waiter_verdict_arrives);
+    suite_add_tcase(s, clk);
     return s;
 }

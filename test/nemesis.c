@@ -21,7 +21,7 @@
  * runs node i on 127.0.0.(11+i); nodes dial from their listen address
  * (rpc.c), so nftables rules in the namespace's own output chain can cut
  * or thin the link between any two nodes. The host's network is never
- * touched. Delays use the fault hook of rpc.c (KVDIST_FAULT_FILE) because
+ * touched. Delays use the fault hook of rpc.c (--fault-file) because
  * tc netem needs sch_netem, which is probed and reported. Without root or
  * namespaces, the harness says so and uses the hook for partitions and
  * drops as well (each node's requests to a cut peer are dropped).
@@ -969,6 +969,7 @@ static int node_start(nem_t *nm, int i, bool sloppy)
                           "--gossip-interval-ms", "100",
                           "--aae-interval-ms", "20000",
                           "--sloppy-quorum", sloppy ? "on" : "off",
+                          "--fault-file", n->fault,
                           NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -991,7 +992,6 @@ static int node_start(nem_t *nm, int i, bool sloppy)
             dup2(devnull, 1);
             close(devnull);
         }
-        setenv("KVDIST_FAULT_FILE", n->fault, 1);
         /* a node that crashes leaves a core in the work dir (where the
          * kernel's core_pattern allows): the stack is the finding */
         struct rlimit core = {RLIM_INFINITY, RLIM_INFINITY};
@@ -1528,16 +1528,16 @@ static int run_main(int argc, char **argv)
                                  NULL};
             run_cmd(nm, del);
             printf("nemesis: tc netem works here, but delays use the fault "
-                   "hook (KVDIST_FAULT_FILE) so both modes inject the same "
+                   "hook (--fault-file) so both modes inject the same "
                    "way\n");
         } else {
             printf("nemesis: tc netem unavailable (no sch_netem): delays use "
-                   "the fault hook on peer links (KVDIST_FAULT_FILE)\n");
+                   "the fault hook on peer links (--fault-file)\n");
         }
     } else {
         printf("nemesis: HOOK-ONLY MODE: no network namespace (%s); "
                "partitions, drops and delays use the fault hook on peer "
-               "links (KVDIST_FAULT_FILE), nodes on 127.0.0.11-15 of the "
+               "links (--fault-file), nodes on 127.0.0.11-15 of the "
                "host's loopback\n",
                why);
     }
