@@ -1280,7 +1280,7 @@ int aae_open(kv_t *kv)
     kv->aae = a;
     aae_read_saved(kv);
     if (kv->rpc != NULL) {
-        return rpc_handle(kv->rpc, WIRE_AE, aae_handle, kv);
+        return rpc_handle(kv->rpc, WIRE_AE, aae_handle, kv, RPC_RUN_POOLED);
     }
     return 0;
 }

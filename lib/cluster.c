@@ -65,6 +65,9 @@ struct cluster {
     member_t *members;
     size_t nmembers;
     ring_t *ring;
+    uint64_t changes; /* table versions, under lock */
+    pthread_mutex_t save_mu; /* one save at a time; protects saved */
+    uint64_t saved;          /* the version last written to the store */
 
     pthread_t ticker;
     bool ticker_started;
@@ -101,9 +104,29 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
 
 /* Persists ids and URLs: 'K' 'M' version, member list, checksum. Caller
  * holds the lock. */
+/* The member table changed and must be saved; caller holds the write
+ * lock. The store is never written under the lock (every cluster_route
+ * would wait for the disk): cluster_save does it, from the ticker. */
 static void cluster_persist(kv_t *kv, struct cluster *c)
 {
+    (void)kv;
+    c->changes++;
+}
+
+/* Saves the member table if it changed since the last save: encoded under
+ * the read lock, written outside it, one save at a time (save_mu), never
+ * an older table over a newer one. */
+static void cluster_save(kv_t *kv, struct cluster *c)
+{
     if (kv->store == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->save_mu);
+    pthread_rwlock_rdlock(&c->lock);
+    uint64_t gen = c->changes;
+    if (gen == c->saved) {
+        pthread_rwlock_unlock(&c->lock);
+        pthread_mutex_unlock(&c->save_mu);
         return;
     }
     buf_t b;
@@ -113,12 +136,16 @@ static void cluster_persist(kv_t *kv, struct cluster *c)
     for (size_t i = 0; i < c->nmembers; i++) {
         wire_put_member(&b, c->members[i].id, c->members[i].url, 0);
     }
+    pthread_rwlock_unlock(&c->lock);
     buf_seal(&b, 0);
     if (b.oom || store_put(kv->store, STORE_CF_META, CLUSTER_META_KEY,
                            strlen(CLUSTER_META_KEY), b.p, b.len) != 0) {
         KV_LOG(&kv->log, KV_LOG_WARN, "cluster: could not save members");
+    } else {
+        c->saved = gen;
     }
     buf_free(&b);
+    pthread_mutex_unlock(&c->save_mu);
 }
 
 static member_t *cluster_find(struct cluster *c, const char *id, size_t *at)
@@ -452,6 +479,7 @@ static void *cluster_ticker(void *arg)
             cluster_contact_seeds(kv);
         }
         cluster_round(kv, r1, r2);
+        cluster_save(kv, c);
         pthread_mutex_lock(&c->tick_mu);
     }
     pthread_mutex_unlock(&c->tick_mu);
@@ -584,8 +612,10 @@ static int cluster_register(kv_t *kv)
 {
     for (size_t i = 0;
          i < sizeof(cluster_handlers) / sizeof(cluster_handlers[0]); i++) {
+        /* On the NNG thread: none touches the store, and a node busy
+         * with slow replica work must still answer gossip in time. */
         int rc = rpc_handle(kv->rpc, cluster_handlers[i].type,
-                            cluster_handlers[i].fn, kv);
+                            cluster_handlers[i].fn, kv, RPC_RUN_INLINE);
         if (rc != 0) {
             return rc;
         }
@@ -600,6 +630,7 @@ int cluster_open(kv_t *kv)
         return KV_ENOMEM;
     }
     pthread_rwlock_init(&c->lock, NULL);
+    pthread_mutex_init(&c->save_mu, NULL);
     pthread_mutex_init(&c->tick_mu, NULL);
     clk_cond_init(&c->tick_cv); /* the ticker and a client's join wait */
     if (getrandom(&c->rng, sizeof(c->rng), 0) != (ssize_t)sizeof(c->rng)) {
@@ -627,6 +658,7 @@ int cluster_open(kv_t *kv)
             return KV_ENOMEM;
         }
         cluster_load(kv, saved, saved_len);
+        cluster_save(kv, c);
     }
     if (kv->rpc == NULL) {
         c->joined = true;
@@ -685,9 +717,11 @@ void cluster_close(kv_t *kv)
         return;
     }
     cluster_stop(kv);
+    cluster_save(kv, c);
     ring_free(c->ring);
     free(c->members);
     pthread_rwlock_destroy(&c->lock);
+    pthread_mutex_destroy(&c->save_mu);
     pthread_mutex_destroy(&c->tick_mu);
     pthread_cond_destroy(&c->tick_cv);
     free(c);

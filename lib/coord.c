@@ -35,6 +35,7 @@
 
 #include "cluster.h"
 #include "handoff.h"
+#include "pool.h"
 #include "replica.h"
 #include "wire.h"
 
@@ -135,6 +136,62 @@ static void repair_done(void *arg, int rc, const wire_msg_t *reply)
     (void)reply;
 }
 
+/* Store work that starts in a reply callback (an NNG thread, which must
+ * not write the store) runs on the pool: the local replica's part of a
+ * read repair, or a hint for a replica that did not answer. */
+typedef struct local_work {
+    kv_t *kv;
+    obj_t obj;
+    bool hint;                    /* a hint for owner, else a merge */
+    char owner[WIRE_MAX_ID + 1];
+    size_t klen;
+    uint8_t key[];
+} local_work_t;
+
+static void local_work_apply(kv_t *kv, bool hint, const char *owner,
+                             const void *key, size_t klen, const obj_t *o)
+{
+    if (hint) {
+        (void)handoff_store(kv, owner, key, klen, o);
+    } else {
+        (void)replica_merge(kv, key, klen, o, NULL);
+    }
+}
+
+static void local_work_run(void *arg)
+{
+    local_work_t *w = arg;
+    local_work_apply(w->kv, w->hint, w->owner, w->key, w->klen, &w->obj);
+    obj_free(&w->obj);
+    free(w);
+}
+
+/* Both are best effort: a hint or a repair lost here (memory, a full
+ * queue, a node stopping) is made good by anti-entropy. */
+static void local_work(kv_t *kv, const coord_op_t *op, const char *owner)
+{
+    if (kv->pool == NULL) {
+        local_work_apply(kv, owner != NULL, owner, op->key, op->klen,
+                         &op->merged);
+        return;
+    }
+    local_work_t *w = malloc(sizeof(*w) + op->klen);
+    if (w == NULL) {
+        return;
+    }
+    w->kv = kv;
+    w->hint = owner != NULL;
+    snprintf(w->owner, sizeof(w->owner), "%s", owner != NULL ? owner : "");
+    w->klen = op->klen;
+    memcpy(w->key, op->key, op->klen);
+    obj_init(&w->obj);
+    if (obj_join(&w->obj, &op->merged, NULL) != 0 ||
+        pool_submit(kv->pool, local_work_run, w) != 0) {
+        obj_free(&w->obj);
+        free(w);
+    }
+}
+
 /* Sends the merged object to every replica that answered with something
  * else (Dynamo's read repair). Runs once, after the last reply. */
 static void op_read_repair(coord_op_t *op)
@@ -153,7 +210,7 @@ static void op_read_repair(coord_op_t *op)
         }
         metric_inc(&kv->metrics, M_READ_REPAIRS);
         if (s->self) {
-            (void)replica_merge(kv, op->key, op->klen, &op->merged, NULL);
+            local_work(kv, op, NULL);
             continue;
         }
         buf_t b;
@@ -233,7 +290,7 @@ static void op_hint_locally(coord_op_t *op, coord_slot_t *s)
     if (op->is_read || !kv->cfg.hinted_handoff || kv->handoff == NULL) {
         return;
     }
-    (void)handoff_store(kv, s->owner, op->key, op->klen, &op->merged);
+    local_work(kv, op, s->owner);
 }
 
 static void on_replica_reply(void *arg, int rc, const wire_msg_t *reply)
@@ -798,7 +855,8 @@ int coord_open(kv_t *kv)
     for (size_t i = 0; i < sizeof(coord_handlers) / sizeof(coord_handlers[0]);
          i++) {
         int rc =
-            rpc_handle(kv->rpc, coord_handlers[i].type, coord_handlers[i].fn, kv);
+            rpc_handle(kv->rpc, coord_handlers[i].type, coord_handlers[i].fn, kv,
+                       RPC_RUN_POOLED);
         if (rc != 0) {
             return rc;
         }

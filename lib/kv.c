@@ -25,6 +25,7 @@
 #include "coord.h"
 #include "handoff.h"
 #include "http.h"
+#include "pool.h"
 #include "replica.h"
 #include "resp.h"
 #include "rpc.h"
@@ -88,12 +89,17 @@ static void node_free(kv_t *kv)
     cluster_stop(kv);
     handoff_stop(kv);
     aae_stop(kv);
+    /* Queued replica work still answers through the transport: it runs
+     * to the end before the transport goes; requests that arrive after
+     * are refused (KV_ECLOSED). */
+    pool_stop(kv->pool);
     rpc_destroy(kv->rpc);
     kv->rpc = NULL;
     aae_close(kv); /* saves the trees: after the last handler */
     handoff_close(kv);
     cluster_close(kv);
     store_close(kv->store);
+    pool_free(kv->pool);
     for (int i = 0; i < NODE_KEY_LOCKS; i++) {
         pthread_mutex_destroy(&kv->key_locks[i]);
     }
@@ -159,8 +165,16 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
                              kv->cfg.cache_size};
         rc = store_open(&sc, &kv->log, &kv->store);
     }
-    if (rc == 0 && (kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
-                    kv->cfg.join != NULL)) {
+    bool peers = kv->cfg.role == KV_ROLE_CLIENT || kv->cfg.listen != NULL ||
+                 kv->cfg.join != NULL;
+    /* Replica work from the transport and the front ends runs on the
+     * node's own threads (pool.h); an embedded store without front ends
+     * has no NNG thread to protect. */
+    if (rc == 0 && kv->store != NULL &&
+        (peers || kv->cfg.http != NULL || kv->cfg.resp != NULL)) {
+        rc = pool_create(NODE_WORKERS, NODE_WORK_QUEUE, &kv->pool);
+    }
+    if (rc == 0 && peers) {
         /* Objects on the wire may carry several siblings: allow a few
          * full-size values per message. */
         rpc_config_t rc_cfg = {
@@ -172,9 +186,15 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .batch_begin = coord_batch_begin,
             .batch_end = coord_batch_end,
             .batch_arg = kv,
+            .submit = kv->pool != NULL ? node_submit : NULL,
+            .submit_arg = kv,
             .fault_file = kv->cfg.fault_file,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
+        if (rc == 0 && kv->store != NULL && rpc_fault_enabled(kv->rpc)) {
+            store_set_write_delay(kv->store, rpc_fault_store_delay_ms,
+                                  kv->rpc);
+        }
     }
     if (rc == 0 && kv->store != NULL) {
         rc = aae_open(kv);
@@ -315,7 +335,7 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     int needed = 0;
     node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
                call ? call->w : 0, call ? call->timeout_ms : 0,
-               NODE_FROM_CLIENT, waiter_done, w);
+               NODE_FROM_API, waiter_done, w);
     rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
                      NULL);
     vc_free(&cv);
@@ -362,7 +382,7 @@ static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
     int acked = 0;
     int needed = 0;
     node_read(kv, key, klen, call ? call->r : 0, call ? call->timeout_ms : 0,
-              NODE_FROM_CLIENT, waiter_done, w);
+              NODE_FROM_API, waiter_done, w);
     rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
                      o);
     call_done(call, acked, needed);

@@ -128,6 +128,9 @@ static const struct {
     [M_RESP_COMMANDS] = {"kvdist_resp_commands_total",
                          "RESP requests executed (any command, including "
                          "refused ones)."},
+    [M_POOL_REFUSED] = {"kvdist_pool_refused_total",
+                        "Requests refused with KV_EBUSY because the node's "
+                        "worker queue was full."},
 };
 
 void metrics_init(metrics_t *m)

@@ -63,6 +63,7 @@ enum metric_id {
     M_RESP_REJECTED,
     M_RESP_ACCEPT_ERRORS,
     M_RESP_COMMANDS,
+    M_POOL_REFUSED, /* work the node's worker pool refused: full (node.c) */
     M__COUNT
 };
 

@@ -24,6 +24,7 @@
 #include "cluster.h"
 #include "coord.h"
 #include "handoff.h"
+#include "pool.h"
 #include "replica.h"
 #include "rpc.h"
 #include "wire.h"
@@ -83,7 +84,7 @@ typedef struct node_op {
 static void node_count(kv_t *kv, const node_op_t *op, int rc,
                        const obj_t *result)
 {
-    if (op->origin != NODE_FROM_CLIENT) {
+    if (op->origin == NODE_FROM_PEER) {
         return; /* the client's own node counted it */
     }
     if (!op->read) {
@@ -156,6 +157,93 @@ static node_op_t *node_op_begin(kv_t *kv, const void *key, size_t klen,
     return op;
 }
 
+/* Runs a checked operation where it was started: the local replica of
+ * an embedded store, or the coordinator. */
+static void node_op_start(node_op_t *op, const void *key, size_t klen,
+                          const vc_t *ctx, const void *val, size_t vlen, int q,
+                          int timeout_ms)
+{
+    kv_t *kv = op->kv;
+    if (kv->rpc == NULL && op->read) {
+        obj_t o;
+        obj_init(&o);
+        int rc = replica_read(kv, key, klen, &o);
+        node_op_done(op, rc, rc == 0, 1, &o);
+        obj_free(&o);
+    } else if (kv->rpc == NULL) {
+        /* Embedded: the local replica is every replica. */
+        int rc =
+            replica_write(kv, key, klen, ctx, val, vlen, op->tombstone, NULL);
+        node_op_done(op, rc, rc == 0, 1, NULL);
+    } else if (op->read) {
+        coord_read(kv, key, klen, q, timeout_ms, node_op_done, op);
+    } else {
+        /* A forwarded write is never forwarded again: views of the ring
+         * that disagree must not bounce a request around. */
+        coord_write(kv, key, klen, ctx, val, vlen, op->tombstone, q,
+                    timeout_ms, op->origin != NODE_FROM_PEER, node_op_done,
+                    op);
+    }
+}
+
+/* An operation a front end started on an NNG thread, handed to the pool
+ * with copies of its arguments (the caller's may be gone by then). */
+typedef struct node_task {
+    node_op_t *op;
+    int q;
+    int timeout_ms;
+    bool has_ctx;
+    vc_t ctx;
+    size_t klen;
+    size_t vlen;
+    uint8_t bytes[]; /* key, then value */
+} node_task_t;
+
+static void node_task_run(void *arg)
+{
+    node_task_t *t = arg;
+    node_op_start(t->op, t->bytes, t->klen, t->has_ctx ? &t->ctx : NULL,
+                  t->bytes + t->klen, t->vlen, t->q, t->timeout_ms);
+    vc_free(&t->ctx);
+    free(t);
+}
+
+/* Starts op here (API and peer callers: their thread may block) or on the
+ * pool (front ends). */
+static void node_op_dispatch(node_op_t *op, const void *key, size_t klen,
+                             const vc_t *ctx, const void *val, size_t vlen,
+                             int q, int timeout_ms)
+{
+    kv_t *kv = op->kv;
+    if (op->origin != NODE_FROM_FRONTEND || kv->pool == NULL) {
+        node_op_start(op, key, klen, ctx, val, vlen, q, timeout_ms);
+        return;
+    }
+    node_task_t *t = malloc(sizeof(*t) + klen + vlen);
+    int rc = KV_ENOMEM;
+    if (t != NULL) {
+        *t = (node_task_t){op, q, timeout_ms, ctx != NULL, {0}, klen, vlen};
+        vc_init(&t->ctx);
+        memcpy(t->bytes, key, klen);
+        if (vlen > 0) {
+            memcpy(t->bytes + klen, val, vlen);
+        }
+        rc = ctx != NULL ? vc_copy(&t->ctx, ctx) : 0;
+        if (rc == 0) {
+            rc = pool_submit(kv->pool, node_task_run, t);
+        }
+        if (rc == 0) {
+            return;
+        }
+        vc_free(&t->ctx);
+        free(t);
+    }
+    if (rc == KV_EBUSY) {
+        metric_inc(&kv->metrics, M_POOL_REFUSED);
+    }
+    node_op_done(op, rc, 0, 0, NULL);
+}
+
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                 const void *val, size_t vlen, bool tombstone, int w,
                 int timeout_ms, enum node_origin origin, node_done_fn done,
@@ -175,17 +263,8 @@ void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         return;
     }
     op->tombstone = tombstone;
-    if (kv->rpc == NULL) {
-        /* Embedded: the local replica is every replica. */
-        int rc =
-            replica_write(kv, key, klen, ctx, val, vlen, tombstone, NULL);
-        node_op_done(op, rc, rc == 0, 1, NULL);
-        return;
-    }
-    /* A forwarded write is never forwarded again: views of the ring that
-     * disagree must not bounce a request around. */
-    coord_write(kv, key, klen, ctx, val, vlen, tombstone, w, timeout_ms,
-                origin != NODE_FROM_PEER, node_op_done, op);
+    node_op_dispatch(op, key, klen, ctx, tombstone ? NULL : val,
+                     tombstone ? 0 : vlen, w, timeout_ms);
 }
 
 void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
@@ -193,18 +272,19 @@ void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
 {
     node_op_t *op =
         node_op_begin(kv, key, klen, r, timeout_ms, origin, true, done, arg);
-    if (op == NULL) {
-        return;
+    if (op != NULL) {
+        node_op_dispatch(op, key, klen, NULL, NULL, 0, r, timeout_ms);
     }
-    if (kv->rpc == NULL) {
-        obj_t o;
-        obj_init(&o);
-        int rc = replica_read(kv, key, klen, &o);
-        node_op_done(op, rc, rc == 0, 1, &o);
-        obj_free(&o);
-        return;
+}
+
+int node_submit(void *arg, void (*fn)(void *task), void *task)
+{
+    kv_t *kv = arg;
+    int rc = pool_submit(kv->pool, fn, task);
+    if (rc == KV_EBUSY) {
+        metric_inc(&kv->metrics, M_POOL_REFUSED);
     }
-    coord_read(kv, key, klen, r, timeout_ms, node_op_done, op);
+    return rc;
 }
 
 /* ------------------------------------------------- forwarded requests */
@@ -442,14 +522,18 @@ static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m)
 
 /* ------------------------------------------------------------ opening */
 
+/* STATS is answered on the NNG thread (counters and RocksDB's in-memory
+ * properties: an operator must see a node that is busy with slow disks);
+ * a coordinated request writes the local replica, so on the pool. */
 static const struct {
     uint8_t type;
     bool needs_store; /* only a node that holds data coordinates */
+    enum rpc_run run;
     rpc_handler_fn fn;
 } node_handlers[] = {
-    {WIRE_STATS, false, node_handle_stats},
-    {WIRE_COORD_GET, true, handle_coord_get},
-    {WIRE_COORD_PUT, true, handle_coord_put},
+    {WIRE_STATS, false, RPC_RUN_INLINE, node_handle_stats},
+    {WIRE_COORD_GET, true, RPC_RUN_POOLED, handle_coord_get},
+    {WIRE_COORD_PUT, true, RPC_RUN_POOLED, handle_coord_put},
 };
 
 int node_open(kv_t *kv)
@@ -463,7 +547,7 @@ int node_open(kv_t *kv)
             continue;
         }
         int rc = rpc_handle(kv->rpc, node_handlers[i].type, node_handlers[i].fn,
-                            kv);
+                            kv, node_handlers[i].run);
         if (rc != 0) {
             return rc;
         }

@@ -19,6 +19,13 @@
 #include "options.h"
 #include "store.h"
 
+/* The worker pool (pool.h): threads, because RocksDB calls block (on the
+ * WAL, a key's lock, a fsync with sync=fsync), so more workers than cores
+ * keep the cores busy; and the tasks that may wait, after which a node
+ * answers KV_EBUSY rather than queue past every caller's deadline. */
+#define NODE_WORKERS 8
+#define NODE_WORK_QUEUE 4096
+
 /* Lock stripes serialising read-modify-write of one key (a power of two). */
 #define NODE_KEY_LOCKS 1024
 
@@ -43,6 +50,8 @@ struct kv {
     struct handoff *handoff; /* NULL for role=client */
     struct aae *aae;         /* NULL for role=client */
     struct resp *resp;       /* the RESP front end; NULL unless resp is set */
+    struct pool *pool;       /* replica work off NNG's threads (pool.h); NULL
+                                for an embedded store with no front end */
     struct http *http;       /* NULL unless the http option is set */
 
     /* Client connections (HTTP + RESP) open now, against max_clients
@@ -73,11 +82,21 @@ void node_client_release(kv_t *kv);
 
 /* ------------------------------------------------------- operations */
 
-/* Who asked: a client (the public API, HTTP, RESP), counted in the
- * request counters and free to be forwarded to a replica; or a peer that
- * forwarded a client's request here (never forwarded again, not counted:
- * the client's node counted it). */
-enum node_origin { NODE_FROM_CLIENT = 0, NODE_FROM_PEER = 1 };
+/* Who asked, which decides where the operation runs and whether it is
+ * counted:
+ *  - NODE_FROM_API: the public synchronous calls; runs on the caller's
+ *    thread, which may block on the store.
+ *  - NODE_FROM_FRONTEND: HTTP and RESP, on an NNG thread that must not
+ *    block: handed to the node's worker pool (KV_EBUSY when it is full).
+ *  - NODE_FROM_PEER: a peer forwarded a client's request here; runs on
+ *    the pool thread that handles it, is never forwarded again and is not
+ *    counted (the client's node counted it).
+ * API and front-end requests count in kvdist_puts_total and the rest. */
+enum node_origin {
+    NODE_FROM_API = 0,
+    NODE_FROM_FRONTEND = 1,
+    NODE_FROM_PEER = 2
+};
 
 /* Called exactly once per node_read / node_write, possibly before they
  * return, possibly on another thread, with the node still entered. For
@@ -91,8 +110,8 @@ typedef void (*node_done_fn)(void *arg, int rc, int acked, int needed,
  * (KV_EINVAL, KV_EKEYTOOBIG, KV_ETOOBIG), applied to the local replica of
  * an embedded store or coordinated across the replicas (coord.c). ctx NULL
  * supersedes what the coordinator holds (kv_put semantics); w and
- * timeout_ms of 0 mean the node's defaults. ctx and the bytes are copied
- * before this returns.
+ * timeout_ms of 0 mean the node's defaults. ctx and the bytes are not used
+ * after this returns (copied when the operation is handed to the pool).
  */
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                 const void *val, size_t vlen, bool tombstone, int w,
@@ -105,6 +124,10 @@ void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
 /* The checks every keyed call shares: KV_EINVAL (no key), KV_EKEYTOOBIG,
  * or 0. Nothing is touched before they pass. */
 int node_check_key(const kv_t *kv, const void *key, size_t klen);
+
+/* rpc_config_t's submit for the node's pool (arg is the kv). Counts a
+ * refusal. */
+int node_submit(void *arg, void (*fn)(void *task), void *task);
 
 /* Registers the node's own peer handlers (STATS, and COORD_GET/PUT on a
  * node that holds data). Returns 0 or KV_EINVAL. */

@@ -190,6 +190,7 @@ static _Thread_local rpc_cork_t *rpc_tl_cork;
 typedef struct rpc_handler {
     rpc_handler_fn fn;
     void *arg;
+    enum rpc_run run;
 } rpc_handler_t;
 
 struct rpc {
@@ -220,6 +221,7 @@ struct rpc {
     struct timespec fault_mtime;
     off_t fault_size;
     int fault_delay_ms;
+    int fault_store_delay_ms; /* asked by the store before each write */
     int fault_drop_pct;
     int fault_nblocks;
     char fault_block[RPC_FAULT_BLOCKS][64];
@@ -296,6 +298,7 @@ static void fault_reload(rpc_t *rpc)
     struct stat st;
     if (stat(rpc->fault_path, &st) != 0) {
         rpc->fault_delay_ms = 0;
+        rpc->fault_store_delay_ms = 0;
         rpc->fault_drop_pct = 0;
         rpc->fault_nblocks = 0;
         rpc->fault_size = -1;
@@ -313,6 +316,7 @@ static void fault_reload(rpc_t *rpc)
     rpc->fault_mtime = st.st_mtim;
     rpc->fault_size = st.st_size;
     rpc->fault_delay_ms = 0;
+    rpc->fault_store_delay_ms = 0;
     rpc->fault_drop_pct = 0;
     rpc->fault_nblocks = 0;
     char line[128];
@@ -325,6 +329,8 @@ static void fault_reload(rpc_t *rpc)
         int v = atoi(arg);
         if (strcmp(word, "delay") == 0 && v > 0 && v <= 600000) {
             rpc->fault_delay_ms = v;
+        } else if (strcmp(word, "store_delay") == 0 && v > 0 && v <= 60000) {
+            rpc->fault_store_delay_ms = v;
         } else if (strcmp(word, "drop") == 0 && v > 0 && v <= 100) {
             rpc->fault_drop_pct = v;
         } else if (strcmp(word, "block") == 0 &&
@@ -335,8 +341,10 @@ static void fault_reload(rpc_t *rpc)
     }
     fclose(f);
     KV_LOG(rpc->cfg.log, KV_LOG_NOTICE,
-           "rpc: fault hook: delay %d ms, drop %d%%, %d blocked peers",
-           rpc->fault_delay_ms, rpc->fault_drop_pct, rpc->fault_nblocks);
+           "rpc: fault hook: delay %d ms, drop %d%%, %d blocked peers, "
+           "store writes stalled %d ms",
+           rpc->fault_delay_ms, rpc->fault_drop_pct, rpc->fault_nblocks,
+           rpc->fault_store_delay_ms);
 }
 
 /* Whether the fault hook holds this request back: *delay_ms before it is
@@ -363,6 +371,24 @@ static bool fault_decide(rpc_t *rpc, const rpc_peer_t *p, int *delay_ms,
     }
     pthread_mutex_unlock(&rpc->fault_mu);
     return *drop || *delay_ms > 0;
+}
+
+bool rpc_fault_enabled(const rpc_t *rpc)
+{
+    return rpc->fault_path != NULL;
+}
+
+int rpc_fault_store_delay_ms(void *arg)
+{
+    rpc_t *rpc = arg;
+    if (rpc->fault_path == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&rpc->fault_mu);
+    fault_reload(rpc);
+    int ms = rpc->fault_store_delay_ms;
+    pthread_mutex_unlock(&rpc->fault_mu);
+    return ms;
 }
 
 /* ------------------------------------------------------------- server */
@@ -492,9 +518,11 @@ static void rpc_dispatch(rpc_t *rpc, rpc_req_t *req, const wire_msg_t *msg)
 
 static void rpc_uncork(rpc_cork_t *k);
 
-/* Dispatches each entry of a batch to the handler, corking the requests
- * the handlers make, and answers once all entries are answered. */
-static void worker_batch(struct rpc_worker *w, nng_msg *m)
+/* Dispatches each entry of a batch to its handler, corking the requests
+ * the handlers make, and answers once all entries are answered; refuse
+ * (not 0): answers every entry with that code instead (the pool would
+ * not take the batch). */
+static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
 {
     rpc_t *rpc = w->rpc;
     const void *body = nng_msg_body(m);
@@ -525,7 +553,7 @@ static void worker_batch(struct rpc_worker *w, nng_msg *m)
     rpc_cork_t cork = {.rpc = rpc, .n = 0};
     rpc_cork_t *outer = rpc_tl_cork;
     rpc_tl_cork = &cork;
-    if (rpc->cfg.batch_begin != NULL) {
+    if (rpc->cfg.batch_begin != NULL && refuse == 0) {
         rpc->cfg.batch_begin(rpc->cfg.batch_arg);
     }
     for (size_t i = 0; i < n; i++) {
@@ -538,15 +566,77 @@ static void worker_batch(struct rpc_worker *w, nng_msg *m)
             reply_malformed(rpc, &b->req[i], elen);
             continue;
         }
+        if (refuse != 0) {
+            rpc_reply_status(&b->req[i], msg.type, msg.id, refuse);
+            continue;
+        }
         rpc_dispatch(rpc, &b->req[i], &msg);
     }
-    if (rpc->cfg.batch_end != NULL) {
+    if (rpc->cfg.batch_end != NULL && refuse == 0) {
         rpc->cfg.batch_end(rpc->cfg.batch_arg);
     }
     rpc_tl_cork = outer;
     rpc_uncork(&cork);
     nng_msg_free(m);
     batch_release(b);
+}
+
+/* A request (or a whole batch) handed to the pool, with the message its
+ * decoded fields point into. */
+typedef struct rpc_task {
+    struct rpc_worker *w;
+    nng_msg *m;
+    bool batch;
+    wire_msg_t msg; /* a single request, decoded */
+} rpc_task_t;
+
+static void rpc_task_run(void *arg)
+{
+    rpc_task_t *t = arg;
+    if (t->batch) {
+        worker_batch_run(t->w, t->m, 0);
+    } else {
+        rpc_dispatch(t->w->rpc, t->w->req, &t->msg);
+        nng_msg_free(t->m);
+    }
+    free(t);
+}
+
+/* Hands the request to the pool; answers it with the pool's refusal (or
+ * KV_ENOMEM) when it cannot. */
+static void worker_submit(struct rpc_worker *w, nng_msg *m, bool batch,
+                          const wire_msg_t *msg)
+{
+    rpc_t *rpc = w->rpc;
+    rpc_task_t *t = malloc(sizeof(*t));
+    int rc = KV_ENOMEM;
+    if (t != NULL) {
+        *t = (rpc_task_t){w, m, batch, {0}};
+        if (msg != NULL) {
+            t->msg = *msg;
+        }
+        rc = rpc->cfg.submit(rpc->cfg.submit_arg, rpc_task_run, t);
+        if (rc == 0) {
+            return;
+        }
+        free(t);
+    }
+    if (batch) {
+        worker_batch_run(w, m, rc);
+        return;
+    }
+    rpc_reply_status(w->req, msg->type, msg->id, rc);
+    nng_msg_free(m);
+}
+
+static void worker_batch(struct rpc_worker *w, nng_msg *m)
+{
+    if (w->rpc->cfg.submit != NULL) {
+        w->state = W_HANDLING;
+        worker_submit(w, m, true, NULL);
+        return;
+    }
+    worker_batch_run(w, m, 0);
 }
 
 static void worker_cb(void *arg)
@@ -600,6 +690,11 @@ static void worker_cb(void *arg)
         return;
     }
     w->state = W_HANDLING;
+    const rpc_handler_t *h = &rpc->handlers[msg.type & (WIRE_REPLY - 1)];
+    if (h->fn != NULL && h->run == RPC_RUN_POOLED && rpc->cfg.submit != NULL) {
+        worker_submit(w, m, false, &msg);
+        return;
+    }
     rpc_dispatch(rpc, w->req, &msg);
     nng_msg_free(m);
 }
@@ -1332,13 +1427,14 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     return 0;
 }
 
-int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg)
+int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg,
+               enum rpc_run run)
 {
     if ((type & WIRE_REPLY) != 0 || fn == NULL || rpc->listening ||
         rpc->handlers[type].fn != NULL) {
         return KV_EINVAL;
     }
-    rpc->handlers[type] = (rpc_handler_t){fn, arg};
+    rpc->handlers[type] = (rpc_handler_t){fn, arg, run};
     return 0;
 }
 

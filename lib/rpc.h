@@ -45,10 +45,22 @@ typedef struct rpc_config {
     rpc_batch_fn batch_begin;
     rpc_batch_fn batch_end;
     void *batch_arg;
+    /* Where handlers that may block run (the node's worker pool): returns
+     * 0 once fn(task) is queued, else an error (the request is answered
+     * with it). NULL: every handler runs on the NNG thread. */
+    int (*submit)(void *arg, void (*fn)(void *task), void *task);
+    void *submit_arg;
     const char *fault_file; /* the fault hook's file (copied); NULL, "": off */
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);
+/* How a handler runs: on the NNG thread that received the request (it
+ * must not block: no store, no lock another thread holds for long), or
+ * handed to the submit function of rpc_config_t (replica work). A batch
+ * is always handed over whole: its entries' handlers and the batch hooks
+ * run on one worker, in order. */
+enum rpc_run { RPC_RUN_INLINE = 0, RPC_RUN_POOLED = 1 };
+
 /*
  * Registers the handler of one request type, as the module that owns the
  * message does when it opens; before rpc_listen (the table is then read
@@ -56,7 +68,8 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out);
  * KV_ENOTSUP. Returns 0, or KV_EINVAL (a reply type, one registered
  * already, or after rpc_listen).
  */
-int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg);
+int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg,
+               enum rpc_run run);
 /* Starts serving requests at url, with the handlers registered so far:
  * the last step of opening a node. Returns 0, KV_EADDRINUSE, KV_EINVAL
  * (bad URL), KV_EIO. */
@@ -70,6 +83,12 @@ void rpc_destroy(rpc_t *rpc);
  * or a bad URL. */
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url);
 const char *rpc_peer_url(const rpc_peer_t *p);
+
+/* The fault hook's "store_delay MS" (0 when off), for store_set_write_delay
+ * (arg is the rpc_t): the hook's file holds the faults of the node. */
+int rpc_fault_store_delay_ms(void *arg);
+/* True when the fault hook is on (the fault_file option). */
+bool rpc_fault_enabled(const rpc_t *rpc);
 
 /* A fresh request id. */
 uint64_t rpc_next_id(rpc_t *rpc);

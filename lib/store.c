@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <rocksdb/c.h>
 
@@ -41,7 +42,29 @@ struct store {
     rocksdb_readoptions_t *ropts;
     int sync;
     const kvlog_t *log;
+    int (*delay_fn)(void *arg); /* the fault hook's write stall, or NULL */
+    void *delay_arg;
 };
+
+void store_set_write_delay(store_t *st, int (*fn)(void *arg), void *arg)
+{
+    st->delay_fn = fn;
+    st->delay_arg = arg;
+}
+
+/* The fault hook's stall before a write (testing only). */
+static void store_stall(const store_t *st)
+{
+    if (st->delay_fn == NULL) {
+        return;
+    }
+    int ms = st->delay_fn(st->delay_arg);
+    if (ms > 0) {
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
+}
 
 /* Maps a RocksDB status string to a code (its prefixes are stable:
  * Status::ToString), logs it and frees it. */
@@ -277,6 +300,7 @@ int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
 int store_put(store_t *st, int cf, const void *key, size_t klen,
               const void *val, size_t vlen)
 {
+    store_stall(st);
     char *err = NULL;
     rocksdb_put_cf(st->db, st->wopts, st->cf[cf], key, klen, val, vlen, &err);
     return err != NULL ? store_error(st, NULL, "put", err) : 0;
@@ -284,6 +308,7 @@ int store_put(store_t *st, int cf, const void *key, size_t klen,
 
 int store_delete(store_t *st, int cf, const void *key, size_t klen)
 {
+    store_stall(st);
     char *err = NULL;
     rocksdb_delete_cf(st->db, st->wopts, st->cf[cf], key, klen, &err);
     return err != NULL ? store_error(st, NULL, "delete", err) : 0;
@@ -322,6 +347,7 @@ void store_batch_delete(store_batch_t *b, int cf, const void *key, size_t klen)
 
 int store_batch_write(store_batch_t *b)
 {
+    store_stall(b->st);
     char *err = NULL;
     rocksdb_write(b->st->db, b->st->wopts, b->wb, &err);
     return err != NULL ? store_error(b->st, NULL, "write", err) : 0;

@@ -42,6 +42,12 @@ int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out);
 /* Flushes and closes. NULL is a no-op. */
 void store_close(store_t *st);
 
+/* Testing: fn(arg), when set, is asked before every write how many
+ * milliseconds to stall it (the fault hook's "store_delay", kvdist(7)
+ * FAULT INJECTION): a slow disk, on demand. Set before the store is
+ * shared; fn NULL (the default) costs one test per write. */
+void store_set_write_delay(store_t *st, int (*fn)(void *arg), void *arg);
+
 /* *val is malloc'd (free() it). Returns 0, KV_ENOTFOUND, KV_EIO, ... */
 int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
               size_t *vlen);

@@ -8,7 +8,9 @@
  */
 #include "check_kvdist.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,6 +498,102 @@ START_TEST(test_fault_hook_only_by_option)
 }
 END_TEST
 
+/* Writes keys through a client until told to stop, counting outcomes. */
+typedef struct slow_writer {
+    kv_t *c;
+    atomic_bool stop;
+    atomic_int ok;
+    atomic_int failed;
+} slow_writer_t;
+
+static void *slow_writer_main(void *arg)
+{
+    slow_writer_t *w = arg;
+    for (int i = 0; !atomic_load(&w->stop); i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "slow-%d", i);
+        int rc = kv_put(w->c, key, strlen(key), "v", 1);
+        atomic_fetch_add(rc == 0 ? &w->ok : &w->failed, 1);
+    }
+    return NULL;
+}
+
+/*
+ * Nothing blocks the transport's threads: while every store write of n3
+ * stalls 200 ms (the fault hook's store_delay) under a stream of writes
+ * that all replicate to it, n1 and n2 keep seeing n3 up (its gossip is
+ * answered on NNG's threads, its replica work waits on its own pool) and
+ * n3's /health answers within 50 ms. Before the pool, replica writes ran
+ * on NNG's few callback threads, and one slow disk stalled them all.
+ */
+START_TEST(test_slow_store_keeps_node_responsive)
+{
+    harness_t *h = harness_create(3);
+    char fault[600];
+    snprintf(fault, sizeof(fault), "%s/slow-store.fault", h->dir);
+    FILE *f = fopen(fault, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("store_delay 200\n", f);
+    fclose(f);
+    harness_start(h, 0, NULL);
+    harness_start(h, 1, NULL);
+    const char *flag[] = {"--fault-file", fault, NULL};
+    int port = harness_start_http(h, 2, flag);
+    harness_wait_converged(h);
+    int64_t deadline = harness_now_ms() + 15000;
+    while (!log_has(h->node[2].log, "store writes stalled 200 ms")) {
+        ck_assert_msg(harness_now_ms() < deadline, "n3 never read %s", fault);
+        harness_sleep_ms(20);
+    }
+    kv_t *c = harness_client(h, 5000);
+    harness_wait_members(c, 3);
+    slow_writer_t w = {.c = c};
+    atomic_init(&w.stop, false);
+    atomic_init(&w.ok, 0);
+    atomic_init(&w.failed, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, slow_writer_main, &w), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/health", port);
+    int64_t worst = 0;
+    int polls = 0, slow = 0, down = 0, unhealthy = 0;
+    int64_t end = harness_now_ms() + 6000;
+    while (harness_now_ms() < end) {
+        int64_t t0 = harness_now_ms();
+        httpc_resp_t r = httpc("GET", url, NULL, 0, NULL, NULL);
+        int64_t took = harness_now_ms() - t0;
+        unhealthy += r.curl_rc != 0 || r.status != 200;
+        httpc_free(&r);
+        worst = took > worst ? took : worst;
+        slow += took >= 50;
+        for (int i = 0; i < 2; i++) {
+            size_t count = 0;
+            down += harness_remote_status(h->node[i].url, "n3", &count) !=
+                    KV_MEMBER_UP;
+        }
+        polls++;
+        harness_sleep_ms(100);
+    }
+    atomic_store(&w.stop, true);
+    pthread_join(t, NULL);
+    long long replica_writes =
+        harness_remote_stat(h->node[2].url, "kvdist_replica_writes_total");
+    kv_close(c);
+    harness_destroy(h);
+    printf("failover: n3's store writes stalled 200 ms: %d writes ok, %d "
+           "failed; /health worst %lld ms over %d polls; n3 seen down %d "
+           "times; n3 applied %lld replica writes\n",
+           atomic_load(&w.ok), atomic_load(&w.failed), (long long)worst, polls,
+           down, replica_writes);
+    ck_assert_int_gt(replica_writes, 5); /* the slow path was exercised */
+    ck_assert_int_eq(unhealthy, 0);
+    ck_assert_msg(down == 0, "n1 or n2 saw n3 down %d times", down);
+    ck_assert_msg(slow == 0, "%d of %d /health answers took 50 ms or more "
+                  "(worst %lld ms)", slow, polls, (long long)worst);
+    ck_assert_int_eq(atomic_load(&w.failed), 0);
+}
+END_TEST
+
 Suite *failover_suite(void)
 {
     Suite *s = suite_create("failover");
@@ -509,6 +607,7 @@ Suite *failover_suite(void)
     tcase_add_test(tc, test_gossip_single_seed);
     tcase_add_test(tc, test_read_retries_past_paused_coordinator);
     tcase_add_test(tc, test_fault_hook_only_by_option);
+    tcase_add_test(tc, test_slow_store_keeps_node_responsive);
     suite_add_tcase(s, tc);
     return s;
 }

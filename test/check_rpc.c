@@ -94,17 +94,17 @@ static void server_start(server_t *s, const char *url)
                         .metrics = &s->metrics,
                         .listen_url = url};
     ck_assert_int_eq(rpc_create(&cfg, &s->rpc), 0);
-    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s), 0);
-    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_STATS, server_handle, s), 0);
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s, RPC_RUN_INLINE), 0);
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_STATS, server_handle, s, RPC_RUN_INLINE), 0);
     /* One handler a type; replies are never handled. */
-    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s),
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_PING, server_handle, s, RPC_RUN_INLINE),
                      KV_EINVAL);
     ck_assert_int_eq(
-        rpc_handle(s->rpc, WIRE_PING | WIRE_REPLY, server_handle, s),
+        rpc_handle(s->rpc, WIRE_PING | WIRE_REPLY, server_handle, s, RPC_RUN_INLINE),
         KV_EINVAL);
     ck_assert_int_eq(rpc_listen(s->rpc, url), 0);
     /* The table is fixed once the node listens. */
-    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_GOSSIP, server_handle, s),
+    ck_assert_int_eq(rpc_handle(s->rpc, WIRE_GOSSIP, server_handle, s, RPC_RUN_INLINE),
                      KV_EINVAL);
 }
 
