@@ -263,13 +263,13 @@ static int aae_view_build(kv_t *kv, aae_view_t *out)
     memset(out, 0, sizeof(*out));
     kv_member_t *m = NULL;
     size_t count = 0;
-    int rc = kv_members(kv, &m, &count);
+    int rc = cluster_members(kv, &m, &count);
     if (rc != 0) {
         return rc;
     }
     const char **ids = calloc(count ? count : 1, sizeof(*ids));
     if (ids == NULL) {
-        kv_free(m);
+        free(m);
         return KV_ENOMEM;
     }
     XXH3_state_t st;
@@ -285,7 +285,7 @@ static int aae_view_build(kv_t *kv, aae_view_t *out)
     rc =
         ring_build(ids, count, kv->cfg.vnodes, &out->ring) == 0 ? 0 : KV_ENOMEM;
     free(ids);
-    kv_free(m);
+    free(m);
     if (rc != 0 || out->ring == NULL) {
         return rc != 0 ? rc : KV_ENOMEM;
     }
@@ -1306,13 +1306,26 @@ int aae_open(kv_t *kv)
     return 0;
 }
 
+/* The ring changed (cluster_on_ring_change: under the cluster's lock, so
+ * it only flags the thread, which rebuilds the view from cluster_members). */
+static void aae_ring_changed(void *arg)
+{
+    struct aae *a = arg;
+    pthread_mutex_lock(&a->mu);
+    a->changed = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
 int aae_start(kv_t *kv)
 {
     struct aae *a = kv->aae;
     if (a == NULL || !kv->cfg.anti_entropy) {
         return 0;
     }
-    /* Cleared before the view is built: a change from here on is seen. */
+    /* Listening before the flag is cleared and the view built: a change
+     * from here on is seen. */
+    cluster_on_ring_change(kv, aae_ring_changed, a);
     pthread_mutex_lock(&a->mu);
     a->changed = false;
     pthread_mutex_unlock(&a->mu);
@@ -1328,18 +1341,6 @@ int aae_start(kv_t *kv)
     }
     a->started = true;
     return 0;
-}
-
-void aae_members_changed(kv_t *kv)
-{
-    struct aae *a = kv->aae;
-    if (a == NULL) {
-        return;
-    }
-    pthread_mutex_lock(&a->mu);
-    a->changed = true;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
 }
 
 void aae_stop(kv_t *kv)
@@ -1388,6 +1389,7 @@ void aae_close(kv_t *kv)
         return;
     }
     aae_stop(kv);
+    cluster_on_ring_change(kv, NULL, NULL);
     if (kv->store != NULL) {
         aae_save(kv);
     }

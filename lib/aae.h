@@ -39,9 +39,6 @@ void aae_stop(kv_t *kv);
  * store closes). Safe with NULL state. */
 void aae_close(kv_t *kv);
 
-/* The membership changed: the ranges and their trees must be rebuilt. */
-void aae_members_changed(kv_t *kv);
-
 /* The digest stored in the index for an encoded object. */
 uint64_t aae_digest(const void *enc, size_t len);
 

@@ -25,9 +25,9 @@
  * verdict is local ("as this node sees it") and never gossiped, and a node
  * never marks itself down.
  *
- * Lock: `lock` protects members, nmembers, ring and every member field.
+ * Lock: `lock` protects members, nmembers, ring, every member field and the
+ * ring-change listener (on_ring, on_ring_arg).
  */
-#include "aae.h"
 #include "cluster.h"
 
 #include <pthread.h>
@@ -64,6 +64,8 @@ struct cluster {
     member_t *members;
     size_t nmembers;
     ring_t *ring;
+    cluster_ring_fn on_ring; /* told of every rebuild (anti-entropy) */
+    void *on_ring_arg;
 
     pthread_t ticker;
     bool ticker_started;
@@ -101,7 +103,9 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
     }
     ring_free(c->ring);
     c->ring = r;
-    aae_members_changed(kv);
+    if (c->on_ring != NULL) {
+        c->on_ring(c->on_ring_arg);
+    }
     return 0;
 }
 
@@ -831,6 +835,18 @@ void cluster_render_metrics(kv_t *kv, buf_t *b)
             buf_put(b, line, (size_t)n);
         }
     }
+    pthread_rwlock_unlock(&c->lock);
+}
+
+void cluster_on_ring_change(kv_t *kv, cluster_ring_fn fn, void *arg)
+{
+    struct cluster *c = kv->cluster;
+    if (c == NULL) {
+        return;
+    }
+    pthread_rwlock_wrlock(&c->lock);
+    c->on_ring = fn;
+    c->on_ring_arg = arg;
     pthread_rwlock_unlock(&c->lock);
 }
 
