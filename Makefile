@@ -186,7 +186,7 @@ callgraph: $(LIB_OBJ)
 	CC="$(CC)" bash test/callgraph-test.sh
 	bash test/callgraph.sh $(LIB_OBJ)
 
-check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports
+check: deps all $(TEST_BIN) $(NEMESIS_BIN) exports callgraph
 	CK_DEFAULT_TIMEOUT=120 KVDIST_BUILD=$(BUILD) \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp $(TEST_BIN)
 	KVDIST_BUILD=$(BUILD) LSAN_OPTIONS=suppressions=$(CURDIR)/test/lsan.supp \

@@ -1,7 +1,9 @@
 /*
- * aae.h - active anti-entropy: the per-key digest index, the Merkle trees
- * of the ranges this node replicates, exchanges with the other replicas,
- * and tombstone garbage collection (aae.c).
+ * aae.h - active anti-entropy as the node sees it (aae.c): open, start,
+ * stop and close it, ask for a pass and its status, here or on another
+ * node. The parts live in aae_index.h (the index and trees replica.c
+ * writes through), aae_exchange.h (the exchange protocol) and aae_gc.h
+ * (tombstone collection).
  */
 #ifndef KV_AAE_H
 #define KV_AAE_H
@@ -11,7 +13,6 @@
 #include <stdint.h>
 
 #include "node.h"
-#include "object.h"
 #include "rpc.h"
 #include "wire.h"
 
@@ -30,44 +31,16 @@ enum aae_op {
 /* Sets up the index (a store is required) and registers the WIRE_AE
  * handler when the node has a transport; trees come with aae_start. */
 int aae_open(kv_t *kv);
-/* Builds the ring view, loads the trees saved by the last clean close or
- * schedules a rebuild, and starts the background thread (cluster only). */
+/* Follows the ring (cluster_on_ring_change), builds the ring view, loads
+ * the trees saved by the last clean close or schedules a rebuild, and
+ * starts the background thread. After cluster_open. */
 int aae_start(kv_t *kv);
 /* Stops the thread (before the transport goes away). */
 void aae_stop(kv_t *kv);
-/* Saves the trees when they are complete, frees everything (before the
- * store closes). Safe with NULL state. */
+/* Stops following the ring, saves the trees when they are complete, frees
+ * everything (after the transport, before the cluster and the store
+ * close). Safe with NULL state. */
 void aae_close(kv_t *kv);
-
-/* The membership changed: the ranges and their trees must be rebuilt. */
-void aae_members_changed(kv_t *kv);
-
-/* The digest stored in the index for an encoded object. */
-uint64_t aae_digest(const void *enc, size_t len);
-
-/*
- * Writes an object (enc) and its index entry in one atomic batch and
- * updates the tree; old_digest is the digest of the object it replaces
- * (NULL: none). enc NULL deletes the key. The caller holds the key's lock.
- */
-int aae_write(kv_t *kv, const void *key, size_t klen, const obj_t *o,
-              const void *enc, size_t enclen, const uint64_t *old_digest);
-
-/* A write's change to its Merkle leaf, applied once its batch is written. */
-typedef struct aae_toggle {
-    uint64_t h; /* the key's ring hash */
-    uint64_t x; /* XOR of the entries it removes and adds */
-} aae_toggle_t;
-
-/* aae_write in two steps, so several writes share one RocksDB batch (a
- * replica applying a batch of writes from a peer): aae_stage adds one
- * write to b and fills *t; aae_commit writes b and applies n toggles.
- * Returns 0, KV_ENOMEM (stage); 0, KV_EIO (commit). */
-int aae_stage(kv_t *kv, store_batch_t *b, const void *key, size_t klen,
-              const obj_t *o, const void *enc, size_t enclen,
-              const uint64_t *old_digest, aae_toggle_t *t);
-int aae_commit(kv_t *kv, store_batch_t *b, const aae_toggle_t *t, size_t n);
-
 
 /* kv_repair / kv_repair_status on this node. */
 int aae_repair(kv_t *kv);

@@ -25,9 +25,9 @@
  * verdict is local ("as this node sees it") and never gossiped, and a node
  * never marks itself down.
  *
- * Lock: `lock` protects members, nmembers, ring and every member field.
+ * Lock: `lock` protects members, nmembers, ring, every member field and the
+ * ring-change listener (on_ring, on_ring_arg).
  */
-#include "aae.h"
 #include "cluster.h"
 
 #include <pthread.h>
@@ -68,6 +68,8 @@ struct cluster {
     uint64_t changes; /* table versions, under lock */
     pthread_mutex_t save_mu; /* one save at a time; protects saved */
     uint64_t saved;          /* the version last written to the store */
+    cluster_ring_fn on_ring; /* told of every rebuild (anti-entropy) */
+    void *on_ring_arg;
 
     pthread_t ticker;
     bool ticker_started;
@@ -98,7 +100,9 @@ static int cluster_rebuild(kv_t *kv, struct cluster *c)
     }
     ring_free(c->ring);
     c->ring = r;
-    aae_members_changed(kv);
+    if (c->on_ring != NULL) {
+        c->on_ring(c->on_ring_arg);
+    }
     return 0;
 }
 
@@ -865,6 +869,18 @@ void cluster_render_metrics(kv_t *kv, buf_t *b)
             buf_put(b, line, (size_t)n);
         }
     }
+    pthread_rwlock_unlock(&c->lock);
+}
+
+void cluster_on_ring_change(kv_t *kv, cluster_ring_fn fn, void *arg)
+{
+    struct cluster *c = kv->cluster;
+    if (c == NULL) {
+        return;
+    }
+    pthread_rwlock_wrlock(&c->lock);
+    c->on_ring = fn;
+    c->on_ring_arg = arg;
     pthread_rwlock_unlock(&c->lock);
 }
 

@@ -62,6 +62,17 @@ const char *cluster_status_name(int status);
 int cluster_preference_list(kv_t *kv, const void *key, size_t klen,
                             kv_member_t **out, size_t *count);
 
+/*
+ * Tells fn(arg) of every rebuild of the ring (a member joined, left or
+ * changed its id), so a module above membership (anti-entropy) can follow
+ * the ring without cluster.c calling up into it. One listener; fn NULL
+ * removes it. fn runs on the thread that changed the membership with the
+ * cluster's write lock held: it must not block or call cluster_*. Safe
+ * with NULL state.
+ */
+typedef void (*cluster_ring_fn)(void *arg);
+void cluster_on_ring_change(kv_t *kv, cluster_ring_fn fn, void *arg);
+
 /* The fraction of the ring member id owns as primary (ring_ownership),
  * 0 for an unknown id. */
 double cluster_ring_share(kv_t *kv, const char *id);

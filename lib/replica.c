@@ -9,12 +9,19 @@
  * the same key (the object's context can then safely cover all of this
  * actor's dots up to the highest one it holds). Writes become durable
  * according to the store's sync mode before these functions return.
+ *
+ * Every store write here is one RocksDB batch holding the object and its
+ * anti-entropy index entry (replica_stage: the entry comes from
+ * aae_index.c, which also writes the batch, aae_commit, so its trees see
+ * the batch whole). replica.c calls down into the index, never into the
+ * rest of anti-entropy, which calls replica_merge, replica_purge and
+ * replica_reindex from above.
  */
 #include "replica.h"
 
 #include <stdlib.h>
 
-#include "aae.h"
+#include "aae_index.h"
 #include "clock.h"
 
 #include <xxhash.h>
@@ -145,6 +152,42 @@ static int group_reserve(replica_group_t *g, bool tog)
     return d != NULL ? 0 : KV_ENOMEM;
 }
 
+/* Adds to b the object under key (enc, the encoding of o; enc NULL
+ * deletes it) and its index entry, replacing the object of digest
+ * *old_digest (NULL: none); fills *t for aae_commit. The entry goes first:
+ * when it fails (KV_ENOMEM) nothing is added. */
+static int replica_stage(kv_t *kv, store_batch_t *b, const void *key,
+                         size_t klen, const obj_t *o, const void *enc,
+                         size_t enclen, const uint64_t *old_digest,
+                         aae_toggle_t *t)
+{
+    int rc = aae_stage(kv, b, key, klen, o, enc, enclen, old_digest, t);
+    if (rc == 0 && enc != NULL) {
+        store_batch_put(b, STORE_CF_DATA, key, klen, enc, enclen);
+    } else if (rc == 0) {
+        store_batch_delete(b, STORE_CF_DATA, key, klen);
+    }
+    return rc;
+}
+
+/* replica_stage and aae_commit of one write in its own batch. */
+static int replica_store(kv_t *kv, const void *key, size_t klen, const obj_t *o,
+                         const void *enc, size_t enclen,
+                         const uint64_t *old_digest)
+{
+    store_batch_t *b = store_batch_create(kv->store);
+    if (b == NULL) {
+        return KV_ENOMEM;
+    }
+    aae_toggle_t t;
+    int rc = replica_stage(kv, b, key, klen, o, enc, enclen, old_digest, &t);
+    if (rc == 0) {
+        rc = aae_commit(kv, b, &t, 1);
+    }
+    store_batch_destroy(b);
+    return rc;
+}
+
 /* Stores o (replacing `old`): at once, or staged into g. */
 static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
                         size_t klen, obj_t *o, const replica_old_t *old)
@@ -159,18 +202,17 @@ static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
     if (rc == 0 && g != NULL) {
         rc = group_reserve(g, true);
         if (rc == 0) {
-            rc = aae_stage(kv, g->b, key, klen, o, b.p, b.len,
-                           old->present ? &old->digest : NULL,
-                           &g->tog[g->ntog]);
+            rc = replica_stage(kv, g->b, key, klen, o, b.p, b.len,
+                               old->present ? &old->digest : NULL,
+                               &g->tog[g->ntog]);
         }
         if (rc == 0) {
             g->ntog++;
             g->bytes += b.len;
         }
     } else if (rc == 0) {
-        /* The object and its anti-entropy index entry, in one batch. */
-        rc = aae_write(kv, key, klen, o, b.p, b.len,
-                       old->present ? &old->digest : NULL);
+        rc = replica_store(kv, key, klen, o, b.p, b.len,
+                           old->present ? &old->digest : NULL);
         if (rc == 0) {
             metric_add(&kv->metrics, M_BYTES_WRITTEN, b.len);
         }
@@ -393,7 +435,7 @@ int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
     size_t len = 0;
     int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
     if (rc == 0 && aae_digest(raw, len) == digest) {
-        rc = aae_write(kv, key, klen, NULL, NULL, 0, &digest);
+        rc = replica_store(kv, key, klen, NULL, NULL, 0, &digest);
         *purged = rc == 0;
     } else if (rc == KV_ENOTFOUND) {
         rc = 0; /* already gone */
@@ -415,11 +457,11 @@ int replica_reindex(kv_t *kv, const void *key, size_t klen)
         rc = obj_decode(raw, len, &kv->limits, &o);
         if (rc == 0) {
             /* The damaged entry was never counted in a tree: no old. */
-            rc = aae_write(kv, key, klen, &o, raw, len, NULL);
+            rc = replica_store(kv, key, klen, &o, raw, len, NULL);
         }
     } else if (rc == KV_ENOTFOUND) {
         /* An entry without an object: deleting both is deleting it. */
-        rc = aae_write(kv, key, klen, NULL, NULL, 0, NULL);
+        rc = replica_store(kv, key, klen, NULL, NULL, 0, NULL);
     }
     pthread_mutex_unlock(mu);
     obj_free(&o);

@@ -28,7 +28,7 @@ enum wire_type {
     WIRE_STATS = 10,      /* empty; reply: the metrics text (in obj) */
     WIRE_GOSSIP = 11,     /* body and reply: the sender's gossip table */
     WIRE_AE = 12,         /* anti-entropy: flags is the operation, obj its
-                             payload (decoded by aae.c) */
+                             payload (aae.c's table dispatches it) */
     WIRE_BATCH = 13       /* rpc.c's envelope: several whole messages to one
                              peer, answered by as many replies in order */
 };
