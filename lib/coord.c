@@ -1,14 +1,15 @@
 /*
  * coord.c - coordination of quorum reads and writes (Dynamo section 4.5),
- * and the dispatcher for peer requests.
+ * and the handlers of the replica requests (REPLICA_PUT, REPLICA_GET,
+ * LOCAL_GET), registered by coord_open to run on the node's pool.
  *
  * Owns coord_op_t: one in-flight quorum operation. An operation sends its
  * requests to every replica at once and completes on the first w (or r)
  * successes; the remaining replies still arrive and are used (a read
  * repairs the replicas that answered with an older object once everything
  * is in). No thread waits per replica: completion is driven by rpc
- * callbacks, and a caller of the synchronous API waits on its own
- * condition variable (kv.c).
+ * callbacks, which run on NNG threads and so hand the store work they
+ * start (the local part of a read repair, a hint) to the pool.
  *
  * Effective quorums: a key has n = min(configured n, cluster members)
  * replicas; r and w are capped at that n. So a one- or two-node cluster

@@ -1,15 +1,21 @@
 /*
  * rpc.c - the transport between peers: NNG req/rep sockets with contexts
- * and asynchronous I/O. This is the only file that includes nng.h, so the
- * choice of transport (tcp://, ipc://, and tls+tcp:// once TLS is
- * configured here) lives in one place.
+ * and asynchronous I/O. The peer transport's only file that includes
+ * nng.h (the front ends, http.c and resp.c, use NNG's HTTP server and byte
+ * streams themselves), so the choice of transport (tcp://, ipc://, and
+ * tls+tcp:// once TLS is configured here) lives in one place.
  *
  * Server side: one rep0 socket listening on the node's URL, with a fixed
  * pool of workers, each an NNG context plus an aio, cycling
- * receive -> handle -> reply. A handler may finish later (a coordinated
- * write waits for its replicas), so the worker stays with its request until
- * rpc_reply(); no thread is created per request. Bytes that do not decode
- * are counted and answered with an EPROTO reply; they never reach a handler.
+ * receive -> handle -> reply. Handlers are registered by message type by
+ * the modules that own the messages (rpc_handle), before the node listens;
+ * each runs on the NNG thread that received it (RPC_RUN_INLINE: it must
+ * not block) or is handed to the node's pool through rpc_config_t's
+ * submit (RPC_RUN_POOLED, and every batch). A handler may finish later (a
+ * coordinated write waits for its replicas), so the worker stays with its
+ * request until rpc_reply(); no thread is created per request. Bytes that
+ * do not decode are counted and answered with an EPROTO reply; they never
+ * reach a handler; a type nobody registered is answered KV_ENOTSUP.
  *
  * Client side: one req0 socket per peer, dialled without blocking and
  * redialled by NNG after failures. A request travels on a slot (a context
