@@ -93,6 +93,11 @@ static void node_free(kv_t *kv)
      * to the end before the transport goes; requests that arrive after
      * are refused (KV_ECLOSED). */
     pool_stop(kv->pool);
+    if (kv->store != NULL) {
+        /* The fault hook's stall lives in the transport; the trees are
+         * saved after it is gone. */
+        store_set_write_delay(kv->store, NULL, NULL);
+    }
     rpc_destroy(kv->rpc);
     kv->rpc = NULL;
     aae_close(kv); /* saves the trees: after the last handler */
