@@ -400,7 +400,9 @@ enum kv_member_status {
     KV_MEMBER_LEAVING = 3  /* reserved for online leave */
 };
 
-/* One cluster member. */
+/* One cluster member. The array sizes are fixed by the ABI: id holds a
+ * node_id of up to 64 bytes and url a URL of up to 511, each with its NUL
+ * (the library's KV_ID_MAX and KV_URL_MAX, checked where it fills them). */
 typedef struct kv_member {
     char id[72];   /* node_id, NUL-terminated */
     char url[512]; /* the URL peers reach it at, NUL-terminated */

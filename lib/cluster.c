@@ -39,6 +39,7 @@
 
 #include "clock.h"
 #include "detector.h"
+#include "kvlimits.h"
 #include "ring.h"
 #include "store.h"
 #include "wire.h"
@@ -50,8 +51,8 @@
 static const uint8_t cluster_meta_prefix[3] = {'K', 'M', 1};
 
 typedef struct member {
-    char id[WIRE_MAX_ID + 1];
-    char url[WIRE_MAX_URL + 1];
+    char id[KV_ID_MAX + 1];
+    char url[KV_URL_MAX + 1];
     rpc_peer_t *peer; /* NULL for this node */
     bool self;
     uint64_t incarnation;
@@ -784,6 +785,13 @@ int cluster_route(kv_t *kv, const void *key, size_t klen, cluster_route_t *out)
     pthread_rwlock_unlock(&c->lock);
     return 0;
 }
+
+/* kv_member_t's arrays are ABI (kvdist.h): they keep their sizes, and
+ * must hold the longest id and URL a member can have plus the NUL. */
+_Static_assert(sizeof(((kv_member_t *)0)->id) >= KV_ID_MAX + 1,
+               "kv_member_t.id holds KV_ID_MAX + NUL");
+_Static_assert(sizeof(((kv_member_t *)0)->url) >= KV_URL_MAX + 1,
+               "kv_member_t.url holds KV_URL_MAX + NUL");
 
 static void fill_member(kv_member_t *dst, const member_t *m)
 {

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvlimits.h"
 #include "ring.h"
 #include "store.h"
 
@@ -99,7 +100,7 @@ int options_parse_size(const char *s, uint64_t *out)
 static bool valid_node_id(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 64) {
+    if (n == 0 || n > KV_ID_MAX) {
         return false;
     }
     for (size_t i = 0; i < n; i++) {
@@ -116,8 +117,8 @@ static bool valid_url(const char *s)
     static const char *const schemes[] = {"tcp://", "ipc://", "tls+tcp://"};
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         size_t n = strlen(schemes[i]);
-        if (strncmp(s, schemes[i], n) == 0 && s[n] != '\0' && strlen(s) < 512 &&
-            strpbrk(s, ", \t\r\n") == NULL) {
+        if (strncmp(s, schemes[i], n) == 0 && s[n] != '\0' &&
+            strlen(s) <= KV_URL_MAX && strpbrk(s, ", \t\r\n") == NULL) {
             return true;
         }
     }
@@ -150,7 +151,7 @@ static bool valid_host_port(const char *s, long long min_port)
 static bool valid_url_list(const char *s)
 {
     /* Split by hand: strtok would skip empty items ("a,,b") silently. */
-    char url[512];
+    char url[KV_URL_MAX + 1];
     for (;;) {
         const char *comma = strchr(s, ',');
         size_t n = comma != NULL ? (size_t)(comma - s) : strlen(s);
@@ -290,7 +291,7 @@ static const opt_row opt_rows[] = {
     STR_OPT("data_dir", data_dir, valid_data_dir, "must be a non-empty path",
             "directory of the local store (required for a peer)"),
     ROW("node_id", KIND_STR, node_id, 0, 0, valid_node_id, NULL, "node",
-        "1 to 64 characters from A-Z a-z 0-9 . _ -",
+        "1 to " OPT_STR(KV_ID_MAX) " characters from A-Z a-z 0-9 . _ -",
         "this node's name in the cluster"),
     ENUM_OPT("role", role, role_names, "peer", "must be 'peer' or 'client'",
              "peer (holds data) or client (holds none, uses join)"),

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "kvlimits.h"
 
 #define WIRE_VERSION 1
 #define WIRE_HEADER_SIZE 16
@@ -96,8 +97,9 @@ typedef struct wire_limits {
 
 #define WIRE_MAX_MEMBERS 1024
 #define WIRE_MAX_STATS (1u << 20)
-#define WIRE_MAX_ID 64
-#define WIRE_MAX_URL 511
+/* A member's id and URL: the limits every module shares (kvlimits.h). */
+#define WIRE_MAX_ID KV_ID_MAX
+#define WIRE_MAX_URL KV_URL_MAX
 
 /* Appends a header; the body follows via the encoders below. */
 void wire_header(buf_t *b, uint8_t type, uint64_t id, uint16_t status,
