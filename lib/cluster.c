@@ -40,6 +40,7 @@
 #include "clock.h"
 #include "detector.h"
 #include "kvlimits.h"
+#include "rand.h"
 #include "ring.h"
 #include "store.h"
 #include "wire.h"
@@ -402,15 +403,6 @@ static void cluster_contact_seeds(kv_t *kv)
     }
 }
 
-static uint64_t cluster_rand(struct cluster *c)
-{
-    /* splitmix64 under tick_mu: only the ticker draws. */
-    uint64_t z = (c->rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* One gossip round: beat, judge, pick a partner. */
 static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
 {
@@ -477,8 +469,8 @@ static void *cluster_ticker(void *arg)
             break;
         }
         bool joined = c->joined;
-        uint64_t r1 = cluster_rand(c);
-        uint64_t r2 = cluster_rand(c);
+        uint64_t r1 = rand_next(&c->rng);
+        uint64_t r2 = rand_next(&c->rng);
         pthread_mutex_unlock(&c->tick_mu);
         if (!joined) {
             cluster_contact_seeds(kv);

@@ -71,6 +71,7 @@
 #include "clock.h"
 #include "cluster.h"
 #include "codec.h"
+#include "rand.h"
 #include "vclock.h"
 
 #define HTTP_DATA_PATH "/v1/data"
@@ -438,15 +439,6 @@ static int set_ctx_header(nng_http_res *res, const vc_t *cc)
     return rc;
 }
 
-/* splitmix64: spreads a counter into boundary-looking bits. */
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 /* Siblings as multipart/mixed (RFC 2046): one part per live sibling,
  * tombstones left out (the context covers them). The boundary is chosen
  * so that it occurs in no value. */
@@ -454,8 +446,10 @@ static nng_http_res *siblings_res(const obj_t *o)
 {
     char boundary[48];
     for (uint64_t salt = 0;; salt++) {
+        /* splitmix64 spreads the counter into boundary-looking bits. */
+        uint64_t seed = salt ^ (uint64_t)clk_wall_us();
         snprintf(boundary, sizeof(boundary), "kvdist-siblings-%016" PRIx64,
-                 mix64(salt ^ (uint64_t)clk_wall_us()));
+                 rand_next(&seed));
         size_t blen = strlen(boundary);
         bool clash = false;
         for (size_t i = 0; i < o->n && !clash; i++) {

@@ -92,6 +92,7 @@
 
 #include "clock.h"
 #include "kvdist.h"
+#include "rand.h"
 
 #define RPC_WORKERS 64
 #define RPC_FAULT_BLOCKS 8
@@ -369,10 +370,7 @@ static bool fault_decide(rpc_t *rpc, const rpc_peer_t *p, int *delay_ms,
     }
     if (rpc->fault_drop_pct > 0) {
         /* splitmix64: cheap, and good enough to pick packets to lose */
-        uint64_t z = (rpc->fault_rng += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        z ^= z >> 31;
+        uint64_t z = rand_next(&rpc->fault_rng);
         *drop = *drop || (int)(z % 100) < rpc->fault_drop_pct;
     }
     pthread_mutex_unlock(&rpc->fault_mu);

@@ -31,7 +31,8 @@ char *util_tmpdir(const char *tag);
 void util_rmtree(const char *path);
 /* Copies a directory tree (regular files only, as a data dir has). */
 void util_copytree(const char *from, const char *to);
-/* splitmix64: a small deterministic PRNG for reproducible random tests. */
+/* splitmix64 (lib/rand.h): a small deterministic PRNG for reproducible
+ * random tests. */
 uint64_t util_rand(uint64_t *state);
 
 /* ---- multi-process harness (check_harness.c) ---- */

@@ -8,6 +8,7 @@
  * Every statistical test uses a fixed PRNG seed, so a failure is
  * reproducible, and prints one line with the figures it measured.
  */
+#include "rand.h"
 #include "ring.h"
 
 #include <check.h>
@@ -33,15 +34,6 @@
             ck_abort_msg(__VA_ARGS__);                                        \
         }                                                                     \
     } while (0)
-
-/* splitmix64: a fixed, well-mixed stream independent of libc's rand(). */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
 
 /* Check runs each test in a forked child; flush so figures are not lost. */
 static void report(const char *fmt, ...)
@@ -79,14 +71,14 @@ static void make_ids(struct idset *s, int scheme, size_t n)
     }
 }
 
-/* Keys are 8-byte strings drawn from splitmix64. */
+/* Keys are 8-byte strings drawn from splitmix64 (rand.h). */
 static uint64_t *make_keys(size_t count, uint64_t seed)
 {
     uint64_t *keys = malloc(count * sizeof(*keys));
 
     ck_assert_ptr_nonnull(keys);
     for (size_t i = 0; i < count; i++) {
-        keys[i] = splitmix64(&seed);
+        keys[i] = rand_next(&seed);
     }
     return keys;
 }
@@ -324,12 +316,12 @@ START_TEST(test_placement_matches_model)
     check_against_model(r, ids, n, vnodes, UINT64_MAX);
     checked += 3;
     for (int i = 0; i < 20000; i++) {
-        check_against_model(r, ids, n, vnodes, splitmix64(&seed));
+        check_against_model(r, ids, n, vnodes, rand_next(&seed));
         checked++;
     }
     /* ring_successors hashes the key with ring_hash_key. */
     for (int i = 0; i < 1000; i++) {
-        uint64_t key = splitmix64(&seed);
+        uint64_t key = rand_next(&seed);
         size_t a[5];
         size_t b[5];
         REQUIRE(ring_successors(r, &key, sizeof(key), a, 5) == 5 &&
@@ -363,7 +355,7 @@ START_TEST(test_large_cluster)
     }
     ring_t *r = build_ok(ids, n, vnodes);
     for (int i = 0; i < 100; i++) {
-        uint64_t point = splitmix64(&seed);
+        uint64_t point = rand_next(&seed);
         size_t k = i == 0 ? n : 12; /* one full list, then short ones */
         REQUIRE(ring_successors_at(r, point, got, k) == k, "short list");
         model_successors(ids, n, vnodes, point, want);
@@ -441,7 +433,7 @@ START_TEST(test_successor_lists)
         make_ids(&s, 0, n);
         ring_t *r = build_ok(s.ids, n, 64);
         for (int i = 0; i < 2000; i++) {
-            uint64_t key = splitmix64(&seed);
+            uint64_t key = rand_next(&seed);
             size_t out[MAX_NODES + 2];
             size_t got;
 
@@ -699,7 +691,7 @@ START_TEST(test_order_independent)
         shuffled[i] = s.ids[i];
     }
     for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
-        size_t j = (size_t)(splitmix64(&seed) % (i + 1));
+        size_t j = (size_t)(rand_next(&seed) % (i + 1));
         const char *t = shuffled[i];
         shuffled[i] = shuffled[j];
         shuffled[j] = t;
@@ -710,7 +702,7 @@ START_TEST(test_order_independent)
     size_t compared = 0;
 
     for (int i = 0; i < 20000; i++) {
-        uint64_t key = splitmix64(&seed);
+        uint64_t key = rand_next(&seed);
         size_t la[MAX_NODES];
         size_t lb[MAX_NODES];
         size_t lc[MAX_NODES];
@@ -875,7 +867,7 @@ START_TEST(test_ranges_for)
             worst_cover = err > worst_cover ? err : worst_cover;
             /* Random keys: j holds the key iff its point is in j's ranges. */
             for (int i = 0; i < 3000; i++) {
-                uint64_t key = splitmix64(&seed);
+                uint64_t key = rand_next(&seed);
                 uint64_t p = ring_hash_key(&key, sizeof(key));
                 size_t out[MAX_NODES];
                 REQUIRE(ring_successors(r, &key, 8, out, rf) == want,

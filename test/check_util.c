@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include "rand.h"
+
 char *util_tmpdir(const char *tag)
 {
     const char *base = getenv("TMPDIR");
@@ -82,8 +84,5 @@ void util_copytree(const char *from, const char *to)
 
 uint64_t util_rand(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return rand_next(state);
 }

@@ -58,6 +58,7 @@
 #include "history.h"
 #include "kvdist.h"
 #include "object.h"
+#include "rand.h"
 #include "wire.h"
 
 #define NODES 5
@@ -93,18 +94,9 @@ static void sleep_ms(int ms)
     }
 }
 
-/* splitmix64, as util_rand in check_util.c: the schedule from a seed. */
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static int rnd_in(uint64_t *s, int lo, int hi)
 {
-    return lo + (int)(rnd(s) % (uint64_t)(hi - lo + 1));
+    return lo + (int)(rand_next(s) % (uint64_t)(hi - lo + 1));
 }
 
 /* Appends one line to fd with a single write(2): O_APPEND keeps lines from
@@ -405,8 +397,9 @@ static void *workload_main(void *arg)
     unsigned seq = 0;
     while (now_us() < w->until_us) {
         char key[16];
-        snprintf(key, sizeof(key), "k%02d", (int)(rnd(&rng) % (uint64_t)w->nkeys));
-        int what = (int)(rnd(&rng) % 100);
+        snprintf(key, sizeof(key), "k%02d",
+                 (int)(rand_next(&rng) % (uint64_t)w->nkeys));
+        int what = (int)(rand_next(&rng) % 100);
         kv_call_t call = KV_CALL_INIT;
         call.timeout_ms = 3000;
         char val[32];
@@ -448,7 +441,7 @@ static void *workload_main(void *arg)
         }
         /* pace the clients so five nodes and the workload share two
          * cores without starving the failure detector */
-        sleep_ms(5 + (int)(rnd(&rng) % 30));
+        sleep_ms(5 + (int)(rand_next(&rng) % 30));
     }
     return NULL;
 }
@@ -1167,8 +1160,9 @@ enum {
  * brought back (the run is then aborted). */
 static int nemesis_step(nem_t *nm, bool sloppy, int64_t phase_end)
 {
-    int kind = (int)(rnd(&nm->rng) % (sloppy ? F_KINDS : F_KINDS - 1));
-    int x = (int)(rnd(&nm->rng) % NODES);
+    int kind =
+        (int)(rand_next(&nm->rng) % (sloppy ? F_KINDS : F_KINDS - 1));
+    int x = (int)(rand_next(&nm->rng) % NODES);
     int hold = rnd_in(&nm->rng, 1000, 4000);
     int64_t left = (phase_end - now_us()) / 1000;
     if (hold > left) {
@@ -1198,7 +1192,8 @@ static int nemesis_step(nem_t *nm, bool sloppy, int64_t phase_end)
         /* majority | minority: two random nodes against three */
         name = "partition";
         bool side[NODES] = {false};
-        int y = (x + 1 + (int)(rnd(&nm->rng) % (NODES - 1))) % NODES;
+        int y =
+            (x + 1 + (int)(rand_next(&nm->rng) % (NODES - 1))) % NODES;
         side[x] = side[y] = true;
         snprintf(detail, sizeof(detail), "%s,%s|rest", n->id,
                  nm->node[y].id);
@@ -1264,7 +1259,7 @@ static int nemesis_step(nem_t *nm, bool sloppy, int64_t phase_end)
         /* the first time: a clean stop and a copy of the data dir; the
          * next time: a clean stop and that older copy put back (half the
          * time the step picks a node that has a copy) */
-        if (rnd(&nm->rng) % 2) {
+        if (rand_next(&nm->rng) % 2) {
             for (int i = 0; i < NODES; i++) {
                 if (nm->node[i].has_snap) {
                     x = i;
