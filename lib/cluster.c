@@ -25,8 +25,12 @@
  * verdict is local ("as this node sees it") and never gossiped, and a node
  * never marks itself down.
  *
- * Lock: `lock` protects members, nmembers, ring, every member field and the
- * ring-change listener (on_ring, on_ring_arg).
+ * Locks: `lock` protects members, nmembers, ring, every member field,
+ * `changes` and the ring-change listener (on_ring, on_ring_arg); save_mu
+ * lets one save of the table run at a time and protects `saved`; join_mu
+ * protects joined. The gossip thread is a ticker (ticker.h); it also saves
+ * the member table when it changed, so the store is never written under
+ * `lock` or on the thread that received the gossip.
  */
 #include "cluster.h"
 
@@ -43,6 +47,7 @@
 #include "rand.h"
 #include "ring.h"
 #include "store.h"
+#include "ticker.h"
 #include "wire.h"
 
 #define CLUSTER_META_KEY "members"
@@ -73,13 +78,11 @@ struct cluster {
     cluster_ring_fn on_ring; /* told of every rebuild (anti-entropy) */
     void *on_ring_arg;
 
-    pthread_t ticker;
-    bool ticker_started;
-    pthread_mutex_t tick_mu; /* protects stop, joined, rng */
-    pthread_cond_t tick_cv;
-    bool stop;
-    bool joined; /* a seed or member answered */
-    uint64_t rng;
+    ticker_t ticker; /* one gossip round every gossip_interval_ms */
+    uint64_t rng;    /* the ticker's thread only (seeded before it starts) */
+    pthread_mutex_t join_mu; /* protects joined */
+    pthread_cond_t join_cv;  /* a client's bounded wait for joined */
+    bool joined;             /* a seed or member answered */
 };
 
 /* ----------------------------------------------------------- internals */
@@ -335,13 +338,29 @@ static void cluster_encode_members(kv_t *kv, buf_t *b)
     pthread_rwlock_unlock(&c->lock);
 }
 
+static bool cluster_joined(struct cluster *c)
+{
+    pthread_mutex_lock(&c->join_mu);
+    bool joined = c->joined;
+    pthread_mutex_unlock(&c->join_mu);
+    return joined;
+}
+
+/* Called at every gossip reply. Only the first one wakes the ticker (a
+ * node that just found the cluster gossips with it at once); waking it at
+ * every reply would gossip as fast as replies come back, not every
+ * gossip_interval_ms. */
 static void cluster_mark_joined(kv_t *kv)
 {
     struct cluster *c = kv->cluster;
-    pthread_mutex_lock(&c->tick_mu);
+    pthread_mutex_lock(&c->join_mu);
+    bool first = !c->joined;
     c->joined = true;
-    pthread_cond_broadcast(&c->tick_cv);
-    pthread_mutex_unlock(&c->tick_mu);
+    pthread_cond_broadcast(&c->join_cv);
+    pthread_mutex_unlock(&c->join_mu);
+    if (first) {
+        ticker_kick(&c->ticker);
+    }
 }
 
 static void on_gossip_reply(void *arg, int rc, const wire_msg_t *reply)
@@ -457,30 +476,19 @@ static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
     }
 }
 
-static void *cluster_ticker(void *arg)
+static void cluster_ticker(void *arg)
 {
     kv_t *kv = arg;
     struct cluster *c = kv->cluster;
-    pthread_mutex_lock(&c->tick_mu);
-    while (!c->stop) {
-        struct timespec ts = clk_deadline(kv->cfg.gossip_interval_ms);
-        pthread_cond_timedwait(&c->tick_cv, &c->tick_mu, &ts);
-        if (c->stop) {
-            break;
-        }
-        bool joined = c->joined;
-        uint64_t r1 = rand_next(&c->rng);
-        uint64_t r2 = rand_next(&c->rng);
-        pthread_mutex_unlock(&c->tick_mu);
-        if (!joined) {
+    while (ticker_wait(&c->ticker, kv->cfg.gossip_interval_ms)) {
+        if (!cluster_joined(c)) {
             cluster_contact_seeds(kv);
         }
+        uint64_t r1 = rand_next(&c->rng);
+        uint64_t r2 = rand_next(&c->rng);
         cluster_round(kv, r1, r2);
         cluster_save(kv, c);
-        pthread_mutex_lock(&c->tick_mu);
     }
-    pthread_mutex_unlock(&c->tick_mu);
-    return NULL;
 }
 
 /* Loads the persisted table; a damaged one is ignored (the seeds teach the
@@ -628,8 +636,16 @@ int cluster_open(kv_t *kv)
     }
     pthread_rwlock_init(&c->lock, NULL);
     pthread_mutex_init(&c->save_mu, NULL);
-    pthread_mutex_init(&c->tick_mu, NULL);
-    clk_cond_init(&c->tick_cv); /* the ticker and a client's join wait */
+    pthread_mutex_init(&c->join_mu, NULL);
+    clk_cond_init(&c->join_cv); /* a client's join wait has a deadline */
+    if (ticker_init(&c->ticker) != 0) {
+        pthread_cond_destroy(&c->join_cv);
+        pthread_mutex_destroy(&c->join_mu);
+        pthread_mutex_destroy(&c->save_mu);
+        pthread_rwlock_destroy(&c->lock);
+        free(c);
+        return KV_ENOMEM;
+    }
     if (getrandom(&c->rng, sizeof(c->rng), 0) != (ssize_t)sizeof(c->rng)) {
         c->rng = (uint64_t)clk_mono_ms() ^ kv->actor;
     }
@@ -658,7 +674,7 @@ int cluster_open(kv_t *kv)
         cluster_save(kv, c);
     }
     if (kv->rpc == NULL) {
-        c->joined = true;
+        c->joined = true; /* no thread and no peer can see it yet */
         return 0; /* embedded: a one-node cluster with nothing to join */
     }
     int rrc = cluster_register(kv);
@@ -667,22 +683,25 @@ int cluster_open(kv_t *kv)
     }
     /* Known members (after a restart) count as joined: gossip reaches
      * them; seeds are for nodes that know nobody. */
-    c->joined = kv->cfg.join == NULL || cluster_size(kv) > 1;
+    bool known = kv->cfg.join == NULL || cluster_size(kv) > 1;
+    pthread_mutex_lock(&c->join_mu);
+    c->joined = c->joined || known;
+    pthread_mutex_unlock(&c->join_mu);
     cluster_contact_seeds(kv);
-    if (pthread_create(&c->ticker, NULL, cluster_ticker, kv) != 0) {
-        return KV_ENOMEM;
+    int trc = ticker_start(&c->ticker, cluster_ticker, kv);
+    if (trc != 0) {
+        return trc;
     }
-    c->ticker_started = true;
     if (kv->cfg.role == KV_ROLE_CLIENT) {
         /* A client is useless until it knows the members: wait, bounded. */
         struct timespec ts = clk_deadline(kv->cfg.timeout_ms);
-        pthread_mutex_lock(&c->tick_mu);
+        pthread_mutex_lock(&c->join_mu);
         int rc = 0;
         while (!c->joined && rc == 0) {
-            rc = pthread_cond_timedwait(&c->tick_cv, &c->tick_mu, &ts);
+            rc = pthread_cond_timedwait(&c->join_cv, &c->join_mu, &ts);
         }
         bool joined = c->joined;
-        pthread_mutex_unlock(&c->tick_mu);
+        pthread_mutex_unlock(&c->join_mu);
         if (!joined) {
             KV_LOG(&kv->log, KV_LOG_ERROR,
                    "cluster: no seed answered within %d ms",
@@ -696,15 +715,9 @@ int cluster_open(kv_t *kv)
 void cluster_stop(kv_t *kv)
 {
     struct cluster *c = kv->cluster;
-    if (c == NULL || !c->ticker_started) {
-        return;
+    if (c != NULL) {
+        ticker_stop(&c->ticker);
     }
-    pthread_mutex_lock(&c->tick_mu);
-    c->stop = true;
-    pthread_cond_broadcast(&c->tick_cv);
-    pthread_mutex_unlock(&c->tick_mu);
-    pthread_join(c->ticker, NULL);
-    c->ticker_started = false;
 }
 
 void cluster_close(kv_t *kv)
@@ -715,12 +728,13 @@ void cluster_close(kv_t *kv)
     }
     cluster_stop(kv);
     cluster_save(kv, c);
+    ticker_destroy(&c->ticker);
     ring_free(c->ring);
     free(c->members);
     pthread_rwlock_destroy(&c->lock);
     pthread_mutex_destroy(&c->save_mu);
-    pthread_mutex_destroy(&c->tick_mu);
-    pthread_cond_destroy(&c->tick_cv);
+    pthread_mutex_destroy(&c->join_mu);
+    pthread_cond_destroy(&c->join_cv);
     free(c);
     kv->cluster = NULL;
 }

@@ -19,7 +19,7 @@
  * nothing.
  *
  * Locks: stripe[] serialises read-modify-write of one hint key; mu
- * protects the pending table, stop and the thread's wakeups.
+ * protects the pending table. The delivery thread is a ticker (ticker.h).
  */
 #include "handoff.h"
 
@@ -36,6 +36,7 @@
 #include "cluster.h"
 #include "rpc.h"
 #include "store.h"
+#include "ticker.h"
 #include "wire.h"
 
 #define HANDOFF_TICK_MS 100
@@ -50,13 +51,10 @@ typedef struct pending {
 
 struct handoff {
     pthread_mutex_t stripe[HANDOFF_STRIPES];
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_mutex_t mu; /* protects pending, npending */
     pending_t *pending;
     size_t npending;
-    bool stop;
-    pthread_t thread;
-    bool started;
+    ticker_t ticker; /* delivery, every HANDOFF_TICK_MS */
 };
 
 static struct handoff *hs(kv_t *kv)
@@ -158,8 +156,8 @@ int handoff_store(kv_t *kv, const char *owner, const void *key, size_t klen,
          * right after cannot run before the count is up. */
         pthread_mutex_lock(&h->mu);
         pending_add(h, owner, 1);
-        pthread_cond_signal(&h->cv);
         pthread_mutex_unlock(&h->mu);
+        ticker_kick(&h->ticker); /* deliver now if the owner is up */
     }
     pthread_mutex_unlock(mu);
     buf_free(&b);
@@ -205,48 +203,19 @@ int handoff_read(kv_t *kv, const char *owner, const void *key, size_t klen,
 
 /* ------------------------------------------------------------- delivery */
 
-typedef struct sync_call {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    int rc;
-} sync_call_t;
-
-static void sync_done(void *arg, int rc, const wire_msg_t *reply)
-{
-    sync_call_t *s = arg;
-    pthread_mutex_lock(&s->mu);
-    s->rc = rc != 0 ? rc : reply->status;
-    s->done = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* Sends one hint to its owner and waits for the acknowledgement. */
+/* Sends one hint to its owner and waits (bounded by timeout_ms) for the
+ * acknowledgement. */
 static int deliver_one(kv_t *kv, rpc_peer_t *peer, const uint8_t *key,
                        size_t klen, const void *obj, size_t objlen)
 {
     buf_t b;
     buf_init(&b);
     wire_build_replica_put(&b, rpc_next_id(kv->rpc), key, klen, obj, objlen);
-    sync_call_t s;
-    pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.cv, NULL);
-    s.done = false;
-    s.rc = 0;
-    int rc = rpc_call(kv->rpc, peer, &b, kv->cfg.timeout_ms, sync_done, &s);
-    if (rc == 0) {
-        pthread_mutex_lock(&s.mu);
-        while (!s.done) {
-            pthread_cond_wait(&s.cv, &s.mu);
-        }
-        rc = s.rc;
-        pthread_mutex_unlock(&s.mu);
-    } else {
-        buf_free(&b);
-    }
-    pthread_mutex_destroy(&s.mu);
-    pthread_cond_destroy(&s.cv);
+    uint8_t *ack = NULL;
+    size_t acklen = 0;
+    int rc = rpc_call_wait(kv->rpc, peer, &b, kv->cfg.timeout_ms,
+                           WIRE_REPLICA_PUT, &ack, &acklen);
+    free(ack); /* an acknowledgement carries no object */
     return rc;
 }
 
@@ -377,7 +346,7 @@ static int deliver_owner(kv_t *kv, const char *owner, int budget)
     return sent;
 }
 
-static void *handoff_thread(void *arg)
+static void handoff_thread(void *arg)
 {
     kv_t *kv = arg;
     struct handoff *h = hs(kv);
@@ -389,18 +358,13 @@ static void *handoff_thread(void *arg)
     if (burst < 1) {
         burst = 1;
     }
-    pthread_mutex_lock(&h->mu);
-    while (!h->stop) {
-        struct timespec ts = clk_deadline(HANDOFF_TICK_MS);
-        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
-        if (h->stop) {
-            break;
-        }
+    while (ticker_wait(&h->ticker, HANDOFF_TICK_MS)) {
         tokens += per_tick;
         if (tokens > burst) {
             tokens = burst;
         }
         /* Snapshot the owners with work; deliver without the lock. */
+        pthread_mutex_lock(&h->mu);
         size_t n = h->npending;
         char(*owners)[WIRE_MAX_ID + 1] = calloc(n ? n : 1, sizeof(*owners));
         size_t k = 0;
@@ -422,10 +386,7 @@ static void *handoff_thread(void *arg)
             }
         }
         free(owners);
-        pthread_mutex_lock(&h->mu);
     }
-    pthread_mutex_unlock(&h->mu);
-    return NULL;
 }
 
 int handoff_open(kv_t *kv)
@@ -438,7 +399,14 @@ int handoff_open(kv_t *kv)
         pthread_mutex_init(&h->stripe[i], NULL);
     }
     pthread_mutex_init(&h->mu, NULL);
-    clk_cond_init(&h->cv); /* the delivery tick waits on it */
+    if (ticker_init(&h->ticker) != 0) {
+        for (int i = 0; i < HANDOFF_STRIPES; i++) {
+            pthread_mutex_destroy(&h->stripe[i]);
+        }
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return KV_ENOMEM;
+    }
     kv->handoff = h;
     if (kv->store == NULL) {
         return 0;
@@ -466,10 +434,7 @@ int handoff_open(kv_t *kv)
         return rc;
     }
     if (kv->rpc != NULL) {
-        if (pthread_create(&h->thread, NULL, handoff_thread, kv) != 0) {
-            return KV_ENOMEM;
-        }
-        h->started = true;
+        return ticker_start(&h->ticker, handoff_thread, kv);
     }
     return 0;
 }
@@ -477,15 +442,9 @@ int handoff_open(kv_t *kv)
 void handoff_stop(kv_t *kv)
 {
     struct handoff *h = hs(kv);
-    if (h == NULL || !h->started) {
-        return;
+    if (h != NULL) {
+        ticker_stop(&h->ticker);
     }
-    pthread_mutex_lock(&h->mu);
-    h->stop = true;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->thread, NULL);
-    h->started = false;
 }
 
 void handoff_close(kv_t *kv)
@@ -494,12 +453,11 @@ void handoff_close(kv_t *kv)
     if (h == NULL) {
         return;
     }
-    handoff_stop(kv);
+    ticker_destroy(&h->ticker);
     for (int i = 0; i < HANDOFF_STRIPES; i++) {
         pthread_mutex_destroy(&h->stripe[i]);
     }
     pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
     free(h->pending);
     free(h);
     kv->handoff = NULL;
