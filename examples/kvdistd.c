@@ -3,7 +3,8 @@
  * share of the data in a directory and serving its peers and clients.
  *
  * Each flag is one library option (--cache-size sets cache_size, ...), and
- * so is each line of a --config file (cache_size = 256MiB), so the library
+ * so is each line of a --config file (cache_size = 256MiB); the few options
+ * without a flag (file_only_options) are named by --help. The library
  * does all validation and this program only translates its answers into
  * messages and exit codes: 0 after a clean stop, 1 when the node cannot
  * start, 2 for a usage or configuration error. The library's option table
@@ -160,6 +161,16 @@ static const struct {
 
 #define N_FLAG_OPTIONS (sizeof(flag_options) / sizeof(flag_options[0]))
 
+/* Library options that have no flag and are set only in a --config file
+ * (kvdistd(1), CONFIGURATION FILE). role: a daemon is a peer; a client
+ * holds no data and is no member, which is for programs that embed the
+ * library, so it is not offered on the command line. Every option of
+ * kv_options_name() is in flag_options or here (check_options.c). */
+static const char *const file_only_options[] = {"role"};
+
+#define N_FILE_ONLY_OPTIONS                                                    \
+    (sizeof(file_only_options) / sizeof(file_only_options[0]))
+
 /* The daemon's own flags, which are no library option. */
 enum {
     FLAG_LOG_LEVEL = 1000, /* above every flag_options index */
@@ -222,6 +233,11 @@ static void usage(FILE *f)
     for (size_t i = 0; i < N_DAEMON_FLAGS; i++) {
         fprintf(f, "  %-24s %s\n", daemon_flags[i].left, daemon_flags[i].help);
     }
+    fprintf(f, "\nSet only in a --config file (no flag): ");
+    for (size_t i = 0; i < N_FILE_ONLY_OPTIONS; i++) {
+        fprintf(f, "%s%s", i > 0 ? ", " : "", file_only_options[i]);
+    }
+    fprintf(f, ".\n");
     fprintf(f, "\nFlags override the --config file whatever their order. "
                "Stops cleanly on\nSIGINT or SIGTERM. See kvdistd(1).\n");
 }

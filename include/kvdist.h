@@ -173,11 +173,11 @@ KV_API kv_options_t *kv_options_create(void);
  *                   that and only once every replica holds it. A node
  *                   restored from a backup older than this can bring
  *                   deleted keys back (kvdist(7))
+ *   resp            HOST:PORT to serve the Redis protocol (RESP2) at
+ *                   (kvdist-resp(7)); none by default; role=peer only
  *   http            HOST:PORT to serve the HTTP API at (kvdist-http(7));
  *                   none by default; role=peer only. kv_open returns
  *                   KV_EADDRINUSE if the port is taken
- *   resp            HOST:PORT to serve the Redis protocol (RESP2) at
- *                   (kvdist-resp(7)); none by default; role=peer only
  *   max_clients     HTTP plus RESP connections served at once (0..1000000;
  *                   default 0: half the soft open-file limit, at most
  *                   10000); one more is answered "max number of clients

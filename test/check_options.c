@@ -1,10 +1,12 @@
 /*
  * check_options.c - the option parser: defaults, every option's accepted
  * and refused values, unknown names, and that a refused value changes
- * nothing; the option table's enumeration (kv_options_name/doc); and
- * kvdistd's configuration file, --print-config, --help and open-file
- * limit, by running build/examples/kvdistd (KVDIST_BUILD) as a child
- * process that each test waits for with a bound.
+ * nothing; the option table's enumeration (kv_options_name/doc) and
+ * that kvdist.h, kv_options_set(3) and kvdistd --help name every option
+ * (the tests run from the repository top); and kvdistd's configuration
+ * file, --print-config, --help and open-file limit, by running
+ * build/examples/kvdistd (KVDIST_BUILD) as a child process that each test
+ * waits for with a bound.
  */
 #include "check_kvdist.h"
 
@@ -764,10 +766,200 @@ START_TEST(test_example_conf)
 }
 END_TEST
 
-/* --help lists the new flags and takes each option flag's text from
- * kv_options_doc. role has no flag: kvdistd is a peer. */
+/* Every option of kv_options_name(), in order, as a NULL-terminated
+ * array of static strings. */
+static const char **option_names(size_t *count)
+{
+    size_t n = 0;
+    while (kv_options_name(n) != NULL) {
+        n++;
+    }
+    const char **names = calloc(n + 1, sizeof(*names));
+    ck_assert_ptr_nonnull(names);
+    for (size_t i = 0; i < n; i++) {
+        names[i] = kv_options_name(i);
+    }
+    *count = n;
+    return names;
+}
+
+/* A growable list of names read from a document (owned strings). */
+typedef struct name_list {
+    char **v;
+    size_t n;
+} name_list_t;
+
+static void names_add(name_list_t *l, const char *s, size_t len)
+{
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+    ck_assert_ptr_nonnull(v);
+    l->v = v;
+    l->v[l->n] = strndup(s, len);
+    ck_assert_ptr_nonnull(l->v[l->n]);
+    l->n++;
+}
+
+static bool names_has(const name_list_t *l, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->v[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void names_free(name_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i]);
+    }
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* The document names exactly the options of kv_options_name(), each once
+ * and in that order (both documents promise that order). */
+static void expect_option_order(const name_list_t *got, const char *where)
+{
+    size_t n = 0;
+    const char **want = option_names(&n);
+    for (size_t i = 0; i < got->n; i++) {
+        ck_assert_msg(kv_options_doc(got->v[i]) != NULL,
+                      "%s names '%s', which is no option", where, got->v[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(names_has(got, want[i]), "%s lacks option %s", where,
+                      want[i]);
+    }
+    ck_assert_msg(got->n == n, "%s names %zu options, the library has %zu",
+                  where, got->n, n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(strcmp(got->v[i], want[i]) == 0,
+                      "%s: option %zu is %s, kv_options_name(%zu) is %s",
+                      where, i, got->v[i], i, want[i]);
+    }
+    free(want);
+}
+
+static size_t ident_len(const char *p)
+{
+    size_t n = 0;
+    while ((p[n] >= 'a' && p[n] <= 'z') || p[n] == '_') {
+        n++;
+    }
+    return n;
+}
+
+/* kvdist.h: the list in the comment above kv_options_set. An entry line is
+ * " *   NAME..." (continuations are indented further); NAME may be a group
+ * such as "n, r, w". */
+START_TEST(test_header_lists_options)
+{
+    char *text = slurp("include/kvdist.h");
+    const char *head = "Options, in the order kv_options_name() enumerates";
+    char *p = strstr(text, head);
+    ck_assert_msg(p != NULL, "include/kvdist.h: no option list");
+    char *end = strstr(p, "*/");
+    ck_assert_ptr_nonnull(end);
+    ck_assert_msg(strncmp(end, "*/\nKV_API int kv_options_set(", 29) == 0,
+                  "the option list is not the comment of kv_options_set");
+    *end = '\0';
+    name_list_t got = {NULL, 0};
+    for (char *line = strchr(p, '\n'); line != NULL;
+         line = strchr(line + 1, '\n')) {
+        const char *q = line + 1;
+        if (strncmp(q, " *   ", 5) != 0 || q[5] == ' ') {
+            continue;
+        }
+        q += 5;
+        for (;;) {
+            size_t len = ident_len(q);
+            ck_assert_msg(len > 0, "kvdist.h: odd option line '%.40s'", q);
+            names_add(&got, q, len);
+            q += len;
+            if (strncmp(q, ", ", 2) != 0 || ident_len(q + 2) == 0) {
+                break;
+            }
+            q += 2;
+        }
+    }
+    expect_option_order(&got, "include/kvdist.h");
+    names_free(&got);
+    free(text);
+}
+END_TEST
+
+/* The lines of the roff section `title` (".SH title" up to the next
+ * ".SH"), NUL-terminated in place within text. */
+static char *man_section(char *text, const char *title)
+{
+    char mark[128];
+    snprintf(mark, sizeof(mark), "\n.SH %s\n", title);
+    char *p = strstr(text, mark);
+    ck_assert_msg(p != NULL, "no section %s", title);
+    p += strlen(mark);
+    char *end = strstr(p, "\n.SH ");
+    if (end != NULL) {
+        end[1] = '\0';
+    }
+    return p;
+}
+
+/* The ".TP" / ".B name" entries of a roff fragment, from the first line
+ * containing `after` (NULL: the start) up to the next .PP (stop_at_pp) or
+ * the end. */
+static void man_entries(const char *p, const char *after, bool stop_at_pp,
+                        name_list_t *out)
+{
+    if (after != NULL) {
+        p = strstr(p, after);
+        ck_assert_msg(p != NULL, "no '%s' in the man page", after);
+    }
+    bool tp = false;
+    for (const char *line = p; line != NULL && *line != '\0';
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (stop_at_pp && strncmp(line, ".PP", 3) == 0) {
+            break;
+        }
+        if (tp && strncmp(line, ".B ", 3) == 0) {
+            size_t len = strcspn(line + 3, " \n");
+            names_add(out, line + 3, len);
+        }
+        tp = strncmp(line, ".TP\n", 4) == 0;
+    }
+}
+
+/* kv_options_set(3): one .TP entry per option under OPTIONS. */
+START_TEST(test_man_lists_options)
+{
+    char *text = slurp("man/kv_options_set.3");
+    name_list_t got = {NULL, 0};
+    man_entries(man_section(text, "OPTIONS"), NULL, false, &got);
+    expect_option_order(&got, "man/kv_options_set.3");
+    names_free(&got);
+    free(text);
+}
+END_TEST
+
+/* kvdistd --help has a flag line for every option, whose text is the
+ * option's kv_options_doc, except the options it names as set only in a
+ * --config file; those have no flag and kvdistd(1) documents them as
+ * such. The docs are told apart by their text, so none may contain
+ * another. */
 START_TEST(test_daemon_help)
 {
+    size_t n = 0;
+    const char **names = option_names(&n);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            ck_assert_msg(i == j || strstr(kv_options_doc(names[i]),
+                                           kv_options_doc(names[j])) == NULL,
+                          "the doc of %s contains that of %s", names[i],
+                          names[j]);
+        }
+    }
     char *dir = util_tmpdir("conf");
     const char *args[] = {"--help", NULL};
     run_t r = run_daemon(dir, args);
@@ -775,14 +967,70 @@ START_TEST(test_daemon_help)
     ck_assert_ptr_nonnull(strstr(r.out, "\n  --config FILE "));
     ck_assert_ptr_nonnull(strstr(r.out, "\n  --print-config "));
     ck_assert_ptr_nonnull(strstr(r.out, "\n  --max-clients N "));
-    for (size_t i = 0; kv_options_name(i) != NULL; i++) {
-        const char *name = kv_options_name(i);
-        if (strcmp(name, "role") == 0) {
-            continue;
+
+    /* "Set only in a --config file (no flag): a, b." */
+    const char *mark = "\nSet only in a --config file (no flag): ";
+    const char *fo = strstr(r.out, mark);
+    ck_assert_msg(fo != NULL, "--help names no file-only options:\n%s", r.out);
+    fo += strlen(mark);
+    name_list_t file_only = {NULL, 0};
+    for (;;) {
+        size_t len = ident_len(fo);
+        ck_assert_msg(len > 0, "odd file-only list: %.40s", fo);
+        names_add(&file_only, fo, len);
+        fo += len;
+        if (strncmp(fo, ", ", 2) != 0) {
+            break;
         }
-        ck_assert_msg(strstr(r.out, kv_options_doc(name)) != NULL,
-                      "--help lacks the doc of %s", name);
+        fo += 2;
     }
+    ck_assert_msg(*fo == '.', "odd end of the file-only list: %.20s", fo);
+
+    for (size_t i = 0; i < n; i++) {
+        const char *doc = kv_options_doc(names[i]);
+        bool flag = false;
+        for (const char *line = r.out; line != NULL;
+             line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+            if (strncmp(line, "  --", 4) != 0) {
+                continue;
+            }
+            size_t len = strcspn(line, "\n");
+            const char *d = strstr(line, doc);
+            if (d != NULL && d < line + len && d[-1] == ' ' &&
+                (d[strlen(doc)] == '\n' ||
+                 strncmp(d + strlen(doc), " (default ", 10) == 0)) {
+                flag = true;
+            }
+        }
+        bool listed = names_has(&file_only, names[i]);
+        ck_assert_msg(flag || listed,
+                      "--help has no flag for %s and does not name it "
+                      "file-only",
+                      names[i]);
+        ck_assert_msg(!(flag && listed), "%s has a flag and is file-only",
+                      names[i]);
+    }
+    for (size_t i = 0; i < file_only.n; i++) {
+        ck_assert_msg(kv_options_doc(file_only.v[i]) != NULL,
+                      "--help names '%s' file-only: no such option",
+                      file_only.v[i]);
+    }
+
+    /* kvdistd(1) lists the same options as set only in the file. */
+    char *man = slurp("man/kvdistd.1");
+    name_list_t documented = {NULL, 0};
+    man_entries(man_section(man, "CONFIGURATION FILE"),
+                "Options set only in the file", true, &documented);
+    ck_assert_uint_eq(documented.n, file_only.n);
+    for (size_t i = 0; i < file_only.n; i++) {
+        ck_assert_msg(names_has(&documented, file_only.v[i]),
+                      "kvdistd(1) does not document %s as file-only",
+                      file_only.v[i]);
+    }
+    names_free(&documented);
+    free(man);
+    names_free(&file_only);
+    free(names);
     run_free(&r);
     util_rmtree(dir);
     free(dir);
@@ -948,6 +1196,8 @@ Suite *options_suite(void)
     tcase_add_test(tc, test_http_option);
     tcase_add_test(tc, test_strerror);
     tcase_add_test(tc, test_enumeration);
+    tcase_add_test(tc, test_header_lists_options);
+    tcase_add_test(tc, test_man_lists_options);
     tcase_add_test(tc, test_max_clients_option);
     suite_add_tcase(s, tc);
     TCase *dc = tcase_create("daemon_config");
