@@ -1,13 +1,17 @@
 /*
  * kv.c - the public entry points: the handle's lifecycle (open, shutdown,
- * close), argument checking and limits, the simple and conflict-aware
- * calls, sibling resolution and the stats calls.
+ * close), the checks of each call's own arguments (NULL pointers, a
+ * kv_call_t's quorums, a causal context), the simple and conflict-aware
+ * calls as synchronous waits for the operation layer's verdict (node.c),
+ * sibling access, and the stats, membership and repair calls.
  *
- * Owns struct kv's lifecycle fields. Invariants: every public call that
- * touches the node enters through node_enter() and leaves through
- * node_leave(), so kv_shutdown() can wait for calls in progress; arguments
- * are checked and limits enforced here, before anything reaches the store,
- * so a rejected call changes nothing.
+ * Owns the order in which a node's modules open (each registers its
+ * handlers before the node listens) and close. Invariants: every public
+ * call that touches the node is admitted by node_enter() and released by
+ * node_leave() (node.c), so kv_shutdown() can wait for calls in progress;
+ * key and value limits are enforced by the operation layer (node.c),
+ * which the HTTP and RESP front ends go through too, before anything
+ * reaches the store, so a rejected call changes nothing.
  */
 #include "node.h"
 

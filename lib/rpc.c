@@ -1,9 +1,10 @@
 /*
  * rpc.c - the transport between peers: NNG req/rep sockets with contexts
- * and asynchronous I/O. The peer transport's only file that includes
- * nng.h (the front ends, http.c and resp.c, use NNG's HTTP server and byte
- * streams themselves), so the choice of transport (tcp://, ipc://, and
- * tls+tcp:// once TLS is configured here) lives in one place.
+ * and asynchronous I/O. The only other files that include nng.h are the
+ * client front ends (http.c: NNG's HTTP server; resp.c: its TCP streams);
+ * everything between peers goes through here, so the choice of peer
+ * transport (tcp://, ipc://, and tls+tcp:// once TLS is configured here)
+ * lives in one place.
  *
  * Server side: one rep0 socket listening on the node's URL, with a fixed
  * pool of workers, each an NNG context plus an aio, cycling

@@ -2,8 +2,9 @@
  * store.c - the local storage engine: RocksDB through its C API.
  *
  * This is the only file that includes rocksdb/c.h. It owns the database
- * handle, its column families (data, hints, meta), the shared LRU block
- * cache and the write options that implement the `sync` durability modes:
+ * handle, its four column families (data, hints, meta, aae: store.h says
+ * what each holds), the shared LRU block cache and the write options that
+ * implement the `sync` durability modes:
  *   none  - WAL disabled: writes live in the memtable until a flush, so a
  *           process crash loses them (replication is the only protection);
  *           a clean close flushes.
