@@ -816,36 +816,99 @@ static void handle_replica_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
     rpc_reply_status(req, m->type, m->id, rc);
 }
 
-/* REPLICA_GET and LOCAL_GET: this replica's object (or the hint kept for
- * the owner named in the request). */
+/* Answers a REPLICA_GET or LOCAL_GET with this replica's object (merged
+ * with the hint kept for owner, when not NULL). May read the store's
+ * files: on the pool only. */
+static void replica_get_answer(kv_t *kv, rpc_req_t *req, uint8_t type,
+                               uint64_t id, const char *owner, const void *key,
+                               size_t klen)
+{
+    obj_t o;
+    obj_init(&o);
+    int rc = replica_read(kv, key, klen, &o);
+    if (rc == 0 && owner != NULL) {
+        rc = handoff_read(kv, owner, key, klen, &o);
+    }
+    metric_inc(&kv->metrics, M_REPLICA_READS);
+    coord_reply_obj(req, type, id, rc, rc == 0, 1, &o);
+    obj_free(&o);
+}
+
+/* A read that needs the store's files (or a hint), handed to the pool. */
+typedef struct deferred_get {
+    kv_t *kv;
+    rpc_req_t *req;
+    uint8_t type;
+    uint64_t id;
+    bool hinted;
+    char owner[WIRE_MAX_ID + 1];
+    size_t klen;
+    uint8_t key[];
+} deferred_get_t;
+
+static void deferred_get_run(void *arg)
+{
+    deferred_get_t *d = arg;
+    replica_get_answer(d->kv, d->req, d->type, d->id,
+                       d->hinted ? d->owner : NULL, d->key, d->klen);
+    free(d);
+}
+
+/*
+ * REPLICA_GET and LOCAL_GET: this replica's object (or the hint kept for
+ * the owner named in the request). Registered to run on the NNG thread:
+ * a read the memtables and the block cache can answer (most of them) is
+ * answered here, with no hand-off; one that would read a file, or needs
+ * the hints, goes to the pool, so the thread never waits for a disk.
+ */
 static void handle_replica_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
     kv_t *kv = arg;
     if (!replica_request_ok(kv, req, m)) {
         return;
     }
-    obj_t o;
-    obj_init(&o);
-    int rc = replica_read(kv, m->key, m->klen, &o);
-    if (rc == 0 && m->owner != NULL) {
-        char owner[WIRE_MAX_ID + 1];
-        owner_string(m, owner);
-        rc = handoff_read(kv, owner, m->key, m->klen, &o);
+    if (m->owner == NULL) {
+        obj_t o;
+        obj_init(&o);
+        int rc = replica_read_cached(kv, m->key, m->klen, &o);
+        if (rc != STORE_EWOULDBLOCK) {
+            metric_inc(&kv->metrics, M_REPLICA_READS);
+            coord_reply_obj(req, m->type, m->id, rc, rc == 0, 1, &o);
+            obj_free(&o);
+            return;
+        }
+        obj_free(&o);
     }
-    metric_inc(&kv->metrics, M_REPLICA_READS);
-    coord_reply_obj(req, m->type, m->id, rc, rc == 0, 1, &o);
-    obj_free(&o);
+    deferred_get_t *d = malloc(sizeof(*d) + m->klen);
+    int rc = KV_ENOMEM;
+    if (d != NULL) {
+        *d = (deferred_get_t){kv, req, m->type, m->id, m->owner != NULL, "",
+                              m->klen};
+        if (d->hinted) {
+            owner_string(m, d->owner);
+        }
+        memcpy(d->key, m->key, m->klen);
+        rc = kv->pool != NULL ? pool_submit(kv->pool, deferred_get_run, d)
+                              : (deferred_get_run(d), 0);
+        if (rc == 0) {
+            return;
+        }
+        free(d);
+    }
+    coord_reply_obj(req, m->type, m->id, rc, 0, 0, NULL);
 }
 
 /* The requests this module answers; only a node that holds data (not a
  * client) registers them. */
 static const struct {
     uint8_t type;
+    enum rpc_run run;
     rpc_handler_fn fn;
 } coord_handlers[] = {
-    {WIRE_REPLICA_PUT, handle_replica_put},
-    {WIRE_REPLICA_GET, handle_replica_get},
-    {WIRE_LOCAL_GET, handle_replica_get},
+    {WIRE_REPLICA_PUT, RPC_RUN_POOLED, handle_replica_put},
+    /* Inline: they answer from memory or hand themselves to the pool. */
+    {WIRE_REPLICA_GET, RPC_RUN_INLINE, handle_replica_get},
+    {WIRE_LOCAL_GET, RPC_RUN_INLINE, handle_replica_get},
 };
 
 int coord_open(kv_t *kv)
@@ -857,7 +920,7 @@ int coord_open(kv_t *kv)
          i++) {
         int rc =
             rpc_handle(kv->rpc, coord_handlers[i].type, coord_handlers[i].fn, kv,
-                       RPC_RUN_POOLED);
+                       coord_handlers[i].run);
         if (rc != 0) {
             return rc;
         }

@@ -95,12 +95,18 @@ typedef struct replica_old {
 } replica_old_t;
 
 /* Loads the object under key into o (left empty when absent). */
-static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
-                        replica_old_t *old)
+static int replica_load_from(kv_t *kv, const void *key, size_t klen, obj_t *o,
+                             replica_old_t *old, bool cached)
 {
     void *raw = NULL;
     size_t len = 0;
-    int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
+    int rc = cached ? store_get_cached(kv->store, STORE_CF_DATA, key, klen,
+                                       &raw, &len)
+                    : store_get(kv->store, STORE_CF_DATA, key, klen, &raw,
+                                &len);
+    if (rc == STORE_EWOULDBLOCK) {
+        return rc;
+    }
     if (old != NULL) {
         old->present = rc == 0;
         old->digest = rc == 0 ? aae_digest(raw, len) : 0;
@@ -122,6 +128,12 @@ static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
                klen);
     }
     return rc;
+}
+
+static int replica_load(kv_t *kv, const void *key, size_t klen, obj_t *o,
+                        replica_old_t *old)
+{
+    return replica_load_from(kv, key, klen, o, old, false);
 }
 
 /* Makes room for one more element in a growing array: the array (perhaps
@@ -271,6 +283,11 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
 {
     return replica_write_impl(kv, NULL, key, klen, ctx, val, vlen, tombstone,
                               result);
+}
+
+int replica_read_cached(kv_t *kv, const void *key, size_t klen, obj_t *out)
+{
+    return replica_load_from(kv, key, klen, out, NULL, true);
 }
 
 int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out)

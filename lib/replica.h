@@ -26,6 +26,9 @@ int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
 /* Reads the local object (empty if absent). Returns 0, KV_ECORRUPT, KV_EIO,
  * KV_ENOMEM. */
 int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out);
+/* replica_read from memory only (store_get_cached), for NNG's threads:
+ * STORE_EWOULDBLOCK when it would read a file. */
+int replica_read_cached(kv_t *kv, const void *key, size_t klen, obj_t *out);
 
 /* Joins a remote object into the local one and stores the result if it
  * changed (*changed, may be NULL). Returns as replica_write. */

@@ -634,9 +634,32 @@ static void worker_submit(struct rpc_worker *w, nng_msg *m, bool batch,
     nng_msg_free(m);
 }
 
+/* Whether every entry of a batch has a handler that runs on the NNG
+ * thread (a batch of reads answered from memory needs no hand-off). A
+ * malformed batch counts as inline: it is only answered EPROTO. */
+static bool batch_all_inline(const rpc_t *rpc, nng_msg *m)
+{
+    uint64_t id = 0;
+    size_t n = 0;
+    rd_t r;
+    if (wire_batch_open(nng_msg_body(m), nng_msg_len(m), false,
+                        rpc_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0) {
+        return true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t elen = 0;
+        const uint8_t *e = wire_batch_next(&r, &elen);
+        uint8_t type = wire_peek_type(e, elen);
+        if (rpc->handlers[type & (WIRE_REPLY - 1)].run != RPC_RUN_INLINE) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void worker_batch(struct rpc_worker *w, nng_msg *m)
 {
-    if (w->rpc->cfg.submit != NULL) {
+    if (w->rpc->cfg.submit != NULL && !batch_all_inline(w->rpc, m)) {
         w->state = W_HANDLING;
         worker_submit(w, m, true, NULL);
         return;

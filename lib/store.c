@@ -41,6 +41,7 @@ struct store {
     rocksdb_column_family_handle_t *cf[STORE_CF_COUNT];
     rocksdb_writeoptions_t *wopts;
     rocksdb_readoptions_t *ropts;
+    rocksdb_readoptions_t *ropts_cached; /* read_tier: block cache only */
     int sync;
     const kvlog_t *log;
     int (*delay_fn)(void *arg); /* the fault hook's write stall, or NULL */
@@ -115,6 +116,9 @@ static void store_release(store_t *st)
     if (st->wopts != NULL) {
         rocksdb_writeoptions_destroy(st->wopts);
     }
+    if (st->ropts_cached != NULL) {
+        rocksdb_readoptions_destroy(st->ropts_cached);
+    }
     if (st->ropts != NULL) {
         rocksdb_readoptions_destroy(st->ropts);
     }
@@ -179,10 +183,13 @@ int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out)
     st->opts = rocksdb_options_create();
     st->wopts = rocksdb_writeoptions_create();
     st->ropts = rocksdb_readoptions_create();
-    if (!st->cache || !st->table || !st->opts || !st->wopts || !st->ropts) {
+    st->ropts_cached = rocksdb_readoptions_create();
+    if (!st->cache || !st->table || !st->opts || !st->wopts || !st->ropts ||
+        !st->ropts_cached) {
         store_release(st);
         return KV_ENOMEM;
     }
+    rocksdb_readoptions_set_read_tier(st->ropts_cached, 1); /* kBlockCacheTier */
     rocksdb_block_based_options_set_block_cache(st->table, st->cache);
     /* Bloom filters make a get for an absent key (every first write) cost
      * no disk read. */
@@ -294,6 +301,32 @@ int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
         return KV_ENOTFOUND;
     }
     *val = v; /* rocksdb_get_cf allocates with malloc: free() releases it */
+    *vlen = len;
+    return 0;
+}
+
+int store_get_cached(store_t *st, int cf, const void *key, size_t klen,
+                     void **val, size_t *vlen)
+{
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get_cf(st->db, st->ropts_cached, st->cf[cf], key, klen,
+                             &len, &err);
+    *val = NULL;
+    *vlen = 0;
+    if (err != NULL) {
+        /* Status::Incomplete ("Result incomplete: ..."): the block cache
+         * does not hold it. */
+        if (strncmp(err, "Result incomplete", 17) == 0) {
+            free(err);
+            return STORE_EWOULDBLOCK;
+        }
+        return store_error(st, NULL, "get", err);
+    }
+    if (v == NULL) {
+        return KV_ENOTFOUND;
+    }
+    *val = v;
     *vlen = len;
     return 0;
 }

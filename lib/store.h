@@ -51,6 +51,17 @@ void store_set_write_delay(store_t *st, int (*fn)(void *arg), void *arg);
 /* *val is malloc'd (free() it). Returns 0, KV_ENOTFOUND, KV_EIO, ... */
 int store_get(store_t *st, int cf, const void *key, size_t klen, void **val,
               size_t *vlen);
+
+/* What store_get_cached returns when answering would read a file: not an
+ * error (nothing is logged), a request to ask again with store_get where
+ * blocking is allowed. Outside the range of the KV_E* codes. */
+#define STORE_EWOULDBLOCK 1000
+
+/* store_get from memory only (memtables and the block cache, RocksDB's
+ * kBlockCacheTier): never does I/O, so an NNG thread may call it; returns
+ * STORE_EWOULDBLOCK when the value (or its absence) is not in memory. */
+int store_get_cached(store_t *st, int cf, const void *key, size_t klen,
+                     void **val, size_t *vlen);
 int store_put(store_t *st, int cf, const void *key, size_t klen,
               const void *val, size_t vlen);
 int store_delete(store_t *st, int cf, const void *key, size_t klen);

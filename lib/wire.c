@@ -338,6 +338,11 @@ int wire_batch_open(const void *p, size_t len, bool reply, size_t max_entry,
     return 0;
 }
 
+uint8_t wire_peek_type(const uint8_t *p, size_t len)
+{
+    return len >= WIRE_HEADER_SIZE ? p[3] : 0;
+}
+
 const uint8_t *wire_batch_next(rd_t *r, size_t *len)
 {
     return rd_string(r, SIZE_MAX, len);

@@ -161,6 +161,10 @@ bool wire_is_batch(const void *p, size_t len);
  * KV_EPROTO. The entries themselves are decoded by wire_decode. */
 int wire_batch_open(const void *p, size_t len, bool reply, size_t max_entry,
                     uint64_t *id, size_t *count, rd_t *r);
+/* The type byte of an encoded message (0 when it is too short to have a
+ * header); the rest is checked by wire_decode. */
+uint8_t wire_peek_type(const uint8_t *p, size_t len);
+
 /* The next entry of an opened batch (valid: checked by wire_batch_open). */
 const uint8_t *wire_batch_next(rd_t *r, size_t *len);
 
