@@ -41,6 +41,8 @@
  * are "corked" and flushed together at its end, so a batch of coordinated
  * writes becomes one batch of replica writes per replica. Only requests
  * with equal timeouts share a batch, whose deadline is their latest.
+ * What a message or a batch may hold (wire_msg_max, wire_recv_max,
+ * WIRE_SMALL_REPLY, WIRE_BATCH_MAX) is defined in wire.c, with the format.
  * A reply too large to share the batch reply comes back empty, and that
  * request is sent again alone (only reads have large replies, so nothing
  * is applied twice).
@@ -102,9 +104,6 @@
 #define RPC_INFLIGHT 2
 /* How long queued requests wait for a message in flight to return. */
 #define RPC_STALL_MS 5
-/* A reply this small always fits a batch reply; larger ones share one
- * only up to the single-message limit (and are sent again alone beyond). */
-#define RPC_SMALL_REPLY (64 * 1024)
 /* Peers one dispatched batch may cork requests for. */
 #define RPC_CORK_PEERS 16
 
@@ -235,19 +234,6 @@ struct rpc {
     char fault_block[RPC_FAULT_BLOCKS][64];
     uint64_t fault_rng;
 };
-
-/* The largest single message (request or reply) a node sends. */
-static size_t rpc_msg_max(const wire_limits_t *l)
-{
-    return l->max_object + l->max_key + l->max_value + 4096;
-}
-
-/* What a socket accepts: a single message, or a batch reply of that much
- * plus the small replies that always fit (RPC_SMALL_REPLY). */
-static size_t rpc_recv_max(const wire_limits_t *l)
-{
-    return rpc_msg_max(l) + WIRE_BATCH_MAX * (RPC_SMALL_REPLY + 16) + 64;
-}
 
 static int rpc_code(int nng_rv)
 {
@@ -433,7 +419,7 @@ static void worker_send(struct rpc_worker *w, buf_t *msg)
 static void batch_finish(struct rpc_batch *b)
 {
     rpc_t *rpc = b->w->rpc;
-    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    size_t limit = wire_msg_max(&rpc->cfg.limits);
     buf_t hdr;
     buf_init(&hdr);
     wire_batch_header(&hdr, true, b->id, b->n);
@@ -457,7 +443,7 @@ static void batch_finish(struct rpc_batch *b)
             break;
         }
         size_t len = r->len;
-        if (len > RPC_SMALL_REPLY) {
+        if (len > WIRE_SMALL_REPLY) {
             if (big + len > limit) {
                 len = 0;
             } else {
@@ -535,7 +521,7 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
     uint64_t id = 0;
     size_t n = 0;
     rd_t r;
-    if (wire_batch_open(body, len, false, rpc_msg_max(&rpc->cfg.limits), &id,
+    if (wire_batch_open(body, len, false, wire_msg_max(&rpc->cfg.limits), &id,
                         &n, &r) != 0) {
         nng_msg_free(m);
         reply_malformed(rpc, w->req, len);
@@ -762,8 +748,8 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
     head->next = NULL;
     struct rpc_call *tail = head;
     size_t n = 1;
-    size_t bytes = head->len + 32;
-    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    size_t bytes = head->len + WIRE_BATCH_HEADER_MAX;
+    size_t limit = wire_msg_max(&rpc->cfg.limits);
     struct rpc_call *prev = NULL;
     size_t scanned = 0;
     for (struct rpc_call *c = p->qhead;
@@ -772,7 +758,7 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
          scanned++) {
         struct rpc_call *next = c->next;
         if (!c->solo && c->timeout_ms == head->timeout_ms &&
-            bytes + c->len + 10 <= limit) {
+            bytes + c->len + WIRE_BATCH_ENTRY_MAX <= limit) {
             if (prev != NULL) {
                 prev->next = next;
             } else {
@@ -785,7 +771,7 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
             tail->next = c;
             tail = c;
             n++;
-            bytes += c->len + 10;
+            bytes += c->len + WIRE_BATCH_ENTRY_MAX;
         } else {
             prev = c;
         }
@@ -953,7 +939,7 @@ static void slot_finish(struct rpc_slot *s, int rc, nng_msg *m)
     size_t n = 0;
     if (rc == 0 && s->batched &&
         (wire_batch_open(nng_msg_body(m), nng_msg_len(m), true,
-                         rpc_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0 ||
+                         wire_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0 ||
          n != s->ncalls)) {
         metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
         rc = KV_EPROTO;
@@ -1248,7 +1234,7 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
     }
     p->rpc = rpc;
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
-                        rpc_recv_max(&rpc->cfg.limits));
+                        wire_recv_max(&rpc->cfg.limits));
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
@@ -1474,7 +1460,7 @@ int rpc_listen(rpc_t *rpc, const char *url)
         return rpc_code(rv);
     }
     nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
-                        rpc_recv_max(&rpc->cfg.limits));
+                        wire_recv_max(&rpc->cfg.limits));
     rv = nng_listen(rpc->server, url, NULL, 0);
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s", url,
