@@ -114,7 +114,7 @@ static bool aae_rebuild(kv_t *kv)
     /* A damaged entry contributed nothing; recomputing it from its object
      * now goes through aae_commit, which toggles the new trees. */
     for (size_t i = 0; i < bad.n; i++) {
-        if (replica_reindex(kv, bad.v[i].key, bad.v[i].klen) == 0) {
+        if (replica_reindex(kv, NULL, bad.v[i].key, bad.v[i].klen) == 0) {
             metric_inc(&kv->metrics, M_AAE_INDEX_REPAIRED);
         }
     }
@@ -474,15 +474,19 @@ static void aae_reply(rpc_req_t *req, uint64_t id, uint16_t op, int rc,
     rpc_reply(req, &b);
 }
 
-static int aae_handle_repair(kv_t *kv, rd_t *r, buf_t *out)
+static int aae_handle_repair(kv_t *kv, replica_group_t *open, rd_t *r,
+                             buf_t *out)
 {
+    (void)open;
     (void)r;
     (void)out;
     return aae_repair(kv);
 }
 
-static int aae_handle_status(kv_t *kv, rd_t *r, buf_t *out)
+static int aae_handle_status(kv_t *kv, replica_group_t *open, rd_t *r,
+                             buf_t *out)
 {
+    (void)open;
     (void)r;
     kv_repair_status_t st;
     int rc = aae_status(kv, &st);
@@ -503,8 +507,10 @@ static int aae_handle_status(kv_t *kv, rd_t *r, buf_t *out)
 }
 
 /* Each operation of a WIRE_AE request (its flags field) and the module
- * that answers it; the index is the operation. */
-typedef int (*aae_op_fn)(kv_t *kv, rd_t *r, buf_t *out);
+ * that answers it; the index is the operation. Each gets the write group
+ * of the batch the request came in (NULL: none), for the replica calls it
+ * makes (replica.h: they commit it first when they could wait for it). */
+typedef int (*aae_op_fn)(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out);
 static const aae_op_fn aae_ops[] = {
     [AAE_OP_HASHES] = aae_handle_hashes,         /* aae_exchange.c */
     [AAE_OP_KEYS] = aae_handle_keys,             /* aae_exchange.c */
@@ -531,7 +537,7 @@ static void aae_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
                aae_ops[m->flags] == NULL) {
         rc = KV_EPROTO;
     } else {
-        rc = aae_ops[m->flags](kv, &r, &out);
+        rc = aae_ops[m->flags](kv, replica_group_of(req), &r, &out);
     }
     if (rc == KV_EPROTO) {
         metric_inc(&kv->metrics, M_WIRE_MALFORMED);

@@ -166,15 +166,16 @@ static int aae_remote_keys(kv_t *kv, aae_group_t *g, rpc_peer_t *peer,
 
 /* Decodes an object that came from a peer and merges it into the local
  * replica; counts it when that changed the local object. */
-static int aae_merge_bytes(kv_t *kv, const void *key, size_t klen,
-                           const uint8_t *ob, size_t olen, bool *changed)
+static int aae_merge_bytes(kv_t *kv, replica_group_t *open, const void *key,
+                           size_t klen, const uint8_t *ob, size_t olen,
+                           bool *changed)
 {
     obj_t o;
     obj_init(&o);
     *changed = false;
     int rc = obj_decode(ob, olen, &kv->limits, &o);
     if (rc == 0) {
-        rc = replica_merge(kv, key, klen, &o, changed);
+        rc = replica_merge(kv, open, key, klen, &o, changed);
     }
     obj_free(&o);
     if (*changed) {
@@ -218,8 +219,8 @@ static int aae_fetch(kv_t *kv, rpc_peer_t *peer, const aae_kd_t *keys, size_t n)
             }
             metric_inc(&kv->metrics, M_AAE_OBJECTS_SENT);
             bool changed;
-            rc = aae_merge_bytes(kv, keys[at + i].key, keys[at + i].klen, ob,
-                                 olen, &changed);
+            rc = aae_merge_bytes(kv, NULL, keys[at + i].key, keys[at + i].klen,
+                                 ob, olen, &changed);
         }
         free(p);
         at += rc == 0 ? (size_t)got : 0;
@@ -346,8 +347,9 @@ int aae_exchange(kv_t *kv, aae_group_t *g, rpc_peer_t *peer)
 
 /* ------------------------------------------------------- the answers */
 
-int aae_handle_hashes(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_hashes(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
+    (void)open;
     struct aae *a = kv->aae;
     uint64_t gid = rd_u64(r);
     uint8_t level = rd_u8(r);
@@ -382,8 +384,9 @@ int aae_handle_hashes(kv_t *kv, rd_t *r, buf_t *out)
     return rc;
 }
 
-int aae_handle_keys(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_keys(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
+    (void)open;
     struct aae *a = kv->aae;
     uint64_t gid = rd_u64(r);
     uint64_t cnt = rd_varint(r);
@@ -421,8 +424,9 @@ int aae_handle_keys(kv_t *kv, rd_t *r, buf_t *out)
     return rc;
 }
 
-int aae_handle_fetch(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_fetch(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
+    (void)open; /* reads only */
     uint64_t cnt = rd_varint(r);
     if (r->err || cnt == 0 || cnt > AAE_BATCH_KEYS) {
         return KV_EPROTO;
@@ -456,7 +460,7 @@ int aae_handle_fetch(kv_t *kv, rd_t *r, buf_t *out)
     return rc;
 }
 
-int aae_handle_push(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_push(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
     uint64_t cnt = rd_varint(r);
     if (r->err || cnt == 0 || cnt > AAE_BATCH_KEYS) {
@@ -471,7 +475,7 @@ int aae_handle_push(kv_t *kv, rd_t *r, buf_t *out)
             return KV_EPROTO;
         }
         bool changed;
-        int rc = aae_merge_bytes(kv, k, klen, ob, olen, &changed);
+        int rc = aae_merge_bytes(kv, open, k, klen, ob, olen, &changed);
         if (rc != 0) {
             return rc;
         }

@@ -12,6 +12,7 @@
 #include "aae_index.h"
 #include "codec.h"
 #include "node.h"
+#include "replica.h"
 #include "rpc.h"
 
 /* One synchronous WIRE_AE request of operation op (enum aae_op) with
@@ -28,10 +29,12 @@ int aae_exchange(kv_t *kv, aae_group_t *g, rpc_peer_t *peer);
 
 /* The answers to a peer's AAE_OP_HASHES, _KEYS, _FETCH and _PUSH: each
  * decodes its request from r (bounds-checked: KV_EPROTO, nothing changed)
- * and appends its reply payload to out. */
-int aae_handle_hashes(kv_t *kv, rd_t *r, buf_t *out);
-int aae_handle_keys(kv_t *kv, rd_t *r, buf_t *out);
-int aae_handle_fetch(kv_t *kv, rd_t *r, buf_t *out);
-int aae_handle_push(kv_t *kv, rd_t *r, buf_t *out);
+ * and appends its reply payload to out. open: the write group open on
+ * this thread (the request is an entry of a received batch), which the
+ * merges of a push are given (replica.h), or NULL. */
+int aae_handle_hashes(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out);
+int aae_handle_keys(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out);
+int aae_handle_fetch(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out);
+int aae_handle_push(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out);
 
 #endif /* KV_AAE_EXCHANGE_H */

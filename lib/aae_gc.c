@@ -109,7 +109,7 @@ static void aae_tomb_purge(kv_t *kv, aae_group_t *g, const aae_kdlist_t *l,
     for (size_t i = 0; i < l->n; i++) {
         bool purged = false;
         if (ok[i] &&
-            replica_purge(kv, l->v[i].key, l->v[i].klen, l->v[i].digest,
+            replica_purge(kv, NULL, l->v[i].key, l->v[i].klen, l->v[i].digest,
                           &purged) == 0 &&
             purged) {
             metric_inc(&kv->metrics, M_TOMBSTONES_PURGED);
@@ -184,7 +184,8 @@ void aae_sweep(kv_t *kv)
     free(c);
 }
 
-static int aae_handle_tomb(kv_t *kv, rd_t *r, buf_t *out, bool purge)
+static int aae_handle_tomb(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out,
+                           bool purge)
 {
     uint64_t cnt = rd_varint(r);
     if (r->err || cnt == 0 || cnt > AAE_GC_MAX_KEYS) {
@@ -200,7 +201,8 @@ static int aae_handle_tomb(kv_t *kv, rd_t *r, buf_t *out, bool purge)
         }
         if (purge) {
             bool purged = false;
-            if (replica_purge(kv, k, klen, digest, &purged) == 0 && purged) {
+            if (replica_purge(kv, open, k, klen, digest, &purged) == 0 &&
+                purged) {
                 metric_inc(&kv->metrics, M_TOMBSTONES_PURGED);
                 purged_n++;
             }
@@ -218,12 +220,12 @@ static int aae_handle_tomb(kv_t *kv, rd_t *r, buf_t *out, bool purge)
     return 0;
 }
 
-int aae_handle_tomb_check(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_tomb_check(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
-    return aae_handle_tomb(kv, r, out, false);
+    return aae_handle_tomb(kv, open, r, out, false);
 }
 
-int aae_handle_tomb_purge(kv_t *kv, rd_t *r, buf_t *out)
+int aae_handle_tomb_purge(kv_t *kv, replica_group_t *open, rd_t *r, buf_t *out)
 {
-    return aae_handle_tomb(kv, r, out, true);
+    return aae_handle_tomb(kv, open, r, out, true);
 }

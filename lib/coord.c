@@ -20,6 +20,15 @@
  * visible later (read repair, anti-entropy). Callers must treat it as
  * "maybe written", as Dynamo does.
  *
+ * Batches: the transport dispatches a received batch entry by entry on
+ * one pool thread, and coord_batch_begin opens a replica write group for
+ * it (replica.h), the batch's context. Nothing of it is kept per thread:
+ * each handler passes its request down (a forwarded COORD_PUT through
+ * node_write to coord_write's `in`), and from the request come the group
+ * its replica writes join (replica_group_of) and the cork of the requests
+ * made for it (rpc_call_in), so a batch of forwarded writes becomes one
+ * RocksDB batch here and one batch of REPLICA_PUTs per replica.
+ *
  * Lock: op->mu protects every mutable field of an op; callbacks run with
  * it released. Only the fields filled in while the op is built (needed,
  * timeout_ms, nslots, outstanding and the slots' targets) are written
@@ -155,7 +164,7 @@ static void local_work_apply(kv_t *kv, bool hint, const char *owner,
     if (hint) {
         (void)handoff_store(kv, owner, key, klen, o);
     } else {
-        (void)replica_merge(kv, key, klen, o, NULL);
+        (void)replica_merge(kv, NULL, key, klen, o, NULL); /* no group */
     }
 }
 
@@ -337,16 +346,18 @@ static void op_fail_unsent(coord_op_t *op, coord_slot_t *s)
     op_settle(op, s, false, NULL);
 }
 
-/* Sends msg to slot i's peer; on failure to start, settles it as failed. */
-static void op_send(coord_op_t *op, size_t i, const buf_t *msg)
+/* Sends msg to slot i's peer, for the request `in` (corked with its
+ * batch; NULL: none); on failure to start, settles it as failed. */
+static void op_send(coord_op_t *op, size_t i, const buf_t *msg,
+                    const rpc_req_t *in)
 {
     kv_t *kv = op->kv;
     buf_t b;
     buf_init(&b);
     buf_put(&b, msg->p, msg->len);
     op_hold(op);
-    if (rpc_call(kv->rpc, op->slot[i].peer, &b, op->timeout_ms,
-                 on_replica_reply, &op->slot[i]) != 0) {
+    if (rpc_call_in(kv->rpc, in, op->slot[i].peer, &b, op->timeout_ms,
+                    on_replica_reply, &op->slot[i]) != 0) {
         buf_free(&b);
         op_hint_locally(op, &op->slot[i]);
         op_settle(op, &op->slot[i], false, NULL);
@@ -542,8 +553,8 @@ static void on_local_applied(void *arg, uint64_t u, int rc)
 
 void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                  const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, bool may_forward, coord_done_fn done,
-                 void *arg)
+                 int timeout_ms, bool may_forward, const rpc_req_t *in,
+                 coord_done_fn done, void *arg)
 {
     cluster_route_t rt;
     int rc = cluster_route(kv, key, klen, &rt);
@@ -589,10 +600,10 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     int needed = eff_quorum(w, kv->cfg.w, rt.n);
     op->needed = needed;
     op->timeout_ms = tmo;
-    /* In a received batch the local write joins the batch's group, and
-     * counts once the group commits (on_local_applied), like a replica's
-     * acknowledgement; otherwise it is durable now. */
-    replica_group_t *g = replica_group_current(kv);
+    /* For an entry of a received batch the local write joins the batch's
+     * group, and counts once the group commits (on_local_applied), like a
+     * replica's acknowledgement; otherwise it is durable now. */
+    replica_group_t *g = replica_group_of(in);
     op->nslots = rt.n;
     size_t cursor = rt.n;
     for (size_t i = 0; i < rt.n; i++) {
@@ -611,7 +622,7 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
             op_release(op);
         }
     } else {
-        rc = replica_write(kv, key, klen, ctx, val, vlen, tombstone, &o);
+        rc = replica_write(kv, NULL, key, klen, ctx, val, vlen, tombstone, &o);
     }
     if (rc != 0) {
         obj_free(&o);
@@ -658,16 +669,15 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
             wire_build_replica_put(&msg, rpc_next_id(kv->rpc), key, klen, enc.p,
                                    enc.len);
         }
-        op_send(op, i, &msg);
+        op_send(op, i, &msg, in);
         buf_free(&msg);
     }
     buf_free(&enc);
     op_dispatched(op);
 }
 
-
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-                coord_done_fn done, void *arg)
+                const rpc_req_t *in, coord_done_fn done, void *arg)
 {
     cluster_route_t rt;
     int rc = cluster_route(kv, key, klen, &rt);
@@ -722,7 +732,7 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
             wire_build_key(&msg, WIRE_REPLICA_GET, rpc_next_id(kv->rpc), key,
                            klen);
         }
-        op_send(op, i, &msg);
+        op_send(op, i, &msg, in);
         buf_free(&msg);
     }
     op_dispatched(op);
@@ -755,14 +765,15 @@ static void on_replica_put_applied(void *arg, uint64_t id, int rc)
     rpc_reply_status(arg, WIRE_REPLICA_PUT, id, rc);
 }
 
-void coord_batch_begin(void *arg)
+void *coord_batch_begin(void *arg)
 {
-    replica_group_begin(arg);
+    return replica_group_begin(arg);
 }
 
-void coord_batch_end(void *arg)
+void coord_batch_end(void *arg, void *ctx)
 {
-    replica_group_end(arg);
+    (void)arg;
+    replica_group_end(ctx);
 }
 
 
@@ -794,13 +805,15 @@ static void handle_replica_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
     obj_t o;
     obj_init(&o);
     int rc = obj_decode(m->obj, m->objlen, &kv->limits, &o);
+    replica_group_t *g = replica_group_of(req);
     if (rc == 0 && m->owner != NULL) {
+        /* A hint takes the hint's lock, never a key's stripe, so it cannot
+         * wait for the batch's group: it needs no part in it. */
         char owner[WIRE_MAX_ID + 1];
         owner_string(m, owner);
         rc = handoff_store(kv, owner, m->key, m->klen, &o);
     } else if (rc == 0) {
         metric_inc(&kv->metrics, M_REPLICA_WRITES);
-        replica_group_t *g = replica_group_current(kv);
         if (g != NULL) {
             rc = replica_merge_grouped(g, m->key, m->klen, &o,
                                        on_replica_put_applied, req, m->id);
@@ -810,7 +823,7 @@ static void handle_replica_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
             }
             return; /* answered once the group commits */
         }
-        rc = replica_merge(kv, m->key, m->klen, &o, NULL);
+        rc = replica_merge(kv, NULL, m->key, m->klen, &o, NULL);
     }
     obj_free(&o);
     rpc_reply_status(req, m->type, m->id, rc);

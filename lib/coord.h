@@ -33,16 +33,22 @@ typedef void (*coord_done_fn)(void *arg, int rc, int acked, int needed,
  * it fails with KV_EUNAVAIL).
  * ctx NULL: supersede what the coordinator holds (kv_put semantics).
  * w and timeout_ms of 0 mean the node defaults.
+ * in: the peer's request this write is made for, while its handler runs
+ * (a forwarded COORD_PUT), or NULL. For an entry of a received batch the
+ * local write joins the batch's write group (durable when the batch's
+ * dispatch ends, acknowledged then) and the replica writes are corked
+ * with the batch's other requests; otherwise the local write is durable
+ * before this returns. coord_read's `in` corks its replica reads alike.
  */
 void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                  const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, bool may_forward, coord_done_fn done,
-                 void *arg);
+                 int timeout_ms, bool may_forward, const rpc_req_t *in,
+                 coord_done_fn done, void *arg);
 
 /* A read: asks the key's replicas, completes on r replies with their
  * objects merged, then read-repairs replicas that were behind. */
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-                coord_done_fn done, void *arg);
+                const rpc_req_t *in, coord_done_fn done, void *arg);
 
 /* Registers the handlers of the replica requests (REPLICA_PUT/GET,
  * LOCAL_GET) on a node that holds data. Returns 0 or KV_EINVAL. */
@@ -53,9 +59,10 @@ int coord_open(kv_t *kv);
 void coord_reply_obj(rpc_req_t *req, uint8_t type, uint64_t id, int rc,
                      int acked, int needed, const obj_t *o);
 
-/* rpc batch hooks: the replica writes of one received batch are applied
- * as one group (replica.h). */
-void coord_batch_begin(void *arg);
-void coord_batch_end(void *arg);
+/* rpc batch hooks (arg is the kv): the replica writes of one received
+ * batch are applied as one group (replica.h), which is the batch's
+ * context: handlers find it with replica_group_of(req). */
+void *coord_batch_begin(void *arg);
+void coord_batch_end(void *arg, void *ctx);
 
 #endif /* KV_COORD_H */

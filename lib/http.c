@@ -671,11 +671,11 @@ static void req_run(http_req_t *hr)
     atomic_fetch_add(&hr->refs, 1); /* for the callback */
     if (hr->method == HM_GET) {
         node_read(kv, hr->key, hr->klen, hr->r, hr->timeout_ms,
-                  NODE_FROM_FRONTEND, read_done, hr);
+                  NODE_FROM_FRONTEND, NULL, read_done, hr);
     } else {
         node_write(kv, hr->key, hr->klen, hr->has_ctx ? &hr->ctx : NULL,
                    hr->body, hr->blen, hr->method == HM_DELETE, hr->w,
-                   hr->timeout_ms, NODE_FROM_FRONTEND, write_done, hr);
+                   hr->timeout_ms, NODE_FROM_FRONTEND, NULL, write_done, hr);
     }
     req_unref(hr);
 }

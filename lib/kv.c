@@ -343,8 +343,8 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     int acked = 0;
     int needed = 0;
     node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
-               call ? call->w : 0, call ? call->timeout_ms : 0,
-               NODE_FROM_API, waiter_done, w);
+               call ? call->w : 0, call ? call->timeout_ms : 0, NODE_FROM_API,
+               NULL, waiter_done, w);
     rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
                      NULL);
     vc_free(&cv);
@@ -391,7 +391,7 @@ static int do_read(kv_t *kv, const void *key, size_t klen, kv_call_t *call,
     int acked = 0;
     int needed = 0;
     node_read(kv, key, klen, call ? call->r : 0, call ? call->timeout_ms : 0,
-              NODE_FROM_API, waiter_done, w);
+              NODE_FROM_API, NULL, waiter_done, w);
     rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,
                      o);
     call_done(call, acked, needed);

@@ -159,9 +159,9 @@ static node_op_t *node_op_begin(kv_t *kv, const void *key, size_t klen,
 
 /* Runs a checked operation where it was started: the local replica of
  * an embedded store, or the coordinator. */
-static void node_op_start(node_op_t *op, const void *key, size_t klen,
-                          const vc_t *ctx, const void *val, size_t vlen, int q,
-                          int timeout_ms)
+static void node_op_start(node_op_t *op, const rpc_req_t *in, const void *key,
+                          size_t klen, const vc_t *ctx, const void *val,
+                          size_t vlen, int q, int timeout_ms)
 {
     kv_t *kv = op->kv;
     if (kv->rpc == NULL && op->read) {
@@ -172,17 +172,16 @@ static void node_op_start(node_op_t *op, const void *key, size_t klen,
         obj_free(&o);
     } else if (kv->rpc == NULL) {
         /* Embedded: the local replica is every replica. */
-        int rc =
-            replica_write(kv, key, klen, ctx, val, vlen, op->tombstone, NULL);
+        int rc = replica_write(kv, NULL, key, klen, ctx, val, vlen,
+                               op->tombstone, NULL);
         node_op_done(op, rc, rc == 0, 1, NULL);
     } else if (op->read) {
-        coord_read(kv, key, klen, q, timeout_ms, node_op_done, op);
+        coord_read(kv, key, klen, q, timeout_ms, in, node_op_done, op);
     } else {
         /* A forwarded write is never forwarded again: views of the ring
          * that disagree must not bounce a request around. */
-        coord_write(kv, key, klen, ctx, val, vlen, op->tombstone, q,
-                    timeout_ms, op->origin != NODE_FROM_PEER, node_op_done,
-                    op);
+        coord_write(kv, key, klen, ctx, val, vlen, op->tombstone, q, timeout_ms,
+                    op->origin != NODE_FROM_PEER, in, node_op_done, op);
     }
 }
 
@@ -202,7 +201,7 @@ typedef struct node_task {
 static void node_task_run(void *arg)
 {
     node_task_t *t = arg;
-    node_op_start(t->op, t->bytes, t->klen, t->has_ctx ? &t->ctx : NULL,
+    node_op_start(t->op, NULL, t->bytes, t->klen, t->has_ctx ? &t->ctx : NULL,
                   t->bytes + t->klen, t->vlen, t->q, t->timeout_ms);
     vc_free(&t->ctx);
     free(t);
@@ -210,13 +209,14 @@ static void node_task_run(void *arg)
 
 /* Starts op here (API and peer callers: their thread may block) or on the
  * pool (front ends). */
-static void node_op_dispatch(node_op_t *op, const void *key, size_t klen,
-                             const vc_t *ctx, const void *val, size_t vlen,
-                             int q, int timeout_ms)
+static void node_op_dispatch(node_op_t *op, const rpc_req_t *in,
+                             const void *key, size_t klen, const vc_t *ctx,
+                             const void *val, size_t vlen, int q,
+                             int timeout_ms)
 {
     kv_t *kv = op->kv;
     if (op->origin != NODE_FROM_FRONTEND || kv->pool == NULL) {
-        node_op_start(op, key, klen, ctx, val, vlen, q, timeout_ms);
+        node_op_start(op, in, key, klen, ctx, val, vlen, q, timeout_ms);
         return;
     }
     node_task_t *t = malloc(sizeof(*t) + klen + vlen);
@@ -246,8 +246,8 @@ static void node_op_dispatch(node_op_t *op, const void *key, size_t klen,
 
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                 const void *val, size_t vlen, bool tombstone, int w,
-                int timeout_ms, enum node_origin origin, node_done_fn done,
-                void *arg)
+                int timeout_ms, enum node_origin origin, const rpc_req_t *in,
+                node_done_fn done, void *arg)
 {
     if (!tombstone && ((val == NULL && vlen > 0) ||
                        vlen > kv->cfg.max_value_size)) {
@@ -263,17 +263,18 @@ void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         return;
     }
     op->tombstone = tombstone;
-    node_op_dispatch(op, key, klen, ctx, tombstone ? NULL : val,
+    node_op_dispatch(op, in, key, klen, ctx, tombstone ? NULL : val,
                      tombstone ? 0 : vlen, w, timeout_ms);
 }
 
 void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-               enum node_origin origin, node_done_fn done, void *arg)
+               enum node_origin origin, const rpc_req_t *in, node_done_fn done,
+               void *arg)
 {
     node_op_t *op =
         node_op_begin(kv, key, klen, r, timeout_ms, origin, true, done, arg);
     if (op != NULL) {
-        node_op_dispatch(op, key, klen, NULL, NULL, 0, r, timeout_ms);
+        node_op_dispatch(op, in, key, klen, NULL, NULL, 0, r, timeout_ms);
     }
 }
 
@@ -329,7 +330,7 @@ static void handle_coord_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
     node_forwarded_t *p = forwarded_new(req, m);
     if (p != NULL) {
         node_read(arg, m->key, m->klen, m->quorum, forwarded_timeout(m),
-                  NODE_FROM_PEER, on_forwarded_done, p);
+                  NODE_FROM_PEER, req, on_forwarded_done, p);
     }
 }
 
@@ -346,9 +347,10 @@ static void handle_coord_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
     }
     node_forwarded_t *p = forwarded_new(req, m);
     if (p != NULL) {
-        node_write(arg, m->key, m->klen, has_ctx ? &ctx : NULL, m->val,
-                   m->vlen, (m->flags & WIRE_F_TOMBSTONE) != 0, m->quorum,
-                   forwarded_timeout(m), NODE_FROM_PEER, on_forwarded_done, p);
+        node_write(arg, m->key, m->klen, has_ctx ? &ctx : NULL, m->val, m->vlen,
+                   (m->flags & WIRE_F_TOMBSTONE) != 0, m->quorum,
+                   forwarded_timeout(m), NODE_FROM_PEER, req, on_forwarded_done,
+                   p);
     }
     vc_free(&ctx);
 }

@@ -82,6 +82,8 @@ void node_client_release(kv_t *kv);
 
 /* ------------------------------------------------------- operations */
 
+struct rpc_req; /* a peer's request being handled (rpc.h) */
+
 /* Who asked, which decides where the operation runs and whether it is
  * counted:
  *  - NODE_FROM_API: the public synchronous calls; runs on the caller's
@@ -112,14 +114,17 @@ typedef void (*node_done_fn)(void *arg, int rc, int acked, int needed,
  * supersedes what the coordinator holds (kv_put semantics); w and
  * timeout_ms of 0 mean the node's defaults. ctx and the bytes are not used
  * after this returns (copied when the operation is handed to the pool).
+ * in: for NODE_FROM_PEER, the forwarded request, from its handler (the
+ * coordinator joins it to its batch: coord_write); NULL otherwise.
  */
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                 const void *val, size_t vlen, bool tombstone, int w,
-                int timeout_ms, enum node_origin origin, node_done_fn done,
-                void *arg);
+                int timeout_ms, enum node_origin origin,
+                const struct rpc_req *in, node_done_fn done, void *arg);
 /* A read of key: the local replica's object, or the merge of r replicas'. */
 void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-               enum node_origin origin, node_done_fn done, void *arg);
+               enum node_origin origin, const struct rpc_req *in,
+               node_done_fn done, void *arg);
 
 /* The checks every keyed call shares: KV_EINVAL (no key), KV_EKEYTOOBIG,
  * or 0. Nothing is touched before they pass. */

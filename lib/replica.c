@@ -16,6 +16,23 @@
  * the batch whole). replica.c calls down into the index, never into the
  * rest of anti-entropy, which calls replica_merge, replica_purge and
  * replica_reindex from above.
+ *
+ * Write groups: a received batch of replica writes is applied as one
+ * RocksDB batch (one WAL write instead of one per entry). coord.c's batch
+ * hooks open a group for each batch the transport dispatches (it is the
+ * batch's context, so handlers find it through their request:
+ * replica_group_of); a grouped write or merge takes its key's stripe,
+ * stages its object and keeps the stripe until the group commits, and its
+ * done function runs after the commit. Holding stripes across calls is
+ * what could deadlock: a call on the group's thread that waits for a
+ * stripe the group holds (or that another thread holds while it waits for
+ * one of the group's) would wait forever. So the group is passed to every
+ * stripe-taking call made while it is open (the grouped calls join it; the
+ * others get it as `open`), and replica_lock_group commits it first
+ * whenever the call could wait: a call outside the group, a stripe the
+ * group holds already, or one another thread holds (trylock). Nothing
+ * about a group is kept per thread: a call not given the group cannot
+ * reach it, which is why every caller inside a batch's dispatch passes it.
  */
 #include "replica.h"
 
@@ -23,6 +40,7 @@
 
 #include "aae_index.h"
 #include "clock.h"
+#include "rpc.h"
 
 #include <xxhash.h>
 
@@ -50,20 +68,19 @@ struct replica_group {
     size_t nheld;
 };
 
-/* The group of the batch this thread is dispatching, if any. */
-static _Thread_local replica_group_t *replica_tl_group;
-
 static int group_flush(replica_group_t *g);
 
 /* Takes the key's stripe, for the group g or (g NULL) for the caller to
- * release. Commits this thread's group first whenever holding its stripes
- * could make this wait or deadlock (see the top of the file). */
+ * release. Commits the group open on this thread (g itself, or `open` for
+ * a call outside any group) first whenever holding its stripes could make
+ * this wait or deadlock (see the top of the file). */
 static pthread_mutex_t *replica_lock_group(kv_t *kv, const void *key,
-                                          size_t klen, replica_group_t *g)
+                                           size_t klen, replica_group_t *g,
+                                           replica_group_t *open)
 {
     size_t i = (size_t)(XXH3_64bits(key, klen) & (NODE_KEY_LOCKS - 1));
     pthread_mutex_t *mu = &kv->key_locks[i];
-    replica_group_t *cur = replica_tl_group;
+    replica_group_t *cur = g != NULL ? g : open;
     bool mine = g != NULL && ((g->held[i / 64] >> (i % 64)) & 1u);
     if (cur != NULL && cur->kv == kv && cur->nheld > 0) {
         if (g == NULL || mine || pthread_mutex_trylock(mu) != 0) {
@@ -82,10 +99,12 @@ static pthread_mutex_t *replica_lock_group(kv_t *kv, const void *key,
     return mu;
 }
 
-/* Takes the key's stripe; the caller releases it. */
-static pthread_mutex_t *replica_lock(kv_t *kv, const void *key, size_t klen)
+/* Takes the key's stripe, outside any group (committing `open` first if
+ * need be); the caller releases it. */
+static pthread_mutex_t *replica_lock(kv_t *kv, replica_group_t *open,
+                                     const void *key, size_t klen)
 {
-    return replica_lock_group(kv, key, klen, NULL);
+    return replica_lock_group(kv, key, klen, NULL, open);
 }
 
 /* What replica_save replaces: the stored object's digest, if any. */
@@ -233,13 +252,16 @@ static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
     return rc;
 }
 
-static int replica_write_impl(kv_t *kv, replica_group_t *g, const void *key,
+/* A write into the group g, or (g NULL) stored at once, committing the
+ * open group first if need be. */
+static int replica_write_impl(kv_t *kv, replica_group_t *g,
+                              replica_group_t *open, const void *key,
                               size_t klen, const vc_t *ctx, const void *val,
                               size_t vlen, bool tombstone, obj_t *result)
 {
     obj_t o;
     obj_init(&o);
-    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g);
+    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g, open);
     replica_old_t old;
     int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
@@ -278,11 +300,12 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g, const void *key,
     return rc;
 }
 
-int replica_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                  const void *val, size_t vlen, bool tombstone, obj_t *result)
+int replica_write(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
+                  const vc_t *ctx, const void *val, size_t vlen, bool tombstone,
+                  obj_t *result)
 {
-    return replica_write_impl(kv, NULL, key, klen, ctx, val, vlen, tombstone,
-                              result);
+    return replica_write_impl(kv, NULL, open, key, klen, ctx, val, vlen,
+                              tombstone, result);
 }
 
 int replica_read_cached(kv_t *kv, const void *key, size_t klen, obj_t *out)
@@ -296,13 +319,16 @@ int replica_read(kv_t *kv, const void *key, size_t klen, obj_t *out)
     return replica_load(kv, key, klen, out, NULL);
 }
 
-static int replica_merge_impl(kv_t *kv, replica_group_t *g, const void *key,
+/* A merge into the group g, or (g NULL) stored at once, committing the
+ * open group first if need be. */
+static int replica_merge_impl(kv_t *kv, replica_group_t *g,
+                              replica_group_t *open, const void *key,
                               size_t klen, const obj_t *in, bool *changed)
 {
     obj_t o;
     obj_init(&o);
     bool did = false;
-    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g);
+    pthread_mutex_t *mu = replica_lock_group(kv, key, klen, g, open);
     replica_old_t old;
     int rc = replica_load(kv, key, klen, &o, &old);
     if (rc == 0) {
@@ -321,32 +347,31 @@ static int replica_merge_impl(kv_t *kv, replica_group_t *g, const void *key,
     return rc;
 }
 
-int replica_merge(kv_t *kv, const void *key, size_t klen, const obj_t *in,
-                  bool *changed)
+int replica_merge(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
+                  const obj_t *in, bool *changed)
 {
-    return replica_merge_impl(kv, NULL, key, klen, in, changed);
+    return replica_merge_impl(kv, NULL, open, key, klen, in, changed);
 }
 
 /* ---------------------------------------------------------- write groups */
 
-replica_group_t *replica_group_current(kv_t *kv)
+replica_group_t *replica_group_of(const struct rpc_req *req)
 {
-    replica_group_t *g = replica_tl_group;
-    return g != NULL && g->kv == kv ? g : NULL;
+    return rpc_req_batch_ctx(req);
 }
 
-void replica_group_begin(kv_t *kv)
+replica_group_t *replica_group_begin(kv_t *kv)
 {
-    if (kv->store == NULL || replica_tl_group != NULL) {
-        return;
+    if (kv->store == NULL) {
+        return NULL;
     }
     replica_group_t *g = calloc(1, sizeof(*g));
     if (g == NULL || (g->b = store_batch_create(kv->store)) == NULL) {
         free(g); /* out of memory: the batch's writes go one by one */
-        return;
+        return NULL;
     }
     g->kv = kv;
-    replica_tl_group = g;
+    return g;
 }
 
 /* Commits what g staged, releases its stripes, then tells each waiting
@@ -391,16 +416,14 @@ static int group_flush(replica_group_t *g)
     return rc;
 }
 
-void replica_group_end(kv_t *kv)
+void replica_group_end(replica_group_t *g)
 {
-    replica_group_t *g = replica_group_current(kv);
     if (g == NULL) {
         return;
     }
     while (g->nheld > 0 || g->ndone > 0) {
         group_flush(g);
     }
-    replica_tl_group = NULL;
     store_batch_destroy(g->b);
     free(g->tog);
     free(g->done);
@@ -424,7 +447,7 @@ int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
                           bool tombstone, obj_t *result, replica_done_fn fn,
                           void *arg, uint64_t u)
 {
-    int rc = replica_write_impl(g->kv, g, key, klen, ctx, val, vlen,
+    int rc = replica_write_impl(g->kv, g, g, key, klen, ctx, val, vlen,
                                 tombstone, result);
     if (rc == 0) {
         group_on_commit(g, fn, arg, u);
@@ -436,18 +459,18 @@ int replica_merge_grouped(replica_group_t *g, const void *key, size_t klen,
                           const obj_t *in, replica_done_fn fn, void *arg,
                           uint64_t u)
 {
-    int rc = replica_merge_impl(g->kv, g, key, klen, in, NULL);
+    int rc = replica_merge_impl(g->kv, g, g, key, klen, in, NULL);
     if (rc == 0) {
         group_on_commit(g, fn, arg, u);
     }
     return rc;
 }
 
-int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
-                  bool *purged)
+int replica_purge(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
+                  uint64_t digest, bool *purged)
 {
     *purged = false;
-    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_t *mu = replica_lock(kv, open, key, klen);
     void *raw = NULL;
     size_t len = 0;
     int rc = store_get(kv->store, STORE_CF_DATA, key, klen, &raw, &len);
@@ -462,9 +485,10 @@ int replica_purge(kv_t *kv, const void *key, size_t klen, uint64_t digest,
     return rc;
 }
 
-int replica_reindex(kv_t *kv, const void *key, size_t klen)
+int replica_reindex(kv_t *kv, replica_group_t *open, const void *key,
+                    size_t klen)
 {
-    pthread_mutex_t *mu = replica_lock(kv, key, klen);
+    pthread_mutex_t *mu = replica_lock(kv, open, key, klen);
     void *raw = NULL;
     size_t len = 0;
     obj_t o;

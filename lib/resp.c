@@ -759,9 +759,9 @@ static void op_issue(resp_conn_t *c)
     size_t vlen = set ? c->argv[c->op_i + 1].len : 0;
     if (write) {
         node_write(kv, k->p, k->len, NULL, val, vlen, tomb, 0, 0,
-                   NODE_FROM_FRONTEND, op_done, c);
+                   NODE_FROM_FRONTEND, NULL, op_done, c);
     } else {
-        node_read(kv, k->p, k->len, 0, 0, NODE_FROM_FRONTEND, op_done, c);
+        node_read(kv, k->p, k->len, 0, 0, NODE_FROM_FRONTEND, NULL, op_done, c);
     }
 }
 

@@ -37,10 +37,16 @@
  * RPC_STALL_MS (a stalled peer gets more messages in flight rather than
  * requests that outwait their deadline; a timer would do it without the
  * next request, but each arming wakes NNG 1.5's expiry thread, which
- * cost more CPU than the batching saved). While a batch is dispatched the requests its handlers make
- * are "corked" and flushed together at its end, so a batch of coordinated
- * writes becomes one batch of replica writes per replica. Only requests
- * with equal timeouts share a batch, whose deadline is their latest.
+ * cost more CPU than the batching saved). While a batch is dispatched, the
+ * requests its handlers make for its entries (rpc_call_in, naming the
+ * entry) are "corked" in the batch and flushed together at its end, so a
+ * batch of coordinated writes becomes one batch of replica writes per
+ * replica. The batch's context (batch_begin's: the coordinator's write
+ * group) reaches the handlers the same way, through their request
+ * (rpc_req_batch_ctx): nothing about a batch is kept per thread. Only
+ * requests with equal timeouts share a batch, whose deadline is their
+ * latest. What a message or a batch may hold (wire_msg_max, wire_recv_max,
+ * WIRE_SMALL_REPLY, WIRE_BATCH_MAX) is defined in wire.c, with the format.
  * A reply too large to share the batch reply comes back empty, and that
  * request is sent again alone (only reads have large replies, so nothing
  * is applied twice).
@@ -50,8 +56,8 @@
  * sockets, when no context is open on them any more: closing an NNG 1.5
  * socket while contexts are still being torn down can hang nng_close (seen
  * here; nanomsg/nng#1543 describes the same family of close races). The
- * lock `mu` protects peers, their queues and slots, inflight, ncalls and
- * closing.
+ * lock `mu` protects peers, their queues and slots, inflight, ncalls,
+ * closing, and the cork of each batch being dispatched.
  *
  * A node that listens on tcp://A.B.C.D:port also dials its peers from
  * A.B.C.D (NNG_OPT_LOCADDR), so every link between two nodes is named by
@@ -102,9 +108,6 @@
 #define RPC_INFLIGHT 2
 /* How long queued requests wait for a message in flight to return. */
 #define RPC_STALL_MS 5
-/* A reply this small always fits a batch reply; larger ones share one
- * only up to the single-message limit (and are sent again alone beyond). */
-#define RPC_SMALL_REPLY (64 * 1024)
 /* Peers one dispatched batch may cork requests for. */
 #define RPC_CORK_PEERS 16
 
@@ -166,8 +169,17 @@ struct rpc_worker {
     rpc_req_t *req; /* the handle of a request of its own */
 };
 
+/* The requests the handlers of one received batch made for it while it
+ * was dispatched (rpc_call_in): they wait in their peers' queues and are
+ * sent together when the dispatch ends (rpc_uncork). Under rpc->mu. */
+typedef struct rpc_cork {
+    bool open; /* the batch is being dispatched: cork its requests */
+    rpc_peer_t *peer[RPC_CORK_PEERS];
+    int n;
+} rpc_cork_t;
+
 /* A received batch, answered when its last entry is (and its dispatch has
- * ended: `left` counts one for that). */
+ * ended: `left` counts one for that, so the batch outlives its dispatch). */
 struct rpc_batch {
     struct rpc_worker *w;
     uint64_t id;
@@ -175,6 +187,8 @@ struct rpc_batch {
     _Atomic size_t left;
     rpc_req_t *req; /* n handles */
     buf_t *reply;   /* n replies, filled by rpc_reply */
+    void *ctx;      /* batch_begin's, while dispatched (that thread only) */
+    rpc_cork_t cork;
 };
 
 /* What a handler answers through: a request of its own, or an entry of a
@@ -184,15 +198,6 @@ struct rpc_req {
     struct rpc_batch *batch; /* NULL: a request of its own */
     size_t idx;
 };
-
-/* Requests made by handlers while this thread dispatches a batch. */
-typedef struct rpc_cork {
-    rpc_t *rpc;
-    rpc_peer_t *peer[RPC_CORK_PEERS];
-    int n;
-} rpc_cork_t;
-
-static _Thread_local rpc_cork_t *rpc_tl_cork;
 
 /* A registered handler (rpc_handle). */
 typedef struct rpc_handler {
@@ -235,19 +240,6 @@ struct rpc {
     char fault_block[RPC_FAULT_BLOCKS][64];
     uint64_t fault_rng;
 };
-
-/* The largest single message (request or reply) a node sends. */
-static size_t rpc_msg_max(const wire_limits_t *l)
-{
-    return l->max_object + l->max_key + l->max_value + 4096;
-}
-
-/* What a socket accepts: a single message, or a batch reply of that much
- * plus the small replies that always fit (RPC_SMALL_REPLY). */
-static size_t rpc_recv_max(const wire_limits_t *l)
-{
-    return rpc_msg_max(l) + WIRE_BATCH_MAX * (RPC_SMALL_REPLY + 16) + 64;
-}
 
 static int rpc_code(int nng_rv)
 {
@@ -433,7 +425,7 @@ static void worker_send(struct rpc_worker *w, buf_t *msg)
 static void batch_finish(struct rpc_batch *b)
 {
     rpc_t *rpc = b->w->rpc;
-    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    size_t limit = wire_msg_max(&rpc->cfg.limits);
     buf_t hdr;
     buf_init(&hdr);
     wire_batch_header(&hdr, true, b->id, b->n);
@@ -457,7 +449,7 @@ static void batch_finish(struct rpc_batch *b)
             break;
         }
         size_t len = r->len;
-        if (len > RPC_SMALL_REPLY) {
+        if (len > WIRE_SMALL_REPLY) {
             if (big + len > limit) {
                 len = 0;
             } else {
@@ -521,12 +513,13 @@ static void rpc_dispatch(rpc_t *rpc, rpc_req_t *req, const wire_msg_t *msg)
     h->fn(h->arg, req, msg);
 }
 
-static void rpc_uncork(rpc_cork_t *k);
+static void rpc_uncork(rpc_t *rpc, rpc_cork_t *k);
 
-/* Dispatches each entry of a batch to its handler, corking the requests
- * the handlers make, and answers once all entries are answered; refuse
- * (not 0): answers every entry with that code instead (the pool would
- * not take the batch). */
+/* Dispatches each entry of a batch to its handler, with the batch's
+ * context (batch_begin) reachable from each entry's request and the
+ * requests the handlers make for them corked, and answers once all
+ * entries are answered; refuse (not 0): answers every entry with that
+ * code instead (the pool would not take the batch). */
 static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
 {
     rpc_t *rpc = w->rpc;
@@ -535,7 +528,7 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
     uint64_t id = 0;
     size_t n = 0;
     rd_t r;
-    if (wire_batch_open(body, len, false, rpc_msg_max(&rpc->cfg.limits), &id,
+    if (wire_batch_open(body, len, false, wire_msg_max(&rpc->cfg.limits), &id,
                         &n, &r) != 0) {
         nng_msg_free(m);
         reply_malformed(rpc, w->req, len);
@@ -554,13 +547,13 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
     b->req = (rpc_req_t *)(b + 1);
     b->reply = (buf_t *)(b->req + n);
     atomic_init(&b->left, n + 1);
+    b->cork.open = true; /* nobody can reach b before the first entry */
     w->state = W_HANDLING;
-    rpc_cork_t cork = {.rpc = rpc, .n = 0};
-    rpc_cork_t *outer = rpc_tl_cork;
-    rpc_tl_cork = &cork;
+    void *ctx = NULL;
     if (rpc->cfg.batch_begin != NULL && refuse == 0) {
-        rpc->cfg.batch_begin(rpc->cfg.batch_arg);
+        ctx = rpc->cfg.batch_begin(rpc->cfg.batch_arg);
     }
+    b->ctx = ctx;
     for (size_t i = 0; i < n; i++) {
         b->req[i] = (rpc_req_t){w, b, i};
         size_t elen = 0;
@@ -577,11 +570,16 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
         }
         rpc_dispatch(rpc, &b->req[i], &msg);
     }
+    /* What batch_end's commits answer may look the context up: it is
+     * over for them. */
+    b->ctx = NULL;
     if (rpc->cfg.batch_end != NULL && refuse == 0) {
-        rpc->cfg.batch_end(rpc->cfg.batch_arg);
+        rpc->cfg.batch_end(rpc->cfg.batch_arg, ctx);
     }
-    rpc_tl_cork = outer;
-    rpc_uncork(&cork);
+    pthread_mutex_lock(&rpc->mu);
+    b->cork.open = false; /* later calls for b's entries go out at once */
+    pthread_mutex_unlock(&rpc->mu);
+    rpc_uncork(rpc, &b->cork);
     nng_msg_free(m);
     batch_release(b);
 }
@@ -727,6 +725,11 @@ static void worker_cb(void *arg)
     nng_msg_free(m);
 }
 
+void *rpc_req_batch_ctx(const rpc_req_t *req)
+{
+    return req != NULL && req->batch != NULL ? req->batch->ctx : NULL;
+}
+
 void rpc_reply(rpc_req_t *req, buf_t *msg)
 {
     struct rpc_batch *b = req->batch;
@@ -785,8 +788,8 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
     head->next = NULL;
     struct rpc_call *tail = head;
     size_t n = 1;
-    size_t bytes = head->len + 32;
-    size_t limit = rpc_msg_max(&rpc->cfg.limits);
+    size_t bytes = head->len + WIRE_BATCH_HEADER_MAX;
+    size_t limit = wire_msg_max(&rpc->cfg.limits);
     struct rpc_call *prev = NULL;
     size_t scanned = 0;
     for (struct rpc_call *c = p->qhead;
@@ -795,7 +798,7 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
          scanned++) {
         struct rpc_call *next = c->next;
         if (!c->solo && c->timeout_ms == head->timeout_ms &&
-            bytes + c->len + 10 <= limit) {
+            bytes + c->len + WIRE_BATCH_ENTRY_MAX <= limit) {
             if (prev != NULL) {
                 prev->next = next;
             } else {
@@ -808,7 +811,7 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
             tail->next = c;
             tail = c;
             n++;
-            bytes += c->len + 10;
+            bytes += c->len + WIRE_BATCH_ENTRY_MAX;
         } else {
             prev = c;
         }
@@ -976,7 +979,7 @@ static void slot_finish(struct rpc_slot *s, int rc, nng_msg *m)
     size_t n = 0;
     if (rc == 0 && s->batched &&
         (wire_batch_open(nng_msg_body(m), nng_msg_len(m), true,
-                         rpc_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0 ||
+                         wire_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0 ||
          n != s->ncalls)) {
         metric_inc(rpc->cfg.metrics, M_WIRE_MALFORMED);
         rc = KV_EPROTO;
@@ -1107,26 +1110,28 @@ static void slot_cb(void *arg)
     slot_finish(s, 0, nng_aio_get_msg(s->aio));
 }
 
-/* Sends what the handlers of a dispatched batch queued. */
-static void rpc_uncork(rpc_cork_t *k)
+/* Sends what the handlers of a dispatched batch queued (k is closed: its
+ * peers no longer change). */
+static void rpc_uncork(rpc_t *rpc, rpc_cork_t *k)
 {
     for (int i = 0; i < k->n; i++) {
         struct rpc_slot *send = NULL;
         struct rpc_call *failed = NULL;
         int frc = 0;
-        pthread_mutex_lock(&k->rpc->mu);
-        peer_pump(k->rpc, k->peer[i], &send, &failed, &frc);
-        pthread_mutex_unlock(&k->rpc->mu);
+        pthread_mutex_lock(&rpc->mu);
+        peer_pump(rpc, k->peer[i], &send, &failed, &frc);
+        pthread_mutex_unlock(&rpc->mu);
         slots_send(send);
-        calls_fail(k->rpc, failed, frc);
+        calls_fail(rpc, failed, frc);
     }
 }
 
-/* Whether this thread is dispatching a batch that will flush p's queue. */
-static bool cork_holds(rpc_t *rpc, rpc_peer_t *p)
+/* Under mu: whether a call for `in` waits for the end of its batch's
+ * dispatch, which will then flush p's queue. */
+static bool cork_holds(const rpc_req_t *in, rpc_peer_t *p)
 {
-    rpc_cork_t *k = rpc_tl_cork;
-    if (k == NULL || k->rpc != rpc) {
+    rpc_cork_t *k = in != NULL && in->batch != NULL ? &in->batch->cork : NULL;
+    if (k == NULL || !k->open || in->w->rpc != p->rpc) {
         return false;
     }
     for (int i = 0; i < k->n; i++) {
@@ -1143,6 +1148,12 @@ static bool cork_holds(rpc_t *rpc, rpc_peer_t *p)
 
 int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
              rpc_done_fn done, void *arg)
+{
+    return rpc_call_in(rpc, NULL, p, msg, timeout_ms, done, arg);
+}
+
+int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
+                int timeout_ms, rpc_done_fn done, void *arg)
 {
     if (msg->oom) {
         buf_free(msg);
@@ -1176,7 +1187,7 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
         p->qhead = c;
     }
     p->qtail = c;
-    if (!cork_holds(rpc, p)) {
+    if (!cork_holds(in, p)) {
         peer_pump(rpc, p, &send, &failed, &frc);
     }
     pthread_mutex_unlock(&rpc->mu);
@@ -1271,7 +1282,7 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
     }
     p->rpc = rpc;
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
-                        rpc_recv_max(&rpc->cfg.limits));
+                        wire_recv_max(&rpc->cfg.limits));
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
@@ -1497,7 +1508,7 @@ int rpc_listen(rpc_t *rpc, const char *url)
         return rpc_code(rv);
     }
     nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
-                        rpc_recv_max(&rpc->cfg.limits));
+                        wire_recv_max(&rpc->cfg.limits));
     rv = nng_listen(rpc->server, url, NULL, 0);
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s", url,

@@ -29,11 +29,15 @@ typedef void (*rpc_done_fn)(void *arg, int rc, const wire_msg_t *reply);
 typedef void (*rpc_handler_fn)(void *arg, rpc_req_t *req,
                                const wire_msg_t *msg);
 
-/* Called on the dispatching thread before the first and after the last
- * entry of a received batch (both may be NULL): what the handlers defer
- * to batch_end (grouped writes) is done before the requests they made are
- * sent and before the batch is answered. */
-typedef void (*rpc_batch_fn)(void *arg);
+/* Called on the dispatching thread before the first entry of a received
+ * batch: returns the batch's context (NULL: none), which the entries'
+ * handlers reach through rpc_req_batch_ctx while they run. batch_end gets
+ * it back after the last entry: what the handlers deferred to it (grouped
+ * writes) is done before the requests they made for the batch
+ * (rpc_call_in) are sent and before the batch is answered. Either may be
+ * NULL. */
+typedef void *(*rpc_batch_begin_fn)(void *arg);
+typedef void (*rpc_batch_end_fn)(void *arg, void *ctx);
 
 typedef struct rpc_config {
     wire_limits_t limits;
@@ -42,8 +46,8 @@ typedef struct rpc_config {
     /* The URL the node will listen on (NULL: none): peers are dialled
      * from its host from the start, before rpc_listen. */
     const char *listen_url;
-    rpc_batch_fn batch_begin;
-    rpc_batch_fn batch_end;
+    rpc_batch_begin_fn batch_begin;
+    rpc_batch_end_fn batch_end;
     void *batch_arg;
     /* Where handlers that may block run (the node's worker pool): returns
      * 0 once fn(task) is queued, else an error (the request is answered
@@ -98,6 +102,14 @@ uint64_t rpc_next_id(rpc_t *rpc);
  * be called exactly once) or an error (done will not be called). */
 int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
              rpc_done_fn done, void *arg);
+/* rpc_call made on behalf of the request `in` (NULL: none), from its
+ * handler while it runs and before it is answered. When in is an entry of
+ * a received batch, the message is corked: it waits in p's queue and goes
+ * out with the other requests that batch's handlers made, once its
+ * dispatch ends (so a batch of coordinated writes becomes one batch of
+ * replica writes per replica). Otherwise it is rpc_call. */
+int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
+                int timeout_ms, rpc_done_fn done, void *arg);
 
 /* rpc_call on the calling thread: sends msg (taken) and blocks until the
  * reply or the deadline (timeout_ms; rpc_call's bound is the only wait, so
@@ -108,6 +120,12 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
  * KV_ENOMEM. Must not be called from a callback of the transport. */
 int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
                   uint8_t type, uint8_t **out, size_t *outlen);
+
+/* The context batch_begin returned for the received batch req is an
+ * entry of (rpc_config_t), or NULL for a request of its own or a batch
+ * without one. Only valid from req's handler while it runs (the context
+ * ends with the batch's dispatch), before req is answered. */
+void *rpc_req_batch_ctx(const rpc_req_t *req);
 
 /* Sends a reply (msg taken) for req and frees req. */
 void rpc_reply(rpc_req_t *req, buf_t *msg);

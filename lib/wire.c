@@ -293,6 +293,21 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
 
 /* ------------------------------------------------------------- batches */
 
+size_t wire_msg_max(const wire_limits_t *l)
+{
+    /* The largest body (a COORD_PUT carries a key, a value and a context
+     * no larger than an object; a REPLICA_PUT a key and an object) plus
+     * room for the header and the length prefixes. */
+    return l->max_object + l->max_key + l->max_value + 4096;
+}
+
+size_t wire_recv_max(const wire_limits_t *l)
+{
+    /* 16 per entry and 64 in all: rounded up from WIRE_BATCH_ENTRY_MAX
+     * and WIRE_BATCH_HEADER_MAX. */
+    return wire_msg_max(l) + WIRE_BATCH_MAX * (WIRE_SMALL_REPLY + 16) + 64;
+}
+
 void wire_batch_header(buf_t *b, bool reply, uint64_t id, size_t count)
 {
     wire_header(b, (uint8_t)(WIRE_BATCH | (reply ? WIRE_REPLY : 0)), id, 0, 0);

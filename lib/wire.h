@@ -149,6 +149,27 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
  */
 #define WIRE_BATCH_MAX 64
 
+/*
+ * Framing sizes: every bound on what a message or a batch may hold lives
+ * here, so the sender (which fills batches) and the receiver (which caps
+ * what a socket accepts) cannot disagree.
+ */
+/* A reply this small always fits a batch reply; larger ones share one
+ * only up to wire_msg_max in all (and are sent again alone beyond). */
+#define WIRE_SMALL_REPLY (64 * 1024)
+/* What a batch spends besides its entries' bytes, at most: the header,
+ * the count and the first entry's length (WIRE_BATCH_HEADER_MAX), and
+ * each further entry's varint length (WIRE_BATCH_ENTRY_MAX). */
+#define WIRE_BATCH_HEADER_MAX 32
+#define WIRE_BATCH_ENTRY_MAX 10
+
+/* The largest single message (request or reply) a node sends, and so the
+ * largest entry of a batch; a batch request holds at most that much. */
+size_t wire_msg_max(const wire_limits_t *l);
+/* What a node accepts in one message: a single message, or a batch reply
+ * of wire_msg_max plus WIRE_BATCH_MAX small replies. */
+size_t wire_recv_max(const wire_limits_t *l);
+
 /* Appends a batch header and count; the entries follow, each appended with
  * wire_put_bytes. */
 void wire_batch_header(buf_t *b, bool reply, uint64_t id, size_t count);

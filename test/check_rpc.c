@@ -25,7 +25,7 @@
 #include "waiter.h"
 #include "wire.h"
 
-/* Large replies: bigger than RPC_SMALL_REPLY (64 KiB), and two of them
+/* Large replies: bigger than WIRE_SMALL_REPLY (64 KiB), and two of them
  * exceed the single-message limit these limits give (about 300 KiB). */
 #define BIG_REPLY (160 * 1024)
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "kvdist.h"
+#include "replica.h"
 #include "store.h"
 
 static kv_t *open_node(const char *dir, const char *sync)
@@ -748,6 +749,81 @@ START_TEST(test_shutdown_waits_for_calls)
 }
 END_TEST
 
+/* Write groups (replica.h), passed explicitly: a grouped write is staged,
+ * and durable and acknowledged only when the group commits; a replica call
+ * outside the group, given the open group, commits it first rather than
+ * wait for a stripe the group holds (on this thread: it would wait
+ * forever, and the test time out). */
+typedef struct group_acks {
+    int n;
+    int rc;
+    uint64_t u;
+} group_acks_t;
+
+static void group_ack(void *arg, uint64_t u, int rc)
+{
+    group_acks_t *a = arg;
+    a->n++;
+    a->rc = rc;
+    a->u = u;
+}
+
+START_TEST(test_write_group_commits_before_outside_call)
+{
+    char *dir = util_tmpdir("group");
+    kv_t *kv = open_node(dir, NULL);
+    replica_group_t *g = replica_group_begin(kv);
+    ck_assert_ptr_nonnull(g);
+    group_acks_t acks = {0, -1, 0};
+    obj_t o;
+    obj_init(&o);
+    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, "one", 3, false,
+                                           NULL, group_ack, &acks, 7),
+                     0);
+    ck_assert_int_eq(acks.n, 0); /* staged only */
+    ck_assert_int_eq(replica_read(kv, "k", 1, &o), 0);
+    ck_assert_uint_eq(obj_live(&o), 0);
+
+    /* The same key outside the group: the group commits first. */
+    ck_assert_int_eq(
+        replica_write(kv, g, "k", 1, NULL, "two", 3, false, NULL), 0);
+    ck_assert_int_eq(acks.n, 1);
+    ck_assert_int_eq(acks.rc, 0);
+    ck_assert_uint_eq(acks.u, 7);
+    expect_value(kv, "k", 1, "two", 3); /* "one", then superseded */
+
+    /* The group goes on after a commit; a merge outside it commits it. */
+    ck_assert_int_eq(replica_write_grouped(g, "j", 1, NULL, "three", 5, false,
+                                           &o, group_ack, &acks, 8),
+                     0);
+    ck_assert_int_eq(acks.n, 1);
+    bool changed = true;
+    ck_assert_int_eq(replica_merge(kv, g, "j", 1, &o, &changed), 0);
+    ck_assert(!changed); /* the object the group had just stored */
+    ck_assert_int_eq(acks.n, 2);
+    ck_assert_uint_eq(acks.u, 8);
+
+    /* A purge of the key the group holds next commits it too. */
+    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, NULL, 0, true,
+                                           NULL, group_ack, &acks, 9),
+                     0);
+    bool purged = true;
+    ck_assert_int_eq(replica_purge(kv, g, "k", 1, 0, &purged), 0);
+    ck_assert(!purged); /* the digest did not match: nothing purged */
+    ck_assert_int_eq(acks.n, 3);
+    expect_absent(kv, "k", 1); /* the grouped delete is durable */
+
+    replica_group_end(g);
+    ck_assert_int_eq(acks.n, 3); /* nothing was left to acknowledge */
+    expect_value(kv, "j", 1, "three", 5);
+    replica_group_end(NULL); /* a no-op */
+    obj_free(&o);
+    kv_close(kv);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -768,6 +844,7 @@ Suite *store_suite(void)
     tcase_add_test(tc, test_crash_fsync);
     tcase_add_test(tc, test_many_threads_one_handle);
     tcase_add_test(tc, test_shutdown_waits_for_calls);
+    tcase_add_test(tc, test_write_group_commits_before_outside_call);
     suite_add_tcase(s, tc);
     return s;
 }
