@@ -641,7 +641,7 @@ static bool batch_all_inline(const rpc_t *rpc, nng_msg *m)
     size_t n = 0;
     rd_t r;
     if (wire_batch_open(nng_msg_body(m), nng_msg_len(m), false,
-                        rpc_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0) {
+                        wire_msg_max(&rpc->cfg.limits), &id, &n, &r) != 0) {
         return true;
     }
     for (size_t i = 0; i < n; i++) {
