@@ -516,11 +516,13 @@ static void rpc_dispatch(rpc_t *rpc, rpc_req_t *req, const wire_msg_t *msg)
 static void rpc_uncork(rpc_t *rpc, rpc_cork_t *k);
 
 /* Dispatches each entry of a batch to its handler, with the batch's
- * context (batch_begin) reachable from each entry's request and the
- * requests the handlers make for them corked, and answers once all
- * entries are answered; refuse (not 0): answers every entry with that
- * code instead (the pool would not take the batch). */
-static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
+ * context (batch_begin, when hooks: a batch whose handlers all run inline
+ * never writes, so it needs no write group) reachable from each entry's
+ * request and the requests the handlers make for them corked, and answers
+ * once all entries are answered; refuse (not 0): answers every entry with
+ * that code instead (the pool would not take the batch). */
+static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse,
+                             bool hooks)
 {
     rpc_t *rpc = w->rpc;
     const void *body = nng_msg_body(m);
@@ -550,7 +552,8 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
     b->cork.open = true; /* nobody can reach b before the first entry */
     w->state = W_HANDLING;
     void *ctx = NULL;
-    if (rpc->cfg.batch_begin != NULL && refuse == 0) {
+    hooks = hooks && refuse == 0;
+    if (rpc->cfg.batch_begin != NULL && hooks) {
         ctx = rpc->cfg.batch_begin(rpc->cfg.batch_arg);
     }
     b->ctx = ctx;
@@ -573,7 +576,7 @@ static void worker_batch_run(struct rpc_worker *w, nng_msg *m, int refuse)
     /* What batch_end's commits answer may look the context up: it is
      * over for them. */
     b->ctx = NULL;
-    if (rpc->cfg.batch_end != NULL && refuse == 0) {
+    if (rpc->cfg.batch_end != NULL && hooks) {
         rpc->cfg.batch_end(rpc->cfg.batch_arg, ctx);
     }
     pthread_mutex_lock(&rpc->mu);
@@ -597,7 +600,7 @@ static void rpc_task_run(void *arg)
 {
     rpc_task_t *t = arg;
     if (t->batch) {
-        worker_batch_run(t->w, t->m, 0);
+        worker_batch_run(t->w, t->m, 0, true);
     } else {
         rpc_dispatch(t->w->rpc, t->w->req, &t->msg);
         nng_msg_free(t->m);
@@ -625,7 +628,7 @@ static void worker_submit(struct rpc_worker *w, nng_msg *m, bool batch,
         free(t);
     }
     if (batch) {
-        worker_batch_run(w, m, rc);
+        worker_batch_run(w, m, rc, false);
         return;
     }
     rpc_reply_status(w->req, msg->type, msg->id, rc);
@@ -662,7 +665,8 @@ static void worker_batch(struct rpc_worker *w, nng_msg *m)
         worker_submit(w, m, true, NULL);
         return;
     }
-    worker_batch_run(w, m, 0);
+    /* Without a pool every handler runs here, writes included. */
+    worker_batch_run(w, m, 0, w->rpc->cfg.submit == NULL);
 }
 
 static void worker_cb(void *arg)
