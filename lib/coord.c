@@ -346,19 +346,15 @@ static void op_fail_unsent(coord_op_t *op, coord_slot_t *s)
     op_settle(op, s, false, NULL);
 }
 
-/* Sends msg to slot i's peer, for the request `in` (corked with its
- * batch; NULL: none); on failure to start, settles it as failed. */
-static void op_send(coord_op_t *op, size_t i, const buf_t *msg,
-                    const rpc_req_t *in)
+/* Sends msg (taken over, as rpc_call_in takes it) to slot i's peer, for
+ * the request `in` (corked with its batch; NULL: none); on failure to
+ * start, settles it as failed. */
+static void op_send(coord_op_t *op, size_t i, buf_t *msg, const rpc_req_t *in)
 {
     kv_t *kv = op->kv;
-    buf_t b;
-    buf_init(&b);
-    buf_put(&b, msg->p, msg->len);
     op_hold(op);
-    if (rpc_call_in(kv->rpc, in, op->slot[i].peer, &b, op->timeout_ms,
+    if (rpc_call_in(kv->rpc, in, op->slot[i].peer, msg, op->timeout_ms,
                     on_replica_reply, &op->slot[i]) != 0) {
-        buf_free(&b);
         op_hint_locally(op, &op->slot[i]);
         op_settle(op, &op->slot[i], false, NULL);
     }
@@ -614,18 +610,23 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     }
     obj_t o;
     obj_init(&o);
+    buf_t enc; /* o as stored: what the other replicas are sent */
+    buf_init(&enc);
+    buf_t *encp = rt.n > 1 ? &enc : NULL;
     if (g != NULL) {
         op_hold(op);
         rc = replica_write_grouped(g, key, klen, ctx, val, vlen, tombstone, &o,
-                                   on_local_applied, op, 0);
+                                   encp, on_local_applied, op, 0);
         if (rc != 0) {
             op_release(op);
         }
     } else {
-        rc = replica_write(kv, NULL, key, klen, ctx, val, vlen, tombstone, &o);
+        rc = replica_write(kv, NULL, key, klen, ctx, val, vlen, tombstone, &o,
+                           encp);
     }
     if (rc != 0) {
         obj_free(&o);
+        buf_free(&enc);
         /* The verdict is given here: no settle may give another. */
         pthread_mutex_lock(&op->mu);
         op->done = true;
@@ -633,12 +634,6 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         op_dispatched(op);
         done(arg, rc, 0, needed, NULL);
         return;
-    }
-    buf_t enc;
-    buf_init(&enc);
-    if (rt.n > 1 && obj_encode(&o, &enc) != 0) {
-        buf_free(&enc);
-        enc.oom = true;
     }
     /* Under the lock: a grouped local write may already be settling on
      * the group's thread (on_local_applied). merged is kept for hints to
@@ -670,14 +665,54 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                                    enc.len);
         }
         op_send(op, i, &msg, in);
-        buf_free(&msg);
     }
     buf_free(&enc);
     op_dispatched(op);
 }
 
+/* The local replica's part of a read that must read a file, on the pool. */
+static void self_read_run(void *arg)
+{
+    coord_slot_t *s = arg;
+    coord_op_t *op = s->op;
+    obj_t o;
+    obj_init(&o);
+    int rc = replica_read(op->kv, op->key, op->klen, &o);
+    op_settle(op, s, rc == 0, &o);
+    obj_free(&o);
+}
+
+/* Reads the local replica for slot s. From memory where it can (the
+ * memtables and the block cache), so that a read started on an NNG thread
+ * costs no hand-off in the common case; a read that needs a file runs here
+ * if the caller may block, else on the pool (a full queue fails the slot
+ * with KV_EBUSY, as a busy replica would answer). */
+static void op_read_self(coord_op_t *op, coord_slot_t *s, bool may_block)
+{
+    kv_t *kv = op->kv;
+    obj_t o;
+    obj_init(&o);
+    op_hold(op); /* the answer's reference, dropped by op_settle */
+    int rc = may_block || kv->pool == NULL
+                 ? replica_read(kv, op->key, op->klen, &o)
+                 : replica_read_cached(kv, op->key, op->klen, &o);
+    if (rc == STORE_EWOULDBLOCK) {
+        rc = pool_submit(kv->pool, self_read_run, s);
+        if (rc == 0) {
+            obj_free(&o);
+            return;
+        }
+        if (rc == KV_EBUSY) {
+            metric_inc(&kv->metrics, M_POOL_REFUSED);
+        }
+    }
+    op_settle(op, s, rc == 0, &o);
+    obj_free(&o);
+}
+
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-                const rpc_req_t *in, coord_done_fn done, void *arg)
+                bool may_block, const rpc_req_t *in, coord_done_fn done,
+                void *arg)
 {
     cluster_route_t rt;
     int rc = cluster_route(kv, key, klen, &rt);
@@ -708,15 +743,11 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
         op_assign(op, &rt, i, &cursor);
         op->outstanding++;
     }
+    coord_slot_t *self = NULL;
     for (size_t i = 0; i < rt.n; i++) {
         coord_slot_t *s = &op->slot[i];
         if (s->self) {
-            obj_t o;
-            obj_init(&o);
-            op_hold(op);
-            rc = replica_read(kv, key, klen, &o);
-            op_settle(op, s, rc == 0, &o);
-            obj_free(&o);
+            self = s; /* read after the requests are on their way */
             continue;
         }
         if (s->peer == NULL) {
@@ -733,7 +764,9 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
                            klen);
         }
         op_send(op, i, &msg, in);
-        buf_free(&msg);
+    }
+    if (self != NULL) {
+        op_read_self(op, self, may_block);
     }
     op_dispatched(op);
 }

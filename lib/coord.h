@@ -46,9 +46,13 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
                  coord_done_fn done, void *arg);
 
 /* A read: asks the key's replicas, completes on r replies with their
- * objects merged, then read-repairs replicas that were behind. */
+ * objects merged, then read-repairs replicas that were behind.
+ * may_block: the caller's thread may wait for the disk (an application's
+ * thread); otherwise (NNG's threads) a local read that must read a file is
+ * handed to the pool, and nothing here blocks. */
 void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
-                const rpc_req_t *in, coord_done_fn done, void *arg);
+                bool may_block, const rpc_req_t *in, coord_done_fn done,
+                void *arg);
 
 /* Registers the handlers of the replica requests (REPLICA_PUT/GET,
  * LOCAL_GET) on a node that holds data. Returns 0 or KV_EINVAL. */

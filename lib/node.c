@@ -173,10 +173,11 @@ static void node_op_start(node_op_t *op, const rpc_req_t *in, const void *key,
     } else if (kv->rpc == NULL) {
         /* Embedded: the local replica is every replica. */
         int rc = replica_write(kv, NULL, key, klen, ctx, val, vlen,
-                               op->tombstone, NULL);
+                               op->tombstone, NULL, NULL);
         node_op_done(op, rc, rc == 0, 1, NULL);
     } else if (op->read) {
-        coord_read(kv, key, klen, q, timeout_ms, in, node_op_done, op);
+        coord_read(kv, key, klen, q, timeout_ms, op->origin == NODE_FROM_API,
+                   in, node_op_done, op);
     } else {
         /* A forwarded write is never forwarded again: views of the ring
          * that disagree must not bounce a request around. */
@@ -207,15 +208,19 @@ static void node_task_run(void *arg)
     free(t);
 }
 
-/* Starts op here (API and peer callers: their thread may block) or on the
- * pool (front ends). */
+/* Starts op here or on the pool. Here: calls from the application and
+ * from a peer's handler run on a pool thread (both may block), and every
+ * coordinated read (coord_read does not block its caller). On the pool:
+ * the front ends' writes and embedded reads, which write or read the store
+ * on the caller's thread. */
 static void node_op_dispatch(node_op_t *op, const rpc_req_t *in,
                              const void *key, size_t klen, const vc_t *ctx,
                              const void *val, size_t vlen, int q,
                              int timeout_ms)
 {
     kv_t *kv = op->kv;
-    if (op->origin != NODE_FROM_FRONTEND || kv->pool == NULL) {
+    if (op->origin != NODE_FROM_FRONTEND || kv->pool == NULL ||
+        (op->read && kv->rpc != NULL)) {
         node_op_start(op, in, key, klen, ctx, val, vlen, q, timeout_ms);
         return;
     }
@@ -525,8 +530,10 @@ static void node_handle_stats(void *arg, rpc_req_t *req, const wire_msg_t *m)
 /* ------------------------------------------------------------ opening */
 
 /* STATS is answered on the NNG thread (counters and RocksDB's in-memory
- * properties: an operator must see a node that is busy with slow disks);
- * a coordinated request writes the local replica, so on the pool. */
+ * properties: an operator must see a node that is busy with slow disks),
+ * and so is COORD_GET (a coordinated read does not block: coord_read hands
+ * a local read that needs a file to the pool); COORD_PUT writes the local
+ * replica, so on the pool. */
 static const struct {
     uint8_t type;
     bool needs_store; /* only a node that holds data coordinates */
@@ -534,7 +541,7 @@ static const struct {
     rpc_handler_fn fn;
 } node_handlers[] = {
     {WIRE_STATS, false, RPC_RUN_INLINE, node_handle_stats},
-    {WIRE_COORD_GET, true, RPC_RUN_POOLED, handle_coord_get},
+    {WIRE_COORD_GET, true, RPC_RUN_INLINE, handle_coord_get},
     {WIRE_COORD_PUT, true, RPC_RUN_POOLED, handle_coord_put},
 };
 

@@ -219,9 +219,12 @@ static int replica_store(kv_t *kv, const void *key, size_t klen, const obj_t *o,
     return rc;
 }
 
-/* Stores o (replacing `old`): at once, or staged into g. */
+/* Stores o (replacing `old`): at once, or staged into g. keep (may be
+ * NULL) receives o's encoding, which RocksDB has copied: a coordinator
+ * sends those bytes to the other replicas rather than encode o again. */
 static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
-                        size_t klen, obj_t *o, const replica_old_t *old)
+                        size_t klen, obj_t *o, const replica_old_t *old,
+                        buf_t *keep)
 {
     size_t pruned = obj_prune(o, kv->cfg.clock_max);
     if (pruned > 0) {
@@ -248,7 +251,12 @@ static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
             metric_add(&kv->metrics, M_BYTES_WRITTEN, b.len);
         }
     }
-    buf_free(&b);
+    if (rc == 0 && keep != NULL) {
+        buf_free(keep);
+        *keep = b;
+    } else {
+        buf_free(&b);
+    }
     return rc;
 }
 
@@ -257,7 +265,8 @@ static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
 static int replica_write_impl(kv_t *kv, replica_group_t *g,
                               replica_group_t *open, const void *key,
                               size_t klen, const vc_t *ctx, const void *val,
-                              size_t vlen, bool tombstone, obj_t *result)
+                              size_t vlen, bool tombstone, obj_t *result,
+                              buf_t *enc)
 {
     obj_t o;
     obj_init(&o);
@@ -283,7 +292,7 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g,
         KV_LOG(&kv->log, KV_LOG_WARN, "replica: key has %zu siblings", o.n);
     }
     if (rc == 0) {
-        rc = replica_save(kv, g, key, klen, &o, &old);
+        rc = replica_save(kv, g, key, klen, &o, &old, enc);
     }
     if (g == NULL) {
         pthread_mutex_unlock(mu);
@@ -302,10 +311,10 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g,
 
 int replica_write(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
                   const vc_t *ctx, const void *val, size_t vlen, bool tombstone,
-                  obj_t *result)
+                  obj_t *result, buf_t *enc)
 {
     return replica_write_impl(kv, NULL, open, key, klen, ctx, val, vlen,
-                              tombstone, result);
+                              tombstone, result, enc);
 }
 
 int replica_read_cached(kv_t *kv, const void *key, size_t klen, obj_t *out)
@@ -335,7 +344,7 @@ static int replica_merge_impl(kv_t *kv, replica_group_t *g,
         rc = obj_join(&o, in, &did);
     }
     if (rc == 0 && did) {
-        rc = replica_save(kv, g, key, klen, &o, &old);
+        rc = replica_save(kv, g, key, klen, &o, &old, NULL);
     }
     if (g == NULL) {
         pthread_mutex_unlock(mu);
@@ -444,11 +453,11 @@ static void group_on_commit(replica_group_t *g, replica_done_fn fn, void *arg,
 
 int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
                           const vc_t *ctx, const void *val, size_t vlen,
-                          bool tombstone, obj_t *result, replica_done_fn fn,
-                          void *arg, uint64_t u)
+                          bool tombstone, obj_t *result, buf_t *enc,
+                          replica_done_fn fn, void *arg, uint64_t u)
 {
     int rc = replica_write_impl(g->kv, g, g, key, klen, ctx, val, vlen,
-                                tombstone, result);
+                                tombstone, result, enc);
     if (rc == 0) {
         group_on_commit(g, fn, arg, u);
     }

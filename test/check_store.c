@@ -778,7 +778,7 @@ START_TEST(test_write_group_commits_before_outside_call)
     obj_t o;
     obj_init(&o);
     ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, "one", 3, false,
-                                           NULL, group_ack, &acks, 7),
+                                           NULL, NULL, group_ack, &acks, 7),
                      0);
     ck_assert_int_eq(acks.n, 0); /* staged only */
     ck_assert_int_eq(replica_read(kv, "k", 1, &o), 0);
@@ -786,17 +786,27 @@ START_TEST(test_write_group_commits_before_outside_call)
 
     /* The same key outside the group: the group commits first. */
     ck_assert_int_eq(
-        replica_write(kv, g, "k", 1, NULL, "two", 3, false, NULL), 0);
+        replica_write(kv, g, "k", 1, NULL, "two", 3, false, NULL, NULL), 0);
     ck_assert_int_eq(acks.n, 1);
     ck_assert_int_eq(acks.rc, 0);
     ck_assert_uint_eq(acks.u, 7);
     expect_value(kv, "k", 1, "two", 3); /* "one", then superseded */
 
     /* The group goes on after a commit; a merge outside it commits it. */
+    buf_t enc;
+    buf_init(&enc);
     ck_assert_int_eq(replica_write_grouped(g, "j", 1, NULL, "three", 5, false,
-                                           &o, group_ack, &acks, 8),
+                                           &o, &enc, group_ack, &acks, 8),
                      0);
     ck_assert_int_eq(acks.n, 1);
+    /* The encoding handed back is the object written (what a coordinator
+     * sends its replicas instead of encoding it again). */
+    obj_t sent;
+    obj_init(&sent);
+    ck_assert_int_eq(obj_decode(enc.p, enc.len, &kv->limits, &sent), 0);
+    ck_assert(obj_equal(&sent, &o));
+    obj_free(&sent);
+    buf_free(&enc);
     bool changed = true;
     ck_assert_int_eq(replica_merge(kv, g, "j", 1, &o, &changed), 0);
     ck_assert(!changed); /* the object the group had just stored */
@@ -805,7 +815,7 @@ START_TEST(test_write_group_commits_before_outside_call)
 
     /* A purge of the key the group holds next commits it too. */
     ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, NULL, 0, true,
-                                           NULL, group_ack, &acks, 9),
+                                           NULL, NULL, group_ack, &acks, 9),
                      0);
     bool purged = true;
     ck_assert_int_eq(replica_purge(kv, g, "k", 1, 0, &purged), 0);
