@@ -1,7 +1,8 @@
 /*
  * coord.c - coordination of quorum reads and writes (Dynamo section 4.5),
- * and the handlers of the replica requests (REPLICA_PUT, REPLICA_GET,
- * LOCAL_GET), registered by coord_open to run on the node's pool.
+ * and the handlers of the replica requests, registered by coord_open:
+ * REPLICA_PUT on the node's pool, REPLICA_GET and LOCAL_GET on the NNG
+ * thread (answered from memory, or handed to the pool to read a file).
  *
  * Owns coord_op_t: one in-flight quorum operation. An operation sends its
  * requests to every replica at once and completes on the first w (or r)
