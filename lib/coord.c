@@ -651,7 +651,7 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         if (s->self) {
             continue;
         }
-        if (s->peer == NULL || enc.oom) {
+        if (s->peer == NULL) {
             op_fail_unsent(op, s);
             continue;
         }

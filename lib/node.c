@@ -208,11 +208,11 @@ static void node_task_run(void *arg)
     free(t);
 }
 
-/* Starts op here or on the pool. Here: calls from the application and
- * from a peer's handler run on a pool thread (both may block), and every
- * coordinated read (coord_read does not block its caller). On the pool:
- * the front ends' writes and embedded reads, which write or read the store
- * on the caller's thread. */
+/* Starts op here or on the pool. Here: the application's calls and a
+ * peer's forwarded writes (their threads may block: the caller's own, or
+ * a pool thread), and every coordinated read (coord_read does not block
+ * its caller). On the pool: the front ends' writes and embedded reads,
+ * which would touch the store on NNG's thread. */
 static void node_op_dispatch(node_op_t *op, const rpc_req_t *in,
                              const void *key, size_t klen, const vc_t *ctx,
                              const void *val, size_t vlen, int q,
