@@ -211,8 +211,11 @@ static int report(const cli_t *cli, const kv_call_t *call, req_t req,
         fprintf(stderr, "kvdist: %s: not found\n", key);
         return EXIT_NOTFOUND;
     case KV_EUNAVAIL:
-        fprintf(stderr, "kvdist: cannot reach the cluster at %s: %s\n",
-                cli->urls, kv_strerror(rc));
+        /* Nothing reached enough replicas: a write was not applied
+         * anywhere and may be sent again as it is. */
+        fprintf(stderr, "kvdist: cannot reach the cluster at %s: %s%s\n",
+                cli->urls, kv_strerror(rc),
+                req == REQ_WRITE ? " (not written)" : "");
         return EXIT_UNREACHABLE;
     case KV_EQUORUM:
     case KV_ETIMEDOUT: {

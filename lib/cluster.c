@@ -202,6 +202,8 @@ static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
         } else {
             detector_heartbeat(&m->fd, now);
         }
+        /* Alive: the transport stops suspecting it while it redials. */
+        rpc_peer_heard(m->peer);
         m->incarnation = inc;
         m->heartbeat = hb;
         if (peer != NULL && strcmp(m->url, url) != 0) {
@@ -789,6 +791,10 @@ int cluster_route(kv_t *kv, const void *key, size_t klen, cluster_route_t *out)
     out->count = got;
     out->n = got < (size_t)kv->cfg.n ? got : (size_t)kv->cfg.n;
     pthread_rwlock_unlock(&c->lock);
+    /* Outside the lock: it may read NNG's statistics. */
+    for (size_t i = 0; i < got; i++) {
+        out->node[i].reach = rpc_peer_reachable(out->node[i].peer);
+    }
     return 0;
 }
 

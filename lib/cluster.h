@@ -24,6 +24,7 @@ typedef struct cluster_route {
         rpc_peer_t *peer; /* NULL for this node itself */
         bool self;
         bool up; /* as this node's failure detector sees it */
+        bool reach; /* as this node's transport sees it (rpc_peer_reachable) */
         char id[72];
     } node[CLUSTER_MAX_ROUTE];
 } cluster_route_t;

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "cluster.h"
@@ -362,23 +363,27 @@ static void op_send(coord_op_t *op, size_t i, buf_t *msg, const rpc_req_t *in)
 }
 
 /* Picks the next healthy fallback beyond the preference list, for a
- * replica the failure detector sees down (sloppy quorum, Dynamo 4.6).
+ * replica the failure detector sees down or the transport cannot reach
+ * (sloppy quorum, Dynamo 4.6).
  * *cursor walks the fallbacks so each is used at most once. Returns its
  * index or rt->count if there is none. */
 static size_t next_fallback(const cluster_route_t *rt, size_t *cursor)
 {
     while (*cursor < rt->count) {
         size_t j = (*cursor)++;
-        if (rt->node[j].up && !rt->node[j].self) {
+        if (rt->node[j].up && rt->node[j].reach && !rt->node[j].self) {
             return j;
         }
     }
     return rt->count;
 }
 
-/* Fills slot i for preference-list node i: the node itself if it is up,
- * else (sloppy quorum) a fallback that stands in for it, else nobody
- * (peer NULL). */
+/* Fills slot i for preference-list node i: the node itself if it is up
+ * and reachable, else (sloppy quorum) a fallback that stands in for it,
+ * else nobody (peer NULL). A node this one cannot reach (rpc_peer_reachable:
+ * no connection and a failed redial, or unanswered requests) is treated as
+ * down at once, before the detector convicts it, so the quorum does not
+ * wait on it and its copy goes to a fallback with a hint now. */
 static void op_assign(coord_op_t *op, const cluster_route_t *rt, size_t i,
                       size_t *cursor)
 {
@@ -387,7 +392,7 @@ static void op_assign(coord_op_t *op, const cluster_route_t *rt, size_t i,
     snprintf(s->owner, sizeof(s->owner), "%s", rt->node[i].id);
     s->peer = rt->node[i].peer;
     s->fallback = false;
-    if (s->self || rt->node[i].up) {
+    if (s->self || (rt->node[i].up && rt->node[i].reach)) {
         return;
     }
     s->peer = NULL;
@@ -400,6 +405,28 @@ static void op_assign(coord_op_t *op, const cluster_route_t *rt, size_t i,
     }
 }
 
+/* When fewer than `needed` replicas (fallbacks included) can be asked,
+ * the op cannot succeed: it fails now with KV_EUNAVAIL before anything is
+ * written or sent (Cassandra's UnavailableException), so that a write
+ * refused this way is known not written, instead of being applied here
+ * and reported indeterminate after waiting for its deadline. Frees op
+ * (nothing else holds it yet) and returns true then. */
+static bool op_unavailable(coord_op_t *op, int needed, coord_done_fn done,
+                           void *arg)
+{
+    int live = 0;
+    for (size_t i = 0; i < op->nslots; i++) {
+        live += op->slot[i].self || op->slot[i].peer != NULL;
+    }
+    if (live >= needed) {
+        return false;
+    }
+    metric_inc(&op->kv->metrics, M_QUORUM_FAILURES);
+    op_release(op);
+    done(arg, KV_EUNAVAIL, 0, needed, NULL);
+    return true;
+}
+
 /* ------------------------------------------------------------ forwarding */
 
 typedef struct fwd {
@@ -407,13 +434,18 @@ typedef struct fwd {
     bool is_read;
     coord_done_fn cb;
     void *arg;
-    /* Reads are idempotent, so a read whose coordinator does not answer
-     * (paused, or dead and not yet convicted) is retried on the next
-     * replica within the same deadline; writes never are (a second
-     * coordinator would give the write a second dot). */
+    /* The replicas, best first (coord_forward). A hop that was not sent
+     * (KV_EUNAVAIL: it reached no connection) goes to the next candidate
+     * at once; one sent and not answered within its hop's time (twice the
+     * round trip observed to that peer, rpc_peer_hop_ms) goes there too.
+     * For a read that is harmless; a write carries its client write's
+     * token (WIRE_F_TOKEN), so if both coordinators apply it the replicas
+     * keep one of the two siblings (obj_update). The last candidate gets
+     * all the time left. */
     rpc_peer_t *cand[CLUSTER_MAX_ROUTE];
     size_t ncand;
     size_t next;
+    bool sent_any; /* some hop may have reached a coordinator */
     uint8_t *msg;
     size_t msglen;
     int64_t deadline_ms;
@@ -426,28 +458,55 @@ static int64_t fwd_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A client write's token: random, so that two clients never share one
+ * (a shared token would merge two writes into one version); never 0. */
+static uint64_t write_token(void)
+{
+    uint64_t t = 0;
+    while (t == 0) {
+        if (getrandom(&t, sizeof(t), 0) != (ssize_t)sizeof(t)) {
+            t = (uint64_t)fwd_now_ms() * UINT64_C(0x9e3779b97f4a7c15) ^
+                (uint64_t)(uintptr_t)&t;
+        }
+    }
+    return t;
+}
+
 static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply);
 
-/* Sends the request to the next candidate. A read that has another
- * candidate left gives this one half of the remaining time. */
+/* Sends the request to the next candidate that takes it. Returns 0 (the
+ * reply callback will run), KV_EUNAVAIL when no candidate could be sent
+ * to, or KV_ETIMEDOUT when the deadline has passed. */
 static int fwd_send(fwd_t *f)
 {
-    int64_t left = f->deadline_ms - fwd_now_ms();
-    if (left <= 0 || f->next >= f->ncand) {
-        return KV_ETIMEDOUT;
+    for (;;) {
+        int64_t left = f->deadline_ms - fwd_now_ms();
+        if (left <= 0) {
+            return KV_ETIMEDOUT;
+        }
+        if (f->next >= f->ncand) {
+            return f->sent_any ? KV_ETIMEDOUT : KV_EUNAVAIL;
+        }
+        rpc_peer_t *target = f->cand[f->next++];
+        int64_t tmo = left;
+        if (f->next < f->ncand) {
+            int hop = rpc_peer_hop_ms(target);
+            tmo = hop < left ? hop : left;
+        }
+        if (f->next > 1) {
+            metric_inc(&f->kv->metrics, M_FORWARD_RETRIES);
+        }
+        buf_t b;
+        buf_init(&b);
+        buf_put(&b, f->msg, f->msglen);
+        metric_inc(&f->kv->metrics, M_FORWARDS);
+        int rc = rpc_call(f->kv->rpc, target, &b, (int)(tmo > 0 ? tmo : 1),
+                          on_forward_reply, f);
+        if (rc != KV_EUNAVAIL) {
+            return rc;
+        }
+        /* Not sent (the peer has no connection): the next one, now. */
     }
-    rpc_peer_t *target = f->cand[f->next++];
-    int64_t tmo = (f->is_read && f->next < f->ncand) ? left / 2 : left;
-    buf_t b;
-    buf_init(&b);
-    buf_put(&b, f->msg, f->msglen);
-    metric_inc(&f->kv->metrics, M_FORWARDS);
-    int rc = rpc_call(f->kv->rpc, target, &b, (int)(tmo > 0 ? tmo : 1),
-                      on_forward_reply, f);
-    if (rc != 0) {
-        buf_free(&b);
-    }
-    return rc;
 }
 
 static void fwd_free(fwd_t *f)
@@ -459,9 +518,19 @@ static void fwd_free(fwd_t *f)
 static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
 {
     fwd_t *f = arg;
-    if (rc == KV_ETIMEDOUT || (rc != 0 && rc != KV_ECLOSED)) {
-        if (f->is_read && fwd_send(f) == 0) {
-            return; /* retried on the next replica */
+    if (rc == KV_ETIMEDOUT) {
+        f->sent_any = true;
+    }
+    /* A coordinator that answers KV_EUNAVAIL wrote nothing (it could not
+     * ask enough replicas, or is none): another may do better. */
+    bool refused = rc == 0 && reply->status == KV_EUNAVAIL;
+    if (rc == KV_EUNAVAIL || rc == KV_ETIMEDOUT || refused) {
+        int again = fwd_send(f);
+        if (again == 0) {
+            return; /* on its way to the next candidate */
+        }
+        if (!refused || f->sent_any) {
+            rc = again; /* else: answer with the refusal and its counts */
         }
     }
     obj_t o;
@@ -478,21 +547,25 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
                 rc = KV_EPROTO;
             }
         }
-    } else if (rc != KV_ECLOSED && rc != KV_ETIMEDOUT) {
-        /* The link failed (refused, reset, the coordinator died). A write
-         * it may have received and applied first is indeterminate, not
-         * "nothing written" (found by the nemesis harness: a coordinator
-         * killed right after applying a write made its client report
-         * KV_EUNAVAIL for a value that then stayed visible). */
-        rc = f->is_read ? KV_EUNAVAIL : KV_EQUORUM;
+    } else if (rc == KV_EUNAVAIL || rc == KV_ECLOSED) {
+        /* Nothing reached a coordinator: nothing was written. */
+    } else if (rc != KV_ETIMEDOUT && !f->is_read) {
+        /* A write a coordinator may have received and applied is
+         * indeterminate, not "nothing written" (found by the nemesis
+         * harness: a coordinator killed right after applying a write made
+         * its client report KV_EUNAVAIL for a value that then stayed
+         * visible). */
+        rc = KV_EQUORUM;
     }
     f->cb(f->arg, rc, acked, needed, f->is_read ? &o : NULL);
     obj_free(&o);
     fwd_free(f);
 }
 
-/* Hands the request to a replica: those the failure detector sees up
- * first, in ring order, then the others. */
+/* Hands the request to a replica: first those this node's failure
+ * detector sees up and its transport can reach, in ring order; then those
+ * it can reach though the detector says down (a view may lag); those it
+ * cannot reach last. */
 static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
                           bool is_read, int timeout_ms, coord_done_fn done,
                           void *arg)
@@ -504,9 +577,10 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
         done(arg, KV_ENOMEM, 0, 0, NULL);
         return;
     }
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; i < rt->n; i++) {
-            if (!rt->node[i].self && rt->node[i].up == (pass == 0)) {
+            int rank = !rt->node[i].reach ? 2 : rt->node[i].up ? 0 : 1;
+            if (!rt->node[i].self && rank == pass) {
                 f->cand[f->ncand++] = rt->node[i].peer;
             }
         }
@@ -549,8 +623,8 @@ static void on_local_applied(void *arg, uint64_t u, int rc)
 }
 
 void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                 const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, bool may_forward, const rpc_req_t *in,
+                 const void *val, size_t vlen, bool tombstone, uint64_t token,
+                 int w, int timeout_ms, bool may_forward, const rpc_req_t *in,
                  coord_done_fn done, void *arg)
 {
     cluster_route_t rt;
@@ -583,7 +657,8 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         uint16_t flags = (uint16_t)((tombstone ? WIRE_F_TOMBSTONE : 0) |
                                     (ctx != NULL ? WIRE_F_HAS_CTX : 0));
         wire_build_coord_put(&b, rpc_next_id(kv->rpc), flags, key, klen, val,
-                             vlen, ctxb.p, ctxb.len, (uint8_t)w, (uint32_t)tmo);
+                             vlen, ctxb.p, ctxb.len, (uint8_t)w, (uint32_t)tmo,
+                             token != 0 ? token : write_token());
         buf_free(&ctxb);
         coord_forward(kv, &rt, &b, false, tmo, done, arg);
         return;
@@ -609,6 +684,9 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
             op->outstanding++;
         }
     }
+    if (op_unavailable(op, needed, done, arg)) {
+        return;
+    }
     obj_t o;
     obj_init(&o);
     buf_t enc; /* o as stored: what the other replicas are sent */
@@ -616,14 +694,14 @@ void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
     buf_t *encp = rt.n > 1 ? &enc : NULL;
     if (g != NULL) {
         op_hold(op);
-        rc = replica_write_grouped(g, key, klen, ctx, val, vlen, tombstone, &o,
-                                   encp, on_local_applied, op, 0);
+        rc = replica_write_grouped(g, key, klen, ctx, val, vlen, tombstone,
+                                   token, &o, encp, on_local_applied, op, 0);
         if (rc != 0) {
             op_release(op);
         }
     } else {
-        rc = replica_write(kv, NULL, key, klen, ctx, val, vlen, tombstone, &o,
-                           encp);
+        rc = replica_write(kv, NULL, key, klen, ctx, val, vlen, tombstone,
+                           token, &o, encp);
     }
     if (rc != 0) {
         obj_free(&o);
@@ -743,6 +821,9 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
     for (size_t i = 0; i < rt.n; i++) {
         op_assign(op, &rt, i, &cursor);
         op->outstanding++;
+    }
+    if (op_unavailable(op, op->needed, done, arg)) {
+        return;
     }
     coord_slot_t *self = NULL;
     for (size_t i = 0; i < rt.n; i++) {

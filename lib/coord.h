@@ -41,8 +41,8 @@ typedef void (*coord_done_fn)(void *arg, int rc, int acked, int needed,
  * before this returns. coord_read's `in` corks its replica reads alike.
  */
 void coord_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                 const void *val, size_t vlen, bool tombstone, int w,
-                 int timeout_ms, bool may_forward, const rpc_req_t *in,
+                 const void *val, size_t vlen, bool tombstone, uint64_t token,
+                 int w, int timeout_ms, bool may_forward, const rpc_req_t *in,
                  coord_done_fn done, void *arg);
 
 /* A read: asks the key's replicas, completes on r replies with their

@@ -602,7 +602,22 @@ static void write_done(void *arg, int rc, int acked, int needed, obj_t *result)
     (void)result;
     http_req_t *hr = arg;
     kv_t *kv = hr->kv;
-    if (rc != 0) {
+    if (rc == KV_EQUORUM || rc == KV_ETIMEDOUT) {
+        /* Some replica may hold it: 504, never 503, which says "nothing
+         * was written, send it again". */
+        char why[160];
+        snprintf(why, sizeof(why),
+                 "indeterminate: %s; %d of %d replicas acknowledged, and the "
+                 "write may exist on some replicas",
+                 rc == KV_EQUORUM ? "quorum not reached" : "timed out", acked,
+                 needed);
+        reply(kv, hr->aio, error_res(504, rc, why, false));
+    } else if (rc == KV_EUNAVAIL) {
+        reply(kv, hr->aio,
+              error_res(503, rc,
+                        "not written: not enough replicas can be reached",
+                        false));
+    } else if (rc != 0) {
         req_fail(hr, rc, NULL, false);
     } else {
         nng_http_res *res = new_res(204, NULL, NULL, 0);
@@ -674,7 +689,7 @@ static void req_run(http_req_t *hr)
                   NODE_FROM_FRONTEND, NULL, read_done, hr);
     } else {
         node_write(kv, hr->key, hr->klen, hr->has_ctx ? &hr->ctx : NULL,
-                   hr->body, hr->blen, hr->method == HM_DELETE, hr->w,
+                   hr->body, hr->blen, hr->method == HM_DELETE, 0, hr->w,
                    hr->timeout_ms, NODE_FROM_FRONTEND, NULL, write_done, hr);
     }
     req_unref(hr);

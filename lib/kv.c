@@ -342,7 +342,7 @@ static int do_write(kv_t *kv, const void *key, size_t klen, const void *val,
     }
     int acked = 0;
     int needed = 0;
-    node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone,
+    node_write(kv, key, klen, has_ctx ? &cv : NULL, val, vlen, tombstone, 0,
                call ? call->w : 0, call ? call->timeout_ms : 0, NODE_FROM_API,
                NULL, waiter_done, w);
     rc = waiter_wait(w, verdict_bound_ms(kv, call), &kv->log, &acked, &needed,

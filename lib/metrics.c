@@ -50,12 +50,19 @@ static const struct {
                       "Requests to peers that failed (not timeouts)."},
     [M_RPC_TIMEOUTS] = {"kvdist_rpc_timeouts_total",
                         "Requests to peers that timed out."},
+    [M_RPC_UNSENT] = {"kvdist_rpc_unsent_total",
+                      "Requests failed at once, never sent: the peer had "
+                      "no connection and its redial failed."},
     [M_REPLICA_WRITES] = {"kvdist_replica_writes_total",
                           "Replica writes applied for other coordinators."},
     [M_REPLICA_READS] = {"kvdist_replica_reads_total",
                          "Replica reads served for other coordinators."},
     [M_FORWARDS] = {"kvdist_forwards_total",
                     "Requests forwarded to a node that coordinates them."},
+    [M_FORWARD_RETRIES] = {"kvdist_forward_retries_total",
+                           "Forwarded requests sent again to the next "
+                           "coordinator: the first was unreachable, or did "
+                           "not answer within its hop's time."},
     [M_QUORUM_FAILURES] = {"kvdist_quorum_failures_total",
                            "Reads and writes that missed their quorum."},
     [M_READ_REPAIRS] = {"kvdist_read_repairs_total",

@@ -78,6 +78,7 @@ typedef struct node_op {
     enum node_origin origin;
     bool read;
     bool tombstone;
+    uint64_t token; /* a forwarded write's (obj_update), else 0 */
 } node_op_t;
 
 /* Counts a finished client request, as kv_stat and INFO report it. */
@@ -148,12 +149,12 @@ static node_op_t *node_op_begin(kv_t *kv, const void *key, size_t klen,
         rc = KV_ENOMEM;
     }
     if (rc != 0) {
-        node_op_t failed = {kv, done, arg, origin, read, false};
+        node_op_t failed = {kv, done, arg, origin, read, false, 0};
         node_count(kv, &failed, rc, NULL);
         done(arg, rc, 0, 0, NULL);
         return NULL;
     }
-    *op = (node_op_t){kv, done, arg, origin, read, false};
+    *op = (node_op_t){kv, done, arg, origin, read, false, 0};
     return op;
 }
 
@@ -173,7 +174,7 @@ static void node_op_start(node_op_t *op, const rpc_req_t *in, const void *key,
     } else if (kv->rpc == NULL) {
         /* Embedded: the local replica is every replica. */
         int rc = replica_write(kv, NULL, key, klen, ctx, val, vlen,
-                               op->tombstone, NULL, NULL);
+                               op->tombstone, 0, NULL, NULL);
         node_op_done(op, rc, rc == 0, 1, NULL);
     } else if (op->read) {
         coord_read(kv, key, klen, q, timeout_ms, op->origin == NODE_FROM_API,
@@ -181,8 +182,9 @@ static void node_op_start(node_op_t *op, const rpc_req_t *in, const void *key,
     } else {
         /* A forwarded write is never forwarded again: views of the ring
          * that disagree must not bounce a request around. */
-        coord_write(kv, key, klen, ctx, val, vlen, op->tombstone, q, timeout_ms,
-                    op->origin != NODE_FROM_PEER, in, node_op_done, op);
+        coord_write(kv, key, klen, ctx, val, vlen, op->tombstone, op->token, q,
+                    timeout_ms, op->origin != NODE_FROM_PEER, in, node_op_done,
+                    op);
     }
 }
 
@@ -250,13 +252,13 @@ static void node_op_dispatch(node_op_t *op, const rpc_req_t *in,
 }
 
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                const void *val, size_t vlen, bool tombstone, int w,
-                int timeout_ms, enum node_origin origin, const rpc_req_t *in,
-                node_done_fn done, void *arg)
+                const void *val, size_t vlen, bool tombstone, uint64_t token,
+                int w, int timeout_ms, enum node_origin origin,
+                const rpc_req_t *in, node_done_fn done, void *arg)
 {
     if (!tombstone && ((val == NULL && vlen > 0) ||
                        vlen > kv->cfg.max_value_size)) {
-        node_op_t failed = {kv, done, arg, origin, false, false};
+        node_op_t failed = {kv, done, arg, origin, false, false, 0};
         int rc = val == NULL && vlen > 0 ? KV_EINVAL : KV_ETOOBIG;
         node_count(kv, &failed, rc, NULL);
         done(arg, rc, 0, 0, NULL);
@@ -268,6 +270,7 @@ void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
         return;
     }
     op->tombstone = tombstone;
+    op->token = token;
     node_op_dispatch(op, in, key, klen, ctx, tombstone ? NULL : val,
                      tombstone ? 0 : vlen, w, timeout_ms);
 }
@@ -353,7 +356,7 @@ static void handle_coord_put(void *arg, rpc_req_t *req, const wire_msg_t *m)
     node_forwarded_t *p = forwarded_new(req, m);
     if (p != NULL) {
         node_write(arg, m->key, m->klen, has_ctx ? &ctx : NULL, m->val, m->vlen,
-                   (m->flags & WIRE_F_TOMBSTONE) != 0, m->quorum,
+                   (m->flags & WIRE_F_TOMBSTONE) != 0, m->token, m->quorum,
                    forwarded_timeout(m), NODE_FROM_PEER, req, on_forwarded_done,
                    p);
     }

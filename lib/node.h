@@ -115,11 +115,12 @@ typedef void (*node_done_fn)(void *arg, int rc, int acked, int needed,
  * timeout_ms of 0 mean the node's defaults. ctx and the bytes are not used
  * after this returns (copied when the operation is handed to the pool).
  * in: for NODE_FROM_PEER, the forwarded request, from its handler (the
- * coordinator joins it to its batch: coord_write); NULL otherwise.
+ * coordinator joins it to its batch: coord_write); NULL otherwise. token:
+ * the forwarded write's (WIRE_F_TOKEN, obj_update), 0 from a front end.
  */
 void node_write(kv_t *kv, const void *key, size_t klen, const vc_t *ctx,
-                const void *val, size_t vlen, bool tombstone, int w,
-                int timeout_ms, enum node_origin origin,
+                const void *val, size_t vlen, bool tombstone, uint64_t token,
+                int w, int timeout_ms, enum node_origin origin,
                 const struct rpc_req *in, node_done_fn done, void *arg);
 /* A read of key: the local replica's object, or the merge of r replicas'. */
 void node_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,

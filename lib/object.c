@@ -10,7 +10,9 @@
  *     objects encode to equal bytes on every node (Merkle digests rely on
  *     it);
  *   - a sibling leaves only when a write whose context covers its dot, or a
- *     join with an object that has seen the dot and dropped it, removes it.
+ *     join with an object that has seen the dot and dropped it, removes it,
+ *     or when a sibling with a lower dot carries the same write token (the
+ *     same client write, applied twice by a retried forward: obj_update).
  *     Nothing else (no timestamp, no size limit) ever discards a version.
  *
  * On-disk / on-wire encoding, version 1 (integers little-endian, varints
@@ -18,7 +20,9 @@
  *     'K' 'O' version:u8 flags:u8
  *     context: count:varint { actor:u64 counter:varint }*
  *     siblings: count:varint
- *       { actor:u64 counter:varint ts_us:u64 flags:u8 vlen:varint bytes }*
+ *       { actor:u64 counter:varint ts_us:u64 flags:u8 [token:u64]
+ *         vlen:varint bytes }*
+ *       flags: 0x01 tombstone, 0x02 a token follows (nonzero)
  *     checksum:u32   low 32 bits of XXH3-64 over every byte before it
  * A decoder rejects anything else; see obj_decode.
  */
@@ -82,8 +86,31 @@ static int sib_copy(obj_sib_t *dst, const obj_sib_t *src)
     return 0;
 }
 
+/* Drops every sibling whose token a sibling with a lower dot carries
+ * (siblings are in dot order, so the first of each token stays). Returns
+ * how many it dropped. */
+static size_t obj_drop_retried(obj_t *o)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        obj_sib_t *s = &o->sib[i];
+        bool dup = false;
+        for (size_t j = 0; j < k && s->token != 0 && !dup; j++) {
+            dup = o->sib[j].token == s->token;
+        }
+        if (dup) {
+            free(s->val);
+            continue;
+        }
+        o->sib[k++] = *s;
+    }
+    size_t dropped = o->n - k;
+    o->n = k;
+    return dropped;
+}
+
 int obj_update(obj_t *o, const vc_t *ctx, vc_dot_t dot, int64_t ts_us,
-               const void *val, size_t vlen, bool tombstone)
+               uint64_t token, const void *val, size_t vlen, bool tombstone)
 {
     vc_t cc;
     vc_init(&cc);
@@ -95,7 +122,8 @@ int obj_update(obj_t *o, const vc_t *ctx, vc_dot_t dot, int64_t ts_us,
         vc_free(&cc);
         return KV_ENOMEM;
     }
-    obj_sib_t fresh = {dot, ts_us, tombstone ? OBJ_SIB_TOMBSTONE : 0, 0, NULL};
+    obj_sib_t fresh = {dot, ts_us, token, tombstone ? OBJ_SIB_TOMBSTONE : 0,
+                       0, NULL};
     if (!tombstone && vlen > 0) {
         fresh.val = malloc(vlen);
         if (fresh.val == NULL) {
@@ -132,6 +160,7 @@ int obj_update(obj_t *o, const vc_t *ctx, vc_dot_t dot, int64_t ts_us,
     o->cap = k;
     vc_free(&o->cc);
     o->cc = cc;
+    (void)obj_drop_retried(o);
     return 0;
 }
 
@@ -203,6 +232,7 @@ int obj_join(obj_t *dst, const obj_t *src, bool *changed)
     vc_free(&dst->cc);
     dst->cc = cc;
     free(from_src);
+    sibs_changed = obj_drop_retried(dst) > 0 || sibs_changed;
     if (changed != NULL) {
         *changed = cc_changed || sibs_changed;
     }
@@ -242,6 +272,7 @@ bool obj_equal(const obj_t *a, const obj_t *b)
         const obj_sib_t *x = &a->sib[i];
         const obj_sib_t *y = &b->sib[i];
         if (dot_cmp(x->dot, y->dot) != 0 || x->flags != y->flags ||
+            x->token != y->token ||
             x->ts_us != y->ts_us || x->vlen != y->vlen ||
             (x->vlen && memcmp(x->val, y->val, x->vlen) != 0)) {
             return false;
@@ -281,7 +312,10 @@ int obj_encode(const obj_t *o, buf_t *b)
         buf_put_u64(b, s->dot.actor);
         buf_put_varint(b, s->dot.counter);
         buf_put_u64(b, (uint64_t)s->ts_us);
-        buf_put_u8(b, s->flags);
+        buf_put_u8(b, (uint8_t)(s->flags | (s->token ? OBJ_SIB_TOKEN : 0)));
+        if (s->token != 0) {
+            buf_put_u64(b, s->token);
+        }
         buf_put_varint(b, s->vlen);
         buf_put(b, s->val, s->vlen);
     }
@@ -327,6 +361,13 @@ int obj_decode(const void *p, size_t len, const obj_limits_t *lim, obj_t *o)
         s->dot.counter = rd_varint(&r);
         s->ts_us = (int64_t)rd_u64(&r);
         s->flags = rd_u8(&r);
+        if (s->flags & OBJ_SIB_TOKEN) {
+            s->token = rd_u64(&r);
+            s->flags &= (uint8_t)~OBJ_SIB_TOKEN;
+            if (s->token == 0) {
+                r.err = true; /* a token is never 0: 0 means none */
+            }
+        }
         uint64_t vlen = rd_varint(&r);
         if (r.err || s->dot.counter == 0 || (s->flags & ~OBJ_SIB_TOMBSTONE) ||
             vlen > lim->max_value || vlen > rd_left(&r) ||

@@ -13,11 +13,15 @@
 #include "vclock.h"
 
 #define OBJ_SIB_TOMBSTONE 0x01u
+/* In the encoding only: a token:u64 follows the flags. */
+#define OBJ_SIB_TOKEN 0x02u
 
 typedef struct obj_sib {
     vc_dot_t dot;
-    int64_t ts_us; /* coordinator's wall clock: informative only */
-    uint8_t flags; /* OBJ_SIB_TOMBSTONE */
+    int64_t ts_us;  /* coordinator's wall clock: informative only */
+    uint64_t token; /* the client write it came from (0: none), see
+                       obj_update */
+    uint8_t flags;  /* OBJ_SIB_TOMBSTONE */
     size_t vlen;
     uint8_t *val; /* owned; NULL when vlen == 0 */
 } obj_sib_t;
@@ -49,9 +53,17 @@ void obj_free(obj_t *o);
  * (dot, ts, value or tombstone) and raises the context by ctx and the dot.
  * The caller must hold the key's lock and must have drawn dot from an actor
  * counter that was never used before. Returns 0 or KV_ENOMEM (o unchanged).
+ *
+ * token (0: none) names the client's write: a forwarded write that a
+ * coordinator did not answer is sent again to the next one with the same
+ * token, and may so be applied twice under two dots. Of siblings that
+ * carry the same token only the one with the lowest dot is kept (here and
+ * in obj_join), on every replica alike, so the retry costs no duplicate
+ * version; the other's dot stays in the context, as if it had been
+ * overwritten.
  */
 int obj_update(obj_t *o, const vc_t *ctx, vc_dot_t dot, int64_t ts_us,
-               const void *val, size_t vlen, bool tombstone);
+               uint64_t token, const void *val, size_t vlen, bool tombstone);
 
 /*
  * Joins src into dst (the dot-kernel join of delta-CRDTs): a sibling

@@ -265,8 +265,8 @@ static int replica_save(kv_t *kv, replica_group_t *g, const void *key,
 static int replica_write_impl(kv_t *kv, replica_group_t *g,
                               replica_group_t *open, const void *key,
                               size_t klen, const vc_t *ctx, const void *val,
-                              size_t vlen, bool tombstone, obj_t *result,
-                              buf_t *enc)
+                              size_t vlen, bool tombstone, uint64_t token,
+                              obj_t *result, buf_t *enc)
 {
     obj_t o;
     obj_init(&o);
@@ -277,8 +277,8 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g,
         vc_dot_t dot = {kv->actor, atomic_fetch_add(&kv->counter, 1) + 1};
         /* Without a context the write supersedes what this replica holds:
          * its own causal context is exactly that. */
-        rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, clk_wall_us(), val,
-                        vlen, tombstone);
+        rc = obj_update(&o, ctx != NULL ? ctx : &o.cc, dot, clk_wall_us(),
+                        token, val, vlen, tombstone);
     }
     if (rc == 0 && o.n > REPLICA_SIBLINGS_REFUSE) {
         /* Refuse the write that would grow the object past the limit
@@ -311,10 +311,10 @@ static int replica_write_impl(kv_t *kv, replica_group_t *g,
 
 int replica_write(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
                   const vc_t *ctx, const void *val, size_t vlen, bool tombstone,
-                  obj_t *result, buf_t *enc)
+                  uint64_t token, obj_t *result, buf_t *enc)
 {
     return replica_write_impl(kv, NULL, open, key, klen, ctx, val, vlen,
-                              tombstone, result, enc);
+                              tombstone, token, result, enc);
 }
 
 int replica_read_cached(kv_t *kv, const void *key, size_t klen, obj_t *out)
@@ -453,11 +453,12 @@ static void group_on_commit(replica_group_t *g, replica_done_fn fn, void *arg,
 
 int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
                           const vc_t *ctx, const void *val, size_t vlen,
-                          bool tombstone, obj_t *result, buf_t *enc,
-                          replica_done_fn fn, void *arg, uint64_t u)
+                          bool tombstone, uint64_t token, obj_t *result,
+                          buf_t *enc, replica_done_fn fn, void *arg,
+                          uint64_t u)
 {
     int rc = replica_write_impl(g->kv, g, g, key, klen, ctx, val, vlen,
-                                tombstone, result, enc);
+                                tombstone, token, result, enc);
     if (rc == 0) {
         group_on_commit(g, fn, arg, u);
     }

@@ -33,7 +33,8 @@ typedef void (*replica_done_fn)(void *arg, uint64_t u, int rc);
 /*
  * Coordinates a write on this replica: draws a new dot, drops the local
  * siblings that ctx covers (ctx NULL: every local sibling, i.e. the simple
- * kv_put semantics), stores the result durably. If result is not NULL it
+ * kv_put semantics), stores the result durably. token (0: none) is the
+ * client write's (obj_update). If result is not NULL it
  * receives the new object, and enc (if not NULL) its encoding: what
  * replication sends to the other replicas.
  * Returns 0, KV_ECORRUPT (the stored object is damaged: nothing written),
@@ -41,7 +42,7 @@ typedef void (*replica_done_fn)(void *arg, uint64_t u, int rc);
  */
 int replica_write(kv_t *kv, replica_group_t *open, const void *key, size_t klen,
                   const vc_t *ctx, const void *val, size_t vlen, bool tombstone,
-                  obj_t *result, buf_t *enc);
+                  uint64_t token, obj_t *result, buf_t *enc);
 
 /* Reads the local object (empty if absent). Takes no stripe (RocksDB
  * reads one value consistently), so it needs no open group: it sees what
@@ -69,8 +70,9 @@ void replica_group_end(replica_group_t *g);
 replica_group_t *replica_group_of(const struct rpc_req *req);
 int replica_write_grouped(replica_group_t *g, const void *key, size_t klen,
                           const vc_t *ctx, const void *val, size_t vlen,
-                          bool tombstone, obj_t *result, buf_t *enc,
-                          replica_done_fn fn, void *arg, uint64_t u);
+                          bool tombstone, uint64_t token, obj_t *result,
+                          buf_t *enc, replica_done_fn fn, void *arg,
+                          uint64_t u);
 int replica_merge_grouped(replica_group_t *g, const void *key, size_t klen,
                           const obj_t *in, replica_done_fn fn, void *arg,
                           uint64_t u);

@@ -202,6 +202,24 @@ static void reply_kv_error(resp_conn_t *c, int rc)
     reply_fmt(c, "-ERR kvdist: %s\r\n", kv_strerror(rc));
 }
 
+/* A write's failure says whether it may have been applied: "not written"
+ * (safe to send again as it is) or "indeterminate" (it may exist on some
+ * replicas and become visible). */
+static void reply_write_error(resp_conn_t *c, int rc)
+{
+    if (rc == KV_EQUORUM || rc == KV_ETIMEDOUT) {
+        reply_fmt(c,
+                  "-ERR kvdist: indeterminate: %s; the write may exist on "
+                  "some replicas\r\n",
+                  rc == KV_EQUORUM ? "quorum not reached" : "timed out");
+    } else if (rc == KV_EUNAVAIL) {
+        reply_raw(c, "-ERR kvdist: not written: not enough replicas can be "
+                     "reached\r\n");
+    } else {
+        reply_kv_error(c, rc);
+    }
+}
+
 /* A command name or argument quoted into an error line: printable bytes
  * only, truncated, so a reply never carries CR/LF from the request. */
 static void quote_arg(const resp_arg_t *a, char *out, size_t size)
@@ -695,7 +713,7 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
         if (rc == 0) {
             reply_raw(c, "+OK\r\n");
         } else {
-            reply_kv_error(c, rc);
+            reply_write_error(c, rc);
         }
         op_finish(c);
         break;
@@ -717,7 +735,8 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
         }
         break;
     case OP_EXISTS:
-    case OP_DEL:
+    case OP_DEL: {
+        bool wrote = c->op_deleting; /* rc is the tombstone write's */
         if (c->op_deleting) {
             c->op_deleting = false;
             c->op_count += rc == 0;
@@ -730,7 +749,10 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
                 }
             }
         }
-        if (rc != 0) {
+        if (rc != 0 && wrote) {
+            reply_write_error(c, rc);
+            op_finish(c);
+        } else if (rc != 0) {
             reply_kv_error(c, rc);
             op_finish(c);
         } else if (!c->op_deleting && ++c->op_i >= c->argc) {
@@ -740,6 +762,7 @@ static void op_done(void *arg, int rc, int acked, int needed, obj_t *result)
             c->op_next = true;
         }
         break;
+    }
     case OP_NONE:
         break;
     }
@@ -758,7 +781,7 @@ static void op_issue(resp_conn_t *c)
     const void *val = set ? c->argv[c->op_i + 1].p : NULL;
     size_t vlen = set ? c->argv[c->op_i + 1].len : 0;
     if (write) {
-        node_write(kv, k->p, k->len, NULL, val, vlen, tomb, 0, 0,
+        node_write(kv, k->p, k->len, NULL, val, vlen, tomb, 0, 0, 0,
                    NODE_FROM_FRONTEND, NULL, op_done, c);
     } else {
         node_read(kv, k->p, k->len, 0, 0, NODE_FROM_FRONTEND, NULL, op_done, c);

@@ -110,6 +110,17 @@
 #define RPC_STALL_MS 5
 /* Peers one dispatched batch may cork requests for. */
 #define RPC_CORK_PEERS 16
+/* A peer never connected yet gets this long to be dialled before a call
+ * to it fails at once as not sent. */
+#define RPC_CONNECT_GRACE_MS 1000
+/* Sent requests in a row that time out before a peer that still holds a
+ * connection (a paused process) counts as unreachable. */
+#define RPC_SUSPECT_TIMEOUTS 2
+/* Bounds of the per-hop timeout derived from observed round trips. */
+#define RPC_HOP_MIN_MS 150
+#define RPC_HOP_MAX_MS 2000
+/* How often a peer without connection has NNG's dial statistics read. */
+#define RPC_DIAL_CHECK_MS 20
 
 /* One request, queued or in a message in flight. */
 struct rpc_call {
@@ -137,6 +148,7 @@ struct rpc_slot {
     nng_ctx ctx;
     nng_aio *aio;
     bool sent;
+    int64_t sent_us; /* when the message went out (round trips) */
     nng_aio *hold; /* the fault hook's wait (allocated on first use) */
     nng_msg *held; /* the message it holds back */
     bool drop;
@@ -156,6 +168,20 @@ struct rpc_peer {
     struct rpc_call *qtail;
     unsigned inflight; /* messages sent and not yet answered */
     nng_time last_send; /* when a message last went out */
+    /* Reachability (see "Who is reachable" above). Atomics: written by
+     * NNG's pipe callbacks and the reply path, read by every call. */
+    nng_dialer dialer;
+    nng_time created;
+    _Atomic int npipes;         /* connections open now */
+    _Atomic unsigned adds;      /* connections ever opened */
+    _Atomic int64_t lost_at;    /* when the last connection closed */
+    _Atomic uint64_t dial_base; /* dial failures counted by then */
+    _Atomic int64_t failed_checked; /* when dial_failed was last read */
+    _Atomic int64_t heard_at;   /* rpc_peer_heard (0: never) */
+    _Atomic bool dial_failed;   /* a dial failed since lost_at */
+    _Atomic int timeouts;       /* sent and unanswered in a row */
+    _Atomic uint32_t srtt_us;   /* smoothed round trip (0: none yet) */
+    _Atomic uint32_t rttvar_us; /* its mean deviation */
 };
 
 enum worker_state { W_RECV, W_HANDLING, W_SEND, W_STOPPED };
@@ -266,6 +292,140 @@ static int rpc_code(int nng_rv)
     default:
         return KV_EIO;
     }
+}
+
+/* ------------------------------------------------- who is reachable */
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The dial attempts to p that failed so far (refused, timed out, other),
+ * from NNG's statistics: NNG 1.5 tells a dialer's failures to nobody
+ * else. 0 when statistics are unavailable (then the grace periods alone
+ * decide). */
+static uint64_t dial_failures(const rpc_peer_t *p)
+{
+    nng_stat *all = NULL;
+    if (nng_stats_get(&all) != 0) {
+        return 0;
+    }
+    uint64_t n = 0;
+    nng_stat *d = nng_stat_find_dialer(all, p->dialer);
+    static const char *const names[] = {"refused", "timeout", "other"};
+    for (size_t i = 0; d != NULL && i < sizeof(names) / sizeof(names[0]);
+         i++) {
+        nng_stat *st = nng_stat_find(d, names[i]);
+        n += st != NULL ? nng_stat_value(st) : 0;
+    }
+    nng_stats_free(all);
+    return n;
+}
+
+/* NNG's pipe events for p's socket: ADD_PRE and REM_POST come in pairs
+ * for every pipe (REM_POST also for one that never reached ADD_POST). */
+static void pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    (void)pipe;
+    rpc_peer_t *p = arg;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        atomic_fetch_add(&p->npipes, 1);
+        atomic_fetch_add(&p->adds, 1);
+        atomic_store(&p->timeouts, 0);
+    } else if (ev == NNG_PIPE_EV_REM_POST &&
+               atomic_fetch_sub(&p->npipes, 1) == 1) {
+        atomic_store(&p->dial_base, dial_failures(p));
+        atomic_store(&p->dial_failed, false);
+        atomic_store(&p->failed_checked, 0);
+        atomic_store(&p->lost_at, (int64_t)nng_clock());
+    }
+}
+
+/* True when a request to p would wait for a connection that is not
+ * coming: p has none, and was never connected within its grace, or lost
+ * its connection and a redial has failed since (or a whole reconnect
+ * interval passed without one). */
+static bool peer_unconnected(rpc_peer_t *p)
+{
+    if (atomic_load(&p->npipes) > 0) {
+        return false;
+    }
+    nng_time now = nng_clock();
+    int64_t heard = atomic_load(&p->heard_at);
+    if (heard != 0 && (int64_t)now - heard < RPC_CONNECT_GRACE_MS) {
+        /* Alive by its heartbeat: wait for NNG's redial (its backoff
+         * reaches NNG_OPT_RECONNMAXT) rather than refuse. */
+        return false;
+    }
+    bool never = atomic_load(&p->adds) == 0;
+    nng_time since = never ? p->created : (nng_time)atomic_load(&p->lost_at);
+    if (now - since >= RPC_CONNECT_GRACE_MS) {
+        return true;
+    }
+    /* NNG's statistics are a snapshot of every socket: read them at most
+     * every RPC_DIAL_CHECK_MS per peer, the verdict cached between. */
+    int64_t checked = atomic_load(&p->failed_checked);
+    if ((int64_t)now - checked >= RPC_DIAL_CHECK_MS &&
+        atomic_compare_exchange_strong(&p->failed_checked, &checked,
+                                       (int64_t)now)) {
+        uint64_t base = never ? 0 : atomic_load(&p->dial_base);
+        atomic_store(&p->dial_failed, dial_failures(p) > base);
+    }
+    return atomic_load(&p->dial_failed);
+}
+
+void rpc_peer_heard(rpc_peer_t *p)
+{
+    if (p != NULL) {
+        atomic_store(&p->heard_at, (int64_t)nng_clock());
+        atomic_store(&p->timeouts, 0);
+    }
+}
+
+bool rpc_peer_reachable(rpc_peer_t *p)
+{
+    return p == NULL || (atomic_load(&p->timeouts) < RPC_SUSPECT_TIMEOUTS &&
+                         !peer_unconnected(p));
+}
+
+/* A round trip of rtt_us to p: Jacobson's smoothed mean and deviation
+ * (RFC 6298), whose sum bounds what p usually takes. Two replies landing
+ * at once may lose one sample: an estimate, not a count. */
+static void peer_rtt(rpc_peer_t *p, int64_t rtt_us)
+{
+    uint32_t r = rtt_us > 0 ? (rtt_us > UINT32_MAX / 2 ? UINT32_MAX / 2
+                                                        : (uint32_t)rtt_us)
+                            : 1;
+    uint32_t srtt = atomic_load(&p->srtt_us);
+    uint32_t var = atomic_load(&p->rttvar_us);
+    if (srtt == 0) {
+        srtt = r;
+        var = r / 2;
+    } else {
+        uint32_t d = r > srtt ? r - srtt : srtt - r;
+        var = var - var / 4 + d / 4;
+        srtt = srtt - srtt / 8 + r / 8;
+    }
+    atomic_store(&p->srtt_us, srtt > 0 ? srtt : 1);
+    atomic_store(&p->rttvar_us, var);
+}
+
+int rpc_peer_hop_ms(rpc_peer_t *p)
+{
+    uint64_t srtt = atomic_load(&p->srtt_us);
+    if (srtt == 0) {
+        return RPC_HOP_MAX_MS / 4; /* nothing observed yet */
+    }
+    /* Twice RFC 6298's retransmission bound: a hop that takes longer is
+     * one the peer is not answering, not one it answers slowly. */
+    uint64_t ms =
+        2 * (srtt + 4 * (uint64_t)atomic_load(&p->rttvar_us)) / 1000;
+    return ms < RPC_HOP_MIN_MS   ? RPC_HOP_MIN_MS
+           : ms > RPC_HOP_MAX_MS ? RPC_HOP_MAX_MS
+                                 : (int)ms;
 }
 
 /* Appends a varint to an NNG message. */
@@ -930,6 +1090,7 @@ static void slot_send(struct rpc_slot *s)
         nng_sleep_aio(s->drop || delay > left ? left : delay, s->hold);
         return;
     }
+    s->sent_us = mono_us();
     nng_aio_set_timeout(s->aio, left);
     nng_aio_set_msg(s->aio, m);
     nng_ctx_send(s->ctx, s->aio);
@@ -1075,10 +1236,30 @@ static void hold_cb(void *arg)
         return;
     }
     nng_time now = nng_clock();
+    s->sent_us = mono_us();
     nng_aio_set_timeout(
         s->aio, s->deadline > now ? (nng_duration)(s->deadline - now) : 1);
     nng_aio_set_msg(s->aio, m);
     nng_ctx_send(s->ctx, s->aio);
+}
+
+/* What a failed exchange means to the caller. Before req0 handed the
+ * message to a connection (its send did not finish) nothing reached the
+ * peer: KV_EUNAVAIL. After, the peer may have acted on it: a timeout or a
+ * connection lost with the request on it is KV_ETIMEDOUT, indeterminate. */
+static int slot_outcome(struct rpc_slot *s, int rv)
+{
+    int rc = rpc_code(rv);
+    if (rc == KV_ECLOSED || rc == KV_ENOMEM) {
+        return rc;
+    }
+    if (!s->sent) {
+        return KV_EUNAVAIL;
+    }
+    if (rv == NNG_ETIMEDOUT) {
+        atomic_fetch_add(&s->peer->timeouts, 1);
+    }
+    return KV_ETIMEDOUT;
 }
 
 static void slot_cb(void *arg)
@@ -1088,7 +1269,7 @@ static void slot_cb(void *arg)
     if (!s->sent) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(s->aio));
-            slot_finish(s, rpc_code(rv), NULL);
+            slot_finish(s, slot_outcome(s, rv), NULL);
             return;
         }
         s->sent = true;
@@ -1108,9 +1289,11 @@ static void slot_cb(void *arg)
         return;
     }
     if (rv != 0) {
-        slot_finish(s, rpc_code(rv), NULL);
+        slot_finish(s, slot_outcome(s, rv), NULL);
         return;
     }
+    atomic_store(&s->peer->timeouts, 0);
+    peer_rtt(s->peer, mono_us() - s->sent_us);
     slot_finish(s, 0, nng_aio_get_msg(s->aio));
 }
 
@@ -1162,6 +1345,12 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
     if (msg->oom) {
         buf_free(msg);
         return KV_ENOMEM;
+    }
+    if (peer_unconnected(p)) {
+        /* It would wait in req0's queue for its whole deadline. */
+        buf_free(msg);
+        metric_inc(rpc->cfg.metrics, M_RPC_UNSENT);
+        return KV_EUNAVAIL;
     }
     struct rpc_call *c = malloc(sizeof(*c));
     if (c == NULL) {
@@ -1285,26 +1474,27 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
         return NULL;
     }
     p->rpc = rpc;
+    p->created = nng_clock();
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, pipe_cb, p);
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, pipe_cb, p);
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
                         wire_recv_max(&rpc->cfg.limits));
     nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
     nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 1000);
-    int rv;
-    if (rpc->have_local && strncmp(url, "tcp://", 6) == 0) {
-        nng_dialer d;
-        rv = nng_dialer_create(&d, p->sock, url);
-        if (rv == 0) {
-            int lrv = nng_dialer_set_addr(d, NNG_OPT_LOCADDR, &rpc->local);
-            if (lrv != 0) {
-                KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
-                       "rpc: cannot dial %s from the listen address: %s", url,
-                       nng_strerror(lrv));
-            }
-            rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, p->sock, url);
+    if (rv == 0 && rpc->have_local && strncmp(url, "tcp://", 6) == 0) {
+        int lrv = nng_dialer_set_addr(d, NNG_OPT_LOCADDR, &rpc->local);
+        if (lrv != 0) {
+            KV_LOG(rpc->cfg.log, KV_LOG_DEBUG,
+                   "rpc: cannot dial %s from the listen address: %s", url,
+                   nng_strerror(lrv));
         }
-    } else {
-        rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    }
+    if (rv == 0) {
+        p->dialer = d;
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
     }
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN, "rpc: cannot dial %s: %s", url,

@@ -18,8 +18,13 @@ typedef struct rpc_peer rpc_peer_t;
 typedef struct rpc_req rpc_req_t;
 
 /* Called once per rpc_call: rc is 0 with the decoded reply (valid only
- * during the call), or KV_ETIMEDOUT / KV_EUNAVAIL / KV_EPROTO / KV_ECLOSED
- * with reply NULL. Runs on an NNG thread: must not block for long. */
+ * during the call), or an error with reply NULL:
+ *   KV_EUNAVAIL  never sent: it reached no connection, so the peer did
+ *                nothing with it;
+ *   KV_ETIMEDOUT sent and not answered (the deadline passed, or the
+ *                connection closed under it): the peer may have acted;
+ *   KV_EPROTO, KV_ECLOSED, KV_ENOMEM.
+ * Runs on an NNG thread: must not block for long. */
 typedef void (*rpc_done_fn)(void *arg, int rc, const wire_msg_t *reply);
 
 /* Called for each well-formed request of the type it was registered for
@@ -87,6 +92,21 @@ void rpc_destroy(rpc_t *rpc);
  * or a bad URL. */
 rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url);
 const char *rpc_peer_url(const rpc_peer_t *p);
+/* This node's own view of p, never gossiped (the failure detector stays
+ * the authority on up and down): false while p has no connection and
+ * cannot get one (never connected within a grace, or a redial failed
+ * since its connection closed), or after requests sent to it timed out
+ * twice in a row (a paused process keeps its connections); true again on
+ * a new connection or any answer. Routing ranks such peers last, and
+ * rpc_call fails at once with KV_EUNAVAIL to a peer without connection. */
+bool rpc_peer_reachable(rpc_peer_t *p);
+/* p's heartbeat advanced (cluster.c's gossip): clears the suspicion, and
+ * for a second requests to p wait for NNG's redial rather than fail. */
+void rpc_peer_heard(rpc_peer_t *p);
+/* How long one hop to p should be given before the caller tries another
+ * peer: twice the round-trip bound observed (RFC 6298's srtt + 4 rttvar),
+ * within [150, 2000] ms; 500 ms before any answer. */
+int rpc_peer_hop_ms(rpc_peer_t *p);
 
 /* The fault hook's "store_delay MS" (0 when off), for store_set_write_delay
  * (arg is the rpc_t): the hook's file holds the faults of the node. */

@@ -87,14 +87,19 @@ void wire_build_hinted(buf_t *b, uint8_t type, uint64_t id, const char *owner,
 void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
                           const void *key, size_t klen, const void *val,
                           size_t vlen, const void *ctx, size_t ctxlen,
-                          uint8_t w, uint32_t timeout_ms)
+                          uint8_t w, uint32_t timeout_ms, uint64_t token)
 {
+    flags = (uint16_t)(token != 0 ? flags | WIRE_F_TOKEN
+                                  : flags & ~WIRE_F_TOKEN);
     wire_header(b, WIRE_COORD_PUT, id, 0, flags);
     wire_put_bytes(b, key, klen);
     wire_put_bytes(b, val, vlen);
     wire_put_bytes(b, ctx, ctxlen);
     buf_put_u8(b, w);
     buf_put_u32(b, timeout_ms);
+    if (token != 0) {
+        buf_put_u64(b, token);
+    }
 }
 
 void wire_build_coord_get(buf_t *b, uint64_t id, const void *key, size_t klen,
@@ -270,13 +275,20 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
             return KV_EPROTO;
         }
         if (base == WIRE_COORD_PUT) {
-            if (m->flags & ~(WIRE_F_TOMBSTONE | WIRE_F_HAS_CTX)) {
+            if (m->flags &
+                ~(WIRE_F_TOMBSTONE | WIRE_F_HAS_CTX | WIRE_F_TOKEN)) {
                 return KV_EPROTO;
             }
             m->val = rd_string(&r, lim->max_value, &m->vlen);
             m->ctx = rd_string(&r, lim->max_object, &m->ctxlen);
             m->quorum = rd_u8(&r);
             m->timeout_ms = rd_u32(&r);
+            if (m->flags & WIRE_F_TOKEN) {
+                m->token = rd_u64(&r);
+                if (!r.err && m->token == 0) {
+                    return KV_EPROTO; /* 0 means none: never sent */
+                }
+            }
         } else if (base == WIRE_COORD_GET) {
             m->quorum = rd_u8(&r);
             m->timeout_ms = rd_u32(&r);

@@ -42,6 +42,10 @@ enum wire_type {
 /* Flag in a REPLICA_PUT / REPLICA_GET: the receiver stands in for `owner`
  * (sloppy quorum): it keeps the object as a hint for that node. */
 #define WIRE_F_HINT 0x4u
+/* Flag in a COORD_PUT: token:u64 follows the timeout, the client write's
+ * token (object.h, obj_update): a forward sent again to the next
+ * coordinator carries the same one. */
+#define WIRE_F_TOKEN 0x8u
 
 /* One row of a gossip table. */
 typedef struct wire_gossip {
@@ -78,6 +82,7 @@ typedef struct wire_msg {
     size_t ctxlen;
     uint8_t quorum;       /* COORD_*: w or r, 0 = node default */
     uint32_t timeout_ms;  /* COORD_*: 0 = node default */
+    uint64_t token;       /* COORD_PUT with WIRE_F_TOKEN, else 0 */
     uint8_t acked;        /* COORD_* replies */
     uint8_t needed;       /* COORD_* replies */
     wire_member_t member; /* JOIN */
@@ -123,7 +128,7 @@ void wire_build_hinted(buf_t *b, uint8_t type, uint64_t id, const char *owner,
 void wire_build_coord_put(buf_t *b, uint64_t id, uint16_t flags,
                           const void *key, size_t klen, const void *val,
                           size_t vlen, const void *ctx, size_t ctxlen,
-                          uint8_t w, uint32_t timeout_ms);
+                          uint8_t w, uint32_t timeout_ms, uint64_t token);
 void wire_build_coord_get(buf_t *b, uint64_t id, const void *key, size_t klen,
                           uint8_t r, uint32_t timeout_ms);
 /* A reply carrying an object (may be empty) and, for COORD_* replies, the

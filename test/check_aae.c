@@ -437,7 +437,7 @@ static void put_at(const char *url, const char *key, const char *val)
     buf_t b;
     buf_init(&b);
     wire_build_coord_put(&b, 7, 0, key, strlen(key), val, strlen(val), NULL, 0,
-                         1, 500);
+                         1, 500, 0);
     nng_msg *reply = harness_raw_request(url, b.p, b.len, 5000);
     buf_free(&b);
     ck_assert_ptr_nonnull(reply);

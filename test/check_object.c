@@ -20,7 +20,7 @@ static const obj_limits_t lim = {1 << 20, 1024, 1024};
 static void write_str(obj_t *o, const vc_t *ctx, uint64_t actor,
                       uint64_t counter, const char *v)
 {
-    ck_assert_int_eq(obj_update(o, ctx, (vc_dot_t){actor, counter}, 1,
+    ck_assert_int_eq(obj_update(o, ctx, (vc_dot_t){actor, counter}, 1, 0,
                                 v, v ? strlen(v) : 0, v == NULL),
                      0);
 }
@@ -124,6 +124,91 @@ START_TEST(test_join_keeps_concurrent)
 }
 END_TEST
 
+/* A forwarded write retried on a second coordinator is applied twice,
+ * under two dots, with one token: every replica keeps the sibling with the
+ * lower dot, whatever order the copies meet in, and the context keeps
+ * both dots (a later write that saw either supersedes the write). */
+START_TEST(test_retried_write_token)
+{
+    const uint64_t tok = 0x5eed5eed5eedULL;
+    obj_t base, a, b, ab, ba;
+    obj_init(&base);
+    write_str(&base, NULL, 1, 1, "old");
+    obj_init(&a);
+    obj_init(&b);
+    ck_assert_int_eq(obj_join(&a, &base, NULL), 0);
+    ck_assert_int_eq(obj_join(&b, &base, NULL), 0);
+    vc_t ctx;
+    vc_init(&ctx);
+    ck_assert_int_eq(vc_copy(&ctx, &base.cc), 0);
+    /* coordinator 3 and coordinator 2 each apply the same client write */
+    ck_assert_int_eq(obj_update(&a, &ctx, (vc_dot_t){3, 1}, 1, tok, "new", 3,
+                                false),
+                     0);
+    ck_assert_int_eq(obj_update(&b, &ctx, (vc_dot_t){2, 1}, 1, tok, "new", 3,
+                                false),
+                     0);
+    ck_assert_uint_eq(a.n, 1);
+    ck_assert_uint_eq(b.n, 1);
+    obj_init(&ab);
+    obj_init(&ba);
+    ck_assert_int_eq(obj_join(&ab, &a, NULL), 0);
+    bool changed = false;
+    ck_assert_int_eq(obj_join(&ab, &b, &changed), 0);
+    ck_assert(changed);
+    ck_assert_int_eq(obj_join(&ba, &b, NULL), 0);
+    ck_assert_int_eq(obj_join(&ba, &a, NULL), 0);
+    ck_assert_uint_eq(ab.n, 1);
+    ck_assert(obj_equal(&ab, &ba));
+    ck_assert(ab.sib[0].dot.actor == 2 && ab.sib[0].token == tok);
+    ck_assert(vc_covers(&ab.cc, (vc_dot_t){3, 1}));
+    /* a replica that held only the dropped copy converges too */
+    ck_assert_int_eq(obj_join(&a, &ab, &changed), 0);
+    ck_assert(changed && obj_equal(&a, &ab));
+    /* two client writes with distinct tokens stay two siblings */
+    obj_t c;
+    obj_init(&c);
+    ck_assert_int_eq(obj_join(&c, &base, NULL), 0);
+    ck_assert_int_eq(obj_update(&c, &ctx, (vc_dot_t){4, 1}, 1, tok + 1, "x", 1,
+                                false),
+                     0);
+    ck_assert_int_eq(obj_join(&c, &ab, NULL), 0);
+    ck_assert_uint_eq(c.n, 2);
+    /* the token survives the encoding; a token of 0 does not decode */
+    buf_t enc;
+    buf_init(&enc);
+    ck_assert_int_eq(obj_encode(&c, &enc), 0);
+    obj_t d;
+    obj_init(&d);
+    ck_assert_int_eq(obj_decode(enc.p, enc.len, &lim, &d), 0);
+    ck_assert(obj_equal(&c, &d));
+    ck_assert(d.sib[0].token != 0 && d.sib[1].token != 0);
+    obj_t z;
+    obj_init(&z);
+    write_str(&z, NULL, 1, 1, "v");
+    buf_t zb;
+    buf_init(&zb);
+    ck_assert_int_eq(obj_encode(&z, &zb), 0);
+    /* set the token flag on its one sibling, with no token behind it:
+     * flags sit after 'K' 'O' ver flg, clock {1, (1,1)}, count 1, dot, ts */
+    size_t flags_at = 4 + 1 + 8 + 1 + 1 + 8 + 1 + 8;
+    ck_assert_uint_eq(zb.p[flags_at], 0);
+    zb.p[flags_at] = OBJ_SIB_TOKEN;
+    ck_assert_int_eq(obj_decode(zb.p, zb.len, &lim, &d), KV_ECORRUPT);
+    buf_free(&zb);
+    buf_free(&enc);
+    obj_free(&z);
+    obj_free(&d);
+    obj_free(&c);
+    obj_free(&ab);
+    obj_free(&ba);
+    obj_free(&a);
+    obj_free(&b);
+    obj_free(&base);
+    vc_free(&ctx);
+}
+END_TEST
+
 START_TEST(test_encode_roundtrip_and_corruption)
 {
     obj_t o;
@@ -132,10 +217,10 @@ START_TEST(test_encode_roundtrip_and_corruption)
     vc_init(&empty);
     write_str(&o, &empty, 5, 1, "hello");
     write_str(&o, &empty, 6, 1, NULL);
-    ck_assert_int_eq(obj_update(&o, &empty, (vc_dot_t){7, 3}, -5,
+    ck_assert_int_eq(obj_update(&o, &empty, (vc_dot_t){7, 3}, -5, 0,
                                 "\0bin\0", 5, false),
                      0);
-    ck_assert_int_eq(obj_update(&o, &empty, (vc_dot_t){8, 1}, 0, NULL, 0,
+    ck_assert_int_eq(obj_update(&o, &empty, (vc_dot_t){8, 1}, 0, 0, NULL, 0,
                                 false),
                      0); /* an empty value is not a tombstone */
     buf_t b;
@@ -314,7 +399,7 @@ START_TEST(test_model_simulation)
             char v[16];
             snprintf(v, sizeof(v), "s%d", step);
             bool tomb = util_rand(&seed) % 8 == 0;
-            ck_assert_int_eq(obj_update(&rep[r], &cctx[c], d, step,
+            ck_assert_int_eq(obj_update(&rep[r], &cctx[c], d, step, 0,
                                         tomb ? NULL : v,
                                         tomb ? 0 : strlen(v), tomb),
                              0);
@@ -391,6 +476,7 @@ Suite *object_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_dvv_rules);
     tcase_add_test(tc, test_join_keeps_concurrent);
+    tcase_add_test(tc, test_retried_write_token);
     tcase_add_test(tc, test_encode_roundtrip_and_corruption);
     tcase_add_test(tc, test_random_bytes_never_crash);
     tcase_add_loop_test(tc, test_model_simulation, 0, 40);

@@ -356,7 +356,7 @@ static void one_sibling(obj_t *o, const char *val)
 {
     obj_init(o);
     vc_dot_t dot = {.actor = 7, .counter = 1};
-    ck_assert_int_eq(obj_update(o, NULL, dot, 1, val, strlen(val), false), 0);
+    ck_assert_int_eq(obj_update(o, NULL, dot, 1, 0, val, strlen(val), false), 0);
 }
 
 /* A verdict that never comes: the wait ends at its bound with

@@ -777,7 +777,7 @@ START_TEST(test_write_group_commits_before_outside_call)
     group_acks_t acks = {0, -1, 0};
     obj_t o;
     obj_init(&o);
-    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, "one", 3, false,
+    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, "one", 3, false, 0,
                                            NULL, NULL, group_ack, &acks, 7),
                      0);
     ck_assert_int_eq(acks.n, 0); /* staged only */
@@ -786,7 +786,7 @@ START_TEST(test_write_group_commits_before_outside_call)
 
     /* The same key outside the group: the group commits first. */
     ck_assert_int_eq(
-        replica_write(kv, g, "k", 1, NULL, "two", 3, false, NULL, NULL), 0);
+        replica_write(kv, g, "k", 1, NULL, "two", 3, false, 0, NULL, NULL), 0);
     ck_assert_int_eq(acks.n, 1);
     ck_assert_int_eq(acks.rc, 0);
     ck_assert_uint_eq(acks.u, 7);
@@ -795,7 +795,7 @@ START_TEST(test_write_group_commits_before_outside_call)
     /* The group goes on after a commit; a merge outside it commits it. */
     buf_t enc;
     buf_init(&enc);
-    ck_assert_int_eq(replica_write_grouped(g, "j", 1, NULL, "three", 5, false,
+    ck_assert_int_eq(replica_write_grouped(g, "j", 1, NULL, "three", 5, false, 0,
                                            &o, &enc, group_ack, &acks, 8),
                      0);
     ck_assert_int_eq(acks.n, 1);
@@ -814,7 +814,7 @@ START_TEST(test_write_group_commits_before_outside_call)
     ck_assert_uint_eq(acks.u, 8);
 
     /* A purge of the key the group holds next commits it too. */
-    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, NULL, 0, true,
+    ck_assert_int_eq(replica_write_grouped(g, "k", 1, NULL, NULL, 0, true, 0,
                                            NULL, NULL, group_ack, &acks, 9),
                      0);
     bool purged = true;

@@ -48,7 +48,7 @@ START_TEST(test_roundtrips)
     wire_build_key(&b[1], WIRE_REPLICA_GET, 2, "key", 3);
     wire_build_replica_put(&b[2], 3, "k\0y", 3, "objbytes", 8);
     wire_build_coord_put(&b[3], 4, WIRE_F_HAS_CTX, "k", 1, "value", 5, "ctx",
-                         3, 2, 1500);
+                         3, 2, 1500, 0);
     wire_build_coord_get(&b[4], 5, "k", 1, 3, 250);
     wire_build_obj_reply(&b[5], WIRE_COORD_GET, 6, KV_EQUORUM, 1, 2, "o", 1);
     wire_header(&b[6], WIRE_JOIN, 7, 0, 0);
@@ -69,6 +69,20 @@ START_TEST(test_roundtrips)
     ck_assert(m.ctxlen == 3 && memcmp(m.ctx, "ctx", 3) == 0);
     ck_assert_uint_eq(m.quorum, 2);
     ck_assert_uint_eq(m.timeout_ms, 1500);
+    ck_assert_uint_eq(m.token, 0);
+
+    /* A write's token travels in the COORD_PUT; 0 is never sent. */
+    buf_t t;
+    buf_init(&t);
+    wire_build_coord_put(&t, 9, 0, "k", 1, "v", 1, NULL, 0, 0, 100,
+                         0xfeedfacecafeULL);
+    ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m), 0);
+    ck_assert_uint_eq(m.flags, WIRE_F_TOKEN);
+    ck_assert(m.token == 0xfeedfacecafeULL);
+    ck_assert_uint_eq(m.timeout_ms, 100);
+    memset(t.p + t.len - 8, 0, 8);
+    ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m), KV_EPROTO);
+    buf_free(&t);
 
     ck_assert_int_eq(wire_decode(b[2].p, b[2].len, &lim, &m), 0);
     ck_assert(m.klen == 3 && memcmp(m.key, "k\0y", 3) == 0);
@@ -112,11 +126,11 @@ START_TEST(test_limits_and_bad_fields)
     ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
     buf_free(&b);
     /* value over the limit */
-    wire_build_coord_put(&b, 1, 0, "k", 1, big, 1025, NULL, 0, 0, 0);
+    wire_build_coord_put(&b, 1, 0, "k", 1, big, 1025, NULL, 0, 0, 0, 0);
     ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
     buf_free(&b);
     /* unknown flags */
-    wire_build_coord_put(&b, 1, 0x80, "k", 1, "v", 1, NULL, 0, 0, 0);
+    wire_build_coord_put(&b, 1, 0x80, "k", 1, "v", 1, NULL, 0, 0, 0, 0);
     ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
     buf_free(&b);
     /* unknown type */
