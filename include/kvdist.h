@@ -64,7 +64,10 @@ enum kv_error {
     KV_ECLOSED = 10,    /* the handle was shut down */
     KV_EBADOPT = 11,    /* unknown option name */
     KV_EBUSY = 12,      /* data directory locked by another process */
-    KV_EUNAVAIL = 13,   /* no node able to serve the request is reachable */
+    KV_EUNAVAIL = 13,   /* no node able to serve the request is reachable,
+                           or fewer than W (R) replicas could be asked: a
+                           write that returns this was NOT WRITTEN (no
+                           replica received it) and may be sent again */
     KV_EPROTO = 14,     /* a peer sent a malformed or unexpected message */
     KV_EADDRINUSE = 15, /* the listen address is already in use */
     KV_ENOTSUP = 16,    /* not supported in this configuration */

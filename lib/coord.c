@@ -800,8 +800,17 @@ void coord_read(kv_t *kv, const void *key, size_t klen, int r, int timeout_ms,
         return;
     }
     int tmo = timeout_ms > 0 ? timeout_ms : kv->cfg.timeout_ms;
-    if (kv->store == NULL) {
-        /* A client holds no data: a replica coordinates for it. */
+    bool owner = false;
+    for (size_t i = 0; i < rt.n; i++) {
+        owner = owner || rt.node[i].self;
+    }
+    if (kv->store == NULL || (!owner && in == NULL)) {
+        /* A client holds no data, and a node that is no replica of the
+         * key hands the read to one that is, as it does a write: the
+         * same coordinator then picks the same fallbacks for both (a
+         * coordinator never picks itself), so a read finds the hint a
+         * write left on a fallback. A forwarded read (in) is never
+         * forwarded again. */
         buf_t b;
         buf_init(&b);
         wire_build_coord_get(&b, rpc_next_id(kv->rpc), key, klen, (uint8_t)r,

@@ -415,6 +415,13 @@ static void peer_rtt(rpc_peer_t *p, int64_t rtt_us)
 
 int rpc_peer_hop_ms(rpc_peer_t *p)
 {
+    if (atomic_load(&p->npipes) <= 0) {
+        /* Not connected yet (a process that just started, a peer being
+         * redialled): a live peer connects well within the shortest hop,
+         * a dead one's dial fails unseen by the request, which would
+         * otherwise wait out the whole hop. */
+        return RPC_HOP_MIN_MS;
+    }
     uint64_t srtt = atomic_load(&p->srtt_us);
     if (srtt == 0) {
         return RPC_HOP_MAX_MS / 4; /* nothing observed yet */

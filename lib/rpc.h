@@ -105,7 +105,8 @@ bool rpc_peer_reachable(rpc_peer_t *p);
 void rpc_peer_heard(rpc_peer_t *p);
 /* How long one hop to p should be given before the caller tries another
  * peer: twice the round-trip bound observed (RFC 6298's srtt + 4 rttvar),
- * within [150, 2000] ms; 500 ms before any answer. */
+ * within [150, 2000] ms; 500 ms before any answer; 150 ms while p has no
+ * connection. */
 int rpc_peer_hop_ms(rpc_peer_t *p);
 
 /* The fault hook's "store_delay MS" (0 when off), for store_set_write_delay

@@ -19,6 +19,7 @@ Suite *wire_suite(void);
 Suite *rpc_suite(void);
 Suite *cluster_suite(void);
 Suite *failover_suite(void);
+Suite *availability_suite(void);
 Suite *aae_suite(void);
 Suite *resp_suite(void);
 Suite *http_suite(void);

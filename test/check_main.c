@@ -18,6 +18,7 @@ int main(void)
     srunner_add_suite(sr, rpc_suite());
     srunner_add_suite(sr, cluster_suite());
     srunner_add_suite(sr, failover_suite());
+    srunner_add_suite(sr, availability_suite());
     srunner_add_suite(sr, aae_suite());
     srunner_add_suite(sr, resp_suite());
     srunner_add_suite(sr, http_suite());
