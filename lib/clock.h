@@ -41,6 +41,14 @@ static inline int64_t clk_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Microseconds on the monotonic clock, for measuring round trips. */
+static inline int64_t clk_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* The absolute monotonic time ms milliseconds from now, for
  * pthread_cond_timedwait on a condition made by clk_cond_init. A negative
  * ms counts as 0 (the wait returns at once). */

@@ -45,6 +45,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "handoff.h"
 #include "pool.h"
@@ -451,13 +452,6 @@ typedef struct fwd {
     int64_t deadline_ms;
 } fwd_t;
 
-static int64_t fwd_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A client write's token: random, so that two clients never share one
  * (a shared token would merge two writes into one version); never 0. */
 static uint64_t write_token(void)
@@ -465,7 +459,7 @@ static uint64_t write_token(void)
     uint64_t t = 0;
     while (t == 0) {
         if (getrandom(&t, sizeof(t), 0) != (ssize_t)sizeof(t)) {
-            t = (uint64_t)fwd_now_ms() * UINT64_C(0x9e3779b97f4a7c15) ^
+            t = (uint64_t)clk_mono_ms() * UINT64_C(0x9e3779b97f4a7c15) ^
                 (uint64_t)(uintptr_t)&t;
         }
     }
@@ -480,7 +474,7 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply);
 static int fwd_send(fwd_t *f)
 {
     for (;;) {
-        int64_t left = f->deadline_ms - fwd_now_ms();
+        int64_t left = f->deadline_ms - clk_mono_ms();
         if (left <= 0) {
             return KV_ETIMEDOUT;
         }
@@ -596,7 +590,7 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
     f->cb = done;
     f->arg = arg;
     f->msg = buf_steal(msg, &f->msglen);
-    f->deadline_ms = fwd_now_ms() + timeout_ms + COORD_FORWARD_MARGIN_MS;
+    f->deadline_ms = clk_mono_ms() + timeout_ms + COORD_FORWARD_MARGIN_MS;
     int rc = fwd_send(f);
     if (rc != 0) {
         fwd_free(f);

@@ -51,6 +51,20 @@
  * request is sent again alone (only reads have large replies, so nothing
  * is applied twice).
  *
+ * Who is reachable: NNG 1.5's req0 queues a request for a peer without a
+ * connection until its deadline, and tells no request that a dial was
+ * refused. So each peer counts its pipes (nng_pipe_notify), and reads its
+ * dialer's failures from NNG's statistics. A call to a peer that has no
+ * connection and cannot get one (a failed redial, or none within
+ * RPC_CONNECT_GRACE_MS) fails at once with KV_EUNAVAIL, never sent. A
+ * failed exchange reports whether req0 had handed it to a connection:
+ * before, KV_EUNAVAIL (nothing reached the peer); after, KV_ETIMEDOUT
+ * (it may have acted). RPC_SUSPECT_TIMEOUTS sent requests timing out in
+ * a row mark a peer that keeps its connection (a paused process)
+ * unreachable. An answer, a new pipe or a heartbeat (rpc_peer_heard)
+ * clears that. Round trips feed rpc_peer_hop_ms. This view is this
+ * node's own and is never gossiped.
+ *
  * Shutdown (rpc_destroy): close the listening socket, cancel the calls in
  * flight and wait for their callbacks, and only then close the peer
  * sockets, when no context is open on them any more: closing an NNG 1.5
@@ -168,7 +182,7 @@ struct rpc_peer {
     struct rpc_call *qtail;
     unsigned inflight; /* messages sent and not yet answered */
     nng_time last_send; /* when a message last went out */
-    /* Reachability (see "Who is reachable" above). Atomics: written by
+    /* Reachability ("Who is reachable" at the top). Atomics: written by
      * NNG's pipe callbacks and the reply path, read by every call. */
     nng_dialer dialer;
     nng_time created;
@@ -295,13 +309,6 @@ static int rpc_code(int nng_rv)
 }
 
 /* ------------------------------------------------- who is reachable */
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* The dial attempts to p that failed so far (refused, timed out, other),
  * from NNG's statistics: NNG 1.5 tells a dialer's failures to nobody
@@ -1097,7 +1104,7 @@ static void slot_send(struct rpc_slot *s)
         nng_sleep_aio(s->drop || delay > left ? left : delay, s->hold);
         return;
     }
-    s->sent_us = mono_us();
+    s->sent_us = clk_mono_us();
     nng_aio_set_timeout(s->aio, left);
     nng_aio_set_msg(s->aio, m);
     nng_ctx_send(s->ctx, s->aio);
@@ -1243,7 +1250,7 @@ static void hold_cb(void *arg)
         return;
     }
     nng_time now = nng_clock();
-    s->sent_us = mono_us();
+    s->sent_us = clk_mono_us();
     nng_aio_set_timeout(
         s->aio, s->deadline > now ? (nng_duration)(s->deadline - now) : 1);
     nng_aio_set_msg(s->aio, m);
@@ -1300,7 +1307,7 @@ static void slot_cb(void *arg)
         return;
     }
     atomic_store(&s->peer->timeouts, 0);
-    peer_rtt(s->peer, mono_us() - s->sent_us);
+    peer_rtt(s->peer, clk_mono_us() - s->sent_us);
     slot_finish(s, 0, nng_aio_get_msg(s->aio));
 }
 
