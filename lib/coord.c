@@ -45,6 +45,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <nng/nng.h>
+
 #include "clock.h"
 #include "cluster.h"
 #include "handoff.h"
@@ -439,17 +441,30 @@ typedef struct fwd {
      * (KV_EUNAVAIL: it reached no connection) goes to the next candidate
      * at once; one sent and not answered within its hop's time (twice the
      * round trip observed to that peer, rpc_peer_hop_ms) goes there too.
-     * For a read that is harmless; a write carries its client write's
-     * token (WIRE_F_TOKEN), so if both coordinators apply it the replicas
-     * keep one of the two siblings (obj_update). The last candidate gets
-     * all the time left. */
+     * For a write that is the only retry, and it carries its client
+     * write's token (WIRE_F_TOKEN), so if both coordinators apply it the
+     * replicas keep one of the two siblings (obj_update). A read also
+     * races (Cassandra's speculative retry): when its candidate has not
+     * answered within the latency bound observed to it (half the hop:
+     * srtt + 4 rttvar), the next candidate is asked as well, and the
+     * first answer wins. The last candidate gets all the time left. */
     rpc_peer_t *cand[CLUSTER_MAX_ROUTE];
     size_t ncand;
-    size_t next;
-    bool sent_any; /* some hop may have reached a coordinator */
     uint8_t *msg;
     size_t msglen;
     int64_t deadline_ms;
+    nng_aio *race; /* reads: the timer that races the next candidate */
+    /* Under mu (callbacks of several hops and the timer race): */
+    pthread_mutex_t mu;
+    int refs;      /* hops in flight, the armed timer, and the sender's */
+    size_t next;   /* the next candidate to ask */
+    int inflight;  /* hops sent and not yet called back */
+    bool armed;    /* the timer is running */
+    bool answered; /* the caller has its answer: later ones are dropped */
+    bool sent_any; /* some hop may have reached a coordinator */
+    bool refused;  /* a coordinator refused (KV_EUNAVAIL), with: */
+    int refused_acked;
+    int refused_needed;
 } fwd_t;
 
 /* A client write's token: random, so that two clients never share one
@@ -468,64 +483,83 @@ static uint64_t write_token(void)
 
 static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply);
 
-/* Sends the request to the next candidate that takes it. Returns 0 (the
- * reply callback will run), KV_EUNAVAIL when no candidate could be sent
- * to, or KV_ETIMEDOUT when the deadline has passed. */
-static int fwd_send(fwd_t *f)
+/* Sends the request to the next candidate that takes it (called with
+ * f->mu held; released around rpc_call, which may call back at once).
+ * Returns 0 when some hop is in flight (this one or an earlier one) or
+ * the answer was given meanwhile, else why none can be: KV_EUNAVAIL when
+ * nothing reached a coordinator, KV_ETIMEDOUT when one may have or the
+ * deadline has passed. */
+static int fwd_send_locked(fwd_t *f, bool race)
 {
     for (;;) {
-        int64_t left = f->deadline_ms - clk_mono_ms();
-        if (left <= 0) {
-            return KV_ETIMEDOUT;
+        if (f->answered) {
+            return 0;
         }
-        if (f->next >= f->ncand) {
-            return f->sent_any ? KV_ETIMEDOUT : KV_EUNAVAIL;
+        int64_t left = f->deadline_ms - clk_mono_ms();
+        if (left <= 0 || f->next >= f->ncand) {
+            if (f->inflight > 0) {
+                return 0;
+            }
+            return left <= 0 || f->sent_any ? KV_ETIMEDOUT : KV_EUNAVAIL;
         }
         rpc_peer_t *target = f->cand[f->next++];
-        int64_t tmo = left;
-        if (f->next < f->ncand) {
-            int hop = rpc_peer_hop_ms(target);
-            tmo = hop < left ? hop : left;
-        }
-        if (f->next > 1) {
+        int hop = rpc_peer_hop_ms(target);
+        int64_t tmo = f->next < f->ncand && hop < left ? hop : left;
+        if (race) {
+            metric_inc(&f->kv->metrics, M_FORWARD_RACES);
+            race = false; /* a candidate after it is a plain retry */
+        } else if (f->next > 1) {
             metric_inc(&f->kv->metrics, M_FORWARD_RETRIES);
         }
         buf_t b;
         buf_init(&b);
         buf_put(&b, f->msg, f->msglen);
         metric_inc(&f->kv->metrics, M_FORWARDS);
+        f->inflight++;
+        f->refs++;
+        pthread_mutex_unlock(&f->mu);
         int rc = rpc_call(f->kv->rpc, target, &b, (int)(tmo > 0 ? tmo : 1),
                           on_forward_reply, f);
+        pthread_mutex_lock(&f->mu);
+        if (rc == 0) {
+            int64_t wait = hop / 2;
+            if (f->race != NULL && !f->armed && !f->answered &&
+                f->next < f->ncand && wait < left) {
+                f->armed = true;
+                f->refs++;
+                nng_sleep_aio((nng_duration)wait, f->race);
+            }
+            return 0;
+        }
+        f->inflight--;
+        f->refs--;
         if (rc != KV_EUNAVAIL) {
-            return rc;
+            return f->inflight > 0 || f->answered ? 0 : rc;
         }
         /* Not sent (the peer has no connection): the next one, now. */
     }
 }
 
-static void fwd_free(fwd_t *f)
+static void fwd_unref(fwd_t *f)
 {
-    free(f->msg);
-    free(f);
+    pthread_mutex_lock(&f->mu);
+    bool gone = --f->refs == 0;
+    pthread_mutex_unlock(&f->mu);
+    if (gone) {
+        if (f->race != NULL) {
+            nng_aio_reap(f->race); /* may be its own callback running */
+        }
+        pthread_mutex_destroy(&f->mu);
+        free(f->msg);
+        free(f);
+    }
 }
 
-static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
+/* Gives the caller its answer: rc with reply (a coordinator's, or NULL). */
+static void fwd_answer(fwd_t *f, int rc, const wire_msg_t *reply)
 {
-    fwd_t *f = arg;
-    if (rc == KV_ETIMEDOUT) {
-        f->sent_any = true;
-    }
-    /* A coordinator that answers KV_EUNAVAIL wrote nothing (it could not
-     * ask enough replicas, or is none): another may do better. */
-    bool refused = rc == 0 && reply->status == KV_EUNAVAIL;
-    if (rc == KV_EUNAVAIL || rc == KV_ETIMEDOUT || refused) {
-        int again = fwd_send(f);
-        if (again == 0) {
-            return; /* on its way to the next candidate */
-        }
-        if (!refused || f->sent_any) {
-            rc = again; /* else: answer with the refusal and its counts */
-        }
+    if (f->race != NULL) {
+        nng_aio_cancel(f->race); /* its callback drops its reference */
     }
     obj_t o;
     obj_init(&o);
@@ -542,7 +576,12 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
             }
         }
     } else if (rc == KV_EUNAVAIL || rc == KV_ECLOSED) {
-        /* Nothing reached a coordinator: nothing was written. */
+        /* Nothing reached a coordinator: nothing was written. A refusal
+         * says how many replicas the coordinator could ask. */
+        if (rc == KV_EUNAVAIL && f->refused) {
+            acked = f->refused_acked;
+            needed = f->refused_needed;
+        }
     } else if (rc != KV_ETIMEDOUT && !f->is_read) {
         /* A write a coordinator may have received and applied is
          * indeterminate, not "nothing written" (found by the nemesis
@@ -553,7 +592,57 @@ static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
     }
     f->cb(f->arg, rc, acked, needed, f->is_read ? &o : NULL);
     obj_free(&o);
-    fwd_free(f);
+}
+
+static void on_forward_reply(void *arg, int rc, const wire_msg_t *reply)
+{
+    fwd_t *f = arg;
+    /* A coordinator that answers KV_EUNAVAIL wrote nothing (it could not
+     * ask enough replicas, or is none): another may do better. */
+    bool refused = rc == 0 && reply->status == KV_EUNAVAIL;
+    pthread_mutex_lock(&f->mu);
+    f->inflight--;
+    bool answer = !f->answered;
+    if (answer && (rc == KV_EUNAVAIL || rc == KV_ETIMEDOUT || refused)) {
+        if (rc == KV_ETIMEDOUT) {
+            f->sent_any = true;
+        }
+        if (refused) {
+            f->refused = true;
+            f->refused_acked = reply->acked;
+            f->refused_needed = reply->needed;
+        }
+        int again = fwd_send_locked(f, false);
+        answer = again != 0; /* else another hop will answer */
+        rc = again;
+        reply = NULL;
+    }
+    f->answered = f->answered || answer;
+    pthread_mutex_unlock(&f->mu);
+    if (answer) {
+        fwd_answer(f, rc, reply);
+    }
+    fwd_unref(f);
+}
+
+/* The race timer: the hop in flight is slower than its peer usually is,
+ * so the next candidate is asked too (or the timer was cancelled). */
+static void on_race(void *arg)
+{
+    fwd_t *f = arg;
+    bool fired = nng_aio_result(f->race) == 0;
+    pthread_mutex_lock(&f->mu);
+    f->armed = false;
+    int rc = 0;
+    if (fired && !f->answered) {
+        rc = fwd_send_locked(f, true);
+        f->answered = f->answered || rc != 0; /* may be answered meanwhile */
+    }
+    pthread_mutex_unlock(&f->mu);
+    if (rc != 0) {
+        fwd_answer(f, rc, NULL);
+    }
+    fwd_unref(f);
 }
 
 /* Hands the request to a replica: first those this node's failure
@@ -591,11 +680,19 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
     f->arg = arg;
     f->msg = buf_steal(msg, &f->msglen);
     f->deadline_ms = clk_mono_ms() + timeout_ms + COORD_FORWARD_MARGIN_MS;
-    int rc = fwd_send(f);
-    if (rc != 0) {
-        fwd_free(f);
-        done(arg, rc, 0, 0, NULL);
+    pthread_mutex_init(&f->mu, NULL);
+    f->refs = 1; /* ours, until the first hop is on its way */
+    if (is_read && f->ncand > 1 && nng_aio_alloc(&f->race, on_race, f) != 0) {
+        f->race = NULL; /* no memory for a timer: hop after hop, no race */
     }
+    pthread_mutex_lock(&f->mu);
+    int rc = fwd_send_locked(f, false);
+    f->answered = f->answered || rc != 0; /* may be answered meanwhile */
+    pthread_mutex_unlock(&f->mu);
+    if (rc != 0) {
+        fwd_answer(f, rc, NULL);
+    }
+    fwd_unref(f);
 }
 
 /* ------------------------------------------------------------ operations */

@@ -63,6 +63,10 @@ static const struct {
                            "Forwarded requests sent again to the next "
                            "coordinator: the first was unreachable, or did "
                            "not answer within its hop's time."},
+    [M_FORWARD_RACES] = {"kvdist_forward_races_total",
+                         "Forwarded reads also sent to the next coordinator "
+                         "because the first had not answered within the "
+                         "latency observed to it (speculative retry)."},
     [M_QUORUM_FAILURES] = {"kvdist_quorum_failures_total",
                            "Reads and writes that missed their quorum."},
     [M_READ_REPAIRS] = {"kvdist_read_repairs_total",

@@ -360,6 +360,22 @@ START_TEST(test_gossip_single_seed)
 }
 END_TEST
 
+/* A key whose first replica, as c routes it, is `first`. */
+static void key_led_by(kv_t *c, const char *first, char *key, size_t size)
+{
+    for (int i = 0;; i++) {
+        snprintf(key, size, "probe-%d", i);
+        kv_member_t *pl = NULL;
+        size_t n = 0;
+        ck_assert_int_eq(kv_preference_list(c, key, strlen(key), &pl, &n), 0);
+        bool hit = n > 0 && strcmp(pl[0].id, first) == 0;
+        kv_free(pl);
+        if (hit) {
+            return;
+        }
+    }
+}
+
 /* A client's read whose coordinator is paused (and not yet convicted) is
  * retried on the next replica within the same deadline. */
 START_TEST(test_read_retries_past_paused_coordinator)
@@ -371,17 +387,7 @@ START_TEST(test_read_retries_past_paused_coordinator)
     harness_wait_members(c, 3);
     /* a key whose first replica, as the client routes it, is n1 */
     char key[32];
-    for (int i = 0;; i++) {
-        snprintf(key, sizeof(key), "probe-%d", i);
-        kv_member_t *pl = NULL;
-        size_t n = 0;
-        ck_assert_int_eq(kv_preference_list(c, key, strlen(key), &pl, &n), 0);
-        int first_is_n1 = n > 0 && strcmp(pl[0].id, "n1") == 0;
-        kv_free(pl);
-        if (first_is_n1) {
-            break;
-        }
-    }
+    key_led_by(c, "n1", key, sizeof(key));
     ck_assert_int_eq(kv_put(c, key, strlen(key), "v", 1), 0);
     ck_assert(harness_wait_local_value(h->node[1].url, key, "v", 5000));
     ck_assert(harness_wait_local_value(h->node[2].url, key, "v", 5000));
@@ -417,6 +423,78 @@ static bool log_has(const char *path, const char *needle)
     fclose(f);
     return found;
 }
+
+/*
+ * Speculative retry: a client's read whose coordinator is alive but slow
+ * (n1's requests to the other replicas wait 1.5 s in the fault hook, so
+ * its R = 2 read cannot answer sooner, while it still answers gossip at
+ * once) is also sent to the next candidate once n1 has taken longer than
+ * the latency observed to it, and the faster answer wins. The race is
+ * counted on the client; n1's late answer is dropped when it comes.
+ */
+START_TEST(test_read_races_slow_coordinator)
+{
+    harness_t *h = harness_create(3);
+    char fault[600];
+    snprintf(fault, sizeof(fault), "%s/slow-n1.fault", h->dir);
+    const char *flag[] = {"--fault-file", fault, NULL};
+    harness_start(h, 0, flag); /* no file yet: no fault */
+    harness_start(h, 1, NULL);
+    harness_start(h, 2, NULL);
+    harness_wait_converged(h);
+    kv_t *c = harness_client(h, 5000);
+    harness_wait_members(c, 3);
+    char key[32];
+    key_led_by(c, "n1", key, sizeof(key));
+    ck_assert_int_eq(kv_put(c, key, strlen(key), "v", 1), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert(harness_wait_local_value(h->node[i].url, key, "v", 5000));
+    }
+    FILE *f = fopen(fault, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("delay 1500\n", f);
+    fclose(f);
+    int64_t deadline = harness_now_ms() + 15000;
+    while (!log_has(h->node[0].log, "fault hook: delay 1500 ms")) {
+        ck_assert_msg(harness_now_ms() < deadline, "n1 never read %s", fault);
+        harness_sleep_ms(20);
+    }
+    uint64_t races0 = 0;
+    uint64_t tmo0 = 0;
+    ck_assert_int_eq(kv_stat(c, "kvdist_forward_races_total", &races0), 0);
+    ck_assert_int_eq(kv_stat(c, "kvdist_rpc_timeouts_total", &tmo0), 0);
+    int64_t t0 = harness_now_ms();
+    void *got = NULL;
+    size_t len = 0;
+    int rc = kv_get(c, key, strlen(key), &got, &len);
+    int64_t took = harness_now_ms() - t0;
+    uint64_t races = 0;
+    ck_assert_int_eq(kv_stat(c, "kvdist_forward_races_total", &races), 0);
+    printf("failover: read raced past a coordinator 1.5 s slow in %lld ms "
+           "(%llu race)\n",
+           (long long)took, (unsigned long long)(races - races0));
+    ck_assert_msg(rc == 0, "read with a slow coordinator: %s",
+                  kv_strerror(rc));
+    ck_assert(len == 1 && memcmp(got, "v", 1) == 0);
+    kv_free(got);
+    ck_assert_uint_ge(races - races0, 1);
+    ck_assert_msg(took < 1500, "the read waited for the slow coordinator "
+                  "(%lld ms)", (long long)took);
+    /* The losing hop to n1 ends after the read is over (its hop time
+     * runs out): its callback finds the answer given, and drops it. */
+    uint64_t tmo = tmo0;
+    deadline = harness_now_ms() + 5000;
+    while (kv_stat(c, "kvdist_rpc_timeouts_total", &tmo) == 0 &&
+           tmo == tmo0) {
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "the hop to n1 never ended");
+        harness_sleep_ms(10);
+    }
+    ck_assert_int_eq(unlink(fault), 0);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
 
 /* The fault hook is switched on by the fault_file option only. A file that
  * drops every request, named by KVDIST_FAULT_FILE in the environment of
@@ -630,6 +708,7 @@ Suite *failover_suite(void)
     tcase_add_test(tc, test_sloppy_quorum_uses_fallbacks);
     tcase_add_test(tc, test_gossip_single_seed);
     tcase_add_test(tc, test_read_retries_past_paused_coordinator);
+    tcase_add_test(tc, test_read_races_slow_coordinator);
     tcase_add_test(tc, test_fault_hook_only_by_option);
     tcase_add_test(tc, test_slow_store_keeps_node_responsive);
     suite_add_tcase(s, tc);
