@@ -65,13 +65,15 @@
  * clears that. Round trips feed rpc_peer_hop_ms. This view is this
  * node's own and is never gossiped.
  *
- * Shutdown (rpc_destroy): close the listening socket, cancel the calls in
- * flight and wait for their callbacks, and only then close the peer
- * sockets, when no context is open on them any more: closing an NNG 1.5
- * socket while contexts are still being torn down can hang nng_close (seen
+ * Shutdown (rpc_destroy): stop the server's workers, fail the queued
+ * calls, let the calls in flight be answered for a short while (no
+ * message may be arriving when a socket closes, see there), cancel the
+ * rest and wait for their callbacks, and only then close the sockets,
+ * when no context is open on them any more: closing an NNG 1.5 socket
+ * while contexts are still being torn down can hang nng_close (seen
  * here; nanomsg/nng#1543 describes the same family of close races). The
  * lock `mu` protects peers, their queues and slots, inflight, ncalls,
- * closing, and the cork of each batch being dispatched.
+ * closing, cancelling, and the cork of each batch being dispatched.
  *
  * A node that listens on tcp://A.B.C.D:port also dials its peers from
  * A.B.C.D (NNG_OPT_LOCADDR), so every link between two nodes is named by
@@ -262,7 +264,8 @@ struct rpc {
     rpc_peer_t *peers;
     struct rpc_slot *slots; /* in flight, so shutdown can cancel them */
     unsigned ncalls;        /* requests not yet finished */
-    bool closing;
+    bool closing;           /* no new request (rpc_destroy) */
+    bool cancelling;        /* and those in flight are cancelled */
 
     nng_sockaddr local; /* dial from here (the listen host) when set */
     bool have_local;
@@ -1295,9 +1298,9 @@ static void slot_cb(void *arg)
          * shutdown that receive is cancelled at once. */
         nng_ctx_recv(s->ctx, s->aio);
         pthread_mutex_lock(&s->rpc->mu);
-        bool closing = s->rpc->closing;
+        bool cancelling = s->rpc->cancelling;
         pthread_mutex_unlock(&s->rpc->mu);
-        if (closing) {
+        if (cancelling) {
             nng_aio_cancel(s->aio);
         }
         return;
@@ -1596,6 +1599,32 @@ static void *closer_main(void *arg)
 }
 
 #define RPC_CLOSE_BOUND_MS 3000
+/* rpc_destroy waits this long at most for the answers of requests in
+ * flight (drain_ms), and a listening node this long for its connections
+ * to go quiet, before closing the sockets (see there). */
+#define RPC_DRAIN_MS 250
+#define RPC_DRAIN_MIN_MS 10
+#define RPC_QUIET_MS 120
+
+/* Under mu: how long rpc_destroy waits for the answers to the requests
+ * in flight: as long as the slowest of their peers usually takes to
+ * answer (srtt + 4 rttvar), within [RPC_DRAIN_MIN_MS, RPC_DRAIN_MS]; 0
+ * with nothing in flight. */
+static int drain_ms(rpc_t *rpc)
+{
+    int ms = 0;
+    for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
+        rpc_peer_t *p = s->peer;
+        uint64_t srtt = atomic_load(&p->srtt_us);
+        uint64_t bound =
+            (srtt + 4 * (uint64_t)atomic_load(&p->rttvar_us)) / 1000 + 1;
+        int b = srtt == 0 || bound > RPC_DRAIN_MS ? RPC_DRAIN_MS
+                : bound < RPC_DRAIN_MIN_MS        ? RPC_DRAIN_MIN_MS
+                                                  : (int)bound;
+        ms = b > ms ? b : ms;
+    }
+    return ms;
+}
 
 /* Closes the server socket (when listening) and the peers' sockets,
  * bounded; returns false if the close was abandoned. */
@@ -1649,7 +1678,7 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     }
     rpc->cfg = *cfg;
     pthread_mutex_init(&rpc->mu, NULL);
-    pthread_cond_init(&rpc->cv, NULL);
+    clk_cond_init(&rpc->cv); /* the drain waits on it with a bound */
     pthread_mutex_init(&rpc->fault_mu, NULL);
     atomic_init(&rpc->next_id, 0);
     atomic_init(&rpc->stopping, false);
@@ -1760,15 +1789,8 @@ void rpc_destroy(rpc_t *rpc)
     }
     pthread_mutex_lock(&rpc->mu);
     rpc->closing = true;
-    /* Cancelling only schedules the callback (on an NNG thread), and a
-     * slot leaves the list under mu, so none is freed while we walk. */
-    for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
-        nng_aio_cancel(s->aio);
-        if (s->hold != NULL) {
-            nng_aio_cancel(s->hold);
-        }
-    }
-    /* Nothing is taken off a queue once closing is set: fail what waits. */
+    /* Nothing is taken off a queue once closing is set: fail what waits
+     * (never sent, so no answer to it is on its way). */
     struct rpc_call *queued = NULL;
     for (rpc_peer_t *p = rpc->peers; p != NULL; p = p->next) {
         if (p->qtail != NULL) {
@@ -1779,7 +1801,40 @@ void rpc_destroy(rpc_t *rpc)
     }
     pthread_mutex_unlock(&rpc->mu);
     calls_fail(rpc, queued, KV_ECLOSED);
+    /* Drain: let the requests in flight get their answers (a live peer
+     * answers within milliseconds) before cancelling what is left, and
+     * give the server's connections a moment to go quiet (with no worker
+     * receiving, each takes at most one more message and then reads no
+     * more). A socket must not be closed while a message is arriving on
+     * one of its connections: NNG 1.5.2's TCP transport then continues
+     * the read on an aio its pipe close has just stopped, nni_aio_begin
+     * fails it without completing it, and the pipe's reaper waits for it
+     * forever (nni_aio_stop in req0_pipe_stop; seen with gdb in kvdist
+     * runs that hit RPC_CLOSE_BOUND_MS). That is what made one kv_close
+     * in a few thousand take the 3 s bound. Fixed in later NNG releases,
+     * whose nni_aio_begin completes a stopped aio. An answer is only
+     * waited for as long as its peer usually takes (drain_ms): a paused
+     * peer's will not come, and must not hold up the close. */
     pthread_mutex_lock(&rpc->mu);
+    struct timespec drained = clk_deadline(drain_ms(rpc));
+    struct timespec quiet = clk_deadline(rpc->listening ? RPC_QUIET_MS : 0);
+    int wrc = 0;
+    while (rpc->ncalls > 0 && wrc == 0) {
+        wrc = pthread_cond_timedwait(&rpc->cv, &rpc->mu, &drained);
+    }
+    wrc = 0;
+    while (rpc->listening && wrc == 0) {
+        wrc = pthread_cond_timedwait(&rpc->cv, &rpc->mu, &quiet);
+    }
+    rpc->cancelling = true;
+    /* Cancelling only schedules the callback (on an NNG thread), and a
+     * slot leaves the list under mu, so none is freed while we walk. */
+    for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
+        nng_aio_cancel(s->aio);
+        if (s->hold != NULL) {
+            nng_aio_cancel(s->hold);
+        }
+    }
     while (rpc->ncalls > 0) {
         pthread_cond_wait(&rpc->cv, &rpc->mu);
     }
