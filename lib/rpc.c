@@ -1604,7 +1604,11 @@ static void *closer_main(void *arg)
  * to go quiet, before closing the sockets (see there). */
 #define RPC_DRAIN_MS 250
 #define RPC_DRAIN_MIN_MS 10
-#define RPC_QUIET_MS 120
+/* Not enough for a listening node: under ASan about 1 stop in 13 at the
+ * end of the availability suite still needs RPC_CLOSE_BOUND_MS (its own
+ * connections, where peers keep sending; 120 ms did no better, so this
+ * stays short). Open in issue 14. */
+#define RPC_QUIET_MS 20
 
 /* Under mu: how long rpc_destroy waits for the answers to the requests
  * in flight: as long as the slowest of their peers usually takes to
