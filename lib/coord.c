@@ -34,7 +34,8 @@
  * it released. Only the fields filled in while the op is built (needed,
  * timeout_ms, nslots, outstanding and the slots' targets) are written
  * without it, before its first request is sent or its local write joins a
- * group: until then no other thread can reach the op.
+ * group: until then no other thread can reach the op. A forward (fwd_t)
+ * has a lock of its own, over the state its hops and its race timer share.
  */
 #include "coord.h"
 
@@ -500,7 +501,10 @@ static int fwd_send_locked(fwd_t *f, bool race)
             if (f->inflight > 0) {
                 return 0;
             }
-            return left <= 0 || f->sent_any ? KV_ETIMEDOUT : KV_EUNAVAIL;
+            /* Nothing sent and unanswered: nothing was written, unless
+             * the deadline passed with no coordinator's refusal heard. */
+            bool unwritten = !f->sent_any && (left > 0 || f->refused);
+            return unwritten ? KV_EUNAVAIL : KV_ETIMEDOUT;
         }
         rpc_peer_t *target = f->cand[f->next++];
         int hop = rpc_peer_hop_ms(target);

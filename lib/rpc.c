@@ -423,6 +423,15 @@ static void peer_rtt(rpc_peer_t *p, int64_t rtt_us)
     atomic_store(&p->rttvar_us, var);
 }
 
+/* RFC 6298's bound on what p usually takes to answer, srtt + 4 rttvar,
+ * in microseconds; 0 before any answer. */
+static uint64_t peer_rtt_bound_us(rpc_peer_t *p)
+{
+    uint64_t srtt = atomic_load(&p->srtt_us);
+    return srtt == 0 ? 0
+                     : srtt + 4 * (uint64_t)atomic_load(&p->rttvar_us);
+}
+
 int rpc_peer_hop_ms(rpc_peer_t *p)
 {
     if (atomic_load(&p->npipes) <= 0) {
@@ -432,14 +441,13 @@ int rpc_peer_hop_ms(rpc_peer_t *p)
          * otherwise wait out the whole hop. */
         return RPC_HOP_MIN_MS;
     }
-    uint64_t srtt = atomic_load(&p->srtt_us);
-    if (srtt == 0) {
+    uint64_t bound = peer_rtt_bound_us(p);
+    if (bound == 0) {
         return RPC_HOP_MAX_MS / 4; /* nothing observed yet */
     }
     /* Twice RFC 6298's retransmission bound: a hop that takes longer is
      * one the peer is not answering, not one it answers slowly. */
-    uint64_t ms =
-        2 * (srtt + 4 * (uint64_t)atomic_load(&p->rttvar_us)) / 1000;
+    uint64_t ms = 2 * bound / 1000;
     return ms < RPC_HOP_MIN_MS   ? RPC_HOP_MIN_MS
            : ms > RPC_HOP_MAX_MS ? RPC_HOP_MAX_MS
                                  : (int)ms;
@@ -1618,13 +1626,11 @@ static int drain_ms(rpc_t *rpc)
 {
     int ms = 0;
     for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
-        rpc_peer_t *p = s->peer;
-        uint64_t srtt = atomic_load(&p->srtt_us);
-        uint64_t bound =
-            (srtt + 4 * (uint64_t)atomic_load(&p->rttvar_us)) / 1000 + 1;
-        int b = srtt == 0 || bound > RPC_DRAIN_MS ? RPC_DRAIN_MS
-                : bound < RPC_DRAIN_MIN_MS        ? RPC_DRAIN_MIN_MS
-                                                  : (int)bound;
+        uint64_t us = peer_rtt_bound_us(s->peer);
+        uint64_t bound = us / 1000 + 1;
+        int b = us == 0 || bound > RPC_DRAIN_MS ? RPC_DRAIN_MS
+                : bound < RPC_DRAIN_MIN_MS    ? RPC_DRAIN_MIN_MS
+                                              : (int)bound;
         ms = b > ms ? b : ms;
     }
     return ms;
