@@ -223,6 +223,12 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
             return KV_EPROTO;
         }
         break;
+    case WIRE_SHUTDOWN:
+        /* Exactly one row: the sender's. The reply is a status. */
+        if (!reply && (rd_list(&r, m, true) != 0 || m->nmembers != 1)) {
+            return KV_EPROTO;
+        }
+        break;
     case WIRE_AE:
         m->obj = rd_string(&r, lim->max_object, &m->objlen);
         break;

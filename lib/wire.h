@@ -30,8 +30,11 @@ enum wire_type {
     WIRE_GOSSIP = 11,     /* body and reply: the sender's gossip table */
     WIRE_AE = 12,         /* anti-entropy: flags is the operation, obj its
                              payload (aae.c's table dispatches it) */
-    WIRE_BATCH = 13       /* rpc.c's envelope: several whole messages to one
+    WIRE_BATCH = 13,      /* rpc.c's envelope: several whole messages to one
                              peer, answered by as many replies in order */
+    WIRE_SHUTDOWN = 14    /* body: one gossip row, the sender's own with
+                             its last heartbeat: it is shutting down;
+                             reply: status only */
 };
 
 /* Flags in a COORD_PUT. */

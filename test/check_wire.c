@@ -107,6 +107,36 @@ START_TEST(test_roundtrips)
     for (int i = 0; i < 8; i++) {
         buf_free(&b[i]);
     }
+
+    /* A SHUTDOWN carries exactly one gossip row; its reply a status. */
+    for (uint64_t rows = 0; rows <= 2; rows++) {
+        buf_init(&t);
+        wire_header(&t, WIRE_SHUTDOWN, 10, 0, 0);
+        buf_put_varint(&t, rows);
+        for (uint64_t i = 0; i < rows; i++) {
+            wire_put_gossip(&t, "n3", "tcp://127.0.0.1:3", 77, 9 + i);
+        }
+        ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m),
+                         rows == 1 ? 0 : KV_EPROTO);
+        buf_free(&t);
+    }
+    buf_init(&t);
+    wire_header(&t, WIRE_SHUTDOWN, 11, 0, 0);
+    buf_put_varint(&t, 1);
+    wire_put_gossip(&t, "n3", "tcp://127.0.0.1:3", 77, 9);
+    ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m), 0);
+    rd_init(&r, m.members, m.memberslen);
+    wire_gossip_t g;
+    ck_assert_int_eq(wire_next_gossip(&r, &g), 1);
+    ck_assert(g.idlen == 2 && memcmp(g.id, "n3", 2) == 0);
+    ck_assert(g.incarnation == 77 && g.heartbeat == 9);
+    t.len--; /* cut short */
+    ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m), KV_EPROTO);
+    buf_free(&t);
+    wire_build_simple(&t, WIRE_SHUTDOWN | WIRE_REPLY, 11, KV_EINVAL);
+    ck_assert_int_eq(wire_decode(t.p, t.len, &lim, &m), 0);
+    ck_assert_uint_eq(m.status, KV_EINVAL);
+    buf_free(&t);
 }
 END_TEST
 
