@@ -103,6 +103,12 @@ bool rpc_peer_reachable(rpc_peer_t *p);
 /* p's heartbeat advanced (cluster.c's gossip): clears the suspicion, and
  * for a second requests to p wait for NNG's redial rather than fail. */
 void rpc_peer_heard(rpc_peer_t *p);
+/* p said it is shutting down (cluster.c's SHUTDOWN): for 5 s, or until
+ * rpc_peer_heard, calls to it fail at once with KV_EUNAVAIL (not sent)
+ * and it is unreachable, so that nothing arrives while it closes its
+ * sockets. */
+void rpc_peer_stopping(rpc_peer_t *p);
+bool rpc_peer_is_stopping(rpc_peer_t *p);
 /* How long one hop to p should be given before the caller tries another
  * peer: twice the round-trip bound observed (RFC 6298's srtt + 4 rttvar),
  * within [150, 2000] ms; 500 ms before any answer; 150 ms while p has no
