@@ -23,7 +23,9 @@
  * that member's phi-accrual detector (detector.c); a member is marked down
  * when phi exceeds phi_convict, and up again at its next arrival. The
  * verdict is local ("as this node sees it") and never gossiped, and a node
- * never marks itself down.
+ * never marks itself down. A member that shuts down cleanly says so first
+ * (cluster_announce_stop, WIRE_SHUTDOWN): the others mark it down at once
+ * and their transports leave it alone while it closes.
  *
  * Locks: `lock` protects members, nmembers, ring, every member field,
  * `changes` and the ring-change listener (on_ring, on_ring_arg); save_mu
@@ -450,20 +452,24 @@ static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
         }
         if (m->up) {
             nup++;
-        } else {
+        } else if (!rpc_peer_is_stopping(m->peer)) {
             ndown++;
         }
     }
     /* Mostly a live member; now and then a down one, so that its return
      * is noticed even if nobody else talks to it (Cassandra does the
-     * same). */
+     * same). Not one that said it is shutting down, for a while (the
+     * transport would refuse it anyway, rpc_peer_is_stopping). A
+     * restarted node gossips with the members it saved, so its return is
+     * noticed anyway, unless its own messages are lost. */
     bool pick_down = ndown > 0 && (nup == 0 || r1 % (nup + 1) == 0);
     size_t pool = pick_down ? ndown : nup;
     if (pool > 0) {
         size_t k = (size_t)(r2 % pool);
         for (size_t i = 0; i < c->nmembers; i++) {
             member_t *m = &c->members[i];
-            if (m->self || m->up == pick_down) {
+            if (m->self || rpc_peer_is_stopping(m->peer) ||
+                m->up == pick_down) {
                 continue;
             }
             if (k-- == 0) {
@@ -603,6 +609,59 @@ static void handle_gossip(void *arg, rpc_req_t *req, const wire_msg_t *m)
     rpc_reply(req, &b);
 }
 
+/*
+ * A member is shutting down (cluster_announce_stop): mark it down now
+ * rather than after the failure detector's ~9 s of silence, so that no
+ * request is routed to it, and have the transport send it nothing for a
+ * while (rpc_peer_stopping: hint deliveries, anti-entropy exchanges and
+ * gossip already under way stop too). Its row carries its last
+ * heartbeat: gossip still carrying an older one of the same
+ * incarnation cannot bring it back up; only its next start (a greater
+ * incarnation) or a later heartbeat does. A row for ourselves, for an
+ * unknown member, at another URL, of another incarnation than the one we
+ * know, or with a heartbeat far ahead of the last we heard is refused and
+ * changes nothing: a forged row must not hold a live member down for
+ * long. (Until peers authenticate each other, issue 15, a forged
+ * heartbeat within the slack can hold it down that many intervals.)
+ */
+#define CLUSTER_SHUTDOWN_HB_SLACK 64
+static void handle_shutdown(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    kv_t *kv = arg;
+    struct cluster *c = kv->cluster;
+    rd_t r;
+    rd_init(&r, m->members, m->memberslen);
+    wire_gossip_t g;
+    char sid[WIRE_MAX_ID + 1];
+    int rc = KV_EINVAL;
+    if (kv->cfg.role == KV_ROLE_PEER && wire_next_gossip(&r, &g) == 1) {
+        memcpy(sid, g.id, g.idlen);
+        sid[g.idlen] = '\0';
+        pthread_rwlock_wrlock(&c->lock);
+        member_t *mm = cluster_find(c, sid, NULL);
+        if (mm != NULL && !mm->self && strlen(mm->url) == g.urllen &&
+            memcmp(mm->url, g.url, g.urllen) == 0 &&
+            g.incarnation == mm->incarnation &&
+            g.heartbeat <= mm->heartbeat + CLUSTER_SHUTDOWN_HB_SLACK) {
+            if (g.heartbeat > mm->heartbeat) {
+                mm->heartbeat = g.heartbeat;
+            }
+            bool was_up = mm->up;
+            mm->up = false;
+            /* Nothing more is sent to it, by any module, for a while. */
+            rpc_peer_stopping(mm->peer);
+            rc = 0;
+            if (was_up) {
+                KV_LOG(&kv->log, KV_LOG_NOTICE,
+                       "cluster: member %s is down (it is shutting down)",
+                       sid);
+            }
+        }
+        pthread_rwlock_unlock(&c->lock);
+    }
+    rpc_reply_status(req, m->type, m->id, rc);
+}
+
 /* The membership requests this module answers. WIRE_JOIN has none: no node
  * sends it (a joining node gossips with its seeds), so it is answered
  * KV_ENOTSUP like any request nobody registered. */
@@ -613,6 +672,7 @@ static const struct {
     {WIRE_PING, handle_ping},
     {WIRE_MEMBERS, handle_members},
     {WIRE_GOSSIP, handle_gossip},
+    {WIRE_SHUTDOWN, handle_shutdown},
 };
 
 static int cluster_register(kv_t *kv)
@@ -720,6 +780,92 @@ void cluster_stop(kv_t *kv)
     if (c != NULL) {
         ticker_stop(&c->ticker);
     }
+}
+
+/* The announcement's replies, counted on the closing thread's stack:
+ * rpc_call calls back exactly once, within its timeout. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t pending;
+    size_t told;
+} announce_t;
+
+static void on_announced(void *arg, int rc, const wire_msg_t *reply)
+{
+    announce_t *a = arg;
+    pthread_mutex_lock(&a->mu);
+    if (rc == 0 && reply->status == 0) {
+        a->told++;
+    }
+    a->pending--;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* An announcement that a member cannot take at once is not worth holding
+ * the shutdown for: that member convicts this node by silence instead. */
+#define CLUSTER_ANNOUNCE_MS 500
+
+void cluster_announce_stop(kv_t *kv)
+{
+    struct cluster *c = kv->cluster;
+    if (c == NULL || kv->rpc == NULL || kv->cfg.role != KV_ROLE_PEER) {
+        return;
+    }
+    /* The ticker has stopped (cluster_stop), so this heartbeat is the last
+     * one of this incarnation. */
+    buf_t row;
+    buf_init(&row);
+    rpc_peer_t **to = NULL;
+    size_t nto = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    to = calloc(c->nmembers, sizeof(*to));
+    for (size_t i = 0; i < c->nmembers && to != NULL; i++) {
+        const member_t *m = &c->members[i];
+        if (m->self) {
+            buf_put_varint(&row, 1);
+            wire_put_gossip(&row, m->id, m->url, m->incarnation,
+                            m->heartbeat);
+        } else if (!rpc_peer_is_stopping(m->peer)) {
+            to[nto++] = m->peer;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    announce_t a = {.pending = 0, .told = 0};
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_cond_init(&a.cv, NULL);
+    for (size_t i = 0; i < nto && !row.oom; i++) {
+        buf_t b;
+        buf_init(&b);
+        wire_header(&b, WIRE_SHUTDOWN, rpc_next_id(kv->rpc), 0, 0);
+        buf_put(&b, row.p, row.len);
+        int tmo = rpc_peer_hop_ms(to[i]);
+        tmo = tmo > CLUSTER_ANNOUNCE_MS ? CLUSTER_ANNOUNCE_MS : tmo;
+        tmo = tmo > kv->cfg.timeout_ms ? kv->cfg.timeout_ms : tmo;
+        pthread_mutex_lock(&a.mu);
+        a.pending++;
+        pthread_mutex_unlock(&a.mu);
+        if (b.oom || rpc_call(kv->rpc, to[i], &b, tmo, on_announced, &a) != 0) {
+            buf_free(&b);
+            pthread_mutex_lock(&a.mu);
+            a.pending--;
+            pthread_mutex_unlock(&a.mu);
+        }
+    }
+    pthread_mutex_lock(&a.mu);
+    while (a.pending > 0) {
+        pthread_cond_wait(&a.cv, &a.mu);
+    }
+    size_t told = a.told;
+    pthread_mutex_unlock(&a.mu);
+    pthread_mutex_destroy(&a.mu);
+    pthread_cond_destroy(&a.cv);
+    KV_LOG(&kv->log, KV_LOG_INFO,
+           "cluster: %zu of %zu members took the news of this shutdown",
+           told, nto);
+    free(to);
+    buf_free(&row);
 }
 
 void cluster_close(kv_t *kv)

@@ -37,6 +37,14 @@ typedef struct cluster_route {
 int cluster_open(kv_t *kv);
 /* Stops the background thread (before the transport goes away). */
 void cluster_stop(kv_t *kv);
+/* After cluster_stop, for a peer: tells every member not known to have
+ * stopped that this node is shutting down (WIRE_SHUTDOWN), in parallel,
+ * and waits for their answers, at most about 500 ms. They mark it down at
+ * once, route nothing more to it and stop gossiping with it, so its
+ * sockets go quiet before they close and its keys move to their fallbacks
+ * without the failure detector's wait. Does nothing for a client or an
+ * embedded store. */
+void cluster_announce_stop(kv_t *kv);
 /* Frees the state (after the transport is gone). Safe with NULL state. */
 void cluster_close(kv_t *kv);
 

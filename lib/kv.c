@@ -91,6 +91,9 @@ static void node_free(kv_t *kv)
     http_stop(kv);
     resp_stop(kv);
     cluster_stop(kv);
+    /* While this node still answers: its peers stop sending to it, so
+     * nothing arrives while the transport closes its sockets. */
+    cluster_announce_stop(kv);
     handoff_stop(kv);
     aae_stop(kv);
     /* Queued replica work still answers through the transport: it runs

@@ -734,17 +734,16 @@ START_TEST(test_restart_under_traffic)
     pthread_join(t, NULL);
     int answered = atomic_load(&load.answered);
     harness_wait_converged(h);
-    char *log = NULL;
-    {
-        FILE *f = fopen(h->node[1].log, "r");
-        ck_assert_ptr_nonnull(f);
-        size_t cap = 0;
-        ssize_t got = getdelim(&log, &cap, '\0', f);
-        fclose(f);
-        ck_assert_int_ge(got, 0);
-    }
+    char *log = util_read_file(h->node[1].log);
     bool sanitizer = strstr(log, "Sanitizer") != NULL ||
                      strstr(log, "runtime error") != NULL;
+    /* Not asserted: this load keeps sending to n2 while it closes, which
+     * no announcement can stop (a peer would have stopped), and NNG 1.5.2
+     * can wedge a close then (rpc_destroy). The figure is printed. */
+    int abandoned = 0;
+    for (const char *a = log; (a = strstr(a, "abandoning")) != NULL; a++) {
+        abandoned++;
+    }
     free(log);
     harness_destroy(h);
     ck_assert_msg(unclean == 0, "node n2 stopped uncleanly after %d restarts",
@@ -755,8 +754,8 @@ START_TEST(test_restart_under_traffic)
     ck_assert_msg(silent == 0, "%d of 50 starts answered nothing in 5 s",
                   silent);
     printf("restart: n2 restarted 50 times under gossip and %d requests, "
-           "%d answered, every stop clean\n",
-           atomic_load(&load.sent), answered);
+           "%d answered, every stop clean, %d of 50 needed the close bound\n",
+           atomic_load(&load.sent), answered, abandoned);
 }
 END_TEST
 

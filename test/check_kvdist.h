@@ -30,6 +30,9 @@ Suite *nemesis_suite(void);
  * and removes the tree with util_rmtree. Aborts the test on failure. */
 char *util_tmpdir(const char *tag);
 void util_rmtree(const char *path);
+/* The whole file at path, NUL-terminated (free it); aborts the test if it
+ * cannot be read. */
+char *util_read_file(const char *path);
 /* Copies a directory tree (regular files only, as a data dir has). */
 void util_copytree(const char *from, const char *to);
 /* splitmix64 (lib/rand.h): a small deterministic PRNG for reproducible

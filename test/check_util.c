@@ -35,6 +35,22 @@ static int rm_one(const char *path, const struct stat *st, int type,
     return remove(path);
 }
 
+char *util_read_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t got = getdelim(&text, &cap, '\0', f);
+    fclose(f);
+    if (got < 0) {
+        free(text);
+        text = strdup(""); /* an empty file */
+    }
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
 void util_rmtree(const char *path)
 {
     if (path != NULL) {
