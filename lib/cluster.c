@@ -940,6 +940,7 @@ int cluster_route(kv_t *kv, const void *key, size_t klen, cluster_route_t *out)
     /* Outside the lock: it may read NNG's statistics. */
     for (size_t i = 0; i < got; i++) {
         out->node[i].reach = rpc_peer_reachable(out->node[i].peer);
+        out->node[i].conn = rpc_peer_connected(out->node[i].peer);
     }
     return 0;
 }

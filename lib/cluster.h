@@ -25,6 +25,7 @@ typedef struct cluster_route {
         bool self;
         bool up; /* as this node's failure detector sees it */
         bool reach; /* as this node's transport sees it (rpc_peer_reachable) */
+        bool conn;  /* it has a connection now (rpc_peer_connected) */
         char id[72];
     } node[CLUSTER_MAX_ROUTE];
 } cluster_route_t;

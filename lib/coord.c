@@ -652,7 +652,10 @@ static void on_race(void *arg)
 /* Hands the request to a replica: first those this node's failure
  * detector sees up and its transport can reach, in ring order; then those
  * it can reach though the detector says down (a view may lag); those it
- * cannot reach last. */
+ * cannot reach last. One seen down that has no connection is not asked at
+ * all: a hop to it would only wait for a dial to a node the detector (or,
+ * for a client, the member it asked) already judged gone, which for a
+ * node that just stopped takes up to the transport's 1 s connect grace. */
 static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
                           bool is_read, int timeout_ms, coord_done_fn done,
                           void *arg)
@@ -667,7 +670,8 @@ static void coord_forward(kv_t *kv, const cluster_route_t *rt, buf_t *msg,
     for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; i < rt->n; i++) {
             int rank = !rt->node[i].reach ? 2 : rt->node[i].up ? 0 : 1;
-            if (!rt->node[i].self && rank == pass) {
+            bool gone = !rt->node[i].up && !rt->node[i].conn;
+            if (!rt->node[i].self && !gone && rank == pass) {
                 f->cand[f->ncand++] = rt->node[i].peer;
             }
         }

@@ -136,6 +136,9 @@
  * longer than its close takes (RPC_CLOSE_BOUND_MS at most); by then it is
  * gone and refuses connections, or it was heard from again. */
 #define RPC_STOPPING_MS 5000
+/* How long a request waits for a connection before rpc looks again
+ * whether one can still come (slot_ctx_send). */
+#define RPC_SEND_SLICE_MS 50
 /* Bounds of the per-hop timeout derived from observed round trips. */
 #define RPC_HOP_MIN_MS 150
 #define RPC_HOP_MAX_MS 2000
@@ -417,6 +420,11 @@ bool rpc_peer_is_stopping(rpc_peer_t *p)
     }
     int64_t at = atomic_load(&p->stopping_at);
     return at != 0 && (int64_t)nng_clock() - at < RPC_STOPPING_MS;
+}
+
+bool rpc_peer_connected(rpc_peer_t *p)
+{
+    return p == NULL || atomic_load(&p->npipes) > 0;
 }
 
 bool rpc_peer_reachable(rpc_peer_t *p)
@@ -1094,6 +1102,22 @@ static void peer_pump(rpc_t *rpc, rpc_peer_t *p, struct rpc_slot **send,
 }
 
 /* Encodes and sends a slot's message (outside mu). */
+/* Hands the message in s->aio to req0 for at most RPC_SEND_SLICE_MS of
+ * what is left before the deadline: a request waiting for a connection is
+ * looked at again every slice (slot_cb), so that one queued before the
+ * peer's redial was refused fails then as not sent, not at its deadline.
+ * req0 gives the message back when the wait ends unsent. */
+static void slot_ctx_send(struct rpc_slot *s)
+{
+    nng_time now = nng_clock();
+    nng_duration left =
+        s->deadline > now ? (nng_duration)(s->deadline - now) : 1;
+    s->sent_us = clk_mono_us();
+    nng_aio_set_timeout(s->aio,
+                        left > RPC_SEND_SLICE_MS ? RPC_SEND_SLICE_MS : left);
+    nng_ctx_send(s->ctx, s->aio);
+}
+
 static void slot_send(struct rpc_slot *s)
 {
     rpc_t *rpc = s->rpc;
@@ -1140,10 +1164,8 @@ static void slot_send(struct rpc_slot *s)
         nng_sleep_aio(s->drop || delay > left ? left : delay, s->hold);
         return;
     }
-    s->sent_us = clk_mono_us();
-    nng_aio_set_timeout(s->aio, left);
     nng_aio_set_msg(s->aio, m);
-    nng_ctx_send(s->ctx, s->aio);
+    slot_ctx_send(s);
 }
 
 static void slots_send(struct rpc_slot *list)
@@ -1285,12 +1307,8 @@ static void hold_cb(void *arg)
         slot_finish(s, rv != 0 ? rpc_code(rv) : KV_ETIMEDOUT, NULL);
         return;
     }
-    nng_time now = nng_clock();
-    s->sent_us = clk_mono_us();
-    nng_aio_set_timeout(
-        s->aio, s->deadline > now ? (nng_duration)(s->deadline - now) : 1);
     nng_aio_set_msg(s->aio, m);
-    nng_ctx_send(s->ctx, s->aio);
+    slot_ctx_send(s);
 }
 
 /* What a failed exchange means to the caller. Before req0 handed the
@@ -1317,6 +1335,20 @@ static void slot_cb(void *arg)
     struct rpc_slot *s = arg;
     int rv = nng_aio_result(s->aio);
     if (!s->sent) {
+        if (rv == NNG_ETIMEDOUT && nng_clock() < s->deadline &&
+            !peer_unconnected(s->peer) && !rpc_peer_is_stopping(s->peer)) {
+            /* Still waiting for a connection that may yet come. As for
+             * the receive below: a shutdown that began meanwhile cancels
+             * the wait at once. */
+            slot_ctx_send(s);
+            pthread_mutex_lock(&s->rpc->mu);
+            bool cancelling = s->rpc->cancelling;
+            pthread_mutex_unlock(&s->rpc->mu);
+            if (cancelling) {
+                nng_aio_cancel(s->aio);
+            }
+            return;
+        }
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(s->aio));
             slot_finish(s, slot_outcome(s, rv), NULL);

@@ -100,6 +100,8 @@ const char *rpc_peer_url(const rpc_peer_t *p);
  * a new connection or any answer. Routing ranks such peers last, and
  * rpc_call fails at once with KV_EUNAVAIL to a peer without connection. */
 bool rpc_peer_reachable(rpc_peer_t *p);
+/* p has a connection open now (true for NULL, this node). */
+bool rpc_peer_connected(rpc_peer_t *p);
 /* p's heartbeat advanced (cluster.c's gossip): clears the suspicion, and
  * for a second requests to p wait for NNG's redial rather than fail. */
 void rpc_peer_heard(rpc_peer_t *p);
