@@ -1330,6 +1330,18 @@ static int slot_outcome(struct rpc_slot *s, int rv)
     return KV_ETIMEDOUT;
 }
 
+/* After s's aio was started again from its callback: a shutdown that
+ * cancelled the slots meanwhile missed it, so cancel it now. */
+static void slot_cancel_if_closing(struct rpc_slot *s)
+{
+    pthread_mutex_lock(&s->rpc->mu);
+    bool cancelling = s->rpc->cancelling;
+    pthread_mutex_unlock(&s->rpc->mu);
+    if (cancelling) {
+        nng_aio_cancel(s->aio);
+    }
+}
+
 static void slot_cb(void *arg)
 {
     struct rpc_slot *s = arg;
@@ -1337,16 +1349,9 @@ static void slot_cb(void *arg)
     if (!s->sent) {
         if (rv == NNG_ETIMEDOUT && nng_clock() < s->deadline &&
             !peer_unconnected(s->peer) && !rpc_peer_is_stopping(s->peer)) {
-            /* Still waiting for a connection that may yet come. As for
-             * the receive below: a shutdown that began meanwhile cancels
-             * the wait at once. */
+            /* Still waiting for a connection that may yet come. */
             slot_ctx_send(s);
-            pthread_mutex_lock(&s->rpc->mu);
-            bool cancelling = s->rpc->cancelling;
-            pthread_mutex_unlock(&s->rpc->mu);
-            if (cancelling) {
-                nng_aio_cancel(s->aio);
-            }
+            slot_cancel_if_closing(s);
             return;
         }
         if (rv != 0) {
@@ -1362,12 +1367,7 @@ static void slot_cb(void *arg)
          * (and its message freed) by its receive finishing. During
          * shutdown that receive is cancelled at once. */
         nng_ctx_recv(s->ctx, s->aio);
-        pthread_mutex_lock(&s->rpc->mu);
-        bool cancelling = s->rpc->cancelling;
-        pthread_mutex_unlock(&s->rpc->mu);
-        if (cancelling) {
-            nng_aio_cancel(s->aio);
-        }
+        slot_cancel_if_closing(s);
         return;
     }
     if (rv != 0) {

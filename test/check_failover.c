@@ -376,6 +376,19 @@ static void key_led_by(kv_t *c, const char *first, char *key, size_t size)
     }
 }
 
+/* Sends b (freed) to `at` and decodes the reply into *m, which points
+ * into the returned message (the caller frees it). */
+static nng_msg *raw_call(const char *at, buf_t *b, wire_msg_t *m)
+{
+    nng_msg *reply = harness_raw_request(at, b->p, b->len, 2000);
+    buf_free(b);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_int_eq(wire_decode(nng_msg_body(reply), nng_msg_len(reply),
+                                 &harness_big_limits, m),
+                     0);
+    return reply;
+}
+
 /* The incarnation and heartbeat `at` knows of member id (from its gossip
  * table, asked with an empty one). */
 static void gossip_row_of(const char *at, const char *id, uint64_t *inc,
@@ -385,13 +398,8 @@ static void gossip_row_of(const char *at, const char *id, uint64_t *inc,
     buf_init(&b);
     wire_header(&b, WIRE_GOSSIP, 1, 0, 0);
     buf_put_varint(&b, 0);
-    nng_msg *reply = harness_raw_request(at, b.p, b.len, 2000);
-    buf_free(&b);
-    ck_assert_ptr_nonnull(reply);
     wire_msg_t m;
-    ck_assert_int_eq(wire_decode(nng_msg_body(reply), nng_msg_len(reply),
-                                 &harness_big_limits, &m),
-                     0);
+    nng_msg *reply = raw_call(at, &b, &m);
     rd_t r;
     rd_init(&r, m.members, m.memberslen);
     wire_gossip_t g;
@@ -417,13 +425,8 @@ static int announce(const char *at, const char *id, const char *url,
     wire_header(&b, WIRE_SHUTDOWN, 2, 0, 0);
     buf_put_varint(&b, 1);
     wire_put_gossip(&b, id, url, inc, hb);
-    nng_msg *reply = harness_raw_request(at, b.p, b.len, 2000);
-    buf_free(&b);
-    ck_assert_ptr_nonnull(reply);
     wire_msg_t m;
-    ck_assert_int_eq(wire_decode(nng_msg_body(reply), nng_msg_len(reply),
-                                 &harness_big_limits, &m),
-                     0);
+    nng_msg *reply = raw_call(at, &b, &m);
     ck_assert_int_eq(m.type, WIRE_SHUTDOWN | WIRE_REPLY);
     int status = m.status;
     nng_msg_free(reply);
