@@ -846,7 +846,8 @@ void cluster_announce_stop(kv_t *kv)
         pthread_mutex_lock(&a.mu);
         a.pending++;
         pthread_mutex_unlock(&a.mu);
-        if (b.oom || rpc_call(kv->rpc, to[i], &b, tmo, on_announced, &a) != 0) {
+        if (b.oom ||
+            rpc_call(kv->rpc, to[i], &b, tmo, on_announced, &a) != 0) {
             buf_free(&b);
             pthread_mutex_lock(&a.mu);
             a.pending--;

@@ -422,6 +422,13 @@ bool rpc_peer_is_stopping(rpc_peer_t *p)
     return at != 0 && (int64_t)nng_clock() - at < RPC_STOPPING_MS;
 }
 
+/* A request to p should fail now as not sent: p is closing (it said so),
+ * or has no connection and cannot get one. */
+static bool peer_refuses(rpc_peer_t *p)
+{
+    return rpc_peer_is_stopping(p) || peer_unconnected(p);
+}
+
 bool rpc_peer_connected(rpc_peer_t *p)
 {
     return p == NULL || atomic_load(&p->npipes) > 0;
@@ -430,7 +437,7 @@ bool rpc_peer_connected(rpc_peer_t *p)
 bool rpc_peer_reachable(rpc_peer_t *p)
 {
     return p == NULL || (atomic_load(&p->timeouts) < RPC_SUSPECT_TIMEOUTS &&
-                         !rpc_peer_is_stopping(p) && !peer_unconnected(p));
+                         !peer_refuses(p));
 }
 
 /* A round trip of rtt_us to p: Jacobson's smoothed mean and deviation
@@ -1348,7 +1355,7 @@ static void slot_cb(void *arg)
     int rv = nng_aio_result(s->aio);
     if (!s->sent) {
         if (rv == NNG_ETIMEDOUT && nng_clock() < s->deadline &&
-            !peer_unconnected(s->peer) && !rpc_peer_is_stopping(s->peer)) {
+            !peer_refuses(s->peer)) {
             /* Still waiting for a connection that may yet come. */
             slot_ctx_send(s);
             slot_cancel_if_closing(s);
@@ -1428,7 +1435,7 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
         buf_free(msg);
         return KV_ENOMEM;
     }
-    if (rpc_peer_is_stopping(p) || peer_unconnected(p)) {
+    if (peer_refuses(p)) {
         /* It would wait in req0's queue for its whole deadline; or it
          * is closing its sockets, and a message arriving then can wedge
          * that close (rpc_destroy). */
