@@ -120,8 +120,6 @@
 #define RPC_WORKERS 64
 #define RPC_FAULT_BLOCKS 8
 #define RPC_FAULT_RECHECK_MS 100
-/* Messages in flight to one peer before requests queue for a batch. */
-#define RPC_INFLIGHT 2
 /* How long queued requests wait for a message in flight to return. */
 #define RPC_STALL_MS 5
 /* Peers one dispatched batch may cork requests for. */

@@ -13,6 +13,13 @@
 #include "metrics.h"
 #include "wire.h"
 
+/* Messages in flight to one peer before its requests queue for a batch.
+ * One: with the node's worker pool every message costs a hand-off at the
+ * far end, so the larger batches that a single message in flight lets
+ * queue cost less CPU per request than a second message saves in
+ * latency (measured in README, "Batching"; tests use it too). */
+#define RPC_INFLIGHT 1
+
 typedef struct rpc rpc_t;
 typedef struct rpc_peer rpc_peer_t;
 typedef struct rpc_req rpc_req_t;

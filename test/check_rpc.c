@@ -36,8 +36,8 @@ typedef struct server {
     metrics_t metrics;
     kvlog_t log;
     pthread_mutex_t mu;
-    rpc_req_t *held[2]; /* the first requests, answered late */
-    uint64_t held_id[2];
+    rpc_req_t *held[RPC_INFLIGHT]; /* the first requests, answered late */
+    uint64_t held_id[RPC_INFLIGHT];
     int nheld;
     atomic_int seen;
 } server_t;
@@ -50,8 +50,8 @@ static void fill(uint8_t *p, size_t n, uint64_t id)
 }
 
 /* STATS requests get a BIG_REPLY payload derived from their id; PINGs an
- * empty reply. The first two requests are held, so the client queues the
- * ones behind them. */
+ * empty reply. The first RPC_INFLIGHT requests (what the client sends
+ * at once) are held, so the client queues the ones behind them. */
 static void answer(rpc_req_t *req, uint8_t type, uint64_t id)
 {
     buf_t b;
@@ -71,7 +71,7 @@ static void server_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
     server_t *s = arg;
     atomic_fetch_add(&s->seen, 1);
     pthread_mutex_lock(&s->mu);
-    if (s->nheld < 2) {
+    if (s->nheld < RPC_INFLIGHT) {
         s->held[s->nheld] = req;
         s->held_id[s->nheld] = m->id;
         s->nheld++;
@@ -222,8 +222,8 @@ static void fixture_close(fixture_t *f)
     free(f->dir);
 }
 
-/* Ten requests from one thread: two go out at once and are held, eight
- * queue and go as one batch once the first two return. Each must get its
+/* Ten requests from one thread: RPC_INFLIGHT go out at once and are
+ * held, the others queue and go as one batch once the held ones return. Each must get its
  * own large reply; all but one of the batched ones come back empty and
  * are sent again alone. */
 static void run_batch(uint8_t type, int *batches, int *resends)
@@ -233,8 +233,8 @@ static void run_batch(uint8_t type, int *batches, int *resends)
     enum { N = 10 };
     call_t c[N];
     send_calls(f.cli, f.p, type, c, N);
-    wait_seen(&f.s, 2);
-    harness_sleep_ms(50); /* the other eight are queued by now */
+    wait_seen(&f.s, RPC_INFLIGHT);
+    harness_sleep_ms(50); /* the others are queued by now */
     server_release(&f.s, type);
     wait_calls(c, N);
     for (int i = 0; i < N; i++) {
@@ -281,8 +281,8 @@ START_TEST(test_destroy_fails_queued_requests)
     enum { N = 6 };
     call_t c[N];
     send_calls(f.cli, f.p, WIRE_PING, c, N);
-    wait_seen(&f.s, 2);
-    rpc_destroy(f.cli); /* two in flight, four queued */
+    wait_seen(&f.s, RPC_INFLIGHT);
+    rpc_destroy(f.cli); /* RPC_INFLIGHT in flight, the others queued */
     f.cli = NULL;
     for (int i = 0; i < N; i++) {
         ck_assert_int_eq(atomic_load(&c[i].done), 1);
