@@ -155,6 +155,10 @@ static const struct {
     {"tombstone-grace-ms", "tombstone_grace_ms", "MS"},
     {"resp", "resp", "HOST:PORT"},
     {"http", "http", "HOST:PORT"},
+    {"http-tls-cert-file", "http_tls_cert_file", "PATH"},
+    {"http-tls-key-file", "http_tls_key_file", "PATH"},
+    {"auth-password", "auth_password", "PASSWORD"},
+    {"auth-password-file", "auth_password_file", "PATH"},
     {"max-clients", "max_clients", "N"},
     {"fault-file", "fault_file", "PATH"},
 };
@@ -369,6 +373,12 @@ static int apply_flags(int argc, char **argv, const cmdline_t *cl,
             fprintf(stderr, "kvdistd: --%s: %s\n", flag_options[c].flag,
                     option_reason(o, flag_options[c].option, rc));
             return 2;
+        }
+        if (strcmp(flag_options[c].option, "auth_password") == 0) {
+            /* Out of /proc/PID/cmdline from now on, as MySQL's clients
+             * do; ps may still have seen it before, which is why
+             * --auth-password-file exists. */
+            memset(optarg, 'x', strlen(optarg));
         }
     }
 }
@@ -643,9 +653,10 @@ int main(int argc, char **argv)
         return prc;
     }
 
-    char listen[512], data[4096], http[300];
+    char listen[512], data[4096], http[300], cert[8];
     kv_options_get(o, "node_id", lc.id, sizeof(lc.id));
     kv_options_get(o, "http", http, sizeof(http));
+    kv_options_get(o, "http_tls_cert_file", cert, sizeof(cert));
     kv_options_get(o, "listen", listen, sizeof(listen));
     kv_options_get(o, "data_dir", data, sizeof(data));
     if (data[0] == '\0') {
@@ -685,8 +696,8 @@ int main(int argc, char **argv)
     kv_options_get(o, "sync", sync, sizeof(sync));
     kv_options_destroy(o);
     if (http[0] != '\0') {
-        daemon_log(&lc, KV_LOG_NOTICE, "kvdistd: HTTP API on http://%s/",
-                   http);
+        daemon_log(&lc, KV_LOG_NOTICE, "kvdistd: HTTP API on %s://%s/",
+                   cert[0] != '\0' ? "https" : "http", http);
     }
     if (listen[0] != '\0') {
         daemon_log(&lc, KV_LOG_NOTICE,

@@ -71,7 +71,9 @@ enum kv_error {
     KV_EPROTO = 14,     /* a peer sent a malformed or unexpected message */
     KV_EADDRINUSE = 15, /* the listen address is already in use */
     KV_ENOTSUP = 16,    /* not supported in this configuration */
-    KV_EINTERNAL = 17   /* a bug: an invariant of the library failed */
+    KV_EINTERNAL = 17,  /* a bug: an invariant of the library failed */
+    KV_EAUTH = 18       /* a front end's client gave no password, or a
+                           wrong one (auth_password): HTTP's 401 */
 };
 
 /* Returns a static, human-readable name for an error code; never NULL.
@@ -181,6 +183,27 @@ KV_API kv_options_t *kv_options_create(void);
  *   http            HOST:PORT to serve the HTTP API at (kvdist-http(7));
  *                   none by default; role=peer only. kv_open returns
  *                   KV_EADDRINUSE if the port is taken
+ *   http_tls_cert_file  PEM certificate (a chain: the server's first) of
+ *                   the HTTP API; with http_tls_key_file the API is served
+ *                   over HTTPS only (NNG's TLS), at the same http address.
+ *                   Both or neither, and only with http (else kv_open
+ *                   returns KV_EINVAL); a file that cannot be read or
+ *                   loaded also fails kv_open (KV_EINVAL, logged)
+ *   http_tls_key_file  PEM private key of that certificate, unencrypted
+ *   auth_password   the password every HTTP and RESP client must give,
+ *                   as Redis's requirepass (1 to 1024 bytes, no line
+ *                   break; unset by default: no password). RESP: AUTH
+ *                   [default] PASSWORD or HELLO 2 AUTH default PASSWORD,
+ *                   else -NOAUTH; HTTP: Authorization: Bearer PASSWORD or
+ *                   Basic with any user name, else 401 (KV_EAUTH); /health
+ *                   needs none. Write-only: kv_options_get reads it back
+ *                   as "", and no log line shows it. Peers do not use it
+ *   auth_password_file  a file whose one line (a trailing newline is
+ *                   dropped) is auth_password, read by kv_open, which
+ *                   fails with KV_EINVAL if the file is missing,
+ *                   unreadable, empty or longer than one line, and logs a
+ *                   warning if group or others may read it. Not with
+ *                   auth_password (KV_EINVAL)
  *   max_clients     HTTP plus RESP connections served at once (0..1000000;
  *                   default 0: half the soft open-file limit, at most
  *                   10000); one more is answered "max number of clients

@@ -117,6 +117,7 @@ static void node_free(kv_t *kv)
     }
     pthread_mutex_destroy(&kv->life_mu);
     pthread_cond_destroy(&kv->life_cv);
+    auth_close(&kv->auth);
     options_config_free(&kv->cfg);
     log_fini(&kv->log);
     free(kv);
@@ -151,6 +152,11 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
 
     char why[256];
     int rc = options_config_validate(&kv->cfg, why, sizeof(why));
+    if (rc == 0) {
+        /* Before anything is opened: an unreadable password file must
+         * stop a node that would otherwise serve without one. */
+        rc = auth_open(&kv->auth, &kv->cfg, &kv->log, why, sizeof(why));
+    }
     if (rc != 0) {
         KV_LOG(&kv->log, KV_LOG_ERROR, "open: %s", why);
         node_free(kv);

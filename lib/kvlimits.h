@@ -20,5 +20,9 @@
 #define KV_ID_MAX 64
 /* The longest peer URL, in bytes, without its NUL. */
 #define KV_URL_MAX 511
+/* The longest client password (auth_password, auth_password_file), in
+ * bytes: options.c refuses a longer option, auth.c a longer file. */
+#define KV_PASSWORD_MAX 1024
+#define KV_PASSWORD_MAX_TEXT "1024" /* for messages */
 
 #endif /* KV_LIMITS_H */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "kvdist.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,6 +34,8 @@ struct kv {
     kv_config_t cfg;     /* immutable after kv_open */
     kvlog_t log;         /* immutable after kv_open */
     obj_limits_t limits; /* immutable after kv_open */
+    auth_t auth;         /* the front ends' password; immutable after
+                            kv_open */
     store_t *store;      /* NULL for role=client */
     metrics_t metrics;
 

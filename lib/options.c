@@ -9,8 +9,11 @@
  * kv_options_doc) and the deep copy and free of a configuration all read
  * it, so the daemon's flags, its config file and --help describe the same
  * list. A failed set changes nothing and leaves a reason in the option
- * set's errmsg. The table is constant; an option set is used by one thread
- * at a time (kvdist.h), so nothing here takes a lock.
+ * set's errmsg. A secret row (auth_password) is write-only: it reads back
+ * as "" and its text is wiped when replaced or freed, so no --help,
+ * --print-config or log built from the options shows it. The table is
+ * constant; an option set is used by one thread at a time (kvdist.h), so
+ * nothing here takes a lock.
  */
 #include "options.h"
 
@@ -239,11 +242,12 @@ typedef struct opt_row {
     const char *def;                /* default text; NULL: unset */
     const char *why;                /* after "name: " when refused */
     const char *doc;                /* one line, no trailing period */
+    bool secret; /* KIND_STR: write-only, wiped when replaced or freed */
 } opt_row;
 
 #define ROW(nm, kd, field, lo, hi, vf, nms, df, wy, dc)                     \
     {nm, kd, offsetof(kv_config_t, field), OPT_CTYPE(field), lo, hi, vf,    \
-     nms, df, wy, dc}
+     nms, df, wy, dc, false}
 #define STR_OPT(nm, field, vf, wy, dc)                                      \
     ROW(nm, KIND_STR, field, 0, 0, vf, NULL, NULL, wy, dc)
 #define INT_OPT(nm, field, lo, hi, df, wy, dc)                              \
@@ -254,6 +258,11 @@ typedef struct opt_row {
     ROW(nm, KIND_BOOL, field, 0, 1, NULL, NULL, df, "must be on or off", dc)
 #define ENUM_OPT(nm, field, nms, df, wy, dc)                                \
     ROW(nm, KIND_ENUM, field, 0, 0, NULL, nms, df, wy, dc)
+/* A password: kv_options_get reads it back as "", so that no --help,
+ * config dump or log built from the options can show it. */
+#define SECRET_OPT(nm, field, vf, wy, dc)                                   \
+    {nm, KIND_STR, offsetof(kv_config_t, field), OPT_CTYPE(field), 0, 0,   \
+     vf, NULL, NULL, wy, dc, true}
 
 static bool valid_data_dir(const char *s)
 {
@@ -273,6 +282,19 @@ static bool valid_http_addr(const char *s)
 static bool valid_fault_file(const char *s)
 {
     return *s != '\0' && strlen(s) <= 4000;
+}
+
+static bool valid_path(const char *s)
+{
+    return *s != '\0' && strlen(s) <= 4000;
+}
+
+/* Any bytes a RESP AUTH and an HTTP header can both carry: no line
+ * break (a config file could not hold it either). */
+static bool valid_password(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= KV_PASSWORD_MAX && strpbrk(s, "\r\n") == NULL;
 }
 
 /* Index order is the stored value: enum kv_role, enum store_sync. */
@@ -364,6 +386,20 @@ static const opt_row opt_rows[] = {
     STR_OPT("http", http, valid_http_addr,
             "must be HOST:PORT (port 1..65535), e.g. 127.0.0.1:8080",
             "serve the HTTP API at HOST:PORT"),
+    STR_OPT("http_tls_cert_file", http_tls_cert_file, valid_path,
+            "must be a non-empty path",
+            "PEM certificate (chain) of the HTTP API: with the key, HTTPS"),
+    STR_OPT("http_tls_key_file", http_tls_key_file, valid_path,
+            "must be a non-empty path",
+            "PEM private key (unencrypted) of http_tls_cert_file"),
+    SECRET_OPT("auth_password", auth_password, valid_password,
+               "must be 1 to " KV_PASSWORD_MAX_TEXT
+               " bytes without a line break",
+               "password HTTP and RESP clients must give (shown in ps: "
+               "prefer the file)"),
+    STR_OPT("auth_password_file", auth_password_file, valid_path,
+            "must be a non-empty path",
+            "file whose one line is the client password (read at open)"),
     INT_OPT("max_clients", max_clients, 0, 1000000, "0",
             "must be an integer from 0 (derived from the open-file limit) to "
             "1000000",
@@ -453,6 +489,15 @@ static char **field_str(const kv_config_t *c, const opt_row *r)
     return (char **)field_ptr(c, r);
 }
 
+/* Frees a string field's value; a secret is wiped first. */
+static void str_free(char *s, const opt_row *r)
+{
+    if (s != NULL && r->secret) {
+        explicit_bzero(s, strlen(s));
+    }
+    free(s);
+}
+
 /* Parses value per row r into c. Returns 0, KV_EINVAL (nothing changed) or
  * KV_ENOMEM (nothing changed). */
 static int row_parse(kv_config_t *c, const opt_row *r, const char *value)
@@ -468,7 +513,7 @@ static int row_parse(kv_config_t *c, const opt_row *r, const char *value)
             return KV_ENOMEM;
         }
         char **field = field_str(c, r);
-        free(*field);
+        str_free(*field, r);
         *field = copy;
         return 0;
     }
@@ -514,7 +559,7 @@ static void row_format(const kv_config_t *c, const opt_row *r, char *buf,
 {
     switch (r->kind) {
     case KIND_STR: {
-        const char *s = *field_str(c, r);
+        const char *s = r->secret ? NULL : *field_str(c, r);
         snprintf(buf, size, "%s", s != NULL ? s : "");
         return;
     }
@@ -622,7 +667,7 @@ void options_config_free(kv_config_t *c)
     for (size_t i = 0; i < N_OPT_ROWS; i++) {
         if (opt_rows[i].kind == KIND_STR) {
             char **field = field_str(c, &opt_rows[i]);
-            free(*field);
+            str_free(*field, &opt_rows[i]);
             *field = NULL;
         }
     }
@@ -681,6 +726,24 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
     }
     if (c->role == KV_ROLE_CLIENT && c->http != NULL) {
         snprintf(why, size, "http is served by peers only, not role=client");
+        return KV_EINVAL;
+    }
+    if ((c->http_tls_cert_file == NULL) != (c->http_tls_key_file == NULL)) {
+        snprintf(why, size,
+                 "http_tls_cert_file and http_tls_key_file go together "
+                 "(HTTPS needs both)");
+        return KV_EINVAL;
+    }
+    if (c->http_tls_cert_file != NULL && c->http == NULL) {
+        snprintf(why, size,
+                 "http_tls_cert_file needs http (the API it serves over "
+                 "HTTPS)");
+        return KV_EINVAL;
+    }
+    if (c->auth_password != NULL && c->auth_password_file != NULL) {
+        snprintf(why, size,
+                 "auth_password and auth_password_file are both set: give "
+                 "one");
         return KV_EINVAL;
     }
     return 0;

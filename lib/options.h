@@ -45,6 +45,10 @@ typedef struct kv_config {
     int aae_rebuild_rate;       /* index entries per second in a rebuild */
     int64_t tombstone_grace_ms; /* before a fully replicated delete is purged */
     char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
+    char *http_tls_cert_file; /* PEM: with the key, the HTTP API is HTTPS */
+    char *http_tls_key_file;
+    char *auth_password;      /* secret (auth.c); never read back */
+    char *auth_password_file; /* or the file that holds it */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
     char *fault_file; /* testing: rpc.c's fault hook reads it, NULL: off */
     kv_log_fn log_fn;

@@ -187,7 +187,7 @@ END_TEST
 
 START_TEST(test_strerror)
 {
-    for (int e = 0; e <= KV_EINTERNAL; e++) {
+    for (int e = 0; e <= KV_EAUTH; e++) {
         ck_assert_ptr_nonnull(kv_strerror(e));
         ck_assert_str_ne(kv_strerror(e), "unknown error");
     }
@@ -245,6 +245,185 @@ START_TEST(test_resp_option)
 }
 END_TEST
 
+/* ------------------------------------------------- the client password */
+
+/* auth_password is write-only: set, it reads back as ""; a refused value
+ * (empty, a line break, over 1024 bytes) keeps the old one and the reason
+ * does not echo it. The file and the HTTPS options read back as given,
+ * and kv_open refuses the combinations that cannot work. */
+START_TEST(test_auth_options)
+{
+    kv_options_t *o = kv_options_create();
+    static const char *const unset[] = {"auth_password", "auth_password_file",
+                                        "http_tls_cert_file",
+                                        "http_tls_key_file"};
+    for (size_t i = 0; i < 4; i++) {
+        expect(o, unset[i], "");
+    }
+    ck_assert_int_eq(kv_options_set(o, "auth_password", "s3cret-one"), 0);
+    expect(o, "auth_password", "");
+    char big[1100];
+    memset(big, 'p', sizeof(big));
+    big[1024] = '\0';
+    ck_assert_int_eq(kv_options_set(o, "auth_password", big), 0);
+    big[1024] = 'p';
+    big[1025] = '\0';
+    static const char *const bad[] = {"", "two\nlines-secret", "cr\rsecret"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *v = i < 3 ? bad[i] : big;
+        ck_assert_msg(kv_options_set(o, "auth_password", v) == KV_EINVAL,
+                      "accepted bad password %zu", i);
+        const char *why = kv_options_errmsg(o);
+        ck_assert_ptr_nonnull(strstr(why, "auth_password"));
+        ck_assert_ptr_null(strstr(why, "secret"));
+        ck_assert_ptr_null(strstr(why, "pppp"));
+        expect(o, "auth_password", "");
+    }
+    ck_assert_ptr_nonnull(strstr(kv_options_doc("auth_password"), "ps"));
+    ck_assert_int_eq(kv_options_set(o, "auth_password_file", "/etc/kv/pw"),
+                     0);
+    expect(o, "auth_password_file", "/etc/kv/pw");
+    ck_assert_int_eq(kv_options_set(o, "auth_password_file", ""), KV_EINVAL);
+    expect(o, "auth_password_file", "/etc/kv/pw");
+
+    /* Both forms at once: refused at open, before any file is read. */
+    char *dir = util_tmpdir("auth");
+    kv_t *kv = (kv_t *)1;
+    ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+    ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL);
+    ck_assert_ptr_null(kv);
+    kv_options_destroy(o);
+
+    /* HTTPS: both files, and only with http. */
+    o = kv_options_create();
+    ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+    ck_assert_int_eq(kv_options_set(o, "http_tls_cert_file", "/x.crt"), 0);
+    expect(o, "http_tls_cert_file", "/x.crt");
+    ck_assert_int_eq(kv_options_set(o, "http", "127.0.0.1:1"), 0);
+    ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL); /* no key */
+    kv_options_destroy(o);
+    o = kv_options_create();
+    ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+    ck_assert_int_eq(kv_options_set(o, "http_tls_cert_file", "/x.crt"), 0);
+    ck_assert_int_eq(kv_options_set(o, "http_tls_key_file", "/x.key"), 0);
+    expect(o, "http_tls_key_file", "/x.key");
+    ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL); /* no http */
+    ck_assert_ptr_null(kv);
+    kv_options_destroy(o);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* Every line the library logs, joined (a logger for kv_options_set_logger). */
+typedef struct logbuf {
+    char text[16384];
+    size_t len;
+} logbuf_t;
+
+static void log_collect(void *arg, int level, const char *msg)
+{
+    (void)level;
+    logbuf_t *lb = arg;
+    int n = snprintf(lb->text + lb->len, sizeof(lb->text) - lb->len, "%s\n",
+                     msg);
+    if (n > 0 && lb->len + (size_t)n < sizeof(lb->text)) {
+        lb->len += (size_t)n;
+    }
+}
+
+/* Opens an embedded node in dir/data with auth_password_file = path; the
+ * log goes to lb (emptied first). Returns kv_open's code (closes the
+ * node). */
+static int open_with_password_file(const char *dir, const char *path,
+                                   logbuf_t *lb)
+{
+    char data[600];
+    snprintf(data, sizeof(data), "%s/data", dir);
+    lb->len = 0;
+    lb->text[0] = '\0';
+    kv_options_t *o = kv_options_create();
+    ck_assert_int_eq(kv_options_set(o, "data_dir", data), 0);
+    ck_assert_int_eq(kv_options_set(o, "auth_password_file", path), 0);
+    kv_options_set_logger(o, log_collect, lb, KV_LOG_DEBUG);
+    kv_t *kv = NULL;
+    int rc = kv_open(o, &kv);
+    kv_options_destroy(o);
+    kv_close(kv);
+    return rc;
+}
+
+static void write_mode(const char *path, const char *text, size_t len,
+                       mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+    ck_assert_int_eq(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+/* auth_password_file is read by kv_open: a missing, empty, multi-line,
+ * over-long or non-regular file stops the open with a reason that names
+ * the file; a good one opens (its trailing newline dropped), with a
+ * warning when group or others may read it. The password itself is in
+ * no log line, at any level. */
+START_TEST(test_auth_password_file)
+{
+    char *dir = util_tmpdir("authfile");
+    char path[600];
+    snprintf(path, sizeof(path), "%s/pw", dir);
+    logbuf_t lb;
+
+    ck_assert_int_eq(open_with_password_file(dir, path, &lb), KV_EINVAL);
+    ck_assert_msg(strstr(lb.text, path) != NULL &&
+                      strstr(lb.text, "No such file") != NULL,
+                  "log: %s", lb.text);
+    ck_assert_int_eq(open_with_password_file(dir, dir, &lb), KV_EINVAL);
+    ck_assert_msg(strstr(lb.text, "not a regular file") != NULL, "log: %s",
+                  lb.text);
+    static const struct {
+        const char *text;
+        const char *why;
+    } bad[] = {{"", "empty"},
+               {"\n", "empty"},
+               {"\r\n", "empty"},
+               {"first-secret\nsecond\n", "more than one line"},
+               {"nul\0secret\n", "NUL"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t len = i == 4 ? 11 : strlen(bad[i].text);
+        write_mode(path, bad[i].text, len, 0600);
+        ck_assert_int_eq(open_with_password_file(dir, path, &lb), KV_EINVAL);
+        ck_assert_msg(strstr(lb.text, bad[i].why) != NULL &&
+                          strstr(lb.text, "auth_password_file") != NULL,
+                      "case %zu: log: %s", i, lb.text);
+        ck_assert_ptr_null(strstr(lb.text, "secret"));
+    }
+    char big[1100];
+    memset(big, 'q', sizeof(big));
+    write_mode(path, big, 1025, 0600);
+    ck_assert_int_eq(open_with_password_file(dir, path, &lb), KV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(lb.text, "longer than 1024"));
+    write_mode(path, big, 1024, 0600); /* the longest, no newline */
+    ck_assert_int_eq(open_with_password_file(dir, path, &lb), 0);
+
+    write_mode(path, "file-secret-7\n", 14, 0644);
+    ck_assert_int_eq(open_with_password_file(dir, path, &lb), 0);
+    ck_assert_msg(strstr(lb.text, "open to group or others (mode 0644)") !=
+                          NULL &&
+                      strstr(lb.text, path) != NULL,
+                  "no warning: %s", lb.text);
+    ck_assert_ptr_null(strstr(lb.text, "file-secret-7"));
+    write_mode(path, "file-secret-7\r\n", 15, 0600);
+    ck_assert_int_eq(open_with_password_file(dir, path, &lb), 0);
+    ck_assert_msg(strstr(lb.text, "open to group") == NULL, "warned: %s",
+                  lb.text);
+    ck_assert_ptr_null(strstr(lb.text, "file-secret-7"));
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* ------------------------------------------------------ the option table */
 
 /* Every option kvdist.h documents, in the table's order: an option added
@@ -258,8 +437,9 @@ static const char *const all_options[] = {
     "gossip_interval_ms", "phi_convict",   "sloppy_quorum",
     "hinted_handoff", "handoff_rate",      "anti_entropy",
     "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
-    "resp",           "http",              "max_clients",
-    "fault_file",
+    "resp",           "http",              "http_tls_cert_file",
+    "http_tls_key_file", "auth_password",  "auth_password_file",
+    "max_clients",    "fault_file",
 };
 
 #define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
@@ -1181,6 +1361,58 @@ START_TEST(test_daemon_starts_from_config)
 }
 END_TEST
 
+/* kvdistd with a password: --print-config never shows it; a missing
+ * password file or both forms at once stop the daemon with exit status 2
+ * and a message naming the option; a refused --auth-password does not
+ * echo the value. */
+START_TEST(test_daemon_auth)
+{
+    char *dir = util_tmpdir("conf");
+    char data[600], missing[600];
+    snprintf(data, sizeof(data), "%s/data", dir);
+    snprintf(missing, sizeof(missing), "%s/no-such-password", dir);
+    const char *print[] = {"--data", data, "--auth-password", "hush-hush-1",
+                           "--print-config", NULL};
+    run_t r = run_daemon(dir, print);
+    ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
+    expect_printed(r.out, "auth_password", "");
+    ck_assert_ptr_null(strstr(r.out, "hush-hush-1"));
+    ck_assert_ptr_null(strstr(r.err, "hush-hush-1"));
+    run_free(&r);
+
+    const char *nofile[] = {"--data", data, "--auth-password-file", missing,
+                            NULL};
+    r = run_daemon(dir, nofile);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "auth_password_file") != NULL &&
+                      strstr(r.err, missing) != NULL &&
+                      strstr(r.err, "No such file") != NULL,
+                  "stderr: %s", r.err);
+    run_free(&r);
+
+    char pw[600];
+    snprintf(pw, sizeof(pw), "%s/pw", dir);
+    write_mode(pw, "hush-hush-2\n", 12, 0600);
+    const char *both[] = {"--data", data, "--auth-password-file", pw,
+                          "--auth-password", "hush-hush-1", NULL};
+    r = run_daemon(dir, both);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "both set") != NULL, "stderr: %s", r.err);
+    ck_assert_ptr_null(strstr(r.err, "hush-hush"));
+    run_free(&r);
+
+    const char *bad[] = {"--data", data, "--auth-password", "", NULL};
+    r = run_daemon(dir, bad);
+    ck_assert_int_eq(r.status, 2);
+    ck_assert_msg(strstr(r.err, "kvdistd: --auth-password: must be 1 to "
+                                "1024 bytes") != NULL,
+                  "stderr: %s", r.err);
+    run_free(&r);
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 Suite *options_suite(void)
 {
     Suite *s = suite_create("options");
@@ -1199,6 +1431,8 @@ Suite *options_suite(void)
     tcase_add_test(tc, test_header_lists_options);
     tcase_add_test(tc, test_man_lists_options);
     tcase_add_test(tc, test_max_clients_option);
+    tcase_add_test(tc, test_auth_options);
+    tcase_add_test(tc, test_auth_password_file);
     suite_add_tcase(s, tc);
     TCase *dc = tcase_create("daemon_config");
     tcase_set_timeout(dc, 300);
@@ -1209,6 +1443,7 @@ Suite *options_suite(void)
     tcase_add_test(dc, test_example_conf);
     tcase_add_test(dc, test_daemon_help);
     tcase_add_test(dc, test_daemon_starts_from_config);
+    tcase_add_test(dc, test_daemon_auth);
     suite_add_tcase(s, dc);
     return s;
 }
