@@ -3,9 +3,10 @@
  * listener (option `resp`, HOST:PORT) that speaks enough of Redis for
  * redis-cli, redis-benchmark and ordinary client libraries: GET, MGET,
  * SET, MSET, DEL, EXISTS, DBSIZE, PING, ECHO, INFO, SELECT 0, QUIT,
- * CLIENT SETNAME/GETNAME, explicit refusals of MULTI/EXEC/DISCARD/WATCH,
- * and the start-up probes those tools send (COMMAND, CONFIG GET). The
- * commands are rows of resp_cmds (name, handler, arity), as in Redis.
+ * AUTH, HELLO 2, CLIENT SETNAME/GETNAME, explicit refusals of
+ * MULTI/EXEC/DISCARD/WATCH, and the start-up probes those tools send
+ * (COMMAND, CONFIG GET). The commands are rows of resp_cmds (name,
+ * handler, arity), as in Redis.
  *
  * Owns the listener, every connection and their buffers. The transport is
  * NNG's byte-stream API, so NNG stays the one network library and its
@@ -37,6 +38,13 @@
  *   still a resp_conn_t: it only sends "-ERR max number of clients
  *   reached" (with a send deadline) and closes. An admitted one gives its
  *   slot back exactly once, in the reaper, after its socket is freed.
+ * - With auth_password set, a connection starts unauthenticated (authed
+ *   false) and cmd_execute answers -NOAUTH to every command but the
+ *   no_auth rows (AUTH, HELLO, QUIT) until AUTH or HELLO ... AUTH gives
+ *   the password (auth.c compares it): one check at the entry, none in
+ *   the handlers. Until then the parser holds a request to Redis's
+ *   unauthenticated bounds (RESP_UNAUTH_MAX_ARGS, RESP_UNAUTH_MAX_BULK).
+ *   The state is the connection's own, under its mu like the rest.
  * - A connection whose last activity ended is handed to the reaper thread,
  *   which frees it: NNG forbids freeing an aio from its own callback.
  * - A failed accept is retried after a back-off (RESP_BACKOFF_MIN doubling
@@ -71,6 +79,11 @@
 #define RESP_BACKOFF_MAX 1000       /* ms: the back-off stops doubling here */
 #define RESP_REPORT_MS 5000         /* at most one line per episode per 5 s */
 #define RESP_REFUSE_SEND_MS 1000    /* deadline of the "max clients" reply */
+/* Before AUTH, with a password set: Redis's own bounds (CVE-2021-32675),
+ * so that a client without the password cannot make the node buffer a
+ * whole max_request. */
+#define RESP_UNAUTH_MAX_ARGS 10
+#define RESP_UNAUTH_MAX_BULK 16384
 
 typedef struct resp_arg {
     const uint8_t *p;
@@ -123,7 +136,9 @@ struct resp_conn {
     bool broken;  /* finished: nothing more is sent or received */
 
     bool admitted;  /* holds a max_clients slot (immutable once set) */
+    bool authed;    /* gave the password (AUTH, HELLO AUTH), or none is set */
     bool in_multi;  /* MULTI was refused: refuse all until EXEC/DISCARD */
+    uint64_t id;    /* HELLO's "id": 1, 2, ... in accept order */
     char name[128]; /* CLIENT SETNAME */
     size_t namelen;
 
@@ -147,6 +162,7 @@ struct resp {
     int port;
     int64_t started_ms; /* monotonic: INFO's uptime */
     _Atomic bool stopping;
+    _Atomic uint64_t last_id; /* of the last connection accepted */
 
     /* Accept callback only (one accept in flight at a time). */
     nng_duration backoff; /* 0, or the last back-off in ms */
@@ -556,6 +572,10 @@ static int parse_request(resp_conn_t *c, const char **why)
         *why = "invalid multibulk length";
         return -1;
     }
+    if (n > RESP_UNAUTH_MAX_ARGS && !c->authed) {
+        *why = "unauthenticated multibulk length";
+        return -1;
+    }
     if (n <= 0) {
         c->in_off = (size_t)(q - c->in); /* "*0" and "*-1": nothing to do */
         return 1;
@@ -577,6 +597,10 @@ static int parse_request(resp_conn_t *c, const char **why)
         r = parse_count_line(q + 1, end, &len, &data);
         if (r < 0 || (r > 0 && (len < 0 || (size_t)len > c->rs->max_bulk))) {
             *why = "invalid bulk length";
+            return -1;
+        }
+        if (r > 0 && len > RESP_UNAUTH_MAX_BULK && !c->authed) {
+            *why = "unauthenticated bulk length";
             return -1;
         }
         if (r == 0) {
@@ -929,18 +953,26 @@ static void cmd_select(resp_conn_t *c)
     }
 }
 
+/* CLIENT SETNAME and HELLO SETNAME: false after replying the error. */
+static bool conn_set_name(resp_conn_t *c, const resp_arg_t *name)
+{
+    if (name->len >= sizeof(c->name) ||
+        memchr(name->p, ' ', name->len) != NULL) {
+        reply_raw(c, "-ERR Client names cannot contain spaces, "
+                     "newlines or special characters, and are at "
+                     "most 127 bytes\r\n");
+        return false;
+    }
+    memcpy(c->name, name->p, name->len);
+    c->namelen = name->len;
+    return true;
+}
+
 static void cmd_client(resp_conn_t *c)
 {
     const resp_arg_t *a = c->argv;
     if (arg_is(&a[1], "SETNAME") && c->argc == 3) {
-        if (a[2].len >= sizeof(c->name) ||
-            memchr(a[2].p, ' ', a[2].len) != NULL) {
-            reply_raw(c, "-ERR Client names cannot contain spaces, "
-                         "newlines or special characters, and are at "
-                         "most 127 bytes\r\n");
-        } else {
-            memcpy(c->name, a[2].p, a[2].len);
-            c->namelen = a[2].len;
+        if (conn_set_name(c, &a[2])) {
             reply_raw(c, "+OK\r\n");
         }
     } else if (arg_is(&a[1], "GETNAME") && c->argc == 2) {
@@ -957,6 +989,114 @@ static void cmd_client(resp_conn_t *c)
         reply_raw(c, "-ERR kvdist: only CLIENT SETNAME, GETNAME and SETINFO "
                      "are supported\r\n");
     }
+}
+
+/* ---- authentication (auth_password; auth.c compares) ---- */
+
+#define RESP_WRONGPASS                                                         \
+    "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+
+/* Redis 6's ACL with only its "default" user: the password of AUTH pw,
+ * AUTH default pw and HELLO ... AUTH default pw; any other user name is
+ * refused. With no password set, "default" takes any password, as Redis's
+ * "nopass" default user does. A failed attempt leaves the connection as it
+ * was (authenticated or not), as in Redis. */
+static bool conn_login(resp_conn_t *c, const resp_arg_t *user,
+                       const resp_arg_t *pw)
+{
+    bool ok = auth_check(&c->rs->kv->auth, pw->p, pw->len);
+    /* Compared after the password, whatever the name: the same time. */
+    if (user != NULL &&
+        (user->len != 7 || memcmp(user->p, "default", 7) != 0)) {
+        ok = false;
+    }
+    if (ok) {
+        c->authed = true;
+    }
+    return ok;
+}
+
+static void cmd_auth(resp_conn_t *c)
+{
+    if (c->argc > 3) {
+        reply_raw(c, "-ERR syntax error\r\n");
+    } else if (c->argc == 2 && !c->rs->kv->auth.required) {
+        reply_raw(c, "-ERR AUTH <password> called without any password "
+                     "configured for the default user. Are you sure your "
+                     "configuration is correct?\r\n");
+    } else if (conn_login(c, c->argc == 3 ? &c->argv[1] : NULL,
+                          &c->argv[c->argc - 1])) {
+        reply_raw(c, "+OK\r\n");
+    } else {
+        reply_raw(c, RESP_WRONGPASS);
+    }
+}
+
+/* HELLO [protover [AUTH user password] [SETNAME name]], in Redis's order
+ * of checks. Only RESP2 is spoken: HELLO 3 gets NOPROTO, which is what
+ * clients that try RESP3 first (go-redis, Lettuce) fall back from to
+ * AUTH and RESP2. The answer is Redis 7's, as a RESP2 flat array. */
+static void cmd_hello(resp_conn_t *c)
+{
+    const resp_arg_t *a = c->argv;
+    size_t i = 1;
+    if (c->argc >= 2) {
+        long long ver = 0;
+        bool digits = a[1].len > 0 && a[1].len < 19;
+        for (size_t k = 0; digits && k < a[1].len; k++) {
+            digits = isdigit(a[1].p[k]) != 0;
+            ver = ver * 10 + (a[1].p[k] - '0');
+        }
+        if (!digits) {
+            reply_raw(c, "-ERR Protocol version is not an integer or out "
+                         "of range\r\n");
+            return;
+        }
+        if (ver != 2) {
+            reply_raw(c, "-NOPROTO unsupported protocol version\r\n");
+            return;
+        }
+        i = 2;
+    }
+    const resp_arg_t *user = NULL, *pw = NULL, *name = NULL;
+    for (; i < c->argc; i++) {
+        size_t more = c->argc - i - 1;
+        if (arg_is(&a[i], "AUTH") && more >= 2) {
+            user = &a[i + 1];
+            pw = &a[i + 2];
+            i += 2;
+        } else if (arg_is(&a[i], "SETNAME") && more >= 1) {
+            name = &a[i + 1];
+            i += 1;
+        } else {
+            char opt[64];
+            quote_arg(&a[i], opt, sizeof(opt));
+            reply_fmt(c, "-ERR Syntax error in HELLO option '%s'\r\n", opt);
+            return;
+        }
+    }
+    if (!c->authed && pw == NULL) {
+        reply_raw(c, "-NOAUTH HELLO must be called with the client already "
+                     "authenticated, otherwise the HELLO AUTH <user> <pass> "
+                     "option can be used to authenticate the client and "
+                     "select the RESP protocol version at the same "
+                     "time\r\n");
+        return;
+    }
+    if (pw != NULL && !conn_login(c, user, pw)) {
+        reply_raw(c, RESP_WRONGPASS);
+        return;
+    }
+    if (name != NULL && !conn_set_name(c, name)) {
+        return;
+    }
+    /* As INFO's redis_version: the release these commands answer like. */
+    reply_fmt(c,
+              "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"
+              "$5\r\n7.0.0\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:%" PRIu64
+              "\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n"
+              "$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n",
+              c->id);
 }
 
 static void cmd_command(resp_conn_t *c)
@@ -1039,37 +1179,42 @@ static void cmd_info(resp_conn_t *c);
 
 /* The command table, as Redis's: arity is the exact argc, or at least
  * -arity when negative; in_multi marks what still runs after a refused
- * MULTI. Argument counts are bounded by RESP_MAX_ARGS (the parser), so
- * MGET/DEL/EXISTS take at most 1023 keys and MSET 511 pairs. */
+ * MULTI; no_auth what runs before the password is given (Redis's
+ * no-auth flag). Argument counts are bounded by RESP_MAX_ARGS (the
+ * parser), so MGET/DEL/EXISTS take at most 1023 keys and MSET 511
+ * pairs. */
 typedef struct resp_cmd {
     const char *name;
     void (*fn)(resp_conn_t *c);
     int arity;
     bool in_multi;
+    bool no_auth;
 } resp_cmd_t;
 
 static const resp_cmd_t resp_cmds[] = {
-    {"GET", cmd_get, 2, false},
-    {"SET", cmd_set, -3, false},
-    {"MGET", cmd_mget, -2, false},
-    {"MSET", cmd_mset, -3, false},
-    {"DEL", cmd_del, -2, false},
-    {"UNLINK", cmd_del, -2, false},
-    {"EXISTS", cmd_exists, -2, false},
-    {"DBSIZE", cmd_dbsize, 1, false},
-    {"PING", cmd_ping, -1, false},
-    {"ECHO", cmd_echo, 2, false},
-    {"INFO", cmd_info, -1, false},
-    {"SELECT", cmd_select, 2, false},
-    {"QUIT", cmd_quit, -1, true},
-    {"CLIENT", cmd_client, -2, false},
-    {"COMMAND", cmd_command, -1, false},
-    {"CONFIG", cmd_config, -2, false},
-    {"MULTI", cmd_multi, 1, true},
-    {"EXEC", cmd_exec, 1, true},
-    {"DISCARD", cmd_discard, 1, true},
-    {"WATCH", cmd_watch, -2, false},
-    {"UNWATCH", cmd_unwatch, 1, false},
+    {"GET", cmd_get, 2, false, false},
+    {"SET", cmd_set, -3, false, false},
+    {"MGET", cmd_mget, -2, false, false},
+    {"MSET", cmd_mset, -3, false, false},
+    {"DEL", cmd_del, -2, false, false},
+    {"UNLINK", cmd_del, -2, false, false},
+    {"EXISTS", cmd_exists, -2, false, false},
+    {"DBSIZE", cmd_dbsize, 1, false, false},
+    {"PING", cmd_ping, -1, false, false},
+    {"ECHO", cmd_echo, 2, false, false},
+    {"INFO", cmd_info, -1, false, false},
+    {"SELECT", cmd_select, 2, false, false},
+    {"QUIT", cmd_quit, -1, true, true},
+    {"AUTH", cmd_auth, -2, false, true},
+    {"HELLO", cmd_hello, -1, false, true},
+    {"CLIENT", cmd_client, -2, false, false},
+    {"COMMAND", cmd_command, -1, false, false},
+    {"CONFIG", cmd_config, -2, false, false},
+    {"MULTI", cmd_multi, 1, true, false},
+    {"EXEC", cmd_exec, 1, true, false},
+    {"DISCARD", cmd_discard, 1, true, false},
+    {"WATCH", cmd_watch, -2, false, false},
+    {"UNWATCH", cmd_unwatch, 1, false, false},
 };
 
 static void cmd_execute(resp_conn_t *c)
@@ -1085,7 +1230,11 @@ static void cmd_execute(resp_conn_t *c)
             break;
         }
     }
-    if (cmd == NULL) {
+    if (!c->authed && (cmd == NULL || !cmd->no_auth)) {
+        /* The one check, before the name or the arity is looked at: a
+         * client without the password learns nothing of the commands. */
+        reply_raw(c, "-NOAUTH Authentication required.\r\n");
+    } else if (cmd == NULL) {
         char name[64];
         quote_arg(&c->argv[0], name, sizeof(name));
         reply_fmt(c, "-ERR unknown command '%s'\r\n", name);
@@ -1544,6 +1693,8 @@ static void resp_accepted(resp_t *rs, nng_stream *s)
     c->rs = rs;
     c->stream = s;
     c->admitted = admitted;
+    c->authed = !kv->auth.required;
+    c->id = atomic_fetch_add(&rs->last_id, 1) + 1;
     pthread_mutex_init(&c->mu, NULL);
     buf_init(&c->out);
     if (admitted) {
