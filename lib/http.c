@@ -57,6 +57,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -67,7 +68,9 @@
 #include <jansson.h>
 #include <nng/nng.h>
 #include <nng/supplemental/http/http.h>
+#include <nng/supplemental/tls/tls.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "cluster.h"
 #include "codec.h"
@@ -79,6 +82,7 @@
 /* GET and DELETE carry no body; NNG reads (and we ignore) a small one. */
 #define HTTP_SMALL_BODY 4096
 #define HTTP_MAX_TIMEOUT_MS 3600000
+#define HTTP_PEM_MAX (1u << 20)
 
 typedef struct http_client http_client_t;
 
@@ -254,6 +258,56 @@ int http_pct_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen)
     return 0;
 }
 
+/* The password in an Authorization header value: "Bearer <password>",
+ * or "Basic <base64 of user:password>" with any user name (RFC 7617; the
+ * password is everything after the first colon). Schemes are matched
+ * without regard to case (RFC 7235). */
+int http_auth_password(const char *value, uint8_t *out, size_t outsize,
+                       size_t *outlen)
+{
+    *outlen = 0;
+    while (*value == ' ' || *value == '\t') {
+        value++;
+    }
+    size_t slen = strcspn(value, " \t");
+    const char *cred = value + slen;
+    while (*cred == ' ' || *cred == '\t') {
+        cred++;
+    }
+    size_t clen = strlen(cred);
+    while (clen > 0 && (cred[clen - 1] == ' ' || cred[clen - 1] == '\t')) {
+        clen--;
+    }
+    if (clen == 0) {
+        return KV_EINVAL;
+    }
+    if (slen == 6 && strncasecmp(value, "Bearer", 6) == 0) {
+        if (clen > outsize) {
+            return KV_EINVAL;
+        }
+        memcpy(out, cred, clen);
+        *outlen = clen;
+        return 0;
+    }
+    if (slen != 5 || strncasecmp(value, "Basic", 5) != 0) {
+        return KV_EINVAL;
+    }
+    size_t n = 0;
+    if (http_b64_decode(cred, clen, out, outsize, &n) != 0) {
+        return KV_EINVAL;
+    }
+    const uint8_t *colon = memchr(out, ':', n);
+    if (colon == NULL) {
+        explicit_bzero(out, n);
+        return KV_EINVAL;
+    }
+    size_t skip = (size_t)(colon + 1 - out);
+    memmove(out, colon + 1, n - skip);
+    explicit_bzero(out + (n - skip), skip);
+    *outlen = n - skip;
+    return 0;
+}
+
 /* ----------------------------------------------------------- responses */
 
 static const char *code_name(int rc)
@@ -279,6 +333,7 @@ static const char *code_name(int rc)
         [KV_EADDRINUSE] = "KV_EADDRINUSE",
         [KV_ENOTSUP] = "KV_ENOTSUP",
         [KV_EINTERNAL] = "KV_EINTERNAL",
+        [KV_EAUTH] = "KV_EAUTH",
     };
     if (rc >= 0 && (size_t)rc < sizeof(names) / sizeof(names[0]) &&
         names[rc] != NULL) {
@@ -307,6 +362,8 @@ static uint16_t status_of(int rc)
         return 503;
     case KV_ETIMEDOUT:
         return 504;
+    case KV_EAUTH:
+        return 401;
     default:
         return 500;
     }
@@ -1105,24 +1162,73 @@ static void handle_cluster(nng_aio *aio)
 
 /* ---------------------------------------------------------- connections */
 
+/* With auth_password set, every request but those of an open route
+ * answers 401 without credentials: this handler stands in for the
+ * route's (client_dispatch), so HEAD and Connection are treated alike. */
+static void handle_unauthorized(nng_aio *aio)
+{
+    http_client_t *hc = nng_aio_get_input(aio, 1);
+    nng_http_req *req = nng_aio_get_input(aio, 0);
+    bool tried = nng_http_req_get_header(req, "Authorization") != NULL;
+    nng_http_res *res = error_res(
+        401, KV_EAUTH,
+        tried ? "wrong password (Authorization: Bearer <password>, or "
+                "Basic with any user name)"
+              : "authentication required: send Authorization: Bearer "
+                "<password>, or Basic with any user name",
+        false);
+    /* Basic first: a browser then asks for the password (any user). */
+    if (res != NULL &&
+        nng_http_res_set_header(res, "WWW-Authenticate",
+                                "Basic realm=\"kvdist\", charset=\"UTF-8\", "
+                                "Bearer realm=\"kvdist\"") != 0) {
+        nng_http_res_free(res);
+        res = NULL;
+    }
+    reply(hc->kv, aio, res);
+}
+
+/* Whether the request carries the password (auth.c compares it). */
+static bool client_authorized(const http_client_t *hc)
+{
+    const auth_t *a = &hc->kv->auth;
+    if (!a->required) {
+        return true;
+    }
+    const char *value = nng_http_req_get_header(hc->req, "Authorization");
+    /* A user name and a password of the longest kind, in base64. */
+    uint8_t pw[4 * (KV_PASSWORD_MAX + 256) / 3 + 4];
+    size_t len = 0;
+    bool ok = value != NULL &&
+              http_auth_password(value, pw, sizeof(pw), &len) == 0 &&
+              auth_check(a, pw, len);
+    explicit_bzero(pw, sizeof(pw));
+    return ok;
+}
+
 /* The routes: a request goes to the row of its path and method. HEAD is
  * a GET whose answer leaves out the body (client_answered); the methods
- * of a path's rows make the Allow header of its 405. */
+ * of a path's rows make the Allow header of its 405. An open route is
+ * served without the password (auth_password): /health, which HAProxy
+ * and load balancers poll; every other path and method needs it, those
+ * added later too, and so does a request that matches no route (no 404
+ * or 405 tells an unauthenticated client what exists). */
 static const struct route {
     const char *path;
     bool tree;        /* path/{anything} too (the key) */
     const char *method;
     bool reads_body;  /* the handler reads the body itself (PUT) */
+    bool open;        /* no password needed */
     void (*cb)(nng_aio *);
 } routes[] = {
-    {HTTP_DATA_PATH, true, "GET", false, handle_get},
-    {HTTP_DATA_PATH, true, "HEAD", false, handle_get},
-    {HTTP_DATA_PATH, true, "PUT", true, handle_put},
-    {HTTP_DATA_PATH, true, "DELETE", false, handle_delete},
-    {"/health", false, "GET", false, handle_health},
-    {"/health", false, "HEAD", false, handle_health},
-    {"/v1/cluster", false, "GET", false, handle_cluster},
-    {"/v1/cluster", false, "HEAD", false, handle_cluster},
+    {HTTP_DATA_PATH, true, "GET", false, false, handle_get},
+    {HTTP_DATA_PATH, true, "HEAD", false, false, handle_get},
+    {HTTP_DATA_PATH, true, "PUT", true, false, handle_put},
+    {HTTP_DATA_PATH, true, "DELETE", false, false, handle_delete},
+    {"/health", false, "GET", false, true, handle_health},
+    {"/health", false, "HEAD", false, true, handle_health},
+    {"/v1/cluster", false, "GET", false, false, handle_cluster},
+    {"/v1/cluster", false, "HEAD", false, false, handle_cluster},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -1212,7 +1318,22 @@ static void client_error(http_client_t *hc, uint16_t status, int rc,
     client_write(hc, res);
 }
 
-/* 404 for a path the API does not serve, 405 (with Allow) for a method
+/* Runs handler cb for the request read (the route's, or the 401). */
+static void client_handle(http_client_t *hc, void (*cb)(nng_aio *))
+{
+    hc->head = strcmp(nng_http_req_get_method(hc->req), "HEAD") == 0;
+    nng_aio_set_input(hc->cb, 0, hc->req);
+    nng_aio_set_input(hc->cb, 1, hc);
+    nng_aio_set_input(hc->cb, 2, hc->conn);
+    if (!nng_aio_begin(hc->cb)) {
+        client_close(hc);
+        return;
+    }
+    cb(hc->cb);
+}
+
+/* 401 without the password (auth_password) unless the route is open,
+ * 404 for a path the API does not serve, 405 (with Allow) for a method
  * its path does not take, else the route's handler. */
 static void client_dispatch(http_client_t *hc)
 {
@@ -1231,6 +1352,17 @@ static void client_dispatch(http_client_t *hc)
             snprintf(allow + n, sizeof(allow) - n, "%s%s", n > 0 ? ", " : "",
                      routes[i].method);
         }
+    }
+    if ((match == NULL || !match->open) && !client_authorized(hc)) {
+        /* A body its handler would have read is still on the wire: the
+         * connection cannot carry another request. */
+        if (match != NULL && match->reads_body &&
+            (nng_http_req_get_header(hc->req, "Content-Length") != NULL ||
+             nng_http_req_get_header(hc->req, "Transfer-Encoding") != NULL)) {
+            hc->close = true;
+        }
+        client_handle(hc, handle_unauthorized);
+        return;
     }
     if (match == NULL && allow[0] == '\0') {
         client_error(hc, 404, KV_ENOTFOUND,
@@ -1255,15 +1387,7 @@ static void client_dispatch(http_client_t *hc)
         client_write(hc, res);
         return;
     }
-    hc->head = strcmp(method, "HEAD") == 0;
-    nng_aio_set_input(hc->cb, 0, hc->req);
-    nng_aio_set_input(hc->cb, 1, hc);
-    nng_aio_set_input(hc->cb, 2, hc->conn);
-    if (!nng_aio_begin(hc->cb)) {
-        client_close(hc);
-        return;
-    }
-    match->cb(hc->cb);
+    client_handle(hc, match->cb);
 }
 
 /* A request has been read: the checks NNG's server makes (RFC 7230), then
@@ -1531,6 +1655,76 @@ static int add_handler(struct http *h, const char *path, const char *method,
     return 0;
 }
 
+/* The whole of a PEM file, NUL-terminated (free it), or NULL with the
+ * reason logged. */
+static char *read_pem(kv_t *kv, const char *option, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char *text = NULL;
+    size_t len = 0;
+    if (f != NULL) {
+        /* A certificate chain is a few KiB; 1 MiB bounds a wrong file. */
+        text = malloc(HTTP_PEM_MAX + 1);
+        len = text != NULL ? fread(text, 1, HTTP_PEM_MAX + 1, f) : 0;
+    }
+    const char *why = f == NULL            ? strerror(errno)
+                      : text == NULL       ? kv_strerror(KV_ENOMEM)
+                      : ferror(f)          ? "read error"
+                      : len > HTTP_PEM_MAX ? "larger than 1 MiB"
+                      : len == 0           ? "empty"
+                                           : NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (why != NULL) {
+        KV_LOG(&kv->log, KV_LOG_ERROR, "http: %s %s: %s", option, path, why);
+        free(text);
+        return NULL;
+    }
+    text[len] = '\0';
+    return text;
+}
+
+/* HTTPS: NNG's TLS (mbedTLS in Debian's build) with the certificate and
+ * key of http_tls_cert_file and http_tls_key_file. No client certificate
+ * is asked for: clients authenticate with the password. */
+static int http_set_tls(kv_t *kv, nng_http_server *srv)
+{
+    char *cert = read_pem(kv, "http_tls_cert_file", kv->cfg.http_tls_cert_file);
+    char *key = cert != NULL ? read_pem(kv, "http_tls_key_file",
+                                        kv->cfg.http_tls_key_file)
+                             : NULL;
+    if (key == NULL) {
+        free(cert);
+        return KV_EINVAL;
+    }
+    nng_tls_config *tls = NULL;
+    int rv = nng_tls_config_alloc(&tls, NNG_TLS_MODE_SERVER);
+    const char *step = "TLS is not available in this NNG";
+    if (rv == 0) {
+        step = "the certificate or key is refused";
+        rv = nng_tls_config_own_cert(tls, cert, key, NULL);
+    }
+    if (rv == 0) {
+        step = "cannot set the server's TLS configuration";
+        rv = nng_http_server_set_tls(srv, tls);
+    }
+    if (tls != NULL) {
+        nng_tls_config_free(tls); /* the server holds its own reference */
+    }
+    explicit_bzero(key, strlen(key));
+    free(key);
+    free(cert);
+    if (rv != 0) {
+        KV_LOG(&kv->log, KV_LOG_ERROR, "http: https: %s: %s", step,
+               nng_strerror(rv));
+        return rv == NNG_ENOTSUP  ? KV_ENOTSUP
+               : rv == NNG_ENOMEM ? KV_ENOMEM
+                                  : KV_EINVAL;
+    }
+    return 0;
+}
+
 int http_start(kv_t *kv)
 {
     struct http *h = calloc(1, sizeof(*h));
@@ -1543,8 +1737,9 @@ int http_start(kv_t *kv)
     h->refs = 1;
     kv->http = h;
 
+    bool tls = kv->cfg.http_tls_cert_file != NULL;
     char url[300];
-    snprintf(url, sizeof(url), "http://%s", kv->cfg.http);
+    snprintf(url, sizeof(url), "%s://%s", tls ? "https" : "http", kv->cfg.http);
     nng_url *u = NULL;
     int rv = nng_url_parse(&u, url);
     if (rv == 0) {
@@ -1552,6 +1747,12 @@ int http_start(kv_t *kv)
         nng_url_free(u);
     }
     int rc = nng_to_kv(rv);
+    if (rc == 0 && tls) {
+        rc = http_set_tls(kv, h->srv);
+        if (rc != 0) {
+            return rc; /* logged; node_free calls http_stop */
+        }
+    }
     if (rc == 0) {
         /* Every path and method (NULL): routing is client_dispatch's. */
         rc = add_handler(h, "/", NULL, handle_first, true, 0, false);
@@ -1568,7 +1769,9 @@ int http_start(kv_t *kv)
                kv->cfg.http, kv_strerror(rc));
         return rc; /* node_free calls http_stop */
     }
-    KV_LOG(&kv->log, KV_LOG_INFO, "http: serving on %s", kv->cfg.http);
+    KV_LOG(&kv->log, KV_LOG_INFO, "http: serving on %s://%s%s",
+           tls ? "https" : "http", kv->cfg.http,
+           kv->auth.required ? " (password required)" : "");
     return 0;
 }
 

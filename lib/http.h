@@ -34,4 +34,12 @@ int http_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t outsize,
  * send it as %2F). Writes at most inlen bytes. Returns 0 or KV_EINVAL. */
 int http_pct_decode(const char *in, size_t inlen, uint8_t *out, size_t *outlen);
 
+/* The password of an Authorization header's value: "Bearer <password>"
+ * (the bytes as sent), or "Basic <base64(user:password)>" with any user
+ * name; schemes in any case. Writes at most outsize bytes to out. Returns
+ * 0, or KV_EINVAL for another scheme, no credentials, bad base64, a Basic
+ * pair without a colon or one larger than outsize. */
+int http_auth_password(const char *value, uint8_t *out, size_t outsize,
+                       size_t *outlen);
+
 #endif /* KV_HTTP_H */
