@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -650,15 +651,16 @@ static void check_info_sections(int port)
 }
 
 /* Debian's python3-redis (redis-py): test/redis_clients.py, which exits 0
- * when every check held and says on stderr which did not. */
-static void check_redis_py(int port)
+ * when every check held and says on stderr which did not. password: the
+ * node's auth_password, NULL when it has none. */
+static void check_redis_py(int port, const char *password)
 {
     static const char script[] = "test/redis_clients.py";
     ck_assert_msg(access(script, R_OK) == 0,
                   "%s not found: run from the source tree", script);
     char p[16];
     snprintf(p, sizeof(p), "%d", port);
-    const char *argv[] = {"/usr/bin/python3", script, p, NULL};
+    const char *argv[] = {"/usr/bin/python3", script, p, password, NULL};
     static char out[16384];
     int st = run_capture_all(argv, NULL, 0, out, sizeof(out), true);
     ck_assert_msg(st == 0, "redis_clients.py exited %d:\n%s", st, out);
@@ -867,6 +869,279 @@ START_TEST(test_resp_accept_backoff)
 }
 END_TEST
 
+/* ---- authentication (auth_password) ---- */
+
+#define NOAUTH "-NOAUTH Authentication required.\r\n"
+#define WRONGPASS                                                              \
+    "-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+
+/* raw_expect with C strings. */
+static void ask(int fd, const char *req, const char *want)
+{
+    raw_expect(fd, req, strlen(req), want, strlen(want));
+}
+
+/* HELLO 2's answer (Redis 7's map as a RESP2 array) for connection id. */
+static void hello_reply(char *out, size_t size)
+{
+    snprintf(out, size,
+             "*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"
+             "$5\r\n7.0.0\r\n$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:");
+}
+
+/* Reads HELLO 2's answer on fd: checks it up to the id, then the rest. */
+static void expect_hello(int fd)
+{
+    char head[256];
+    hello_reply(head, sizeof(head));
+    size_t n = strlen(head);
+    char got[512];
+    ck_assert_uint_eq(tcp_read(fd, got, n), n);
+    ck_assert_msg(memcmp(got, head, n) == 0, "HELLO: '%.*s'", (int)n, got);
+    size_t k = 0;
+    do {
+        ck_assert_uint_eq(tcp_read(fd, got + k, 1), 1);
+    } while (got[k++] != '\n' && k < 30);
+    ck_assert_msg(k > 2 && got[0] != '0', "HELLO id: '%.*s'", (int)k, got);
+    static const char tail[] =
+        "$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster"
+        "\r\n$7\r\nmodules\r\n*0\r\n";
+    ck_assert_uint_eq(tcp_read(fd, got, sizeof(tail) - 1), sizeof(tail) - 1);
+    ck_assert_msg(memcmp(got, tail, sizeof(tail) - 1) == 0, "HELLO tail");
+}
+
+/* A node with auth_password pw on port, raw sockets: without the password
+ * every command but AUTH, HELLO and QUIT gets -NOAUTH, unknown ones too;
+ * a wrong one gets -WRONGPASS and changes nothing; the right one (AUTH
+ * pw, AUTH default pw, HELLO 2 AUTH default pw) serves that connection
+ * only; before it, requests are held to Redis's small bounds. */
+static void check_auth_raw(int port, const char *pw)
+{
+    char req[256];
+    int fd = tcp_connect(port);
+    ask(fd, "GET k\r\n", NOAUTH);
+    ask(fd, "SET auth:k v\r\nPING\r\nNOSUCHCOMMAND\r\nGET\r\n",
+        NOAUTH NOAUTH NOAUTH NOAUTH);
+    ask(fd, "*3\r\n$3\r\nSET\r\n$6\r\nauth:k\r\n$1\r\nv\r\n", NOAUTH);
+    ask(fd, "MULTI\r\nCLIENT SETNAME x\r\nINFO\r\n", NOAUTH NOAUTH NOAUTH);
+    /* Wrong. */
+    snprintf(req, sizeof(req), "AUTH %sx\r\n", pw);
+    ask(fd, req, WRONGPASS);
+    ask(fd, "AUTH \r\n", "-ERR wrong number of arguments for 'auth' command\r\n");
+    snprintf(req, sizeof(req), "AUTH bob %s\r\n", pw);
+    ask(fd, req, WRONGPASS);
+    snprintf(req, sizeof(req), "AUTH Default %s\r\n", pw);
+    ask(fd, req, WRONGPASS); /* Redis's user names are case-sensitive */
+    snprintf(req, sizeof(req), "AUTH default %s extra\r\n", pw);
+    ask(fd, req, "-ERR syntax error\r\n");
+    /* A prefix of the password, and the password with a byte more. */
+    snprintf(req, sizeof(req), "AUTH %.*s\r\n", (int)strlen(pw) - 1, pw);
+    ask(fd, req, WRONGPASS);
+    ask(fd, "GET auth:k\r\n", NOAUTH);
+    ask(fd, "HELLO\r\n",
+        "-NOAUTH HELLO must be called with the client already "
+        "authenticated, otherwise the HELLO AUTH <user> <pass> option can be "
+        "used to authenticate the client and select the RESP protocol "
+        "version at the same time\r\n");
+    ask(fd, "HELLO 2 SETNAME app\r\n",
+        "-NOAUTH HELLO must be called with the client already "
+        "authenticated, otherwise the HELLO AUTH <user> <pass> option can be "
+        "used to authenticate the client and select the RESP protocol "
+        "version at the same time\r\n");
+    snprintf(req, sizeof(req), "HELLO 2 AUTH default %s-\r\n", pw);
+    ask(fd, req, WRONGPASS);
+    /* RESP3 is not spoken: NOPROTO, and not authenticated by it. */
+    snprintf(req, sizeof(req), "HELLO 3 AUTH default %s\r\n", pw);
+    ask(fd, req, "-NOPROTO unsupported protocol version\r\n");
+    ask(fd, "GET auth:k\r\n", NOAUTH);
+    ask(fd, "HELLO 2 AUTH default\r\n",
+        "-ERR Syntax error in HELLO option 'AUTH'\r\n");
+    /* Right. */
+    snprintf(req, sizeof(req), "AUTH %s\r\nSET auth:k v1\r\nGET auth:k\r\n",
+             pw);
+    ask(fd, req, "+OK\r\n+OK\r\n$2\r\nv1\r\n");
+    /* A wrong AUTH afterwards leaves the connection authenticated, as in
+     * Redis. */
+    ask(fd, "AUTH nope\r\nGET auth:k\r\n", WRONGPASS "$2\r\nv1\r\n");
+    /* The state is per connection: a second one starts without. */
+    int fd2 = tcp_connect(port);
+    ask(fd2, "GET auth:k\r\n", NOAUTH);
+    snprintf(req, sizeof(req), "AUTH default %s\r\nGET auth:k\r\n", pw);
+    ask(fd2, req, "+OK\r\n$2\r\nv1\r\n");
+    close(fd2);
+    int fd3 = tcp_connect(port);
+    ask(fd3, "DEL auth:k\r\n", NOAUTH);
+    snprintf(req, sizeof(req),
+             "HELLO 2 AUTH default %s SETNAME app-1\r\n", pw);
+    tcp_send(fd3, req, strlen(req));
+    expect_hello(fd3);
+    ask(fd3, "CLIENT GETNAME\r\nHELLO\r\n", "$5\r\napp-1\r\n");
+    expect_hello(fd3); /* HELLO once authenticated needs no AUTH */
+    /* After the password, a large request is no longer refused. */
+    size_t vlen = 20000;
+    char *big = malloc(vlen + 64);
+    int hl = snprintf(big, 64, "*3\r\n$3\r\nSET\r\n$7\r\nauth:bg\r\n$%zu\r\n",
+                      vlen);
+    memset(big + hl, 'b', vlen);
+    memcpy(big + hl + vlen, "\r\n", 2);
+    raw_expect(fd3, big, (size_t)hl + vlen + 2, "+OK\r\n", 5);
+    close(fd3);
+    close(fd);
+
+    /* Before it: at most 10 arguments and 16 KiB bulk strings. */
+    fd = tcp_connect(port);
+    tcp_send(fd, big, (size_t)hl); /* the 20000-byte bulk length */
+    static const char bulk[] =
+        "-ERR Protocol error: unauthenticated bulk length\r\n";
+    char got[128] = "";
+    ck_assert_uint_eq(tcp_read(fd, got, sizeof(bulk) - 1), sizeof(bulk) - 1);
+    ck_assert_str_eq(got, bulk);
+    ck_assert(tcp_closed(fd));
+    close(fd);
+    free(big);
+    fd = tcp_connect(port);
+    static const char args[] =
+        "-ERR Protocol error: unauthenticated multibulk length\r\n";
+    tcp_send(fd, "*11\r\n", 5);
+    memset(got, 0, sizeof(got));
+    ck_assert_uint_eq(tcp_read(fd, got, sizeof(args) - 1), sizeof(args) - 1);
+    ck_assert_str_eq(got, args);
+    ck_assert(tcp_closed(fd));
+    close(fd);
+    /* QUIT needs no password. */
+    fd = tcp_connect(port);
+    ask(fd, "QUIT\r\n", "+OK\r\n");
+    ck_assert(tcp_closed(fd));
+    close(fd);
+}
+
+/* redis-cli against a node with password pw: without it the command is
+ * refused (the issue's "writes anyway"), with a wrong -a too, after
+ * redis-cli's own "AUTH failed"; with -a pw or REDISCLI_AUTH it is
+ * served. */
+static void check_auth_cli(int port, const char *pw)
+{
+    char p[16], out[4096];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *none[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p,
+                          "SET",     "auth:cli", "x", NULL};
+    run_capture_all(none, NULL, 0, out, sizeof(out), true);
+    ck_assert_msg(strstr(out, "NOAUTH Authentication required.") != NULL,
+                  "redis-cli without -a: %s", out);
+    char wrong[128];
+    snprintf(wrong, sizeof(wrong), "%s-wrong", pw);
+    const char *bad[] = {REDIS_CLI, "-h", "127.0.0.1", "-p",       p,
+                         "-a",      wrong, "--no-auth-warning", "SET",
+                         "auth:cli", "x",  NULL};
+    run_capture_all(bad, NULL, 0, out, sizeof(out), true);
+    ck_assert_msg(strstr(out, "AUTH failed: WRONGPASS") != NULL &&
+                      strstr(out, "NOAUTH") != NULL,
+                  "redis-cli -a wrong: %s", out);
+    const char *good[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p, "-a",
+                          pw, "--no-auth-warning", "GET", "auth:cli", NULL};
+    int st = run_capture(good, NULL, 0, out, sizeof(out));
+    ck_assert_int_eq(st, 0);
+    ck_assert_msg(strcmp(out, "\n") == 0, "auth:cli was written: '%s'", out);
+    const char *set[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p, "-a", pw,
+                         "--no-auth-warning", "SET", "auth:cli", "y", NULL};
+    ck_assert_int_eq(run_capture(set, NULL, 0, out, sizeof(out)), 0);
+    ck_assert_str_eq(out, "OK\n");
+    ck_assert_int_eq(setenv("REDISCLI_AUTH", pw, 1), 0);
+    cli_expect(port, "y", "GET", "auth:cli", NULL);
+    unsetenv("REDISCLI_AUTH");
+}
+
+/* A node without a password: AUTH PASSWORD is Redis's configuration
+ * error, AUTH default ANY and HELLO 2 succeed (Redis's "nopass" default
+ * user), any other user name is refused. */
+static void check_no_password(int port)
+{
+    int fd = tcp_connect(port);
+    ask(fd, "AUTH x\r\n",
+        "-ERR AUTH <password> called without any password configured for "
+        "the default user. Are you sure your configuration is correct?\r\n");
+    ask(fd, "AUTH default anything\r\n", "+OK\r\n");
+    ask(fd, "AUTH bob anything\r\n", WRONGPASS);
+    ask(fd, "HELLO 2 AUTH bob x\r\n", WRONGPASS);
+    ask(fd, "HELLO 4\r\n", "-NOPROTO unsupported protocol version\r\n");
+    ask(fd, "HELLO two\r\n",
+        "-ERR Protocol version is not an integer or out of range\r\n");
+    ask(fd, "HELLO 2 FOO\r\n", "-ERR Syntax error in HELLO option 'FOO'\r\n");
+    tcp_send(fd, "HELLO\r\n", 7);
+    expect_hello(fd);
+    tcp_send(fd, "HELLO 2 AUTH default x\r\n", 24);
+    expect_hello(fd);
+    close(fd);
+}
+
+/* The password's whole life on a node: given in a file (nowhere on the
+ * command line), then on the command line (overwritten there once read);
+ * RESP without, with wrong and with right credentials, through raw
+ * sockets, redis-cli and redis-py. */
+START_TEST(test_resp_auth)
+{
+    signal(SIGPIPE, SIG_IGN);
+    harness_t *h = harness_create(1);
+    h->n = 1;
+    h->r = 1;
+    h->w = 1;
+    static const char pw[] = "correct-horse-9";
+    char file[600];
+    snprintf(file, sizeof(file), "%s/password", h->dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s\n", pw);
+    fclose(f);
+    ck_assert_int_eq(chmod(file, 0600), 0);
+    int port = harness_free_port();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    const char *extra[] = {"--resp", addr, "--auth-password-file", file, NULL};
+    harness_start(h, 0, extra);
+    check_auth_raw(port, pw);
+    check_auth_cli(port, pw);
+    check_redis_py(port, pw);
+    /* The log has no password, and no warning for a 0600 file. */
+    ck_assert_int_eq(log_count(h->node[0].log, pw), 0);
+    ck_assert_int_eq(log_count(h->node[0].log, "open to group"), 0);
+    harness_stop(h, 0);
+
+    /* On the command line: the daemon overwrites it in argv once read. */
+    static const char pw2[] = "battery-staple-4";
+    const char *flag[] = {"--resp", addr, "--auth-password", pw2, NULL};
+    harness_start(h, 0, flag);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", h->node[0].pid);
+    /* NUL-separated words; search each. */
+    FILE *c = fopen(path, "r");
+    ck_assert_ptr_nonnull(c);
+    char word[512];
+    size_t k = 0;
+    int ch;
+    bool seen_flag = false, leaked = false;
+    while ((ch = fgetc(c)) != EOF) {
+        if (ch != '\0' && k + 1 < sizeof(word)) {
+            word[k++] = (char)ch;
+            continue;
+        }
+        word[k] = '\0';
+        leaked |= strstr(word, "battery") != NULL;
+        seen_flag |= strcmp(word, "--auth-password") == 0;
+        k = 0;
+    }
+    fclose(c);
+    ck_assert(seen_flag);
+    ck_assert_msg(!leaked, "the password is in %s", path);
+    int fd = tcp_connect(port);
+    ask(fd, "GET auth:cli\r\n", NOAUTH);
+    ask(fd, "AUTH correct-horse-9\r\n", WRONGPASS);
+    ask(fd, "AUTH battery-staple-4\r\nGET auth:cli\r\n",
+        "+OK\r\n$1\r\ny\r\n");
+    close(fd);
+    harness_destroy(h);
+}
+END_TEST
+
 START_TEST(test_resp_cluster)
 {
     harness_t *h = harness_create(3);
@@ -882,7 +1157,7 @@ START_TEST(test_resp_cluster)
     check_bad_input(resp[0]);
     check_multi_key_commands(resp[1], resp[2]);
     check_info_sections(resp[0]);
-    check_redis_py(resp[2]);
+    check_redis_py(resp[2], NULL);
     /* Every node still answers after all that. */
     for (int i = 0; i < 3; i++) {
         cli_expect(resp[i], "PONG", "PING", NULL, NULL);
@@ -908,6 +1183,7 @@ START_TEST(test_resp_single_node)
     check_bad_input(resp[0]);
     check_multi_key_commands(resp[0], resp[0]);
     check_info_sections(resp[0]);
+    check_no_password(resp[0]);
 
     int fd = tcp_connect(resp[0]);
     size_t vlen = 100000;
@@ -947,6 +1223,7 @@ Suite *resp_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_resp_single_node);
     tcase_add_test(tc, test_resp_cluster);
+    tcase_add_test(tc, test_resp_auth);
     suite_add_tcase(s, tc);
     TCase *lim = tcase_create("limits");
     tcase_set_timeout(lim, 120);

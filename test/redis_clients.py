@@ -3,9 +3,12 @@
 RESP port, as a Python user drives it: set, get, delete, mget, mset, a
 non-transactional pipeline of 500 commands with binary values checked byte
 for byte, and pipeline() (MULTI/EXEC) failing with the error that says why.
+Given the node's password (auth_password), first a client without it and
+one with a wrong one are refused, then everything runs as a client that
+gives it (redis-py sends AUTH default PASSWORD).
 
-Usage: /usr/bin/python3 test/redis_clients.py PORT
-Run by check_resp.c (test_resp_redis_py). Exit 0 when every check holds;
+Usage: /usr/bin/python3 test/redis_clients.py PORT [PASSWORD]
+Run by check_resp.c (test_resp_cluster, test_resp_auth). Exit 0 when every check holds;
 otherwise the first failed check is on stderr and the exit status is 1.
 """
 import sys
@@ -19,9 +22,33 @@ def expect(what, got, want):
         sys.exit(1)
 
 
+def refused(what, client):
+    try:
+        client.ping()
+    except redis.exceptions.AuthenticationError:
+        return  # -NOAUTH
+    except redis.exceptions.ResponseError as e:
+        # redis-py 4 reports the -WRONGPASS of its AUTH as a ResponseError.
+        if str(e).startswith("WRONGPASS "):
+            return
+        sys.stderr.write("%s: unexpected error %r\n" % (what, str(e)))
+        sys.exit(1)
+    sys.stderr.write("%s: served without the password\n" % what)
+    sys.exit(1)
+
+
 def main():
     port = int(sys.argv[1])
-    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=20)
+    password = sys.argv[2] if len(sys.argv) > 2 else None
+    if password is not None:
+        refused("no password",
+                redis.Redis(host="127.0.0.1", port=port, socket_timeout=20))
+        refused("wrong password",
+                redis.Redis(host="127.0.0.1", port=port, socket_timeout=20,
+                            password=password + "x"))
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=20,
+                    username="default" if password is not None else None,
+                    password=password)
 
     expect("ping", r.ping(), True)
     expect("set", r.set(b"py:k", b"v1"), True)
