@@ -71,11 +71,19 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
     copy_header(p, len, "X-Kv-Context", r->ctx, sizeof(r->ctx));
     copy_header(p, len, "Content-Type", r->ctype, sizeof(r->ctype));
     copy_header(p, len, "Connection", r->connection, sizeof(r->connection));
+    copy_header(p, len, "WWW-Authenticate", r->www_auth, sizeof(r->www_auth));
     return len;
 }
 
 httpc_resp_t httpc(const char *method, const char *url, const void *body,
                    size_t len, const char *ctx, const char *cainfo)
+{
+    return httpc_h(method, url, body, len, ctx, cainfo, NULL);
+}
+
+httpc_resp_t httpc_h(const char *method, const char *url, const void *body,
+                     size_t len, const char *ctx, const char *cainfo,
+                     const char *const *headers)
 {
     httpc_resp_t r;
     memset(&r, 0, sizeof(r));
@@ -86,6 +94,9 @@ httpc_resp_t httpc(const char *method, const char *url, const void *body,
     if (ctx != NULL) {
         snprintf(ctxh, sizeof(ctxh), "X-Kv-Context: %s", ctx);
         hdrs = curl_slist_append(hdrs, ctxh);
+    }
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+        hdrs = curl_slist_append(hdrs, headers[i]);
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -392,6 +403,49 @@ START_TEST(test_pct)
                           KV_EINVAL,
                       "accepted '%s'", bad[i]);
     }
+}
+END_TEST
+
+/* The password of an Authorization value, per http_auth_password: the
+ * password, or NULL when the header is refused. */
+static void expect_auth(const char *value, const char *want)
+{
+    uint8_t out[64];
+    size_t len = 99;
+    int rc = http_auth_password(value, out, sizeof(out), &len);
+    if (want == NULL) {
+        ck_assert_msg(rc == KV_EINVAL, "'%s' accepted", value);
+        return;
+    }
+    ck_assert_msg(rc == 0, "'%s' refused", value);
+    ck_assert_msg(len == strlen(want) && memcmp(out, want, len) == 0,
+                  "'%s': got '%.*s', want '%s'", value, (int)len, out, want);
+}
+
+START_TEST(test_auth_header)
+{
+    expect_auth("Bearer s3cret", "s3cret");
+    expect_auth("bearer s3cret", "s3cret");
+    expect_auth("BEARER   s3cret  ", "s3cret");
+    expect_auth("Bearer a:b", "a:b");
+    /* "u:p", ":p", "default:p:q" (the password has a colon). */
+    expect_auth("Basic dTpw", "p");
+    expect_auth("basic OnA=", "p");
+    expect_auth("Basic ZGVmYXVsdDpwOnE=", "p:q");
+    expect_auth("Basic dTo=", "");
+    expect_auth("Bearer", NULL);
+    expect_auth("Bearer ", NULL);
+    expect_auth("Basic dXNlcg==", NULL); /* "user": no colon */
+    expect_auth("Basic dTpw=", NULL);    /* not base64 */
+    expect_auth("Basic", NULL);
+    expect_auth("Token s3cret", NULL);
+    expect_auth("Bearers3cret", NULL);
+    expect_auth("", NULL);
+    /* Larger than the buffer: refused, nothing written past it. */
+    char big[200] = "Bearer ";
+    memset(big + 7, 'x', 100);
+    big[107] = '\0';
+    expect_auth(big, NULL);
 }
 END_TEST
 
@@ -1305,12 +1359,348 @@ START_TEST(test_max_clients)
 }
 END_TEST
 
+/* ------------------------------------------------------ authentication */
+
+/* Lines of a log file that contain needle. */
+static int log_count_http(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0) {
+        n += strstr(line, needle) != NULL;
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* Runs node 0's daemon with HTTPS files that must stop it, its stderr in
+ * the node's log; returns the exit status (-1: killed after 60 s). */
+static int start_failing(harness_t *h, int port, const char *cert,
+                         const char *key)
+{
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(127);
+        }
+        int fd = open(h->node[0].log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+        execl(h->daemon, h->daemon, "--id", "n1", "--data", h->node[0].data,
+              "--http", addr, "--http-tls-cert-file", cert,
+              "--http-tls-key-file", key, (char *)NULL);
+        _exit(127);
+    }
+    int64_t deadline = harness_now_ms() + 60000;
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (harness_now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            return -1;
+        }
+        harness_sleep_ms(20);
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Writes the one-line password file of a node (mode 0600); returns its
+ * path (free it). */
+static char *password_file(const harness_t *h, const char *pw)
+{
+    char *path = NULL;
+    ck_assert_int_ge(asprintf(&path, "%s/password", h->dir), 0);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%s\n", pw);
+    fclose(f);
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    return path;
+}
+
+/* One request with an Authorization header (auth NULL: none); checks a
+ * 401's body and WWW-Authenticate; returns the status. */
+static long authed(const char *method, const char *url, const char *auth,
+                   const char *body, const char *cainfo, httpc_resp_t *out)
+{
+    char hdr[300];
+    snprintf(hdr, sizeof(hdr), "Authorization: %s", auth != NULL ? auth : "");
+    const char *const hdrs[] = {hdr, NULL};
+    httpc_resp_t r = httpc_h(method, url, body, body ? strlen(body) : 0, NULL,
+                             cainfo, auth != NULL ? hdrs : NULL);
+    ck_assert_msg(r.curl_rc == 0, "%s %s: curl error %d", method, url,
+                  r.curl_rc);
+    if (r.status == 401) {
+        char code[32];
+        json_code(&r, code, sizeof(code));
+        ck_assert_str_eq(code, "KV_EAUTH");
+        ck_assert_str_eq(r.ctype, "application/json");
+        ck_assert_msg(strstr(r.www_auth, "Basic realm=\"kvdist\"") != NULL &&
+                          strstr(r.www_auth, "Bearer") != NULL,
+                      "WWW-Authenticate: '%s'", r.www_auth);
+    }
+    long st = r.status;
+    if (out != NULL) {
+        *out = r;
+    } else {
+        httpc_free(&r);
+    }
+    return st;
+}
+
+/* "Basic " + base64(user:pw). */
+static void basic(const char *user, const char *pw, char *out, size_t size)
+{
+    char pair[256];
+    snprintf(pair, sizeof(pair), "%s:%s", user, pw);
+    ck_assert_uint_lt(http_b64_len(strlen(pair)) + 7, size);
+    memcpy(out, "Basic ", 6);
+    http_b64_encode(pair, strlen(pair), out + 6);
+}
+
+/* auth_password (from a file): every path but /health answers 401 (JSON,
+ * KV_EAUTH, WWW-Authenticate) without credentials and with wrong ones,
+ * paths that do not exist too; Bearer and Basic with the password are
+ * served; nothing an unauthenticated PUT or DELETE sent took effect. HTTP
+ * has no connection state: each request on a kept-alive connection is
+ * checked on its own. */
+START_TEST(test_auth)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(1);
+    h->n = 1;
+    h->r = 1;
+    h->w = 1;
+    static const char pw[] = "tr0ub4dor&3";
+    char *file = password_file(h, pw);
+    const char *const extra[] = {"--auth-password-file", file, NULL};
+    int port = harness_start_http(h, 0, extra);
+    char health[64], data[96], cluster[64], other[64];
+    snprintf(health, sizeof(health), "http://127.0.0.1:%d/health", port);
+    snprintf(data, sizeof(data), "http://127.0.0.1:%d/v1/data/auth-k", port);
+    snprintf(cluster, sizeof(cluster), "http://127.0.0.1:%d/v1/cluster",
+             port);
+    snprintf(other, sizeof(other), "http://127.0.0.1:%d/metrics", port);
+    wait_status(health, 200, 15000); /* open: no credentials */
+    static const char head[] =
+        "HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char text[2048];
+    raw_http(port, head, strlen(head), 0, text, sizeof(text));
+    ck_assert_int_eq(status_of_raw(text), 200);
+    static const char head_data[] = "HEAD /v1/data/auth-k HTTP/1.1\r\nHost: "
+                                    "x\r\nConnection: close\r\n\r\n";
+    raw_http(port, head_data, strlen(head_data), 0, text, sizeof(text));
+    ck_assert_int_eq(status_of_raw(text), 401);
+    ck_assert_msg(strstr(text, "\r\n\r\n") != NULL &&
+                      strstr(text, "\r\n\r\n")[4] == '\0',
+                  "HEAD answered with a body: %s", text);
+
+    char bearer[64], good[128], wrong[128], nocolon[64];
+    snprintf(bearer, sizeof(bearer), "Bearer %s", pw);
+    basic("any-user", pw, good, sizeof(good));
+    basic("any-user", "tr0ub4dor&", wrong, sizeof(wrong));
+    snprintf(nocolon, sizeof(nocolon), "Basic ");
+    http_b64_encode(pw, strlen(pw), nocolon + 6);
+    /* Without, and with wrong credentials. */
+    const char *const refused[] = {NULL,
+                                   "Bearer tr0ub4dor&",
+                                   "Bearer tr0ub4dor&33",
+                                   "Bearer ",
+                                   wrong,
+                                   nocolon,
+                                   "Token tr0ub4dor&3",
+                                   "tr0ub4dor&3"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        const char *a = refused[i];
+        ck_assert_int_eq(authed("GET", data, a, NULL, NULL, NULL), 401);
+        ck_assert_int_eq(authed("PUT", data, a, "stolen", NULL, NULL), 401);
+        ck_assert_int_eq(authed("DELETE", data, a, NULL, NULL, NULL), 401);
+        ck_assert_int_eq(authed("GET", cluster, a, NULL, NULL, NULL), 401);
+        /* No 404 or 405 without the password: it tells nothing. */
+        ck_assert_int_eq(authed("GET", other, a, NULL, NULL, NULL), 401);
+        ck_assert_int_eq(authed("POST", data, a, NULL, NULL, NULL), 401);
+    }
+    httpc_resp_t r;
+    ck_assert_int_eq(authed("GET", data, NULL, NULL, NULL, &r), 401);
+    ck_assert_ptr_nonnull(strstr(r.body, "authentication required"));
+    httpc_free(&r);
+    ck_assert_int_eq(authed("GET", data, "Bearer nope", NULL, NULL, &r), 401);
+    ck_assert_ptr_nonnull(strstr(r.body, "wrong password"));
+    httpc_free(&r);
+    /* Right: the unauthenticated PUTs wrote nothing. */
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, NULL, NULL), 404);
+    ck_assert_int_eq(authed("PUT", data, bearer, "mine", NULL, NULL), 204);
+    ck_assert_int_eq(authed("GET", data, good, NULL, NULL, &r), 200);
+    ck_assert_str_eq(r.body, "mine");
+    httpc_free(&r);
+    char lower[64];
+    snprintf(lower, sizeof(lower), "bearer %s", pw);
+    ck_assert_int_eq(authed("GET", data, lower, NULL, NULL, NULL), 200);
+    basic("", pw, good, sizeof(good));
+    ck_assert_int_eq(authed("GET", cluster, good, NULL, NULL, NULL), 200);
+    ck_assert_int_eq(authed("GET", other, good, NULL, NULL, NULL), 404);
+    ck_assert_int_eq(authed("DELETE", data, NULL, NULL, NULL, NULL), 401);
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, NULL, NULL), 200);
+    ck_assert_int_eq(authed("DELETE", data, bearer, NULL, NULL, NULL), 204);
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, NULL, NULL), 404);
+
+    /* One kept-alive connection: an authorized request does not open the
+     * next; a refused PUT with a body closes (the body was not read). */
+    int fd = raw_connect(port);
+    char req[512], ans[4096];
+    int n = snprintf(req, sizeof(req),
+                     "GET /v1/cluster HTTP/1.1\r\nHost: x\r\n"
+                     "Authorization: %s\r\n\r\n",
+                     bearer);
+    ck_assert_int_eq(raw_ask(fd, req, (size_t)n, ans, sizeof(ans)), 200);
+    static const char plain[] = "GET /v1/cluster HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(raw_ask(fd, plain, strlen(plain), ans, sizeof(ans)), 401);
+    ck_assert_ptr_nonnull(strstr(ans, "\r\nWWW-Authenticate: Basic"));
+    ck_assert_int_eq(raw_ask(fd, req, (size_t)n, ans, sizeof(ans)), 200);
+    static const char put[] = "PUT /v1/data/raw HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 5\r\n\r\nhello";
+    ck_assert_int_eq(raw_ask(fd, put, strlen(put), ans, sizeof(ans)), 401);
+    ck_assert_ptr_nonnull(strstr(ans, "\r\nConnection: close\r\n"));
+    ck_assert(raw_closed_silently(fd));
+    close(fd);
+    char rawurl[96];
+    snprintf(rawurl, sizeof(rawurl), "http://127.0.0.1:%d/v1/data/raw", port);
+    ck_assert_int_eq(authed("GET", rawurl, bearer, NULL, NULL, NULL), 404);
+    /* Refusals are answers like any other: counted as 4xx. */
+    ck_assert_int_ge(
+        harness_remote_stat(h->node[0].url, "kvdist_http_4xx_total"),
+        40);
+    free(file);
+    harness_destroy(h);
+}
+END_TEST
+
+/* HTTPS on the http address itself (http_tls_cert_file/key_file), with a
+ * self-signed certificate made here by openssl: GET, PUT and DELETE with
+ * the certificate pinned, the password still checked and /health still
+ * open; plain HTTP to the port and an unpinned client get nothing. A
+ * certificate file that cannot be read stops the node from starting. */
+START_TEST(test_https)
+{
+    ck_assert_msg(system("command -v openssl >/dev/null") == 0,
+                  "openssl is needed (make deps)");
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    harness_t *h = harness_create(1);
+    h->n = 1;
+    h->r = 1;
+    h->w = 1;
+    char cert[600], key[600], cmd[2048];
+    snprintf(cert, sizeof(cert), "%s/http.crt", h->dir);
+    snprintf(key, sizeof(key), "%s/http.key", h->dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+             "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+             "-keyout '%s' -out '%s' 2>/dev/null",
+             key, cert);
+    ck_assert_int_eq(system(cmd), 0);
+    static const char pw[] = "https-pass-1";
+    char *file = password_file(h, pw);
+    const char *const extra[] = {"--http-tls-cert-file", cert,
+                                 "--http-tls-key-file", key,
+                                 "--auth-password-file", file, NULL};
+    int port = harness_start_http(h, 0, extra);
+    ck_assert_int_ge(log_count_http(h->node[0].log, "HTTP API on https://"),
+                     1);
+    char health[64], data[96];
+    snprintf(health, sizeof(health), "https://127.0.0.1:%d/health", port);
+    snprintf(data, sizeof(data), "https://127.0.0.1:%d/v1/data/tls-k", port);
+    /* Bounded: the node serves once its ready line is out, but a slow
+     * (sanitizer) build may take a moment more. */
+    int64_t deadline = harness_now_ms() + 15000;
+    httpc_resp_t r;
+    do {
+        r = httpc("GET", health, NULL, 0, NULL, cert);
+        if (r.curl_rc != 0 || r.status != 200) {
+            httpc_free(&r);
+            harness_sleep_ms(50);
+        }
+    } while ((r.curl_rc != 0 || r.status != 200) &&
+             harness_now_ms() < deadline);
+    ck_assert_msg(r.curl_rc == 0 && r.status == 200, "GET /health: %d %ld",
+                  r.curl_rc, r.status);
+    ck_assert_ptr_nonnull(strstr(r.body, "\"status\":\"ok\""));
+    httpc_free(&r);
+
+    char bearer[64];
+    snprintf(bearer, sizeof(bearer), "Bearer %s", pw);
+    ck_assert_int_eq(authed("PUT", data, NULL, "x", cert, NULL), 401);
+    ck_assert_int_eq(authed("PUT", data, "Bearer wrong", "x", cert, NULL),
+                     401);
+    ck_assert_int_eq(authed("PUT", data, bearer, "over tls", cert, NULL),
+                     204);
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, cert, &r), 200);
+    ck_assert_str_eq(r.body, "over tls");
+    ck_assert(r.ctx[0] != '\0');
+    httpc_free(&r);
+    ck_assert_int_eq(authed("GET", data, NULL, NULL, cert, NULL), 401);
+    /* A value large enough to span TLS records, both ways. */
+    char *big = malloc(100001);
+    for (size_t i = 0; i < 100000; i++) {
+        big[i] = (char)('a' + i % 26);
+    }
+    big[100000] = '\0';
+    ck_assert_int_eq(authed("PUT", data, bearer, big, cert, NULL), 204);
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, cert, &r), 200);
+    ck_assert_uint_eq(r.len, 100000);
+    ck_assert_str_eq(r.body, big);
+    httpc_free(&r);
+    free(big);
+    ck_assert_int_eq(authed("DELETE", data, bearer, NULL, cert, NULL), 204);
+    ck_assert_int_eq(authed("GET", data, bearer, NULL, cert, NULL), 404);
+
+    /* Not pinned: curl does not trust the certificate. */
+    r = httpc("GET", health, NULL, 0, NULL, NULL);
+    ck_assert_int_eq(r.curl_rc, CURLE_PEER_FAILED_VERIFICATION);
+    httpc_free(&r);
+    /* Plain HTTP to the HTTPS port: no HTTP answer at all. */
+    char plain[64];
+    snprintf(plain, sizeof(plain), "http://127.0.0.1:%d/health", port);
+    r = httpc("GET", plain, NULL, 0, NULL, NULL);
+    ck_assert_msg(r.curl_rc != 0 || r.status == 0, "plain HTTP: %d %ld",
+                  r.curl_rc, r.status);
+    httpc_free(&r);
+    harness_stop(h, 0);
+
+    /* The node does not start with a certificate it cannot read. */
+    char missing[600];
+    snprintf(missing, sizeof(missing), "%s/none.crt", h->dir);
+    int status = start_failing(h, port, missing, key);
+    ck_assert_int_eq(status, 2);
+    ck_assert_msg(log_count_http(h->node[0].log, "http_tls_cert_file") >= 1 &&
+                      log_count_http(h->node[0].log, "No such file") >= 1,
+                  "log %s", h->node[0].log);
+    /* Nor with a key that is no key. */
+    status = start_failing(h, port, cert, cert);
+    ck_assert_int_eq(status, 2);
+    ck_assert_int_ge(log_count_http(h->node[0].log, "refused"), 1);
+    free(file);
+    harness_destroy(h);
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
     TCase *u = tcase_create("codecs");
     tcase_add_test(u, test_b64);
     tcase_add_test(u, test_pct);
+    tcase_add_test(u, test_auth_header);
     suite_add_tcase(s, u);
     TCase *tc = tcase_create("multiprocess");
     tcase_set_timeout(tc, 120);
@@ -1322,6 +1712,8 @@ Suite *http_suite(void)
     tcase_add_test(tc, test_embedded_node);
     tcase_add_test(tc, test_health_starting);
     tcase_add_test(tc, test_max_clients);
+    tcase_add_test(tc, test_auth);
+    tcase_add_test(tc, test_https);
     suite_add_tcase(s, tc);
     return s;
 }

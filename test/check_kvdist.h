@@ -133,12 +133,18 @@ typedef struct httpc_resp {
     char ctx[1024]; /* X-Kv-Context, "" if absent */
     char ctype[256];
     char connection[64];
+    char www_auth[256]; /* WWW-Authenticate, "" if absent */
 } httpc_resp_t;
 
 /* One request; body/len for PUT, ctx as X-Kv-Context when non-NULL,
  * cainfo: the only CA trusted for https (NULL: the system's). */
 httpc_resp_t httpc(const char *method, const char *url, const void *body,
                    size_t len, const char *ctx, const char *cainfo);
+/* The same with more request headers: "Name: value" strings, NULL-ended
+ * (headers itself may be NULL). */
+httpc_resp_t httpc_h(const char *method, const char *url, const void *body,
+                     size_t len, const char *ctx, const char *cainfo,
+                     const char *const *headers);
 void httpc_free(httpc_resp_t *r);
 
 #endif /* KV_CHECK_KVDIST_H */
