@@ -3,7 +3,9 @@
  * cluster, configured by examples/haproxy/ (render.sh, mkcert.sh): PUT,
  * GET and DELETE over HTTPS with the generated certificate pinned, then a
  * node is killed and requests keep succeeding once HAProxy's health check
- * (GET /health) has marked it down.
+ * (GET /health) has marked it down. The nodes require a password
+ * (auth_password): HAProxy passes the client's Authorization header on,
+ * and its health check needs none.
  *
  * HAProxy runs in the foreground (-db) as a child of the test, on ports
  * picked at run time, and is stopped by PID (also by PR_SET_PDEATHSIG if
@@ -15,11 +17,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -128,13 +132,20 @@ static void wait_server(const char *sock, const char *sv, const char *want)
     ck_abort_msg("haproxy: server %s is '%s', wanted %s", sv, st, want);
 }
 
-static long https(const char *method, const char *base, const char *key,
-                  const char *val, const char *ca, httpc_resp_t *out)
+#define HAPROXY_PASSWORD "through-the-balancer"
+
+/* One request through HAProxy with the nodes' password (auth false:
+ * without it). */
+static long https_as(const char *method, const char *base, const char *key,
+                     const char *val, const char *ca, bool auth,
+                     httpc_resp_t *out)
 {
     char url[256];
     snprintf(url, sizeof(url), "%s/v1/data/%s", base, key);
-    httpc_resp_t r =
-        httpc(method, url, val, val != NULL ? strlen(val) : 0, NULL, ca);
+    static const char *const hdrs[] = {
+        "Authorization: Bearer " HAPROXY_PASSWORD, NULL};
+    httpc_resp_t r = httpc_h(method, url, val, val != NULL ? strlen(val) : 0,
+                             NULL, ca, auth ? hdrs : NULL);
     ck_assert_msg(r.curl_rc == 0, "%s %s: curl error %d (%s)", method, url,
                   r.curl_rc, curl_easy_strerror((CURLcode)r.curl_rc));
     long st = r.status;
@@ -144,6 +155,12 @@ static long https(const char *method, const char *base, const char *key,
         httpc_free(&r);
     }
     return st;
+}
+
+static long https(const char *method, const char *base, const char *key,
+                  const char *val, const char *ca, httpc_resp_t *out)
+{
+    return https_as(method, base, key, val, ca, true, out);
 }
 
 START_TEST(test_haproxy_failover)
@@ -162,8 +179,16 @@ START_TEST(test_haproxy_failover)
     h->r = 2;
     h->w = 2;
     int port[3];
+    char pwfile[600];
+    snprintf(pwfile, sizeof(pwfile), "%s/password", h->dir);
+    FILE *f = fopen(pwfile, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(HAPROXY_PASSWORD "\n", f);
+    fclose(f);
+    ck_assert_int_eq(chmod(pwfile, 0600), 0);
+    const char *const extra[] = {"--auth-password-file", pwfile, NULL};
     for (int i = 0; i < 3; i++) {
-        port[i] = harness_start_http(h, i, NULL);
+        port[i] = harness_start_http(h, i, extra);
     }
     harness_wait_converged(h);
 
@@ -192,8 +217,13 @@ START_TEST(test_haproxy_failover)
     char base[64];
     snprintf(base, sizeof(base), "https://127.0.0.1:%d", front);
 
-    /* Through the balancer, over TLS, the certificate pinned. */
+    /* Through the balancer, over TLS, the certificate pinned; the nodes
+     * answer 401 to a client without the password. */
     httpc_resp_t r;
+    ck_assert_int_eq(
+        https_as("PUT", base, "lb-key", "stolen", ca, false, NULL), 401);
+    ck_assert_int_eq(https_as("GET", base, "lb-key", NULL, ca, false, NULL),
+                     401);
     ck_assert_int_eq(https("PUT", base, "lb-key", "through haproxy", ca, NULL),
                      204);
     /* Three reads: round-robin sends one to each node. */
