@@ -13,6 +13,9 @@
  *             WAIT N 0 after every SET, as a Redis replica setup needs)
  *   http      libkvdist's HTTP API (/v1/data/{key}) at --url, HTTP/1.1
  *             keep-alive, one connection per outstanding request
+ * --password (or --password-file) is sent to a node that requires one
+ * (auth_password): AUTH on each RESP connection, Authorization: Bearer on
+ * each HTTP request; the cluster resp starts requires it then too.
  * Workloads A (50% read, 50% update), B (95/5), C (read only), W (write
  * only), D (95% read of recent keys, 5% insert); uniform or zipfian key
  * choice; a load phase writes every key first (not measured).
@@ -215,6 +218,7 @@ typedef struct config {
     const char *urls;  /* cluster: given nodes */
     const char *addr;  /* resp: given server */
     const char *url;   /* http */
+    const char *password; /* resp, http: the node's auth_password */
     int wait_replicas; /* resp: WAIT n 0 after each SET */
     double rate;       /* ops/s for all workers together, 0: flat out */
     int nodes;
@@ -595,6 +599,19 @@ static void start_cluster(bool with_resp)
                 argv[a++] = "--resp";
                 argv[a++] = resp;
             }
+            char pwfile[600];
+            if (with_resp && cfg.password != NULL) {
+                /* In a file, as a deployment would give it. */
+                data_path("password", pwfile, sizeof(pwfile));
+                int fd = open(pwfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                size_t len = strlen(cfg.password);
+                if (fd < 0 || write(fd, cfg.password, len) != (ssize_t)len ||
+                    close(fd) != 0) {
+                    die("%s: %s", pwfile, strerror(errno));
+                }
+                argv[a++] = "--auth-password-file";
+                argv[a++] = pwfile;
+            }
             argv[a] = NULL;
             pid_t pid = fork();
             if (pid < 0) {
@@ -860,6 +877,24 @@ static void resp_bulk(conn_t *c, const void *p, size_t n)
     req_put(c, "\r\n", 2);
 }
 
+static int resp_reply(conn_t *c);
+
+/* A connection that gives the password first, if there is one. */
+static void *resp_conn_open(void)
+{
+    conn_t *c = conn_open();
+    if (cfg.password == NULL) {
+        return c;
+    }
+    c->reqlen = 0;
+    req_put(c, "*2\r\n$4\r\nAUTH\r\n", 14);
+    resp_bulk(c, cfg.password, strlen(cfg.password));
+    if (conn_send(c, c->req, c->reqlen) != 0 || resp_reply(c) != 0) {
+        die("AUTH with --password was refused (or the connection failed)");
+    }
+    return c;
+}
+
 /* Reads one reply: 0 for +/: replies and bulk strings, KV_ENOTFOUND for a
  * nil bulk, ERR_REPLY for -ERR and anything else. */
 static int resp_reply(conn_t *c)
@@ -967,6 +1002,11 @@ static void http_path(conn_t *c, const char *method, const char *k, size_t kl)
     char h[400];
     int n = snprintf(h, sizeof(h), " HTTP/1.1\r\nHost: %s\r\n", http_host);
     req_put(c, h, (size_t)n);
+    if (cfg.password != NULL) {
+        req_put(c, "Authorization: Bearer ", 22);
+        req_put(c, cfg.password, strlen(cfg.password));
+        req_put(c, "\r\n", 2);
+    }
 }
 
 /* Reads a response: its status, the body skipped. */
@@ -1025,6 +1065,9 @@ static int http_status_code(int status)
         return 0;
     }
     switch (status) {
+    case 401:
+        die("HTTP 401: the node requires a password (--password or "
+            "--password-file), or the one given is wrong");
     case 404:
         return KV_ENOTFOUND;
     case 413:
@@ -1079,7 +1122,7 @@ static const target_t targets[] = {
      no_thread_close, kv_target_close},
     {"cluster", true, cluster_open, no_thread, kv_target_put, kv_target_get,
      no_thread_close, cluster_close},
-    {"resp", true, resp_open, conn_open, resp_put, resp_get, conn_close,
+    {"resp", true, resp_open, resp_conn_open, resp_put, resp_get, conn_close,
      resp_close},
     {"http", true, http_open, conn_open, http_put, http_get, conn_close,
      no_close},
@@ -1665,6 +1708,23 @@ static void run_suite(void)
            "shared machine does not change.\n");
 }
 
+/* The first line of path (its newline dropped), for --password-file. */
+static const char *read_password(const char *path)
+{
+    static char pw[1100];
+    FILE *f = fopen(path, "r");
+    if (f == NULL || fgets(pw, sizeof(pw), f) == NULL) {
+        die("--password-file %s: %s", path,
+            f == NULL ? strerror(errno) : "empty");
+    }
+    fclose(f);
+    pw[strcspn(pw, "\r\n")] = '\0';
+    if (pw[0] == '\0') {
+        die("--password-file %s: empty first line", path);
+    }
+    return pw;
+}
+
 static void usage(FILE *f)
 {
     fprintf(
@@ -1700,6 +1760,9 @@ static void usage(FILE *f)
         "  --addr HOST:PORT       resp: use this server, start none\n"
         "  --wait N               resp: send WAIT N 0 after every SET\n"
         "  --url http://HOST:PORT http: the node to drive\n"
+        "  --password PW          resp, http: the node's auth_password (the\n"
+        "                         cluster resp starts requires it too)\n"
+        "  --password-file FILE   the same, read from FILE's first line\n"
         "  --kvdistd PATH         daemon to start (default: next to this "
         "program)\n"
         "  --json                 one JSON object per run on stdout\n"
@@ -1731,6 +1794,8 @@ int main(int argc, char **argv)
         {"wait", required_argument, NULL, 'A'},
         {"rate", required_argument, NULL, 'R'},
         {"url", required_argument, NULL, 'u'},
+        {"password", required_argument, NULL, 'P'},
+        {"password-file", required_argument, NULL, 'F'},
         {"kvdistd", required_argument, NULL, 'K'},
         {"json", no_argument, NULL, 'j'},
         {"quiet", no_argument, NULL, 'q'},
@@ -1813,6 +1878,12 @@ int main(int argc, char **argv)
             break;
         case 'u':
             cfg.url = optarg;
+            break;
+        case 'P':
+            cfg.password = optarg;
+            break;
+        case 'F':
+            cfg.password = read_password(optarg);
             break;
         case 'K':
             cfg.kvdistd = optarg;
