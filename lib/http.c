@@ -53,6 +53,15 @@
  * The body of a PUT is read here, not collected by NNG: NNG answers 400 to
  * a Content-Length above its limit, while the API promises 413 (and must
  * not buffer a body it will refuse).
+ *
+ * Authentication (auth_password) is one check in client_dispatch, before
+ * routing: a request that is not for an open route (/health) and whose
+ * Authorization header does not carry the password (auth.c compares it)
+ * is answered 401 by handle_unauthorized in place of the route's
+ * handler, so no handler checks anything itself and a route added later
+ * is protected by default. HTTPS (http_tls_cert_file) is NNG's https
+ * server with the node's certificate: below the connection loop, which
+ * does not change.
  */
 #include "http.h"
 
