@@ -395,7 +395,7 @@ static const opt_row opt_rows[] = {
     SECRET_OPT("auth_password", auth_password, valid_password,
                "must be 1 to " KV_PASSWORD_MAX_TEXT
                " bytes without a line break",
-               "password HTTP and RESP clients must give (shown in ps: "
+               "password HTTP and RESP clients must give (never printed; "
                "prefer the file)"),
     STR_OPT("auth_password_file", auth_password_file, valid_path,
             "must be a non-empty path",

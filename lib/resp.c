@@ -1042,8 +1042,9 @@ static void cmd_hello(resp_conn_t *c)
     size_t i = 1;
     if (c->argc >= 2) {
         long long ver = 0;
-        bool digits = a[1].len > 0 && a[1].len < 19;
-        for (size_t k = 0; digits && k < a[1].len; k++) {
+        size_t k = a[1].len > 1 && a[1].p[0] == '-'; /* an integer still */
+        bool digits = a[1].len > k && a[1].len < 19;
+        for (; digits && k < a[1].len; k++) {
             digits = isdigit(a[1].p[k]) != 0;
             ver = ver * 10 + (a[1].p[k] - '0');
         }

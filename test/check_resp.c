@@ -1063,7 +1063,9 @@ static void check_no_password(int port)
     ask(fd, "AUTH default anything\r\n", "+OK\r\n");
     ask(fd, "AUTH bob anything\r\n", WRONGPASS);
     ask(fd, "HELLO 2 AUTH bob x\r\n", WRONGPASS);
-    ask(fd, "HELLO 4\r\n", "-NOPROTO unsupported protocol version\r\n");
+    ask(fd, "HELLO 4\r\nHELLO -1\r\n",
+        "-NOPROTO unsupported protocol version\r\n"
+        "-NOPROTO unsupported protocol version\r\n");
     ask(fd, "HELLO two\r\n",
         "-ERR Protocol version is not an integer or out of range\r\n");
     ask(fd, "HELLO 2 FOO\r\n", "-ERR Syntax error in HELLO option 'FOO'\r\n");
