@@ -606,8 +606,9 @@ static void open_hint(int rc, const char *data, const char *listen,
     case KV_EINVAL:
         /* Or a file an option names (auth_password_file, the HTTPS
          * certificate): the detail in brackets says which. */
-        snprintf(buf, size, " (inconsistent options, or a file an option "
-                            "names)");
+        snprintf(buf, size,
+                 " (inconsistent options, or a file an option "
+                 "names)");
         break;
     case KV_ENOTSUP:
         snprintf(buf, size, " (by libkvdist %s)", kv_version());

@@ -220,8 +220,8 @@ START_TEST(test_haproxy_failover)
     /* Through the balancer, over TLS, the certificate pinned; the nodes
      * answer 401 to a client without the password. */
     httpc_resp_t r;
-    ck_assert_int_eq(
-        https_as("PUT", base, "lb-key", "stolen", ca, false, NULL), 401);
+    ck_assert_int_eq(https_as("PUT", base, "lb-key", "stolen", ca, false, NULL),
+                     401);
     ck_assert_int_eq(https_as("GET", base, "lb-key", NULL, ca, false, NULL),
                      401);
     ck_assert_int_eq(https("PUT", base, "lb-key", "through haproxy", ca, NULL),

@@ -1489,8 +1489,7 @@ START_TEST(test_auth)
     char health[64], data[96], cluster[64], other[64];
     snprintf(health, sizeof(health), "http://127.0.0.1:%d/health", port);
     snprintf(data, sizeof(data), "http://127.0.0.1:%d/v1/data/auth-k", port);
-    snprintf(cluster, sizeof(cluster), "http://127.0.0.1:%d/v1/cluster",
-             port);
+    snprintf(cluster, sizeof(cluster), "http://127.0.0.1:%d/v1/cluster", port);
     snprintf(other, sizeof(other), "http://127.0.0.1:%d/metrics", port);
     wait_status(health, 200, 15000); /* open: no credentials */
     static const char head[] =
@@ -1513,14 +1512,9 @@ START_TEST(test_auth)
     snprintf(nocolon, sizeof(nocolon), "Basic ");
     http_b64_encode(pw, strlen(pw), nocolon + 6);
     /* Without, and with wrong credentials. */
-    const char *const refused[] = {NULL,
-                                   "Bearer tr0ub4dor&",
-                                   "Bearer tr0ub4dor&33",
-                                   "Bearer ",
-                                   wrong,
-                                   nocolon,
-                                   "Token tr0ub4dor&3",
-                                   "tr0ub4dor&3"};
+    const char *const refused[] = {
+        NULL,    "Bearer tr0ub4dor&", "Bearer tr0ub4dor&33", "Bearer ", wrong,
+        nocolon, "Token tr0ub4dor&3", "tr0ub4dor&3"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         const char *a = refused[i];
         ck_assert_int_eq(authed("GET", data, a, NULL, NULL, NULL), 401);
@@ -1579,8 +1573,7 @@ START_TEST(test_auth)
     ck_assert_int_eq(authed("GET", rawurl, bearer, NULL, NULL, NULL), 404);
     /* Refusals are answers like any other: counted as 4xx. */
     ck_assert_int_ge(
-        harness_remote_stat(h->node[0].url, "kvdist_http_4xx_total"),
-        40);
+        harness_remote_stat(h->node[0].url, "kvdist_http_4xx_total"), 40);
     free(file);
     harness_destroy(h);
 }
@@ -1611,12 +1604,15 @@ START_TEST(test_https)
     ck_assert_int_eq(system(cmd), 0);
     static const char pw[] = "https-pass-1";
     char *file = password_file(h, pw);
-    const char *const extra[] = {"--http-tls-cert-file", cert,
-                                 "--http-tls-key-file", key,
-                                 "--auth-password-file", file, NULL};
+    const char *const extra[] = {"--http-tls-cert-file",
+                                 cert,
+                                 "--http-tls-key-file",
+                                 key,
+                                 "--auth-password-file",
+                                 file,
+                                 NULL};
     int port = harness_start_http(h, 0, extra);
-    ck_assert_int_ge(log_count_http(h->node[0].log, "HTTP API on https://"),
-                     1);
+    ck_assert_int_ge(log_count_http(h->node[0].log, "HTTP API on https://"), 1);
     char health[64], data[96];
     snprintf(health, sizeof(health), "https://127.0.0.1:%d/health", port);
     snprintf(data, sizeof(data), "https://127.0.0.1:%d/v1/data/tls-k", port);
@@ -1640,10 +1636,8 @@ START_TEST(test_https)
     char bearer[64];
     snprintf(bearer, sizeof(bearer), "Bearer %s", pw);
     ck_assert_int_eq(authed("PUT", data, NULL, "x", cert, NULL), 401);
-    ck_assert_int_eq(authed("PUT", data, "Bearer wrong", "x", cert, NULL),
-                     401);
-    ck_assert_int_eq(authed("PUT", data, bearer, "over tls", cert, NULL),
-                     204);
+    ck_assert_int_eq(authed("PUT", data, "Bearer wrong", "x", cert, NULL), 401);
+    ck_assert_int_eq(authed("PUT", data, bearer, "over tls", cert, NULL), 204);
     ck_assert_int_eq(authed("GET", data, bearer, NULL, cert, &r), 200);
     ck_assert_str_eq(r.body, "over tls");
     ck_assert(r.ctx[0] != '\0');

@@ -281,8 +281,7 @@ START_TEST(test_auth_options)
     }
     ck_assert_ptr_nonnull(
         strstr(kv_options_doc("auth_password"), "never printed"));
-    ck_assert_int_eq(kv_options_set(o, "auth_password_file", "/etc/kv/pw"),
-                     0);
+    ck_assert_int_eq(kv_options_set(o, "auth_password_file", "/etc/kv/pw"), 0);
     expect(o, "auth_password_file", "/etc/kv/pw");
     ck_assert_int_eq(kv_options_set(o, "auth_password_file", ""), KV_EINVAL);
     expect(o, "auth_password_file", "/etc/kv/pw");
@@ -326,8 +325,8 @@ static void log_collect(void *arg, int level, const char *msg)
 {
     (void)level;
     logbuf_t *lb = arg;
-    int n = snprintf(lb->text + lb->len, sizeof(lb->text) - lb->len, "%s\n",
-                     msg);
+    int n =
+        snprintf(lb->text + lb->len, sizeof(lb->text) - lb->len, "%s\n", msg);
     if (n > 0 && lb->len + (size_t)n < sizeof(lb->text)) {
         lb->len += (size_t)n;
     }
@@ -430,17 +429,38 @@ END_TEST
 /* Every option kvdist.h documents, in the table's order: an option added
  * or dropped without updating the documentation fails here. */
 static const char *const all_options[] = {
-    "data_dir",       "node_id",           "role",
-    "listen",         "join",              "n",
-    "r",              "w",                 "vnodes",
-    "sync",           "cache_size",        "max_key_size",
-    "max_value_size", "clock_max",         "timeout_ms",
-    "gossip_interval_ms", "phi_convict",   "sloppy_quorum",
-    "hinted_handoff", "handoff_rate",      "anti_entropy",
-    "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
-    "resp",           "http",              "http_tls_cert_file",
-    "http_tls_key_file", "auth_password",  "auth_password_file",
-    "max_clients",    "fault_file",
+    "data_dir",
+    "node_id",
+    "role",
+    "listen",
+    "join",
+    "n",
+    "r",
+    "w",
+    "vnodes",
+    "sync",
+    "cache_size",
+    "max_key_size",
+    "max_value_size",
+    "clock_max",
+    "timeout_ms",
+    "gossip_interval_ms",
+    "phi_convict",
+    "sloppy_quorum",
+    "hinted_handoff",
+    "handoff_rate",
+    "anti_entropy",
+    "aae_interval_ms",
+    "aae_rebuild_rate",
+    "tombstone_grace_ms",
+    "resp",
+    "http",
+    "http_tls_cert_file",
+    "http_tls_key_file",
+    "auth_password",
+    "auth_password_file",
+    "max_clients",
+    "fault_file",
 };
 
 #define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
@@ -1372,8 +1392,9 @@ START_TEST(test_daemon_auth)
     char data[600], missing[600];
     snprintf(data, sizeof(data), "%s/data", dir);
     snprintf(missing, sizeof(missing), "%s/no-such-password", dir);
-    const char *print[] = {"--data", data, "--auth-password", "hush-hush-1",
-                           "--print-config", NULL};
+    const char *print[] = {"--data",          data,
+                           "--auth-password", "hush-hush-1",
+                           "--print-config",  NULL};
     run_t r = run_daemon(dir, print);
     ck_assert_msg(r.status == 0, "status %d: %s", r.status, r.err);
     expect_printed(r.out, "auth_password", "");
@@ -1394,8 +1415,9 @@ START_TEST(test_daemon_auth)
     char pw[600];
     snprintf(pw, sizeof(pw), "%s/pw", dir);
     write_mode(pw, "hush-hush-2\n", 12, 0600);
-    const char *both[] = {"--data", data, "--auth-password-file", pw,
-                          "--auth-password", "hush-hush-1", NULL};
+    const char *both[] = {
+        "--data",      data, "--auth-password-file", pw, "--auth-password",
+        "hush-hush-1", NULL};
     r = run_daemon(dir, both);
     ck_assert_int_eq(r.status, 2);
     ck_assert_msg(strstr(r.err, "both set") != NULL, "stderr: %s", r.err);

@@ -927,7 +927,8 @@ static void check_auth_raw(int port, const char *pw)
     /* Wrong. */
     snprintf(req, sizeof(req), "AUTH %sx\r\n", pw);
     ask(fd, req, WRONGPASS);
-    ask(fd, "AUTH \r\n", "-ERR wrong number of arguments for 'auth' command\r\n");
+    ask(fd, "AUTH \r\n",
+        "-ERR wrong number of arguments for 'auth' command\r\n");
     snprintf(req, sizeof(req), "AUTH bob %s\r\n", pw);
     ask(fd, req, WRONGPASS);
     snprintf(req, sizeof(req), "AUTH Default %s\r\n", pw);
@@ -971,8 +972,7 @@ static void check_auth_raw(int port, const char *pw)
     close(fd2);
     int fd3 = tcp_connect(port);
     ask(fd3, "DEL auth:k\r\n", NOAUTH);
-    snprintf(req, sizeof(req),
-             "HELLO 2 AUTH default %s SETNAME app-1\r\n", pw);
+    snprintf(req, sizeof(req), "HELLO 2 AUTH default %s SETNAME app-1\r\n", pw);
     tcp_send(fd3, req, strlen(req));
     expect_hello(fd3);
     ask(fd3, "CLIENT GETNAME\r\nHELLO\r\n", "$5\r\napp-1\r\n");
@@ -980,8 +980,8 @@ static void check_auth_raw(int port, const char *pw)
     /* After the password, a large request is no longer refused. */
     size_t vlen = 20000;
     char *big = malloc(vlen + 64);
-    int hl = snprintf(big, 64, "*3\r\n$3\r\nSET\r\n$7\r\nauth:bg\r\n$%zu\r\n",
-                      vlen);
+    int hl =
+        snprintf(big, 64, "*3\r\n$3\r\nSET\r\n$7\r\nauth:bg\r\n$%zu\r\n", vlen);
     memset(big + hl, 'b', vlen);
     memcpy(big + hl + vlen, "\r\n", 2);
     raw_expect(fd3, big, (size_t)hl + vlen + 2, "+OK\r\n", 5);
@@ -1023,27 +1023,29 @@ static void check_auth_cli(int port, const char *pw)
 {
     char p[16], out[4096];
     snprintf(p, sizeof(p), "%d", port);
-    const char *none[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p,
-                          "SET",     "auth:cli", "x", NULL};
+    const char *none[] = {REDIS_CLI, "-h",       "127.0.0.1", "-p", p,
+                          "SET",     "auth:cli", "x",         NULL};
     run_capture_all(none, NULL, 0, out, sizeof(out), true);
     ck_assert_msg(strstr(out, "NOAUTH Authentication required.") != NULL,
                   "redis-cli without -a: %s", out);
     char wrong[128];
     snprintf(wrong, sizeof(wrong), "%s-wrong", pw);
-    const char *bad[] = {REDIS_CLI, "-h", "127.0.0.1", "-p",       p,
-                         "-a",      wrong, "--no-auth-warning", "SET",
-                         "auth:cli", "x",  NULL};
+    const char *bad[] = {
+        REDIS_CLI,           "-h",  "127.0.0.1", "-p", p,   "-a", wrong,
+        "--no-auth-warning", "SET", "auth:cli",  "x",  NULL};
     run_capture_all(bad, NULL, 0, out, sizeof(out), true);
     ck_assert_msg(strstr(out, "AUTH failed: WRONGPASS") != NULL &&
                       strstr(out, "NOAUTH") != NULL,
                   "redis-cli -a wrong: %s", out);
-    const char *good[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p, "-a",
-                          pw, "--no-auth-warning", "GET", "auth:cli", NULL};
+    const char *good[] = {
+        REDIS_CLI,           "-h",  "127.0.0.1", "-p", p, "-a", pw,
+        "--no-auth-warning", "GET", "auth:cli",  NULL};
     int st = run_capture(good, NULL, 0, out, sizeof(out));
     ck_assert_int_eq(st, 0);
     ck_assert_msg(strcmp(out, "\n") == 0, "auth:cli was written: '%s'", out);
-    const char *set[] = {REDIS_CLI, "-h", "127.0.0.1", "-p", p, "-a", pw,
-                         "--no-auth-warning", "SET", "auth:cli", "y", NULL};
+    const char *set[] = {
+        REDIS_CLI,           "-h",  "127.0.0.1", "-p", p,   "-a", pw,
+        "--no-auth-warning", "SET", "auth:cli",  "y",  NULL};
     ck_assert_int_eq(run_capture(set, NULL, 0, out, sizeof(out)), 0);
     ck_assert_str_eq(out, "OK\n");
     ck_assert_int_eq(setenv("REDISCLI_AUTH", pw, 1), 0);
@@ -1137,8 +1139,7 @@ START_TEST(test_resp_auth)
     int fd = tcp_connect(port);
     ask(fd, "GET auth:cli\r\n", NOAUTH);
     ask(fd, "AUTH correct-horse-9\r\n", WRONGPASS);
-    ask(fd, "AUTH battery-staple-4\r\nGET auth:cli\r\n",
-        "+OK\r\n$1\r\ny\r\n");
+    ask(fd, "AUTH battery-staple-4\r\nGET auth:cli\r\n", "+OK\r\n$1\r\ny\r\n");
     close(fd);
     harness_destroy(h);
 }
