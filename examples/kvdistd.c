@@ -156,6 +156,7 @@ static const struct {
     {"resp", "resp", "HOST:PORT"},
     {"http", "http", "HOST:PORT"},
     {"max-clients", "max_clients", "N"},
+    {"max-members", "max_members", "N"},
     {"fault-file", "fault_file", "PATH"},
 };
 

@@ -185,6 +185,10 @@ KV_API kv_options_t *kv_options_create(void);
  *                   default 0: half the soft open-file limit, at most
  *                   10000); one more is answered "max number of clients
  *                   reached" and closed
+ *   max_members     members the cluster may have, this node included
+ *                   (default 128, 1..1024): a gossip row for one more is
+ *                   refused, logged and counted
+ *                   (kvdist_gossip_rows_refused_total)
  *   fault_file      for tests only: a file of transport faults (delays,
  *                   drops, cut peers; kvdist(7) FAULT INJECTION) that the
  *                   node's outgoing peer requests obey; unset (the

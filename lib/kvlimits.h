@@ -20,5 +20,8 @@
 #define KV_ID_MAX 64
 /* The longest peer URL, in bytes, without its NUL. */
 #define KV_URL_MAX 511
+/* The most members a cluster may have: the most rows one gossip message
+ * carries, and so the ceiling of the max_members option. */
+#define KV_MEMBERS_MAX 1024
 
 #endif /* KV_LIMITS_H */

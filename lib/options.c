@@ -97,7 +97,7 @@ int options_parse_size(const char *s, uint64_t *out)
 }
 
 /* Node ids appear in URLs, metrics labels and logs: keep them plain. */
-static bool valid_node_id(const char *s)
+bool options_valid_node_id(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > KV_ID_MAX) {
@@ -112,7 +112,7 @@ static bool valid_node_id(const char *s)
     return true;
 }
 
-static bool valid_url(const char *s)
+bool options_valid_url(const char *s)
 {
     static const char *const schemes[] = {"tcp://", "ipc://", "tls+tcp://"};
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
@@ -160,7 +160,7 @@ static bool valid_url_list(const char *s)
         }
         memcpy(url, s, n);
         url[n] = '\0';
-        if (!valid_url(url)) {
+        if (!options_valid_url(url)) {
             return false;
         }
         if (comma == NULL) {
@@ -290,12 +290,12 @@ _Static_assert(RING_DEFAULT_VNODES == 2048, "vnodes default in opt_rows");
 static const opt_row opt_rows[] = {
     STR_OPT("data_dir", data_dir, valid_data_dir, "must be a non-empty path",
             "directory of the local store (required for a peer)"),
-    ROW("node_id", KIND_STR, node_id, 0, 0, valid_node_id, NULL, "node",
+    ROW("node_id", KIND_STR, node_id, 0, 0, options_valid_node_id, NULL, "node",
         "1 to " OPT_STR(KV_ID_MAX) " characters from A-Z a-z 0-9 . _ -",
         "this node's name in the cluster"),
     ENUM_OPT("role", role, role_names, "peer", "must be 'peer' or 'client'",
              "peer (holds data) or client (holds none, uses join)"),
-    STR_OPT("listen", listen, valid_url,
+    STR_OPT("listen", listen, options_valid_url,
             "must be a tcp://, ipc:// or tls+tcp:// URL",
             "URL peers and clients reach this node at"),
     STR_OPT("join", join, valid_url_list,
@@ -368,6 +368,12 @@ static const opt_row opt_rows[] = {
             "must be an integer from 0 (derived from the open-file limit) to "
             "1000000",
             "HTTP + RESP connections served (0: from open-file limit)"),
+    /* Riak's and Dynomite's clusters stay well under this; a gossip row
+     * for one member more is refused (cluster.c), so invented members
+     * cannot grow the table, the ring and the transport without bound. */
+    INT_OPT("max_members", max_members, 1, KV_MEMBERS_MAX, "128",
+            "must be an integer from 1 to " OPT_STR(KV_MEMBERS_MAX),
+            "members the cluster may have; rows for more are refused"),
     /* Never taken from the environment: an embedding program must not
      * have faults switched on behind its back (issue 13). */
     STR_OPT("fault_file", fault_file, valid_fault_file,

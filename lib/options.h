@@ -46,6 +46,7 @@ typedef struct kv_config {
     int64_t tombstone_grace_ms; /* before a fully replicated delete is purged */
     char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
+    int max_members;  /* rows of the member table, this node's included */
     char *fault_file; /* testing: rpc.c's fault hook reads it, NULL: off */
     kv_log_fn log_fn;
     void *log_arg;
@@ -53,6 +54,11 @@ typedef struct kv_config {
     kv_resolve_fn resolve_fn;
     void *resolve_arg;
 } kv_config_t;
+
+/* The checks options apply to node_id and URLs, for cluster.c to apply
+ * to the ids and URLs that gossip brings from the network. */
+bool options_valid_node_id(const char *s);
+bool options_valid_url(const char *s);
 
 struct kv_options {
     kv_config_t cfg;

@@ -1512,6 +1512,78 @@ static void rpc_wait_done(void *arg, int rc, const wire_msg_t *reply)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* A probe's answer is one small reply: a status and a gossip row. */
+#define RPC_PROBE_RECV_MAX 4096
+
+int rpc_probe(rpc_t *rpc, const char *url, buf_t *msg, int timeout_ms,
+              wire_msg_t *reply, void **raw)
+{
+    *raw = NULL;
+    memset(reply, 0, sizeof(*reply));
+    nng_socket s;
+    nng_msg *m = NULL;
+    if (msg->oom || nng_req0_open(&s) != 0) {
+        buf_free(msg);
+        return KV_ENOMEM;
+    }
+    nng_time deadline = nng_clock() + (nng_time)timeout_ms;
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, RPC_PROBE_RECV_MAX);
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    /* A node that has just started listens a few ms after it gossips:
+     * redial quickly within the bound. */
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 100);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+    int rc = KV_EUNAVAIL;
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, s, url);
+    if (rv == 0 && rpc->have_local && strncmp(url, "tcp://", 6) == 0) {
+        /* From the listen address, like every other dial: a partition
+         * between two addresses cuts probes too. */
+        (void)nng_dialer_set_addr(d, NNG_OPT_LOCADDR, &rpc->local);
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
+    if (rv == 0 && nng_msg_alloc(&m, 0) == 0 &&
+        nng_msg_append(m, msg->p, msg->len) == 0) {
+        rv = nng_sendmsg(s, m, 0);
+        if (rv == 0) {
+            m = NULL;
+            nng_duration left = (nng_duration)(deadline - nng_clock());
+            nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, left > 0 ? left : 1);
+            rv = nng_recvmsg(s, &m, 0);
+            rc = rv == 0 ? 0 : KV_ETIMEDOUT;
+        }
+    }
+    buf_free(msg);
+    if (rc == 0) {
+        size_t len = nng_msg_len(m);
+        *raw = malloc(len ? len : 1);
+        if (*raw == NULL) {
+            rc = KV_ENOMEM;
+        } else {
+            memcpy(*raw, nng_msg_body(m), len);
+            rc = wire_decode(*raw, len, &rpc->cfg.limits, reply) == 0
+                     ? 0
+                     : KV_EPROTO;
+        }
+    }
+    if (m != NULL) {
+        nng_msg_free(m);
+    }
+    /* No context was opened on s: its close cannot meet the context
+     * teardown race described at rpc_destroy. */
+    nng_close(s);
+    if (rc != 0) {
+        free(*raw);
+        *raw = NULL;
+        KV_LOG(rpc->cfg.log, KV_LOG_DEBUG, "rpc: probe of %s: %s", url,
+               kv_strerror(rc));
+    }
+    return rc;
+}
+
 int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
                   uint8_t type, uint8_t **out, size_t *outlen)
 {
@@ -1819,6 +1891,23 @@ static void rpc_set_local(rpc_t *rpc, const char *url)
     rpc->have_local = true;
 }
 
+/* Whether a listen URL can only be reached from this host: ipc://, or
+ * tcp:// on a loopback address. TLS URLs authenticate their peers. */
+static bool rpc_url_is_private(const char *url)
+{
+    static const char *const loopback[] = {"tcp://127.", "tcp://localhost:",
+                                           "tcp://[::1]:"};
+    if (strncmp(url, "tcp://", 6) != 0) {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        if (strncmp(url, loopback[i], strlen(loopback[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int rpc_listen(rpc_t *rpc, const char *url)
 {
     int rv = nng_rep0_open(&rpc->server);
@@ -1848,6 +1937,14 @@ int rpc_listen(rpc_t *rpc, const char *url)
         worker_recv(w);
     }
     rpc->listening = true;
+    if (!rpc_url_is_private(url)) {
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: listening on %s without TLS: the cluster is "
+               "unauthenticated, anyone who reaches this port can join it "
+               "and read or write every key (use tls+tcp://, kvdist(7) "
+               "SECURITY)",
+               url);
+    }
     return 0;
 }
 

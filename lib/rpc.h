@@ -157,6 +157,18 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
 int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
                   uint8_t type, uint8_t **out, size_t *outlen);
 
+/* One request to url on a connection made for it alone and closed after
+ * the reply: for an address that is not a member's yet (cluster.c asks
+ * the owner of a row to answer at its URL before admitting it), whose
+ * peer would otherwise live until rpc_destroy. Sends msg (taken), blocks
+ * the calling thread for at most timeout_ms (never from a callback of
+ * the transport). Returns 0 with *reply decoded from *raw (malloc'd: the
+ * caller frees it, also on error, when it is NULL), or KV_EUNAVAIL (no
+ * connection in time), KV_ETIMEDOUT, KV_EPROTO (a malformed answer) or
+ * KV_ENOMEM. */
+int rpc_probe(rpc_t *rpc, const char *url, buf_t *msg, int timeout_ms,
+              wire_msg_t *reply, void **raw);
+
 /* The context batch_begin returned for the received batch req is an
  * entry of (rpc_config_t), or NULL for a request of its own or a batch
  * without one. Only valid from req's handler while it runs (the context

@@ -18,6 +18,7 @@ Suite *ring_suite(void);
 Suite *wire_suite(void);
 Suite *rpc_suite(void);
 Suite *cluster_suite(void);
+Suite *security_suite(void);
 Suite *failover_suite(void);
 Suite *availability_suite(void);
 Suite *aae_suite(void);

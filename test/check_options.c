@@ -259,7 +259,7 @@ static const char *const all_options[] = {
     "hinted_handoff", "handoff_rate",      "anti_entropy",
     "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
     "resp",           "http",              "max_clients",
-    "fault_file",
+    "max_members",    "fault_file",
 };
 
 #define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))

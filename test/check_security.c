@@ -1,0 +1,371 @@
+/*
+ * check_security.c - a cluster against an attacker on its network
+ * (issue 15): forged gossip against a plain tcp:// cluster.
+ *
+ * Each test starts its own nodes (check_harness.c) and speaks the peer
+ * protocol as a program that is not a member would (harness_raw_request),
+ * while a client keeps writing and reading: availability is asserted
+ * during the attack, not only the state afterwards.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "check_kvdist.h"
+#include "codec.h"
+#include "kvdist.h"
+#include "wire.h"
+
+/* A node's own view of the members: ids, URLs and statuses. */
+typedef struct view {
+    size_t n;
+    char id[16][KV_ID_MAX + 1];
+    char url[16][KV_URL_MAX + 1];
+    int status[16];
+} view_t;
+
+static bool view_of(const char *node_url, view_t *v)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_MEMBERS, 1, 0);
+    nng_msg *r = harness_raw_request(node_url, b.p, b.len, 2000);
+    buf_free(&b);
+    if (r == NULL) {
+        return false;
+    }
+    wire_msg_t m;
+    bool ok = wire_decode(nng_msg_body(r), nng_msg_len(r),
+                          &harness_big_limits, &m) == 0 &&
+              m.status == 0;
+    memset(v, 0, sizeof(*v));
+    rd_t rd;
+    rd_init(&rd, m.members, ok ? m.memberslen : 0);
+    wire_member_t mm;
+    while (ok && wire_next_member(&rd, &mm)) {
+        if (v->n == 16) {
+            v->n++; /* more than any test makes: counted, not kept */
+            continue;
+        }
+        snprintf(v->id[v->n], sizeof(v->id[0]), "%.*s", (int)mm.idlen,
+                 (const char *)mm.id);
+        snprintf(v->url[v->n], sizeof(v->url[0]), "%.*s", (int)mm.urllen,
+                 (const char *)mm.url);
+        v->status[v->n] = mm.status;
+        v->n++;
+    }
+    nng_msg_free(r);
+    return ok;
+}
+
+/* Every running node lists exactly the harness's nodes, at their own
+ * URLs, all up. Fails the test with what differs. */
+static void expect_views_intact(harness_t *h, const char *when)
+{
+    for (int i = 0; i < h->nnodes; i++) {
+        view_t v;
+        ck_assert_msg(view_of(h->node[i].url, &v), "%s: %s did not answer",
+                      when, h->node[i].id);
+        ck_assert_msg(v.n == (size_t)h->nnodes,
+                      "%s: %s lists %zu members, not %d", when,
+                      h->node[i].id, v.n, h->nnodes);
+        for (size_t j = 0; j < v.n; j++) {
+            int k = 0;
+            while (k < h->nnodes && strcmp(h->node[k].id, v.id[j]) != 0) {
+                k++;
+            }
+            ck_assert_msg(k < h->nnodes, "%s: %s lists unknown member %s",
+                          when, h->node[i].id, v.id[j]);
+            ck_assert_msg(strcmp(v.url[j], h->node[k].url) == 0,
+                          "%s: %s has %s at %s, not %s", when, h->node[i].id,
+                          v.id[j], v.url[j], h->node[k].url);
+            ck_assert_msg(v.status[j] == KV_MEMBER_UP,
+                          "%s: %s sees %s %s", when, h->node[i].id, v.id[j],
+                          kv_member_status_name(v.status[j]));
+        }
+    }
+}
+
+static long rss_kib(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    char *s = util_read_file(path);
+    ck_assert_ptr_nonnull(s);
+    const char *p = strstr(s, "VmRSS:");
+    ck_assert_ptr_nonnull(p);
+    long kib = strtol(p + 6, NULL, 10);
+    free(s);
+    return kib;
+}
+
+/* Sends one gossip table to a node as a non-member would. */
+static void send_gossip(const char *url, const buf_t *rows, size_t nrows)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, WIRE_GOSSIP, 7, 0, 0);
+    buf_put_varint(&b, nrows);
+    buf_put(&b, rows->p, rows->len);
+    ck_assert(!b.oom);
+    nng_msg *r = harness_raw_request(url, b.p, b.len, 2000);
+    ck_assert_msg(r != NULL, "%s did not answer a gossip message", url);
+    nng_msg_free(r);
+    buf_free(&b);
+}
+
+/* A client writing and reading back, every request timed. */
+typedef struct load {
+    kv_t *kv;
+    atomic_bool stop;
+    atomic_long ops;
+    atomic_long failed;
+    atomic_long max_ms;
+    char first_error[160];
+} load_t;
+
+static void *load_main(void *arg)
+{
+    load_t *l = arg;
+    for (long i = 0; !atomic_load(&l->stop); i++) {
+        char key[32];
+        char val[32];
+        int kl = snprintf(key, sizeof(key), "sec-%ld", i % 500);
+        int vl = snprintf(val, sizeof(val), "v%ld", i);
+        int64_t t0 = harness_now_ms();
+        int rc = kv_put(l->kv, key, (size_t)kl, val, (size_t)vl);
+        void *got = NULL;
+        size_t glen = 0;
+        if (rc == 0) {
+            rc = kv_get(l->kv, key, (size_t)kl, &got, &glen);
+            if (rc == 0 && (glen != (size_t)vl || memcmp(got, val, glen))) {
+                rc = KV_EINTERNAL; /* read back something else */
+            }
+            kv_free(got);
+        }
+        long ms = (long)(harness_now_ms() - t0);
+        if (ms > atomic_load(&l->max_ms)) {
+            atomic_store(&l->max_ms, ms);
+        }
+        atomic_fetch_add(&l->ops, 1);
+        if (rc != 0 && atomic_fetch_add(&l->failed, 1) == 0) {
+            snprintf(l->first_error, sizeof(l->first_error),
+                     "%s of %s: %s", got == NULL ? "put/get" : "get", key,
+                     kv_strerror(rc));
+        }
+    }
+    return NULL;
+}
+
+/* An impostor: a peer-protocol listener that answers every PING as
+ * member `id` at its own URL, with a newer incarnation than the real
+ * one. */
+typedef struct impostor {
+    nng_socket sock;
+    char url[64];
+    char id[16];
+    pthread_t thread;
+    atomic_long pings;
+} impostor_t;
+
+static void *impostor_main(void *arg)
+{
+    impostor_t *im = arg;
+    for (;;) {
+        nng_msg *m = NULL;
+        if (nng_recvmsg(im->sock, &m, 0) != 0) {
+            return NULL; /* closed */
+        }
+        wire_msg_t req;
+        int drc = wire_decode(nng_msg_body(m), nng_msg_len(m),
+                              &harness_big_limits, &req);
+        nng_msg_free(m);
+        if (drc != 0) {
+            continue;
+        }
+        buf_t b;
+        buf_init(&b);
+        wire_header(&b, req.type | WIRE_REPLY, req.id, 0, 0);
+        if (req.type == WIRE_PING) {
+            atomic_fetch_add(&im->pings, 1);
+            buf_put_varint(&b, 1);
+            wire_put_gossip(&b, im->id, im->url, (uint64_t)time(NULL) + 600,
+                            5);
+        } else {
+            buf_put_varint(&b, 0);
+        }
+        nng_msg *r = NULL;
+        if (nng_msg_alloc(&r, 0) == 0 && nng_msg_append(r, b.p, b.len) == 0) {
+            if (nng_sendmsg(im->sock, r, 0) != 0) {
+                nng_msg_free(r);
+            }
+        }
+        buf_free(&b);
+    }
+}
+
+static void impostor_start(impostor_t *im, const char *id)
+{
+    memset(im, 0, sizeof(*im));
+    snprintf(im->id, sizeof(im->id), "%s", id);
+    snprintf(im->url, sizeof(im->url), "tcp://127.0.0.1:%d",
+             harness_free_port());
+    ck_assert_int_eq(nng_rep0_open(&im->sock), 0);
+    ck_assert_int_eq(nng_listen(im->sock, im->url, NULL, 0), 0);
+    ck_assert_int_eq(
+        pthread_create(&im->thread, NULL, impostor_main, im), 0);
+}
+
+static void impostor_stop(impostor_t *im)
+{
+    nng_close(im->sock);
+    pthread_join(im->thread, NULL);
+}
+
+/* Polls until counter `name` summed over the nodes reaches want. */
+static long long wait_sum(harness_t *h, const char *name, long long want,
+                          int bound_ms)
+{
+    int64_t end = harness_now_ms() + bound_ms;
+    long long got = harness_sum_stat(h, name);
+    while (got < want && harness_now_ms() < end) {
+        harness_sleep_ms(50);
+        got = harness_sum_stat(h, name);
+    }
+    return got;
+}
+
+/*
+ * The three gossip attacks of issue 15 against a plain tcp:// cluster,
+ * each sent to every node: a row moving n2 to an impostor's URL (the
+ * impostor answers as n2 with a newer incarnation), a row giving n2 the
+ * incarnation 2^64-1 (whose successor wrapped to 0), and a table of 100
+ * invented members. Throughout, a client's writes and reads all succeed;
+ * afterwards every node still lists exactly n1..n3 at their URLs, all up,
+ * RSS grew by less than 50 MB, the refusals were counted, and a restart
+ * of n2 is seen as usual.
+ */
+START_TEST(test_gossip_attacks_change_nothing)
+{
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    harness_wait_converged(h);
+    expect_views_intact(h, "before");
+    long rss0[3];
+    for (int i = 0; i < 3; i++) {
+        rss0[i] = rss_kib(h->node[i].pid);
+    }
+    load_t l = {.kv = harness_client(h, 5000)};
+    ck_assert_ptr_nonnull(l.kv);
+    pthread_t lt;
+    ck_assert_int_eq(pthread_create(&lt, NULL, load_main, &l), 0);
+
+    /* 1. Hijack: n2 at the impostor's URL, a newer incarnation there. */
+    impostor_t im;
+    impostor_start(&im, h->node[1].id);
+    buf_t rows;
+    buf_init(&rows);
+    wire_put_gossip(&rows, h->node[1].id, im.url, (uint64_t)time(NULL) + 600,
+                    1000);
+    for (int i = 0; i < 3; i++) {
+        if (i != 1) {
+            send_gossip(h->node[i].url, &rows, 1);
+        }
+    }
+    buf_free(&rows);
+    /* Each receiver asks the impostor and then n2's real address. */
+    int64_t end = harness_now_ms() + 10000;
+    while (atomic_load(&im.pings) < 2 && harness_now_ms() < end) {
+        harness_sleep_ms(20);
+    }
+    ck_assert_msg(atomic_load(&im.pings) >= 2,
+                  "the nodes never asked who answers at the new URL");
+
+    /* 2. Wrap-around: n2's own URL, incarnation 2^64-1. */
+    buf_init(&rows);
+    wire_put_gossip(&rows, h->node[1].id, h->node[1].url, UINT64_MAX, 1);
+    for (int i = 0; i < 3; i++) {
+        send_gossip(h->node[i].url, &rows, 1);
+    }
+    buf_free(&rows);
+
+    /* 3. 100 invented members, at addresses where nothing listens. */
+    buf_init(&rows);
+    for (int k = 0; k < 100; k++) {
+        char id[16];
+        char url[64];
+        snprintf(id, sizeof(id), "evil%03d", k);
+        snprintf(url, sizeof(url), "tcp://127.0.0.2:%d", 20000 + k);
+        wire_put_gossip(&rows, id, url, (uint64_t)time(NULL), 1);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3; i++) {
+            send_gossip(h->node[i].url, &rows, 100);
+        }
+    }
+    buf_free(&rows);
+
+    /* The refusals are counted: the wrapped incarnation on each node, the
+     * move on n1 and n3, invented members that did not answer. */
+    long long forged = wait_sum(h, "kvdist_gossip_rows_refused_total", 3,
+                                10000);
+    ck_assert_msg(forged >= 3, "forged rows refused: %lld, want >= 3",
+                  forged);
+    long long refused = wait_sum(h, "kvdist_members_refused_total", 5, 10000);
+    ck_assert_msg(refused >= 5, "rows not admitted: %lld, want >= 5",
+                  refused);
+    /* Watch for a while (8 gossip rounds of 500 ms and more) with the
+     * attacks' effects in flight: every view stays intact. */
+    end = harness_now_ms() + 4000;
+    while (harness_now_ms() < end) {
+        expect_views_intact(h, "during the attacks");
+        harness_sleep_ms(250);
+    }
+    impostor_stop(&im);
+
+    atomic_store(&l.stop, true);
+    pthread_join(lt, NULL);
+    ck_assert_msg(atomic_load(&l.failed) == 0,
+                  "%ld of %ld requests failed during the attacks; first: %s",
+                  atomic_load(&l.failed), atomic_load(&l.ops), l.first_error);
+    ck_assert_msg(atomic_load(&l.ops) > 20, "only %ld requests ran",
+                  atomic_load(&l.ops));
+    ck_assert_msg(atomic_load(&l.max_ms) < 2000,
+                  "a write and read took %ld ms during the attacks",
+                  atomic_load(&l.max_ms));
+    for (int i = 0; i < 3; i++) {
+        long grew = rss_kib(h->node[i].pid) - rss0[i];
+        ck_assert_msg(grew < 50 * 1024, "%s's RSS grew by %ld KiB",
+                      h->node[i].id, grew);
+    }
+    printf("gossip attacks: %ld requests, none failed, slowest %ld ms; "
+           "%lld forged rows and %lld members refused\n",
+           atomic_load(&l.ops), atomic_load(&l.max_ms), forged, refused);
+
+    /* n2 restarts as usual: a new incarnation is seen by everyone. */
+    harness_stop(h, 1);
+    harness_start(h, 1, NULL);
+    harness_wait_converged(h);
+    expect_views_intact(h, "after n2 restarted");
+    kv_close(l.kv);
+    harness_destroy(h);
+}
+END_TEST
+
+Suite *security_suite(void)
+{
+    Suite *s = suite_create("security");
+    TCase *t = tcase_create("gossip");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_gossip_attacks_change_nothing);
+    suite_add_tcase(s, t);
+    return s;
+}
