@@ -157,6 +157,9 @@ static const struct {
     {"http", "http", "HOST:PORT"},
     {"max-clients", "max_clients", "N"},
     {"max-members", "max_members", "N"},
+    {"tls-ca-file", "tls_ca_file", "PATH"},
+    {"tls-cert-file", "tls_cert_file", "PATH"},
+    {"tls-key-file", "tls_key_file", "PATH"},
     {"fault-file", "fault_file", "PATH"},
 };
 

@@ -478,7 +478,7 @@ static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
     }
     rpc_peer_t *peer = NULL;
     if (!is_self && trusted) {
-        peer = rpc_peer(kv->rpc, surl);
+        peer = rpc_peer(kv->rpc, surl, sid);
         if (peer == NULL) {
             return;
         }
@@ -667,7 +667,7 @@ static void cluster_contact_seeds(kv_t *kv)
             url[n] = '\0';
             /* Never gossip with ourselves through our own listen URL. */
             if (kv->cfg.listen == NULL || strcmp(url, kv->cfg.listen) != 0) {
-                rpc_peer_t *p = rpc_peer(kv->rpc, url);
+                rpc_peer_t *p = rpc_peer(kv->rpc, url, NULL); /* who: not known */
                 if (p != NULL) {
                     cluster_exchange(kv, p);
                 }
@@ -750,7 +750,7 @@ static bool cluster_ask(kv_t *kv, const char *url, const char *id,
     void *raw = NULL;
     bool ok = false;
     metric_inc(&kv->metrics, M_MEMBER_PROBES);
-    if (rpc_probe(kv->rpc, url, &b, tmo, &m, &raw) == 0 &&
+    if (rpc_probe(kv->rpc, url, id, &b, tmo, &m, &raw) == 0 &&
         m.type == (WIRE_PING | WIRE_REPLY) && m.status == 0 &&
         m.nmembers == 1) {
         rd_t r;
@@ -823,7 +823,7 @@ static void cluster_probe_run(kv_t *kv, const probe_t *p)
             return;
         }
     }
-    rpc_peer_t *peer = rpc_peer(kv->rpc, p->url);
+    rpc_peer_t *peer = rpc_peer(kv->rpc, p->url, p->id);
     if (peer == NULL) {
         return;
     }

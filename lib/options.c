@@ -270,6 +270,7 @@ static bool valid_http_addr(const char *s)
     return valid_host_port(s, 1);
 }
 
+/* A path: fault_file and the TLS files. */
 static bool valid_fault_file(const char *s)
 {
     return *s != '\0' && strlen(s) <= 4000;
@@ -374,6 +375,17 @@ static const opt_row opt_rows[] = {
     INT_OPT("max_members", max_members, 1, KV_MEMBERS_MAX, "128",
             "must be an integer from 1 to " OPT_STR(KV_MEMBERS_MAX),
             "members the cluster may have; rows for more are refused"),
+    /* tls+tcp:// URLs need all three (options_config_validate); the
+     * files are read when the node opens (rpc.c). */
+    STR_OPT("tls_ca_file", tls_ca_file, valid_fault_file,
+            "must be a non-empty path",
+            "PEM file of the CA that signs the cluster's certificates"),
+    STR_OPT("tls_cert_file", tls_cert_file, valid_fault_file,
+            "must be a non-empty path",
+            "PEM file of this node's certificate (CN or SAN: its node id)"),
+    STR_OPT("tls_key_file", tls_key_file, valid_fault_file,
+            "must be a non-empty path",
+            "PEM file of this certificate's private key"),
     /* Never taken from the environment: an embedding program must not
      * have faults switched on behind its back (issue 13). */
     STR_OPT("fault_file", fault_file, valid_fault_file,
@@ -666,6 +678,59 @@ int options_config_copy(kv_config_t *dst, const kv_config_t *src)
     return 0;
 }
 
+/* How many of listen and the join URLs are tls+tcp://, and how many in
+ * all. */
+static void count_tls_urls(const kv_config_t *c, int *tls, int *all)
+{
+    static const char scheme[] = "tls+tcp://";
+    *tls = 0;
+    *all = 0;
+    if (c->listen != NULL) {
+        (*all)++;
+        *tls += strncmp(c->listen, scheme, sizeof(scheme) - 1) == 0;
+    }
+    for (const char *s = c->join; s != NULL && *s != '\0';) {
+        (*all)++;
+        *tls += strncmp(s, scheme, sizeof(scheme) - 1) == 0;
+        s = strchr(s, ',');
+        s = s != NULL ? s + 1 : NULL;
+    }
+}
+
+/* A tls+tcp:// URL needs a certificate, its key and the CA; a node is
+ * either all TLS or not at all (a plain seed would be an
+ * unauthenticated way in). */
+static int options_validate_tls(const kv_config_t *c, char *why, size_t size)
+{
+    int tls = 0;
+    int all = 0;
+    count_tls_urls(c, &tls, &all);
+    bool files = c->tls_ca_file != NULL || c->tls_cert_file != NULL ||
+                 c->tls_key_file != NULL;
+    if (tls > 0 && tls < all) {
+        snprintf(why, size,
+                 "listen and join must all be tls+tcp:// URLs or none "
+                 "(a plain one would let unauthenticated peers in)");
+        return KV_EINVAL;
+    }
+    if ((tls > 0 || files) &&
+        (c->tls_ca_file == NULL || c->tls_cert_file == NULL ||
+         c->tls_key_file == NULL)) {
+        snprintf(why, size,
+                 "tls+tcp:// needs all of tls_ca_file, tls_cert_file and "
+                 "tls_key_file (mutual TLS: every node and client shows a "
+                 "certificate of the cluster's CA)");
+        return KV_EINVAL;
+    }
+    if (files && tls == 0 && all > 0) {
+        snprintf(why, size,
+                 "tls_ca_file, tls_cert_file and tls_key_file are set but "
+                 "listen and join are not tls+tcp:// URLs");
+        return KV_EINVAL;
+    }
+    return 0;
+}
+
 int options_config_validate(const kv_config_t *c, char *why, size_t size)
 {
     if (c->r > c->n || c->w > c->n) {
@@ -689,5 +754,5 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
         snprintf(why, size, "http is served by peers only, not role=client");
         return KV_EINVAL;
     }
-    return 0;
+    return options_validate_tls(c, why, size);
 }

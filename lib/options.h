@@ -47,6 +47,9 @@ typedef struct kv_config {
     char *http;       /* HOST:PORT of the HTTP API (http.c), NULL: none */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
     int max_members;  /* rows of the member table, this node's included */
+    char *tls_ca_file;   /* PEM: the cluster's CA, for tls+tcp:// peers */
+    char *tls_cert_file; /* PEM: this node's (or client's) certificate */
+    char *tls_key_file;  /* PEM: its private key */
     char *fault_file; /* testing: rpc.c's fault hook reads it, NULL: off */
     kv_log_fn log_fn;
     void *log_arg;

@@ -259,7 +259,8 @@ static const char *const all_options[] = {
     "hinted_handoff", "handoff_rate",      "anti_entropy",
     "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
     "resp",           "http",              "max_clients",
-    "max_members",    "fault_file",
+    "max_members",    "tls_ca_file",       "tls_cert_file",
+    "tls_key_file",   "fault_file",
 };
 
 #define N_ALL_OPTIONS (sizeof(all_options) / sizeof(all_options[0]))
