@@ -252,7 +252,7 @@ static long long wait_sum(harness_t *h, const char *name, long long want,
  * invented members. Throughout, a client's writes and reads all succeed;
  * afterwards every node still lists exactly n1..n3 at their URLs, all up,
  * RSS grew by less than 50 MB, the refusals were counted, and a restart
- * of n2 is seen as usual.
+ * of n2 is seen as usual, also one at another address (a real move).
  */
 START_TEST(test_gossip_attacks_change_nothing)
 {
@@ -366,6 +366,31 @@ START_TEST(test_gossip_attacks_change_nothing)
     harness_start(h, 1, NULL);
     harness_wait_converged(h);
     expect_views_intact(h, "after n2 restarted");
+    /* And it may move: restarted at another address, where it answers
+     * as itself while nothing answers at the old one. */
+    harness_stop(h, 1);
+    h->node[1].port = harness_free_port();
+    snprintf(h->node[1].url, sizeof(h->node[1].url), "tcp://127.0.0.1:%d",
+             h->node[1].port);
+    harness_start(h, 1, NULL);
+    end = harness_now_ms() + 15000;
+    bool moved = false;
+    while (!moved && harness_now_ms() < end) {
+        view_t v0;
+        view_t v2;
+        moved = view_of(h->node[0].url, &v0) && view_of(h->node[2].url, &v2);
+        for (size_t j = 0; moved && j < v0.n && j < v2.n; j++) {
+            moved = strcmp(v0.url[j], v2.url[j]) == 0 &&
+                    v0.status[j] == KV_MEMBER_UP &&
+                    v2.status[j] == KV_MEMBER_UP &&
+                    (strcmp(v0.id[j], h->node[1].id) != 0 ||
+                     strcmp(v0.url[j], h->node[1].url) == 0);
+        }
+        if (!moved) {
+            harness_sleep_ms(100);
+        }
+    }
+    expect_views_intact(h, "after n2 moved");
     kv_close(l.kv);
     harness_destroy(h);
 }
