@@ -254,6 +254,8 @@ typedef struct opt_row {
     ROW(nm, KIND_BOOL, field, 0, 1, NULL, NULL, df, "must be on or off", dc)
 #define ENUM_OPT(nm, field, nms, df, wy, dc)                                \
     ROW(nm, KIND_ENUM, field, 0, 0, NULL, nms, df, wy, dc)
+#define PATH_OPT(nm, field, dc)                                             \
+    STR_OPT(nm, field, valid_path, "must be a non-empty path", dc)
 
 static bool valid_data_dir(const char *s)
 {
@@ -271,7 +273,7 @@ static bool valid_http_addr(const char *s)
 }
 
 /* A path: fault_file and the TLS files. */
-static bool valid_fault_file(const char *s)
+static bool valid_path(const char *s)
 {
     return *s != '\0' && strlen(s) <= 4000;
 }
@@ -377,20 +379,16 @@ static const opt_row opt_rows[] = {
             "members the cluster may have; rows for more are refused"),
     /* tls+tcp:// URLs need all three (options_config_validate); the
      * files are read when the node opens (rpc.c). */
-    STR_OPT("tls_ca_file", tls_ca_file, valid_fault_file,
-            "must be a non-empty path",
-            "PEM file of the CA that signs the cluster's certificates"),
-    STR_OPT("tls_cert_file", tls_cert_file, valid_fault_file,
-            "must be a non-empty path",
-            "PEM file of this node's certificate (CN or SAN: its node id)"),
-    STR_OPT("tls_key_file", tls_key_file, valid_fault_file,
-            "must be a non-empty path",
-            "PEM file of this certificate's private key"),
+    PATH_OPT("tls_ca_file", tls_ca_file,
+             "PEM file of the CA that signs the cluster's certificates"),
+    PATH_OPT("tls_cert_file", tls_cert_file,
+             "PEM file of this node's certificate (CN or SAN: its node id)"),
+    PATH_OPT("tls_key_file", tls_key_file,
+             "PEM file of this certificate's private key"),
     /* Never taken from the environment: an embedding program must not
      * have faults switched on behind its back (issue 13). */
-    STR_OPT("fault_file", fault_file, valid_fault_file,
-            "must be a non-empty path",
-            "testing only: inject the transport faults this file names"),
+    PATH_OPT("fault_file", fault_file,
+             "testing only: inject the transport faults this file names"),
 };
 
 #define N_OPT_ROWS (sizeof(opt_rows) / sizeof(opt_rows[0]))
