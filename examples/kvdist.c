@@ -63,7 +63,14 @@ typedef struct cli {
     int verbose;      /* -v count: library log lines on stderr */
     int exact;        /* --exact: sizes in bytes, not KiB/MiB/... */
     const char *cmd;
+    /* --tls-ca-file, --tls-cert-file, --tls-key-file: a client
+     * certificate for a tls+tcp:// cluster (NULL: none). */
+    const char *tls[3];
 } cli_t;
+
+/* The TLS flags and the library options they set, in cli_t.tls order. */
+static const char *const tls_options[3] = {"tls_ca_file", "tls_cert_file",
+                                           "tls_key_file"};
 
 typedef int (*cmd_fn)(const cli_t *cli, kv_t *kv, char **args, int nargs);
 
@@ -103,9 +110,12 @@ static int parse_int(const char *s, int min, int max)
 
 static void parse_flags(int argc, char **argv, cli_t *cli)
 {
-    enum { FLAG_TIMEOUT = 1000, FLAG_EXACT };
+    enum { FLAG_TIMEOUT = 1000, FLAG_EXACT, FLAG_TLS };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, 'c'},
+        {"tls-ca-file", required_argument, NULL, FLAG_TLS + 0},
+        {"tls-cert-file", required_argument, NULL, FLAG_TLS + 1},
+        {"tls-key-file", required_argument, NULL, FLAG_TLS + 2},
         {"timeout", required_argument, NULL, FLAG_TIMEOUT},
         {"exact", no_argument, NULL, FLAG_EXACT},
         {"verbose", no_argument, NULL, 'v'},
@@ -155,6 +165,11 @@ static void parse_flags(int argc, char **argv, cli_t *cli)
             break;
         case FLAG_EXACT:
             cli->exact = 1;
+            break;
+        case FLAG_TLS + 0:
+        case FLAG_TLS + 1:
+        case FLAG_TLS + 2:
+            cli->tls[c - FLAG_TLS] = optarg;
             break;
         case 'v':
             cli->verbose++;
@@ -273,6 +288,11 @@ static int open_client(const cli_t *cli, kv_t **kvp)
         char ms[16];
         snprintf(ms, sizeof(ms), "%d", cli->timeout_ms);
         rc = kv_options_set(o, "timeout_ms", ms);
+    }
+    for (int i = 0; i < 3 && rc == 0; i++) {
+        if (cli->tls[i] != NULL) {
+            rc = kv_options_set(o, tls_options[i], cli->tls[i]);
+        }
     }
     if (rc != 0) {
         fprintf(stderr, "kvdist: options: %s\n", kv_options_errmsg(o));
@@ -906,6 +926,9 @@ static void usage(FILE *f)
            "  -w W                write quorum of this request\n"
            "  --timeout MS        deadline of each request, in milliseconds\n"
            "  --exact             status: sizes in bytes, not KiB, MiB...\n"
+           "  --tls-ca-file PATH  tls+tcp:// cluster: its CA (PEM)\n"
+           "  --tls-cert-file PATH  this client's certificate (PEM)\n"
+           "  --tls-key-file PATH   its private key (PEM)\n"
            "  -v, --verbose       show the library's log (twice: debug)\n"
            "  -h, --help          print this help and exit\n"
            "  -V, --version       print the version and exit\n"
@@ -916,7 +939,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    cli_t cli = {NULL, NULL, KV_CALL_INIT, 0, 0, 0, NULL};
+    cli_t cli = {NULL, NULL, KV_CALL_INIT, 0, 0, 0, NULL, {NULL, NULL, NULL}};
     parse_flags(argc, argv, &cli);
     if (optind >= argc) {
         usage_error("%s", "no command given");

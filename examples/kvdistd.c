@@ -160,6 +160,10 @@ static const struct {
     {"auth-password", "auth_password", "PASSWORD"},
     {"auth-password-file", "auth_password_file", "PATH"},
     {"max-clients", "max_clients", "N"},
+    {"max-members", "max_members", "N"},
+    {"tls-ca-file", "tls_ca_file", "PATH"},
+    {"tls-cert-file", "tls_cert_file", "PATH"},
+    {"tls-key-file", "tls_key_file", "PATH"},
     {"fault-file", "fault_file", "PATH"},
 };
 

@@ -208,6 +208,20 @@ KV_API kv_options_t *kv_options_create(void);
  *                   default 0: half the soft open-file limit, at most
  *                   10000); one more is answered "max number of clients
  *                   reached" and closed
+ *   max_members     members the cluster may have, this node included
+ *                   (default 128, 1..1024): a gossip row for one more is
+ *                   refused, logged and counted
+ *                   (kvdist_gossip_rows_refused_total)
+ *   tls_ca_file     PEM file of the CA that signs the cluster's
+ *                   certificates; with tls_cert_file and tls_key_file it
+ *                   is required by tls+tcp:// URLs (and they by it):
+ *                   peers and clients then use mutual TLS (kvdist(7)
+ *                   SECURITY)
+ *   tls_cert_file   PEM file of this node's certificate, whose CN or a
+ *                   subjectAltName is its node_id and which allows
+ *                   serverAuth and clientAuth (kv_open checks it), or of a
+ *                   client's certificate (clientAuth)
+ *   tls_key_file    PEM file of that certificate's private key
  *   fault_file      for tests only: a file of transport faults (delays,
  *                   drops, cut peers; kvdist(7) FAULT INJECTION) that the
  *                   node's outgoing peer requests obey; unset (the

@@ -27,10 +27,28 @@
  * (cluster_announce_stop, WIRE_SHUTDOWN): the others mark it down at once
  * and their transports leave it alone while it closes.
  *
+ * Admission (issue 15): gossip arrives from anyone who can reach the
+ * port, so a relayed row may only spread what its member already said:
+ * a heartbeat or a new incarnation of a member known at that URL. A row
+ * for an unknown member, or one that puts a known member at another URL,
+ * enters the table only once that member answered as itself at that URL
+ * (a probe: WIRE_PING on a connection of its own, rpc_probe, whose answer
+ * carries the member's own row), and a move only while the old address
+ * no longer answers as it. A member's own row in the answer to our
+ * exchange with it (direct) is authoritative, also against a relayed
+ * row that claimed more. Rows whose incarnation is ahead of this node's
+ * clock by more than CLUSTER_INC_AHEAD_S, or whose heartbeat is more
+ * than that incarnation's age allows, are forged and refused, and the
+ * table holds at most max_members rows. Probes run on a thread of their
+ * own (prober), a bounded queue of them, so forged rows cost at most a
+ * probe each and never a transport peer, a ring rebuild or a saved row.
+ *
  * Locks: `lock` protects members, nmembers, ring, every member field,
  * `changes` and the ring-change listener (on_ring, on_ring_arg); save_mu
  * lets one save of the table run at a time and protects `saved`; join_mu
- * protects joined. The gossip thread is a ticker (ticker.h); it also saves
+ * protects joined; probe_mu protects probes, nprobes, failed, nfailed
+ * and refused_log (taken after `lock`, never before it). The gossip
+ * thread is a ticker (ticker.h); it also saves
  * the member table when it changed, so the store is never written under
  * `lock` or on the thread that received the gossip.
  */
@@ -46,6 +64,7 @@
 #include "clock.h"
 #include "detector.h"
 #include "kvlimits.h"
+#include "options.h"
 #include "rand.h"
 #include "ring.h"
 #include "store.h"
@@ -57,6 +76,71 @@
 
 /* The saved member list is a sealed blob (codec.h) with this prefix. */
 static const uint8_t cluster_meta_prefix[3] = {'K', 'M', 1};
+
+/* Incarnations are the wall clock in seconds at a node's start
+ * (cluster_new_incarnation). A row's may be ahead of this node's clock by
+ * twice this (clock skew, and a node that moved past a forged incarnation
+ * of itself by one, see cluster_merge_row); this node moves past a
+ * greater incarnation of itself only up to this far ahead. An
+ * incarnation of 2^64-1 made a member's next one wrap to 0. */
+#define CLUSTER_INC_AHEAD_S (24 * 3600)
+/* A heartbeat counts gossip rounds, 10 ms apart at the fastest
+ * (gossip_interval_ms), plus the early rounds a kick starts. */
+#define CLUSTER_HB_PER_S 100
+#define CLUSTER_HB_SLACK 10000
+/* Rows waiting for their owner's answer; more are dropped (gossip brings
+ * a real one again). */
+#define CLUSTER_PROBES 8
+/* (id, URL) pairs that did not answer, not probed again for a while. */
+#define CLUSTER_FAILED 32
+#define CLUSTER_RETRY_MS 2000
+/* One probe's bound: a dead address costs the prober at most this. */
+#define CLUSTER_PROBE_MS 500
+/* One log line per reason per this many ms; the counters count all. */
+#define CLUSTER_REFUSE_LOG_MS 10000
+
+/* Why a row did not enter the table; row_refusals says it in words. */
+typedef enum {
+    REFUSE_NONE,
+    REFUSE_MALFORMED,   /* id or URL not one options would accept */
+    REFUSE_INCARNATION, /* ahead of this node's clock */
+    REFUSE_HEARTBEAT,   /* more rounds than its incarnation's age allows */
+    REFUSE_FULL,        /* max_members */
+    REFUSE_UNANSWERED,  /* nobody answered as that member at that URL */
+    REFUSE_MOVE,        /* the member still answers at its known URL */
+    REFUSE__COUNT
+} refuse_t;
+
+static const struct {
+    enum metric_id metric;
+    const char *why;
+} row_refusals[REFUSE__COUNT] = {
+    [REFUSE_MALFORMED] = {M_GOSSIP_REFUSED, "not a valid node id and URL"},
+    [REFUSE_INCARNATION] = {M_GOSSIP_REFUSED,
+                            "incarnation ahead of this node's clock"},
+    [REFUSE_HEARTBEAT] = {M_GOSSIP_REFUSED,
+                          "heartbeat beyond what its incarnation's age "
+                          "allows"},
+    [REFUSE_FULL] = {M_MEMBERS_REFUSED,
+                     "the member table is full (max_members)"},
+    [REFUSE_UNANSWERED] = {M_MEMBERS_REFUSED,
+                           "no node answered as that member at that URL"},
+    [REFUSE_MOVE] = {M_MEMBERS_REFUSED,
+                     "the member still answers at its known URL, or not "
+                     "with a newer incarnation at the new one"},
+};
+
+/* A row that waits for its member's answer at its URL. */
+typedef struct probe {
+    char id[KV_ID_MAX + 1];
+    char url[KV_URL_MAX + 1];
+} probe_t;
+
+/* An (id, URL) that did not answer, and when. */
+typedef struct probe_failed {
+    uint64_t hash;
+    int64_t at_ms;
+} probe_failed_t;
 
 typedef struct member {
     char id[KV_ID_MAX + 1];
@@ -85,6 +169,14 @@ struct cluster {
     pthread_mutex_t join_mu; /* protects joined */
     pthread_cond_t join_cv;  /* a client's bounded wait for joined */
     bool joined;             /* a seed or member answered */
+
+    ticker_t prober; /* asks rows' members to answer (admission) */
+    pthread_mutex_t probe_mu;
+    probe_t probes[CLUSTER_PROBES];
+    size_t nprobes;
+    probe_failed_t failed[CLUSTER_FAILED];
+    size_t nfailed; /* next slot of failed[] to overwrite */
+    int64_t refused_log[REFUSE__COUNT]; /* last log line per reason */
 };
 
 /* ----------------------------------------------------------- internals */
@@ -173,33 +265,88 @@ static member_t *cluster_find(struct cluster *c, const char *id, size_t *at)
                : NULL;
 }
 
+/* Counts a refused row and says why, once per reason per
+ * CLUSTER_REFUSE_LOG_MS (a flood of forged rows must not flood the log).
+ * May be called under `lock`. */
+static void cluster_refuse(kv_t *kv, refuse_t why, const char *id,
+                           const char *url)
+{
+    struct cluster *c = kv->cluster;
+    metric_inc(&kv->metrics, row_refusals[why].metric);
+    int64_t now = clk_mono_ms();
+    pthread_mutex_lock(&c->probe_mu);
+    bool say = c->refused_log[why] == 0 ||
+               now - c->refused_log[why] >= CLUSTER_REFUSE_LOG_MS;
+    if (say) {
+        c->refused_log[why] = now;
+    }
+    pthread_mutex_unlock(&c->probe_mu);
+    if (say) {
+        KV_LOG(&kv->log, KV_LOG_WARN,
+               "cluster: refused a row for member '%.64s' at '%.200s': %s "
+               "(counted in %s; further refusals for this reason are not "
+               "logged for %d s)",
+               id, url, row_refusals[why].why,
+               row_refusals[why].metric == M_GOSSIP_REFUSED
+                   ? "kvdist_gossip_rows_refused_total"
+                   : "kvdist_members_refused_total",
+               CLUSTER_REFUSE_LOG_MS / 1000);
+    }
+}
+
+/* What a row may claim, whoever sent it: REFUSE_NONE or the reason. */
+static refuse_t cluster_row_check(const char *id, const char *url,
+                                  uint64_t inc, uint64_t hb, bool self)
+{
+    if (!options_valid_node_id(id) || (!self && !options_valid_url(url))) {
+        return REFUSE_MALFORMED;
+    }
+    uint64_t now = (uint64_t)time(NULL);
+    uint64_t ceiling = now + 2 * CLUSTER_INC_AHEAD_S;
+    if (inc > ceiling) {
+        return REFUSE_INCARNATION;
+    }
+    /* A row without gossip state (0, 0) is a member list's. */
+    if (hb > (ceiling - inc) * CLUSTER_HB_PER_S + CLUSTER_HB_SLACK) {
+        return REFUSE_HEARTBEAT;
+    }
+    return REFUSE_NONE;
+}
+
 /*
  * Adds a member or merges what we heard about it. Returns true if the
- * member is new. Caller holds the write lock; peer was created outside it
+ * member is new. A direct row (the member's own, in its answer to us)
+ * replaces what we know of it, even a greater (incarnation, heartbeat)
+ * that a relayed row claimed; any other wins only if greater. Only a
+ * direct row moves a member to another URL (peer is its transport peer
+ * there). Caller holds the write lock; peer was created outside it
  * (rpc_peer takes the transport's lock).
  */
 static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
                               const char *url, rpc_peer_t *peer, uint64_t inc,
-                              uint64_t hb, int64_t now)
+                              uint64_t hb, bool direct, int64_t now)
 {
     size_t at = 0;
     member_t *m = cluster_find(c, id, &at);
     if (m != NULL) {
         if (m->self) {
             /* Someone remembers a newer incarnation of us (our clock went
-             * back): move past it, or our heartbeats would be ignored. */
-            if (inc > m->incarnation) {
+             * back): move past it, or our heartbeats would be ignored;
+             * not past what the others accept (a forged one). */
+            uint64_t limit = (uint64_t)time(NULL) + CLUSTER_INC_AHEAD_S;
+            if (inc > m->incarnation && inc < limit) {
                 m->incarnation = inc + 1;
                 m->heartbeat = 0;
             }
             return false;
         }
-        bool newer = inc > m->incarnation ||
-                     (inc == m->incarnation && hb > m->heartbeat);
+        bool newer = direct ? inc != m->incarnation || hb != m->heartbeat
+                            : inc > m->incarnation ||
+                                  (inc == m->incarnation && hb > m->heartbeat);
         if (!newer) {
             return false;
         }
-        if (inc > m->incarnation) {
+        if (inc != m->incarnation) {
             detector_init(&m->fd, now, kv->cfg.gossip_interval_ms);
         } else {
             detector_heartbeat(&m->fd, now);
@@ -208,7 +355,10 @@ static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
         rpc_peer_heard(m->peer);
         m->incarnation = inc;
         m->heartbeat = hb;
-        if (peer != NULL && strcmp(m->url, url) != 0) {
+        if (direct && peer != NULL && strcmp(m->url, url) != 0) {
+            KV_LOG(&kv->log, KV_LOG_NOTICE,
+                   "cluster: member %s moved from %s to %s", id, m->url,
+                   url);
             snprintf(m->url, sizeof(m->url), "%s", url);
             m->peer = peer;
             cluster_persist(kv, c);
@@ -217,6 +367,10 @@ static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
             m->up = true;
             KV_LOG(&kv->log, KV_LOG_NOTICE, "cluster: member %s is up", id);
         }
+        return false;
+    }
+    if (c->nmembers >= (size_t)kv->cfg.max_members) {
+        cluster_refuse(kv, REFUSE_FULL, id, url);
         return false;
     }
     member_t *arr = realloc(c->members, (c->nmembers + 1) * sizeof(*arr));
@@ -246,10 +400,63 @@ static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
     return true;
 }
 
-/* Learns one row from the network (gossip or a member list). */
+static uint64_t probe_hash(const char *id, const char *url)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
+    for (const char *p = id; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
+    }
+    h = (h ^ 0xff) * UINT64_C(0x100000001b3);
+    for (const char *p = url; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+/* Queues a row for the prober, unless it is queued already, did not
+ * answer a moment ago, or the queue is full (gossip brings it again). */
+static void cluster_probe_add(kv_t *kv, const char *id, const char *url)
+{
+    struct cluster *c = kv->cluster;
+    uint64_t h = probe_hash(id, url);
+    int64_t now = clk_mono_ms();
+    bool queued = false;
+    pthread_mutex_lock(&c->probe_mu);
+    for (size_t i = 0; i < CLUSTER_FAILED; i++) {
+        if (c->failed[i].hash == h && c->failed[i].at_ms != 0 &&
+            now - c->failed[i].at_ms < CLUSTER_RETRY_MS) {
+            pthread_mutex_unlock(&c->probe_mu);
+            return;
+        }
+    }
+    bool dup = false;
+    for (size_t i = 0; i < c->nprobes && !dup; i++) {
+        dup = strcmp(c->probes[i].id, id) == 0 &&
+              strcmp(c->probes[i].url, url) == 0;
+    }
+    if (!dup && c->nprobes < CLUSTER_PROBES) {
+        probe_t *p = &c->probes[c->nprobes++];
+        snprintf(p->id, sizeof(p->id), "%s", id);
+        snprintf(p->url, sizeof(p->url), "%s", url);
+        queued = true;
+    }
+    pthread_mutex_unlock(&c->probe_mu);
+    if (queued) {
+        ticker_kick(&c->prober);
+    }
+}
+
+/*
+ * Learns one row from the network. direct_url is the URL of the member
+ * whose answer carried the row (NULL: relayed, or a member list): the
+ * row is that member's own when it names the member known at that URL.
+ * trusted rows (this node's saved table, a client's member list) enter
+ * without a probe.
+ */
 static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
                               const uint8_t *url, size_t urllen, uint64_t inc,
-                              uint64_t hb)
+                              uint64_t hb, const char *direct_url,
+                              bool trusted)
 {
     struct cluster *c = kv->cluster;
     char sid[WIRE_MAX_ID + 1];
@@ -264,26 +471,48 @@ static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
     surl[urllen] = '\0';
     bool is_self =
         kv->cfg.role == KV_ROLE_PEER && strcmp(sid, kv->cfg.node_id) == 0;
+    refuse_t why = cluster_row_check(sid, surl, inc, hb, is_self);
+    if (why != REFUSE_NONE) {
+        cluster_refuse(kv, why, sid, surl);
+        return;
+    }
     rpc_peer_t *peer = NULL;
-    if (!is_self) {
-        peer = rpc_peer(kv->rpc, surl);
+    if (!is_self && trusted) {
+        peer = rpc_peer(kv->rpc, surl, sid);
         if (peer == NULL) {
             return;
         }
     }
+    bool probe = false;
     pthread_rwlock_wrlock(&c->lock);
-    (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, clk_mono_ms());
+    member_t *m = cluster_find(c, sid, NULL);
+    bool at_url = m != NULL && strcmp(m->url, surl) == 0;
+    if (is_self || trusted || at_url) {
+        bool direct = at_url && direct_url != NULL &&
+                      strcmp(direct_url, surl) == 0;
+        (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, direct,
+                                clk_mono_ms());
+    } else if (m == NULL && c->nmembers >= (size_t)kv->cfg.max_members) {
+        cluster_refuse(kv, REFUSE_FULL, sid, surl);
+    } else {
+        probe = true; /* a new member, or a known one somewhere else */
+    }
     pthread_rwlock_unlock(&c->lock);
+    if (probe) {
+        cluster_probe_add(kv, sid, surl);
+    }
 }
 
-void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
-                   const uint8_t *url, size_t urllen)
+/* A trusted row: this node's saved table, a client's member list. */
+static void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
+                          const uint8_t *url, size_t urllen)
 {
     /* A row without gossip state: known, but no news of its liveness. */
-    cluster_learn_row(kv, id, idlen, url, urllen, 0, 0);
+    cluster_learn_row(kv, id, idlen, url, urllen, 0, 0, NULL, true);
 }
 
-void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
+/* A client's view: the member list a member answered with. */
+static void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
 {
     rd_t r;
     rd_init(&r, p, len);
@@ -306,14 +535,17 @@ void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
     }
 }
 
-static void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len)
+/* Merges a gossip table; from_url is the URL we exchanged with when the
+ * table is its answer (NULL: a table someone sent us). */
+static void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len,
+                                 const char *from_url)
 {
     rd_t r;
     rd_init(&r, p, len);
     wire_gossip_t g;
     while (wire_next_gossip(&r, &g)) {
         cluster_learn_row(kv, g.id, g.idlen, g.url, g.urllen, g.incarnation,
-                          g.heartbeat);
+                          g.heartbeat, from_url, false);
     }
 }
 
@@ -367,24 +599,42 @@ static void cluster_mark_joined(kv_t *kv)
     }
 }
 
+/* One exchange in flight: whom it went to, for the reply. */
+typedef struct exchange {
+    kv_t *kv;
+    rpc_peer_t *peer;
+} exchange_t;
+
 static void on_gossip_reply(void *arg, int rc, const wire_msg_t *reply)
 {
-    kv_t *kv = arg;
-    if (rc != 0 || reply->status != 0) {
-        return;
+    exchange_t *x = arg;
+    kv_t *kv = x->kv;
+    /* A peer takes a gossip table only, a client a member list only: a
+     * peer must never take a list's rows as trusted. */
+    uint8_t want = kv->cfg.role == KV_ROLE_PEER ? WIRE_GOSSIP : WIRE_MEMBERS;
+    if (rc == 0 && reply->status == 0 &&
+        reply->type == (uint8_t)(want | WIRE_REPLY)) {
+        if (want == WIRE_GOSSIP) {
+            cluster_merge_gossip(kv, reply->members, reply->memberslen,
+                                 rpc_peer_url(x->peer));
+        } else {
+            cluster_learn_list(kv, reply->members, reply->memberslen);
+        }
+        cluster_mark_joined(kv);
     }
-    if ((reply->type & ~WIRE_REPLY) == WIRE_GOSSIP) {
-        cluster_merge_gossip(kv, reply->members, reply->memberslen);
-    } else {
-        cluster_learn_list(kv, reply->members, reply->memberslen);
-    }
-    cluster_mark_joined(kv);
+    free(x);
 }
 
 /* One exchange with peer: our table for a member, a list request for a
  * client. */
 static void cluster_exchange(kv_t *kv, rpc_peer_t *peer)
 {
+    exchange_t *x = malloc(sizeof(*x));
+    if (x == NULL) {
+        return;
+    }
+    x->kv = kv;
+    x->peer = peer;
     buf_t b;
     buf_init(&b);
     if (kv->cfg.role == KV_ROLE_PEER) {
@@ -398,8 +648,9 @@ static void cluster_exchange(kv_t *kv, rpc_peer_t *peer)
     if (tmo > kv->cfg.timeout_ms) {
         tmo = kv->cfg.timeout_ms;
     }
-    if (rpc_call(kv->rpc, peer, &b, tmo, on_gossip_reply, kv) != 0) {
+    if (rpc_call(kv->rpc, peer, &b, tmo, on_gossip_reply, x) != 0) {
         buf_free(&b);
+        free(x);
     }
 }
 
@@ -416,7 +667,7 @@ static void cluster_contact_seeds(kv_t *kv)
             url[n] = '\0';
             /* Never gossip with ourselves through our own listen URL. */
             if (kv->cfg.listen == NULL || strcmp(url, kv->cfg.listen) != 0) {
-                rpc_peer_t *p = rpc_peer(kv->rpc, url);
+                rpc_peer_t *p = rpc_peer(kv->rpc, url, NULL); /* who: not known */
                 if (p != NULL) {
                     cluster_exchange(kv, p);
                 }
@@ -481,6 +732,118 @@ static void cluster_round(kv_t *kv, uint64_t r1, uint64_t r2)
     pthread_rwlock_unlock(&c->lock);
     if (target != NULL) {
         cluster_exchange(kv, target);
+    }
+}
+
+/* Asks url who answers there: true when a peer answered as member id at
+ * that very URL, with a row no forger could claim (cluster_row_check);
+ * *inc and *hb are its own. Blocks for at most CLUSTER_PROBE_MS. */
+static bool cluster_ask(kv_t *kv, const char *url, const char *id,
+                        uint64_t *inc, uint64_t *hb)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_PING, rpc_next_id(kv->rpc), 0);
+    int tmo = CLUSTER_PROBE_MS < kv->cfg.timeout_ms ? CLUSTER_PROBE_MS
+                                                    : kv->cfg.timeout_ms;
+    wire_msg_t m;
+    void *raw = NULL;
+    bool ok = false;
+    metric_inc(&kv->metrics, M_MEMBER_PROBES);
+    if (rpc_probe(kv->rpc, url, id, &b, tmo, &m, &raw) == 0 &&
+        m.type == (WIRE_PING | WIRE_REPLY) && m.status == 0 &&
+        m.nmembers == 1) {
+        rd_t r;
+        rd_init(&r, m.members, m.memberslen);
+        wire_gossip_t g;
+        ok = wire_next_gossip(&r, &g) == 1 && g.idlen == strlen(id) &&
+             memcmp(g.id, id, g.idlen) == 0 && g.urllen == strlen(url) &&
+             memcmp(g.url, url, g.urllen) == 0 &&
+             cluster_row_check(id, url, g.incarnation, g.heartbeat, false) ==
+                 REFUSE_NONE;
+        *inc = g.incarnation;
+        *hb = g.heartbeat;
+    }
+    free(raw);
+    return ok;
+}
+
+static bool cluster_probe_pop(struct cluster *c, probe_t *out)
+{
+    pthread_mutex_lock(&c->probe_mu);
+    bool any = c->nprobes > 0;
+    if (any) {
+        *out = c->probes[0];
+        memmove(&c->probes[0], &c->probes[1],
+                (c->nprobes - 1) * sizeof(c->probes[0]));
+        c->nprobes--;
+    }
+    pthread_mutex_unlock(&c->probe_mu);
+    return any;
+}
+
+static void cluster_probe_failed(kv_t *kv, const probe_t *p, refuse_t why)
+{
+    struct cluster *c = kv->cluster;
+    pthread_mutex_lock(&c->probe_mu);
+    c->failed[c->nfailed].hash = probe_hash(p->id, p->url);
+    c->failed[c->nfailed].at_ms = clk_mono_ms();
+    c->nfailed = (c->nfailed + 1) % CLUSTER_FAILED;
+    pthread_mutex_unlock(&c->probe_mu);
+    cluster_refuse(kv, why, p->id, p->url);
+}
+
+/* Admits a probed row: a new member that answered as itself at its URL,
+ * or a known one that answered at a new URL with a newer incarnation
+ * while nothing answers as it at the old one (a relayed row cannot move
+ * a live member). */
+static void cluster_probe_run(kv_t *kv, const probe_t *p)
+{
+    struct cluster *c = kv->cluster;
+    uint64_t inc = 0;
+    uint64_t hb = 0;
+    if (!cluster_ask(kv, p->url, p->id, &inc, &hb)) {
+        cluster_probe_failed(kv, p, REFUSE_UNANSWERED);
+        return;
+    }
+    char old[KV_URL_MAX + 1] = "";
+    uint64_t known_inc = 0;
+    pthread_rwlock_rdlock(&c->lock);
+    const member_t *m = cluster_find(c, p->id, NULL);
+    if (m != NULL) {
+        snprintf(old, sizeof(old), "%s", m->url);
+        known_inc = m->incarnation;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (old[0] != '\0' && strcmp(old, p->url) != 0) {
+        uint64_t oinc = 0;
+        uint64_t ohb = 0;
+        if (inc <= known_inc || cluster_ask(kv, old, p->id, &oinc, &ohb)) {
+            cluster_probe_failed(kv, p, REFUSE_MOVE);
+            return;
+        }
+    }
+    rpc_peer_t *peer = rpc_peer(kv->rpc, p->url, p->id);
+    if (peer == NULL) {
+        return;
+    }
+    pthread_rwlock_wrlock(&c->lock);
+    (void)cluster_merge_row(kv, c, p->id, p->url, peer, inc, hb, true,
+                            clk_mono_ms());
+    pthread_rwlock_unlock(&c->lock);
+}
+
+/* The prober's thread: runs queued probes one at a time, woken by
+ * cluster_probe_add. */
+static void cluster_prober(void *arg)
+{
+    kv_t *kv = arg;
+    struct cluster *c = kv->cluster;
+    while (ticker_wait(&c->prober, 60000)) {
+        probe_t p;
+        while (!ticker_stopping(&c->prober) && cluster_probe_pop(c, &p)) {
+            cluster_probe_run(kv, &p);
+        }
     }
 }
 
@@ -582,10 +945,26 @@ const char *cluster_status_name(int status)
 
 /* ------------------------------------------------------------ handlers */
 
+/* Liveness; a peer answers with its own row, which is how a probe learns
+ * who answers at a URL (admission, above). */
 static void handle_ping(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
-    (void)arg;
-    rpc_reply_status(req, m->type, m->id, 0);
+    kv_t *kv = arg;
+    struct cluster *c = kv->cluster;
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, m->type | WIRE_REPLY, m->id, 0, 0);
+    if (kv->cfg.role == KV_ROLE_PEER) {
+        pthread_rwlock_rdlock(&c->lock);
+        const member_t *self = cluster_find(c, kv->cfg.node_id, NULL);
+        buf_put_varint(&b, self != NULL ? 1 : 0);
+        if (self != NULL) {
+            wire_put_gossip(&b, self->id, self->url, self->incarnation,
+                            self->heartbeat);
+        }
+        pthread_rwlock_unlock(&c->lock);
+    }
+    rpc_reply(req, &b);
 }
 
 static void handle_members(void *arg, rpc_req_t *req, const wire_msg_t *m)
@@ -601,7 +980,7 @@ static void handle_members(void *arg, rpc_req_t *req, const wire_msg_t *m)
 static void handle_gossip(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
     kv_t *kv = arg;
-    cluster_merge_gossip(kv, m->members, m->memberslen);
+    cluster_merge_gossip(kv, m->members, m->memberslen, NULL);
     buf_t b;
     buf_init(&b);
     wire_header(&b, m->type | WIRE_REPLY, m->id, 0, 0);
@@ -699,8 +1078,14 @@ int cluster_open(kv_t *kv)
     pthread_rwlock_init(&c->lock, NULL);
     pthread_mutex_init(&c->save_mu, NULL);
     pthread_mutex_init(&c->join_mu, NULL);
+    pthread_mutex_init(&c->probe_mu, NULL);
     clk_cond_init(&c->join_cv); /* a client's join wait has a deadline */
-    if (ticker_init(&c->ticker) != 0) {
+    bool ticker_ok = ticker_init(&c->ticker) == 0;
+    if (!ticker_ok || ticker_init(&c->prober) != 0) {
+        if (ticker_ok) {
+            ticker_destroy(&c->ticker);
+        }
+        pthread_mutex_destroy(&c->probe_mu);
         pthread_cond_destroy(&c->join_cv);
         pthread_mutex_destroy(&c->join_mu);
         pthread_mutex_destroy(&c->save_mu);
@@ -726,7 +1111,7 @@ int cluster_open(kv_t *kv)
         pthread_rwlock_wrlock(&c->lock);
         bool added = cluster_merge_row(kv, c, kv->cfg.node_id,
                                        kv->cfg.listen ? kv->cfg.listen : "",
-                                       NULL, inc, 0, clk_mono_ms());
+                                       NULL, inc, 0, false, clk_mono_ms());
         pthread_rwlock_unlock(&c->lock);
         if (!added) {
             free(saved);
@@ -749,6 +1134,12 @@ int cluster_open(kv_t *kv)
     pthread_mutex_lock(&c->join_mu);
     c->joined = c->joined || known;
     pthread_mutex_unlock(&c->join_mu);
+    if (kv->cfg.role == KV_ROLE_PEER) {
+        int prc = ticker_start(&c->prober, cluster_prober, kv);
+        if (prc != 0) {
+            return prc;
+        }
+    }
     cluster_contact_seeds(kv);
     int trc = ticker_start(&c->ticker, cluster_ticker, kv);
     if (trc != 0) {
@@ -779,6 +1170,7 @@ void cluster_stop(kv_t *kv)
     struct cluster *c = kv->cluster;
     if (c != NULL) {
         ticker_stop(&c->ticker);
+        ticker_stop(&c->prober);
     }
 }
 
@@ -878,6 +1270,8 @@ void cluster_close(kv_t *kv)
     cluster_stop(kv);
     cluster_save(kv, c);
     ticker_destroy(&c->ticker);
+    ticker_destroy(&c->prober);
+    pthread_mutex_destroy(&c->probe_mu);
     ring_free(c->ring);
     free(c->members);
     pthread_rwlock_destroy(&c->lock);

@@ -59,12 +59,6 @@ rpc_peer_t *cluster_peer(kv_t *kv, const char *id);
  * gauges of every member. */
 void cluster_render_metrics(kv_t *kv, buf_t *b);
 
-/* Learns of a member (from a member list). Idempotent. */
-void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
-                   const uint8_t *url, size_t urllen);
-/* Learns every member of an encoded list from a reply. */
-void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len);
-
 int cluster_members(kv_t *kv, kv_member_t **out, size_t *count);
 /* A member status's name (kv_member_status_name): "up", "down",
  * "joining", "leaving" or "unknown". */

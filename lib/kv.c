@@ -207,6 +207,10 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .submit = kv->pool != NULL ? node_submit : NULL,
             .submit_arg = kv,
             .fault_file = kv->cfg.fault_file,
+            .tls_ca_file = kv->cfg.tls_ca_file,
+            .tls_cert_file = kv->cfg.tls_cert_file,
+            .tls_key_file = kv->cfg.tls_key_file,
+            .node_id = kv->cfg.role == KV_ROLE_PEER ? kv->cfg.node_id : NULL,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
         if (rc == 0 && kv->store != NULL && rpc_fault_enabled(kv->rpc)) {

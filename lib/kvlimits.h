@@ -24,5 +24,8 @@
  * bytes: options.c refuses a longer option, auth.c a longer file. */
 #define KV_PASSWORD_MAX 1024
 #define KV_PASSWORD_MAX_TEXT "1024" /* for messages */
+/* The most members a cluster may have: the most rows one gossip message
+ * carries, and so the ceiling of the max_members option. */
+#define KV_MEMBERS_MAX 1024
 
 #endif /* KV_LIMITS_H */

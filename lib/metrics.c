@@ -142,6 +142,18 @@ static const struct {
     [M_POOL_REFUSED] = {"kvdist_pool_refused_total",
                         "Requests refused with KV_EBUSY because the node's "
                         "worker queue was full."},
+    [M_GOSSIP_REFUSED] = {"kvdist_gossip_rows_refused_total",
+                          "Gossip rows refused as forged: an id or URL no "
+                          "node could have, an incarnation ahead of this "
+                          "node's clock, or a heartbeat beyond its age."},
+    [M_MEMBERS_REFUSED] = {"kvdist_members_refused_total",
+                           "Rows for a new member or a member's new URL "
+                           "not admitted: the table was full "
+                           "(max_members), nobody answered as that member "
+                           "there, or it still answers at its old URL."},
+    [M_MEMBER_PROBES] = {"kvdist_member_probes_total",
+                         "Probes asking who answers at a URL before a row "
+                         "for it is admitted."},
 };
 
 void metrics_init(metrics_t *m)

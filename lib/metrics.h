@@ -67,6 +67,9 @@ enum metric_id {
     M_RESP_ACCEPT_ERRORS,
     M_RESP_COMMANDS,
     M_POOL_REFUSED, /* work the node's worker pool refused: full (node.c) */
+    M_GOSSIP_REFUSED, /* forged gossip rows (cluster.c) */
+    M_MEMBERS_REFUSED, /* members or moves not admitted (cluster.c) */
+    M_MEMBER_PROBES,
     M__COUNT
 };
 

@@ -100,7 +100,7 @@ int options_parse_size(const char *s, uint64_t *out)
 }
 
 /* Node ids appear in URLs, metrics labels and logs: keep them plain. */
-static bool valid_node_id(const char *s)
+bool options_valid_node_id(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > KV_ID_MAX) {
@@ -115,7 +115,7 @@ static bool valid_node_id(const char *s)
     return true;
 }
 
-static bool valid_url(const char *s)
+bool options_valid_url(const char *s)
 {
     static const char *const schemes[] = {"tcp://", "ipc://", "tls+tcp://"};
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
@@ -163,7 +163,7 @@ static bool valid_url_list(const char *s)
         }
         memcpy(url, s, n);
         url[n] = '\0';
-        if (!valid_url(url)) {
+        if (!options_valid_url(url)) {
             return false;
         }
         if (comma == NULL) {
@@ -258,6 +258,8 @@ typedef struct opt_row {
     ROW(nm, KIND_BOOL, field, 0, 1, NULL, NULL, df, "must be on or off", dc)
 #define ENUM_OPT(nm, field, nms, df, wy, dc)                                \
     ROW(nm, KIND_ENUM, field, 0, 0, NULL, nms, df, wy, dc)
+#define PATH_OPT(nm, field, dc)                                             \
+    STR_OPT(nm, field, valid_path, "must be a non-empty path", dc)
 /* A password: kv_options_get reads it back as "", so that no --help,
  * config dump or log built from the options can show it. */
 #define SECRET_OPT(nm, field, vf, wy, dc)                                   \
@@ -279,11 +281,7 @@ static bool valid_http_addr(const char *s)
     return valid_host_port(s, 1);
 }
 
-static bool valid_fault_file(const char *s)
-{
-    return *s != '\0' && strlen(s) <= 4000;
-}
-
+/* A path: fault_file, the TLS files and the password file. */
 static bool valid_path(const char *s)
 {
     return *s != '\0' && strlen(s) <= 4000;
@@ -312,12 +310,12 @@ _Static_assert(RING_DEFAULT_VNODES == 2048, "vnodes default in opt_rows");
 static const opt_row opt_rows[] = {
     STR_OPT("data_dir", data_dir, valid_data_dir, "must be a non-empty path",
             "directory of the local store (required for a peer)"),
-    ROW("node_id", KIND_STR, node_id, 0, 0, valid_node_id, NULL, "node",
+    ROW("node_id", KIND_STR, node_id, 0, 0, options_valid_node_id, NULL, "node",
         "1 to " OPT_STR(KV_ID_MAX) " characters from A-Z a-z 0-9 . _ -",
         "this node's name in the cluster"),
     ENUM_OPT("role", role, role_names, "peer", "must be 'peer' or 'client'",
              "peer (holds data) or client (holds none, uses join)"),
-    STR_OPT("listen", listen, valid_url,
+    STR_OPT("listen", listen, options_valid_url,
             "must be a tcp://, ipc:// or tls+tcp:// URL",
             "URL peers and clients reach this node at"),
     STR_OPT("join", join, valid_url_list,
@@ -386,29 +384,39 @@ static const opt_row opt_rows[] = {
     STR_OPT("http", http, valid_http_addr,
             "must be HOST:PORT (port 1..65535), e.g. 127.0.0.1:8080",
             "serve the HTTP API at HOST:PORT"),
-    STR_OPT("http_tls_cert_file", http_tls_cert_file, valid_path,
-            "must be a non-empty path",
-            "PEM certificate (chain) of the HTTP API: with the key, HTTPS"),
-    STR_OPT("http_tls_key_file", http_tls_key_file, valid_path,
-            "must be a non-empty path",
-            "PEM private key (unencrypted) of http_tls_cert_file"),
+    PATH_OPT("http_tls_cert_file", http_tls_cert_file,
+             "PEM certificate (chain) of the HTTP API: with the key, HTTPS"),
+    PATH_OPT("http_tls_key_file", http_tls_key_file,
+             "PEM private key (unencrypted) of http_tls_cert_file"),
     SECRET_OPT("auth_password", auth_password, valid_password,
                "must be 1 to " KV_PASSWORD_MAX_TEXT
                " bytes without a line break",
                "password HTTP and RESP clients must give (never printed; "
                "prefer the file)"),
-    STR_OPT("auth_password_file", auth_password_file, valid_path,
-            "must be a non-empty path",
-            "file whose one line is the client password (read at open)"),
+    PATH_OPT("auth_password_file", auth_password_file,
+             "file whose one line is the client password (read at open)"),
     INT_OPT("max_clients", max_clients, 0, 1000000, "0",
             "must be an integer from 0 (derived from the open-file limit) to "
             "1000000",
             "HTTP + RESP connections served (0: from open-file limit)"),
+    /* Riak's and Dynomite's clusters stay well under this; a gossip row
+     * for one member more is refused (cluster.c), so invented members
+     * cannot grow the table, the ring and the transport without bound. */
+    INT_OPT("max_members", max_members, 1, KV_MEMBERS_MAX, "128",
+            "must be an integer from 1 to " OPT_STR(KV_MEMBERS_MAX),
+            "members the cluster may have; rows for more are refused"),
+    /* tls+tcp:// URLs need all three (options_config_validate); the
+     * files are read when the node opens (rpc.c). */
+    PATH_OPT("tls_ca_file", tls_ca_file,
+             "PEM file of the CA that signs the cluster's certificates"),
+    PATH_OPT("tls_cert_file", tls_cert_file,
+             "PEM file of this node's certificate (CN or SAN: its node id)"),
+    PATH_OPT("tls_key_file", tls_key_file,
+             "PEM file of this certificate's private key"),
     /* Never taken from the environment: an embedding program must not
      * have faults switched on behind its back (issue 13). */
-    STR_OPT("fault_file", fault_file, valid_fault_file,
-            "must be a non-empty path",
-            "testing only: inject the transport faults this file names"),
+    PATH_OPT("fault_file", fault_file,
+             "testing only: inject the transport faults this file names"),
 };
 
 #define N_OPT_ROWS (sizeof(opt_rows) / sizeof(opt_rows[0]))
@@ -705,6 +713,59 @@ int options_config_copy(kv_config_t *dst, const kv_config_t *src)
     return 0;
 }
 
+/* How many of listen and the join URLs are tls+tcp://, and how many in
+ * all. */
+static void count_tls_urls(const kv_config_t *c, int *tls, int *all)
+{
+    static const char scheme[] = "tls+tcp://";
+    *tls = 0;
+    *all = 0;
+    if (c->listen != NULL) {
+        (*all)++;
+        *tls += strncmp(c->listen, scheme, sizeof(scheme) - 1) == 0;
+    }
+    for (const char *s = c->join; s != NULL && *s != '\0';) {
+        (*all)++;
+        *tls += strncmp(s, scheme, sizeof(scheme) - 1) == 0;
+        s = strchr(s, ',');
+        s = s != NULL ? s + 1 : NULL;
+    }
+}
+
+/* A tls+tcp:// URL needs a certificate, its key and the CA; a node is
+ * either all TLS or not at all (a plain seed would be an
+ * unauthenticated way in). */
+static int options_validate_tls(const kv_config_t *c, char *why, size_t size)
+{
+    int tls = 0;
+    int all = 0;
+    count_tls_urls(c, &tls, &all);
+    bool files = c->tls_ca_file != NULL || c->tls_cert_file != NULL ||
+                 c->tls_key_file != NULL;
+    if (tls > 0 && tls < all) {
+        snprintf(why, size,
+                 "listen and join must all be tls+tcp:// URLs or none "
+                 "(a plain one would let unauthenticated peers in)");
+        return KV_EINVAL;
+    }
+    if ((tls > 0 || files) &&
+        (c->tls_ca_file == NULL || c->tls_cert_file == NULL ||
+         c->tls_key_file == NULL)) {
+        snprintf(why, size,
+                 "tls+tcp:// needs all of tls_ca_file, tls_cert_file and "
+                 "tls_key_file (mutual TLS: every node and client shows a "
+                 "certificate of the cluster's CA)");
+        return KV_EINVAL;
+    }
+    if (files && tls == 0 && all > 0) {
+        snprintf(why, size,
+                 "tls_ca_file, tls_cert_file and tls_key_file are set but "
+                 "listen and join are not tls+tcp:// URLs");
+        return KV_EINVAL;
+    }
+    return 0;
+}
+
 int options_config_validate(const kv_config_t *c, char *why, size_t size)
 {
     if (c->r > c->n || c->w > c->n) {
@@ -746,5 +807,5 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
                  "one");
         return KV_EINVAL;
     }
-    return 0;
+    return options_validate_tls(c, why, size);
 }

@@ -50,6 +50,10 @@ typedef struct kv_config {
     char *auth_password;      /* secret (auth.c); never read back */
     char *auth_password_file; /* or the file that holds it */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
+    int max_members;  /* rows of the member table, this node's included */
+    char *tls_ca_file;   /* PEM: the cluster's CA, for tls+tcp:// peers */
+    char *tls_cert_file; /* PEM: this node's (or client's) certificate */
+    char *tls_key_file;  /* PEM: its private key */
     char *fault_file; /* testing: rpc.c's fault hook reads it, NULL: off */
     kv_log_fn log_fn;
     void *log_arg;
@@ -57,6 +61,11 @@ typedef struct kv_config {
     kv_resolve_fn resolve_fn;
     void *resolve_arg;
 } kv_config_t;
+
+/* The checks options apply to node_id and URLs, for cluster.c to apply
+ * to the ids and URLs that gossip brings from the network. */
+bool options_valid_node_id(const char *s);
+bool options_valid_url(const char *s);
 
 struct kv_options {
     kv_config_t cfg;

@@ -111,6 +111,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
 #include "clock.h"
@@ -183,6 +184,7 @@ struct rpc_peer {
     struct rpc_peer *next;
     rpc_t *rpc;
     char *url;
+    char *name; /* the member id its certificate must carry, or NULL */
     nng_socket sock;
     struct rpc_slot *idle;
     struct rpc_call *qhead; /* waiting to be sent */
@@ -256,6 +258,13 @@ typedef struct rpc_handler {
 
 struct rpc {
     rpc_config_t cfg;
+    /* tls+tcp://: the PEM texts read at rpc_create (NULL: no TLS) and
+     * the listener's configuration. */
+    char *tls_ca;
+    char *tls_cert;
+    char *tls_key;
+    nng_tls_config *tls_server;
+    char *node_id; /* cfg.node_id's copy: what our certificate must name */
     /* By request type; written before rpc_listen, read-only after. */
     rpc_handler_t handlers[WIRE_REPLY];
     nng_socket server;
@@ -1512,6 +1521,193 @@ static void rpc_wait_done(void *arg, int rc, const wire_msg_t *reply)
     pthread_mutex_unlock(&w->mu);
 }
 
+static bool rpc_url_is_tls(const char *url)
+{
+    return strncmp(url, "tls+tcp://", 10) == 0;
+}
+
+/* A TLS configuration from the node's PEM texts: mutual (a peer without
+ * a certificate of the CA is refused, both ways), and as a client
+ * checking that the server's certificate names `name` when given. */
+static int rpc_tls_config(rpc_t *rpc, nng_tls_mode mode, const char *name,
+                          nng_tls_config **out)
+{
+    *out = NULL;
+    if (rpc->tls_cert == NULL) {
+        KV_LOG(rpc->cfg.log, KV_LOG_ERROR,
+               "rpc: a tls+tcp:// URL needs tls_ca_file, tls_cert_file and "
+               "tls_key_file");
+        return KV_EINVAL;
+    }
+    nng_tls_config *c = NULL;
+    int rv = nng_tls_config_alloc(&c, mode);
+    if (rv == 0) {
+        rv = nng_tls_config_auth_mode(c, NNG_TLS_AUTH_MODE_REQUIRED);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_version(c, NNG_TLS_1_2, NNG_TLS_1_2);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_ca_chain(c, rpc->tls_ca, NULL);
+        if (rv != 0) {
+            KV_LOG(rpc->cfg.log, KV_LOG_ERROR,
+                   "rpc: tls_ca_file holds no usable CA certificate: %s",
+                   nng_strerror(rv));
+        }
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_own_cert(c, rpc->tls_cert, rpc->tls_key, NULL);
+        if (rv != 0) {
+            KV_LOG(rpc->cfg.log, KV_LOG_ERROR,
+                   "rpc: tls_cert_file and tls_key_file are not a "
+                   "certificate and its key: %s",
+                   nng_strerror(rv));
+        }
+    }
+    if (rv == 0 && name != NULL) {
+        rv = nng_tls_config_server_name(c, name);
+    }
+    if (rv != 0) {
+        if (c != NULL) {
+            nng_tls_config_free(c);
+        }
+        return rv == NNG_ENOMEM ? KV_ENOMEM : KV_EINVAL;
+    }
+    *out = c;
+    return 0;
+}
+
+/* Dialling url over TLS: the dialer takes its own reference. */
+static int rpc_dialer_tls(rpc_t *rpc, nng_dialer d, const char *url,
+                          const char *name)
+{
+    if (!rpc_url_is_tls(url)) {
+        return 0;
+    }
+    nng_tls_config *c = NULL;
+    int rc = rpc_tls_config(rpc, NNG_TLS_MODE_CLIENT, name, &c);
+    if (rc == 0) {
+        int rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c);
+        nng_tls_config_free(c);
+        rc = rv == 0 ? 0 : KV_EINVAL;
+    }
+    return rc;
+}
+
+/* Reads a whole PEM file; NULL (logged) if it cannot be read. */
+static char *rpc_read_pem(rpc_t *rpc, const char *what, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *p = NULL;
+    size_t len = 0;
+    if (f != NULL) {
+        size_t cap = 0;
+        for (;;) {
+            if (len + 4096 + 1 > cap) {
+                cap = cap ? cap * 2 : 8192;
+                char *np = cap <= (1u << 20) ? realloc(p, cap) : NULL;
+                if (np == NULL) {
+                    break;
+                }
+                p = np;
+            }
+            size_t n = fread(p + len, 1, 4096, f);
+            len += n;
+            if (n < 4096) {
+                break;
+            }
+        }
+        bool bad = ferror(f) != 0 || p == NULL || len + 1 > cap;
+        fclose(f);
+        if (bad) {
+            free(p);
+            p = NULL;
+        } else {
+            p[len] = '\0';
+        }
+    }
+    if (p == NULL) {
+        KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot read %s %s", what,
+               path);
+    }
+    return p;
+}
+
+/* A probe's answer is one small reply: a status and a gossip row. */
+#define RPC_PROBE_RECV_MAX 4096
+
+int rpc_probe(rpc_t *rpc, const char *url, const char *name, buf_t *msg,
+              int timeout_ms, wire_msg_t *reply, void **raw)
+{
+    *raw = NULL;
+    memset(reply, 0, sizeof(*reply));
+    nng_socket s;
+    nng_msg *m = NULL;
+    if (msg->oom || nng_req0_open(&s) != 0) {
+        buf_free(msg);
+        return KV_ENOMEM;
+    }
+    nng_time deadline = nng_clock() + (nng_time)timeout_ms;
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, RPC_PROBE_RECV_MAX);
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    /* A node that has just started listens a few ms after it gossips:
+     * redial quickly within the bound. */
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 100);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, timeout_ms);
+    int rc = KV_EUNAVAIL;
+    nng_dialer d;
+    int rv = nng_dialer_create(&d, s, url);
+    if (rv == 0 && rpc->have_local && strncmp(url, "tcp://", 6) == 0) {
+        /* From the listen address, like every other dial: a partition
+         * between two addresses cuts probes too. */
+        (void)nng_dialer_set_addr(d, NNG_OPT_LOCADDR, &rpc->local);
+    }
+    if (rv == 0 && rpc_dialer_tls(rpc, d, url, name) != 0) {
+        rv = NNG_EINVAL;
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
+    if (rv == 0 && nng_msg_alloc(&m, 0) == 0 &&
+        nng_msg_append(m, msg->p, msg->len) == 0) {
+        rv = nng_sendmsg(s, m, 0);
+        if (rv == 0) {
+            m = NULL;
+            nng_duration left = (nng_duration)(deadline - nng_clock());
+            nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, left > 0 ? left : 1);
+            rv = nng_recvmsg(s, &m, 0);
+            rc = rv == 0 ? 0 : KV_ETIMEDOUT;
+        }
+    }
+    buf_free(msg);
+    if (rc == 0) {
+        size_t len = nng_msg_len(m);
+        *raw = malloc(len ? len : 1);
+        if (*raw == NULL) {
+            rc = KV_ENOMEM;
+        } else {
+            memcpy(*raw, nng_msg_body(m), len);
+            rc = wire_decode(*raw, len, &rpc->cfg.limits, reply) == 0
+                     ? 0
+                     : KV_EPROTO;
+        }
+    }
+    if (m != NULL) {
+        nng_msg_free(m);
+    }
+    /* No context was opened on s: its close cannot meet the context
+     * teardown race described at rpc_destroy. */
+    nng_close(s);
+    if (rc != 0) {
+        free(*raw);
+        *raw = NULL;
+        KV_LOG(rpc->cfg.log, KV_LOG_DEBUG, "rpc: probe of %s: %s", url,
+               kv_strerror(rc));
+    }
+    return rc;
+}
+
 int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
                   uint8_t type, uint8_t **out, size_t *outlen)
 {
@@ -1537,7 +1733,7 @@ int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
     return rc;
 }
 
-rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
+rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url, const char *name)
 {
     pthread_mutex_lock(&rpc->mu);
     if (rpc->closing) {
@@ -1547,16 +1743,20 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
         return NULL;
     }
     for (rpc_peer_t *p = rpc->peers; p != NULL; p = p->next) {
-        if (strcmp(p->url, url) == 0) {
+        if (strcmp(p->url, url) == 0 &&
+            (p->name == NULL ? name == NULL
+                             : name != NULL && strcmp(p->name, name) == 0)) {
             pthread_mutex_unlock(&rpc->mu);
             return p;
         }
     }
     rpc_peer_t *p = calloc(1, sizeof(*p));
     if (p == NULL || (p->url = strdup(url)) == NULL ||
+        (name != NULL && (p->name = strdup(name)) == NULL) ||
         nng_req0_open(&p->sock) != 0) {
         if (p != NULL) {
             free(p->url);
+            free(p->name);
         }
         free(p);
         pthread_mutex_unlock(&rpc->mu);
@@ -1581,6 +1781,9 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
                    nng_strerror(lrv));
         }
     }
+    if (rv == 0 && rpc_dialer_tls(rpc, d, url, name) != 0) {
+        rv = NNG_EINVAL;
+    }
     if (rv == 0) {
         p->dialer = d;
         rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
@@ -1590,6 +1793,7 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url)
                nng_strerror(rv));
         nng_close(p->sock);
         free(p->url);
+        free(p->name);
         free(p);
         pthread_mutex_unlock(&rpc->mu);
         return NULL;
@@ -1637,6 +1841,7 @@ static void peers_free(rpc_peer_t *peers)
             free(c);
         }
         free(peers->url);
+        free(peers->name);
         free(peers);
         peers = next;
     }
@@ -1749,6 +1954,58 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
 
 static void rpc_set_local(rpc_t *rpc, const char *url);
 
+/* A TLS node's id is its certificate's name: before the node talks to
+ * anyone, it connects to a listener of its own on a loopback port as a
+ * peer would, expecting its id (CN or SAN) on a certificate of the CA
+ * that allows serverAuth, and refuses to start otherwise. */
+static int rpc_check_own_cert(rpc_t *rpc)
+{
+    nng_socket srv;
+    nng_socket cli;
+    nng_listener l;
+    nng_dialer d;
+    nng_sockaddr sa;
+    char url[64];
+    int rc = KV_EINVAL;
+    if (nng_rep0_open(&srv) != 0) {
+        return KV_ENOMEM;
+    }
+    bool up = nng_listener_create(&l, srv, "tls+tcp://127.0.0.1:0") == 0 &&
+              nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, rpc->tls_server) ==
+                  0 &&
+              nng_listener_start(l, 0) == 0 &&
+              nng_listener_get_addr(l, NNG_OPT_LOCADDR, &sa) == 0;
+    if (up && nng_req0_open(&cli) == 0) {
+        snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%u",
+                 (unsigned)ntohs(sa.s_in.sa_port));
+        nng_socket_set_ms(cli, NNG_OPT_SENDTIMEO, 3000);
+        nng_msg *m = NULL;
+        /* req0 hands a request to a connection only once the handshake
+         * (and so the check of the certificate's name) is done. */
+        if (nng_dialer_create(&d, cli, url) == 0 &&
+            rpc_dialer_tls(rpc, d, url, rpc->node_id) == 0 &&
+            nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0 &&
+            nng_msg_alloc(&m, 0) == 0) {
+            if (nng_sendmsg(cli, m, 0) == 0) {
+                rc = 0;
+            } else {
+                nng_msg_free(m);
+            }
+        }
+        nng_close(cli);
+    }
+    nng_close(srv);
+    if (rc != 0) {
+        KV_LOG(rpc->cfg.log, KV_LOG_ERROR,
+               "rpc: tls_cert_file is not a node certificate for '%s': it "
+               "must be signed by tls_ca_file, name the node id in its CN "
+               "or a subjectAltName (DNS) and allow serverAuth "
+               "(examples/certs/mkcerts.sh makes such certificates)",
+               rpc->node_id);
+    }
+    return rc;
+}
+
 int rpc_create(const rpc_config_t *cfg, rpc_t **out)
 {
     *out = NULL;
@@ -1779,6 +2036,43 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     }
     if (cfg->listen_url != NULL) {
         rpc_set_local(rpc, cfg->listen_url);
+    }
+    rpc->cfg.tls_ca_file = NULL; /* the caller's strings: used here only */
+    rpc->cfg.tls_cert_file = NULL;
+    rpc->cfg.tls_key_file = NULL;
+    rpc->cfg.node_id = NULL;
+    if (cfg->tls_cert_file != NULL) {
+        rpc->tls_ca = rpc_read_pem(rpc, "tls_ca_file", cfg->tls_ca_file);
+        rpc->tls_cert =
+            rpc_read_pem(rpc, "tls_cert_file", cfg->tls_cert_file);
+        rpc->tls_key = rpc_read_pem(rpc, "tls_key_file", cfg->tls_key_file);
+        int rc = KV_EINVAL;
+        if (rpc->tls_ca != NULL && rpc->tls_cert != NULL &&
+            rpc->tls_key != NULL) {
+            /* Parsed now, so that a bad file stops kv_open. */
+            rc = rpc_tls_config(rpc, NNG_TLS_MODE_SERVER, NULL,
+                                &rpc->tls_server);
+        } else {
+            free(rpc->tls_cert); /* rpc_tls_config tests it for "no TLS" */
+            rpc->tls_cert = NULL;
+        }
+        if (rc != 0) {
+            rpc_destroy(rpc);
+            return rc;
+        }
+    }
+    if (cfg->node_id != NULL && (rpc->node_id = strdup(cfg->node_id)) == NULL) {
+        rpc_destroy(rpc);
+        return KV_ENOMEM;
+    }
+    /* A client's certificate cannot serve (no serverAuth): the node it
+     * connects to checks it. */
+    int crc = rpc->tls_server != NULL && rpc->node_id != NULL
+                  ? rpc_check_own_cert(rpc)
+                  : 0;
+    if (crc != 0) {
+        rpc_destroy(rpc);
+        return crc;
     }
     *out = rpc;
     return 0;
@@ -1819,6 +2113,23 @@ static void rpc_set_local(rpc_t *rpc, const char *url)
     rpc->have_local = true;
 }
 
+/* Whether a listen URL can only be reached from this host: ipc://, or
+ * tcp:// on a loopback address. TLS URLs authenticate their peers. */
+static bool rpc_url_is_private(const char *url)
+{
+    static const char *const loopback[] = {"tcp://127.", "tcp://localhost:",
+                                           "tcp://[::1]:"};
+    if (strncmp(url, "tcp://", 6) != 0) {
+        return true;
+    }
+    for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++) {
+        if (strncmp(url, loopback[i], strlen(loopback[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int rpc_listen(rpc_t *rpc, const char *url)
 {
     int rv = nng_rep0_open(&rpc->server);
@@ -1827,7 +2138,19 @@ int rpc_listen(rpc_t *rpc, const char *url)
     }
     nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
                         wire_recv_max(&rpc->cfg.limits));
-    rv = nng_listen(rpc->server, url, NULL, 0);
+    if (rpc_url_is_tls(url)) {
+        nng_listener l;
+        rv = rpc->tls_server == NULL ? NNG_EINVAL
+                                     : nng_listener_create(&l, rpc->server, url);
+        if (rv == 0) {
+            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, rpc->tls_server);
+        }
+        if (rv == 0) {
+            rv = nng_listener_start(l, 0);
+        }
+    } else {
+        rv = nng_listen(rpc->server, url, NULL, 0);
+    }
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s", url,
                nng_strerror(rv));
@@ -1848,6 +2171,14 @@ int rpc_listen(rpc_t *rpc, const char *url)
         worker_recv(w);
     }
     rpc->listening = true;
+    if (!rpc_url_is_private(url)) {
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: listening on %s without TLS: the cluster is "
+               "unauthenticated, anyone who reaches this port can join it "
+               "and read or write every key (use tls+tcp://, kvdist(7) "
+               "SECURITY)",
+               url);
+    }
     return 0;
 }
 
@@ -1958,5 +2289,12 @@ void rpc_destroy(rpc_t *rpc)
     pthread_mutex_destroy(&rpc->mu);
     pthread_mutex_destroy(&rpc->fault_mu);
     free(rpc->fault_path);
+    if (rpc->tls_server != NULL) {
+        nng_tls_config_free(rpc->tls_server);
+    }
+    free(rpc->tls_ca);
+    free(rpc->tls_cert);
+    free(rpc->tls_key);
+    free(rpc->node_id);
     free(rpc);
 }

@@ -67,6 +67,14 @@ typedef struct rpc_config {
     int (*submit)(void *arg, void (*fn)(void *task), void *task);
     void *submit_arg;
     const char *fault_file; /* the fault hook's file (copied); NULL, "": off */
+    /* tls+tcp:// (read at rpc_create; all three or none): the CA that
+     * signs every certificate of the cluster, and this process's own
+     * certificate and key. node_id: the name a peer's certificate must
+     * carry (NULL for a client), checked against our own at rpc_listen. */
+    const char *tls_ca_file;
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *node_id;
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);
@@ -96,8 +104,10 @@ void rpc_destroy(rpc_t *rpc);
 
 /* The peer at url, dialled in the background (and redialled after a
  * failure); created on first use, valid until rpc_destroy. NULL on ENOMEM
- * or a bad URL. */
-rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url);
+ * or a bad URL. name is the member id expected there (NULL: unknown, a
+ * seed): over tls+tcp:// its certificate must carry that name (CN or
+ * SAN); one peer per (url, name). */
+rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url, const char *name);
 const char *rpc_peer_url(const rpc_peer_t *p);
 /* This node's own view of p, never gossiped (the failure detector stays
  * the authority on up and down): false while p has no connection and
@@ -156,6 +166,18 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
  * KV_ENOMEM. Must not be called from a callback of the transport. */
 int rpc_call_wait(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
                   uint8_t type, uint8_t **out, size_t *outlen);
+
+/* One request to url on a connection made for it alone and closed after
+ * the reply: for an address that is not a member's yet (cluster.c asks
+ * the owner of a row to answer at its URL before admitting it), whose
+ * peer would otherwise live until rpc_destroy. Sends msg (taken), blocks
+ * the calling thread for at most timeout_ms (never from a callback of
+ * the transport). Returns 0 with *reply decoded from *raw (malloc'd: the
+ * caller frees it, also on error, when it is NULL), or KV_EUNAVAIL (no
+ * connection in time), KV_ETIMEDOUT, KV_EPROTO (a malformed answer) or
+ * KV_ENOMEM. name: as for rpc_peer. */
+int rpc_probe(rpc_t *rpc, const char *url, const char *name, buf_t *msg,
+              int timeout_ms, wire_msg_t *reply, void **raw);
 
 /* The context batch_begin returned for the received batch req is an
  * entry of (rpc_config_t), or NULL for a request of its own or a batch

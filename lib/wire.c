@@ -212,6 +212,13 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
 
     switch (base) {
     case WIRE_PING:
+        /* A peer's answer carries its own gossip row (cluster.c admits a
+         * member only once it answered at its URL); a client's carries
+         * none. */
+        if (reply && m->status == 0 && rd_left(&r) > 0 &&
+            (rd_list(&r, m, true) != 0 || m->nmembers > 1)) {
+            return KV_EPROTO;
+        }
         break;
     case WIRE_ERROR:
         if (!reply) {

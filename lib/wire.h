@@ -17,7 +17,8 @@
 #define WIRE_REPLY 0x80u
 
 enum wire_type {
-    WIRE_PING = 1,        /* liveness; empty body */
+    WIRE_PING = 1,        /* liveness; empty body; reply: the answering
+                             peer's own gossip row (none from a client) */
     WIRE_JOIN = 2,        /* body: one member (the sender) */
     WIRE_MEMBERS = 3,     /* empty body; reply: member list */
     WIRE_REPLICA_PUT = 4, /* key, object: join it into the local replica */
@@ -103,7 +104,7 @@ typedef struct wire_limits {
     size_t max_object;
 } wire_limits_t;
 
-#define WIRE_MAX_MEMBERS 1024
+#define WIRE_MAX_MEMBERS KV_MEMBERS_MAX
 #define WIRE_MAX_STATS (1u << 20)
 /* A member's id and URL: the limits every module shares (kvlimits.h). */
 #define WIRE_MAX_ID KV_ID_MAX

@@ -307,40 +307,6 @@ START_TEST(test_malformed_messages_leave_node_serving)
 }
 END_TEST
 
-/* Runs kvdistd with argv to completion (bounded) and returns its exit
- * status; its stderr goes to errpath. */
-static int run_daemon(const harness_t *h, const char *const *args,
-                      const char *errpath)
-{
-    const char *argv[32];
-    int a = 0;
-    argv[a++] = h->daemon;
-    for (int i = 0; args[i] != NULL && a < 31; i++) {
-        argv[a++] = args[i];
-    }
-    argv[a] = NULL;
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        FILE *f = freopen(errpath, "w", stderr);
-        (void)f;
-        execv(h->daemon, (char *const *)argv);
-        _exit(127);
-    }
-    int64_t deadline = harness_now_ms() + 10000;
-    int status = 0;
-    while (waitpid(pid, &status, WNOHANG) != pid) {
-        if (harness_now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            ck_abort_msg("kvdistd did not exit");
-        }
-        harness_sleep_ms(10);
-    }
-    ck_assert(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
 /* The daemon's error output: exactly one line, containing `needle`. */
 static void expect_one_line(const char *path, const char *needle)
 {
@@ -370,22 +336,22 @@ START_TEST(test_daemon_refuses_bad_starts)
     /* a bad flag value */
     const char *bad_n[] = {"--id", "x", "--listen", "tcp://127.0.0.1:1",
                            "--data", other, "--n", "0", NULL};
-    ck_assert_int_eq(run_daemon(h, bad_n, err), 2);
+    ck_assert_int_eq(harness_run_daemon(h, bad_n, err), 2);
     expect_one_line(err, "--n");
     /* an unknown flag */
     const char *unknown[] = {"--frobnicate", NULL};
-    ck_assert_int_eq(run_daemon(h, unknown, err), 2);
+    ck_assert_int_eq(harness_run_daemon(h, unknown, err), 2);
     /* an address in use (node 1's) */
     const char *in_use[] = {"--id", "x", "--listen", h->node[0].url,
                             "--data", other, "--log-level", "error", NULL};
-    ck_assert_int_eq(run_daemon(h, in_use, err), 1);
+    ck_assert_int_eq(harness_run_daemon(h, in_use, err), 1);
     expect_one_line(err, "in use");
     /* a data dir held by the running node */
     char url[64];
     snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", harness_free_port());
     const char *busy[] = {"--id", "x", "--listen", url, "--data",
                           h->node[0].data, "--log-level", "error", NULL};
-    ck_assert_int_eq(run_daemon(h, busy, err), 1);
+    ck_assert_int_eq(harness_run_daemon(h, busy, err), 1);
     expect_one_line(err, "in use by another process");
     /* a data dir that is a regular file */
     snprintf(other, sizeof(other), "%s/plainfile", h->dir);
@@ -394,7 +360,7 @@ START_TEST(test_daemon_refuses_bad_starts)
     fclose(f);
     const char *file[] = {"--id", "x", "--listen", url, "--data", other,
                           "--log-level", "error", NULL};
-    ck_assert_int_eq(run_daemon(h, file, err), 1);
+    ck_assert_int_eq(harness_run_daemon(h, file, err), 1);
     expect_one_line(err, "kvdistd");
     ck_assert_int_eq(kill(h->node[0].pid, 0), 0);
     harness_destroy(h);

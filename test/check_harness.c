@@ -662,3 +662,37 @@ int harness_start_http(harness_t *h, int i, const char *const *extra)
     harness_start(h, i, argv);
     return port;
 }
+
+/* Runs kvdistd with argv to completion (bounded) and returns its exit
+ * status; its stderr goes to errpath. */
+int harness_run_daemon(const harness_t *h, const char *const *args,
+                      const char *errpath)
+{
+    const char *argv[32];
+    int a = 0;
+    argv[a++] = h->daemon;
+    for (int i = 0; args[i] != NULL && a < 31; i++) {
+        argv[a++] = args[i];
+    }
+    argv[a] = NULL;
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        FILE *f = freopen(errpath, "w", stderr);
+        (void)f;
+        execv(h->daemon, (char *const *)argv);
+        _exit(127);
+    }
+    int64_t deadline = harness_now_ms() + 10000;
+    int status = 0;
+    while (waitpid(pid, &status, WNOHANG) != pid) {
+        if (harness_now_ms() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            ck_abort_msg("kvdistd did not exit");
+        }
+        harness_sleep_ms(10);
+    }
+    ck_assert(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}

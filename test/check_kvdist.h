@@ -18,6 +18,7 @@ Suite *ring_suite(void);
 Suite *wire_suite(void);
 Suite *rpc_suite(void);
 Suite *cluster_suite(void);
+Suite *security_suite(void);
 Suite *failover_suite(void);
 Suite *availability_suite(void);
 Suite *aae_suite(void);
@@ -90,6 +91,10 @@ void harness_wait_members(kv_t *kv, size_t want);
 /* Polls kv_members until member id has the given status (bounded). */
 void harness_wait_status(kv_t *kv, const char *id, int status);
 int harness_free_port(void);
+/* Runs kvdistd with args (NULL-terminated) to completion, bounded at
+ * 10 s, and returns its exit status; its stderr goes to errpath. */
+int harness_run_daemon(const harness_t *h, const char *const *args,
+                       const char *errpath);
 
 /* Raw peer-protocol access, as another node would have it. */
 struct nng_msg;

@@ -17,6 +17,7 @@ int main(void)
     srunner_add_suite(sr, wire_suite());
     srunner_add_suite(sr, rpc_suite());
     srunner_add_suite(sr, cluster_suite());
+    srunner_add_suite(sr, security_suite());
     srunner_add_suite(sr, failover_suite());
     srunner_add_suite(sr, availability_suite());
     srunner_add_suite(sr, aae_suite());

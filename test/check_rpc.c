@@ -209,7 +209,7 @@ static void fixture_open(fixture_t *f)
     snprintf(url, sizeof(url), "ipc://%s/rpc.sock", f->dir);
     server_start(&f->s, url);
     f->cli = client_new(&f->cm, &f->clog);
-    f->p = rpc_peer(f->cli, url);
+    f->p = rpc_peer(f->cli, url, NULL);
     ck_assert_ptr_nonnull(f->p);
 }
 

@@ -1,0 +1,621 @@
+/*
+ * check_security.c - a cluster against an attacker on its network
+ * (issue 15): forged gossip against a plain tcp:// cluster.
+ *
+ * Each test starts its own nodes (check_harness.c) and speaks the peer
+ * protocol as a program that is not a member would (harness_raw_request),
+ * while a client keeps writing and reading: availability is asserted
+ * during the attack, not only the state afterwards.
+ */
+#include <check.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "check_kvdist.h"
+#include "codec.h"
+#include "kvdist.h"
+#include "wire.h"
+
+/* A node's own view of the members: ids, URLs and statuses. */
+typedef struct view {
+    size_t n;
+    char id[16][KV_ID_MAX + 1];
+    char url[16][KV_URL_MAX + 1];
+    int status[16];
+} view_t;
+
+static bool view_of(const char *node_url, view_t *v)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_MEMBERS, 1, 0);
+    nng_msg *r = harness_raw_request(node_url, b.p, b.len, 2000);
+    buf_free(&b);
+    if (r == NULL) {
+        return false;
+    }
+    wire_msg_t m;
+    bool ok = wire_decode(nng_msg_body(r), nng_msg_len(r),
+                          &harness_big_limits, &m) == 0 &&
+              m.status == 0;
+    memset(v, 0, sizeof(*v));
+    rd_t rd;
+    rd_init(&rd, m.members, ok ? m.memberslen : 0);
+    wire_member_t mm;
+    while (ok && wire_next_member(&rd, &mm)) {
+        if (v->n == 16) {
+            v->n++; /* more than any test makes: counted, not kept */
+            continue;
+        }
+        snprintf(v->id[v->n], sizeof(v->id[0]), "%.*s", (int)mm.idlen,
+                 (const char *)mm.id);
+        snprintf(v->url[v->n], sizeof(v->url[0]), "%.*s", (int)mm.urllen,
+                 (const char *)mm.url);
+        v->status[v->n] = mm.status;
+        v->n++;
+    }
+    nng_msg_free(r);
+    return ok;
+}
+
+/* Every running node lists exactly the harness's nodes, at their own
+ * URLs, all up. Fails the test with what differs. */
+static void expect_views_intact(harness_t *h, const char *when)
+{
+    for (int i = 0; i < h->nnodes; i++) {
+        view_t v;
+        ck_assert_msg(view_of(h->node[i].url, &v), "%s: %s did not answer",
+                      when, h->node[i].id);
+        ck_assert_msg(v.n == (size_t)h->nnodes,
+                      "%s: %s lists %zu members, not %d", when,
+                      h->node[i].id, v.n, h->nnodes);
+        for (size_t j = 0; j < v.n; j++) {
+            int k = 0;
+            while (k < h->nnodes && strcmp(h->node[k].id, v.id[j]) != 0) {
+                k++;
+            }
+            ck_assert_msg(k < h->nnodes, "%s: %s lists unknown member %s",
+                          when, h->node[i].id, v.id[j]);
+            ck_assert_msg(strcmp(v.url[j], h->node[k].url) == 0,
+                          "%s: %s has %s at %s, not %s", when, h->node[i].id,
+                          v.id[j], v.url[j], h->node[k].url);
+            ck_assert_msg(v.status[j] == KV_MEMBER_UP,
+                          "%s: %s sees %s %s", when, h->node[i].id, v.id[j],
+                          kv_member_status_name(v.status[j]));
+        }
+    }
+}
+
+static long rss_kib(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    char *s = util_read_file(path);
+    ck_assert_ptr_nonnull(s);
+    const char *p = strstr(s, "VmRSS:");
+    ck_assert_ptr_nonnull(p);
+    long kib = strtol(p + 6, NULL, 10);
+    free(s);
+    return kib;
+}
+
+/* Sends one gossip table to a node as a non-member would. */
+static void send_gossip(const char *url, const buf_t *rows, size_t nrows)
+{
+    buf_t b;
+    buf_init(&b);
+    wire_header(&b, WIRE_GOSSIP, 7, 0, 0);
+    buf_put_varint(&b, nrows);
+    buf_put(&b, rows->p, rows->len);
+    ck_assert(!b.oom);
+    nng_msg *r = harness_raw_request(url, b.p, b.len, 2000);
+    ck_assert_msg(r != NULL, "%s did not answer a gossip message", url);
+    nng_msg_free(r);
+    buf_free(&b);
+}
+
+/* A client writing and reading back, every request timed. */
+typedef struct load {
+    kv_t *kv;
+    atomic_bool stop;
+    atomic_long ops;
+    atomic_long failed;
+    atomic_long max_ms;
+    char first_error[160];
+} load_t;
+
+static void *load_main(void *arg)
+{
+    load_t *l = arg;
+    for (long i = 0; !atomic_load(&l->stop); i++) {
+        char key[32];
+        char val[32];
+        int kl = snprintf(key, sizeof(key), "sec-%ld", i % 500);
+        int vl = snprintf(val, sizeof(val), "v%ld", i);
+        int64_t t0 = harness_now_ms();
+        int rc = kv_put(l->kv, key, (size_t)kl, val, (size_t)vl);
+        void *got = NULL;
+        size_t glen = 0;
+        if (rc == 0) {
+            rc = kv_get(l->kv, key, (size_t)kl, &got, &glen);
+            if (rc == 0 && (glen != (size_t)vl || memcmp(got, val, glen))) {
+                rc = KV_EINTERNAL; /* read back something else */
+            }
+            kv_free(got);
+        }
+        long ms = (long)(harness_now_ms() - t0);
+        if (ms > atomic_load(&l->max_ms)) {
+            atomic_store(&l->max_ms, ms);
+        }
+        atomic_fetch_add(&l->ops, 1);
+        if (rc != 0 && atomic_fetch_add(&l->failed, 1) == 0) {
+            snprintf(l->first_error, sizeof(l->first_error),
+                     "%s of %s: %s", got == NULL ? "put/get" : "get", key,
+                     kv_strerror(rc));
+        }
+    }
+    return NULL;
+}
+
+/* An impostor: a peer-protocol listener that answers every PING as
+ * member `id` at its own URL, with a newer incarnation than the real
+ * one. */
+typedef struct impostor {
+    nng_socket sock;
+    char url[64];
+    char id[16];
+    pthread_t thread;
+    atomic_long pings;
+} impostor_t;
+
+static void *impostor_main(void *arg)
+{
+    impostor_t *im = arg;
+    for (;;) {
+        nng_msg *m = NULL;
+        if (nng_recvmsg(im->sock, &m, 0) != 0) {
+            return NULL; /* closed */
+        }
+        wire_msg_t req;
+        int drc = wire_decode(nng_msg_body(m), nng_msg_len(m),
+                              &harness_big_limits, &req);
+        nng_msg_free(m);
+        if (drc != 0) {
+            continue;
+        }
+        buf_t b;
+        buf_init(&b);
+        wire_header(&b, req.type | WIRE_REPLY, req.id, 0, 0);
+        if (req.type == WIRE_PING) {
+            atomic_fetch_add(&im->pings, 1);
+            buf_put_varint(&b, 1);
+            wire_put_gossip(&b, im->id, im->url, (uint64_t)time(NULL) + 600,
+                            5);
+        } else {
+            buf_put_varint(&b, 0);
+        }
+        nng_msg *r = NULL;
+        if (nng_msg_alloc(&r, 0) == 0 && nng_msg_append(r, b.p, b.len) == 0) {
+            if (nng_sendmsg(im->sock, r, 0) != 0) {
+                nng_msg_free(r);
+            }
+        }
+        buf_free(&b);
+    }
+}
+
+static void impostor_start(impostor_t *im, const char *id)
+{
+    memset(im, 0, sizeof(*im));
+    snprintf(im->id, sizeof(im->id), "%s", id);
+    snprintf(im->url, sizeof(im->url), "tcp://127.0.0.1:%d",
+             harness_free_port());
+    ck_assert_int_eq(nng_rep0_open(&im->sock), 0);
+    ck_assert_int_eq(nng_listen(im->sock, im->url, NULL, 0), 0);
+    ck_assert_int_eq(
+        pthread_create(&im->thread, NULL, impostor_main, im), 0);
+}
+
+static void impostor_stop(impostor_t *im)
+{
+    nng_close(im->sock);
+    pthread_join(im->thread, NULL);
+}
+
+/* Polls until counter `name` summed over the nodes reaches want. */
+static long long wait_sum(harness_t *h, const char *name, long long want,
+                          int bound_ms)
+{
+    int64_t end = harness_now_ms() + bound_ms;
+    long long got = harness_sum_stat(h, name);
+    while (got < want && harness_now_ms() < end) {
+        harness_sleep_ms(50);
+        got = harness_sum_stat(h, name);
+    }
+    return got;
+}
+
+/*
+ * The three gossip attacks of issue 15 against a plain tcp:// cluster,
+ * each sent to every node: a row moving n2 to an impostor's URL (the
+ * impostor answers as n2 with a newer incarnation), a row giving n2 the
+ * incarnation 2^64-1 (whose successor wrapped to 0), and a table of 100
+ * invented members. Throughout, a client's writes and reads all succeed;
+ * afterwards every node still lists exactly n1..n3 at their URLs, all up,
+ * RSS grew by less than 50 MB, the refusals were counted, and a restart
+ * of n2 is seen as usual, also one at another address (a real move).
+ */
+START_TEST(test_gossip_attacks_change_nothing)
+{
+#ifdef __SANITIZE_ADDRESS__
+    /* ASan keeps freed memory in quarantine (256 MB by default), so RSS
+     * would grow with every request served, attack or not: have the
+     * nodes reuse it, so the bound below measures what they keep. */
+    char asan[512];
+    const char *was = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof(asan), "%s%squarantine_size_mb=0",
+             was != NULL ? was : "", was != NULL && *was ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+#endif
+    harness_t *h = harness_create(3);
+    harness_start_all(h, NULL);
+    harness_wait_converged(h);
+    expect_views_intact(h, "before");
+    long rss0[3];
+    for (int i = 0; i < 3; i++) {
+        rss0[i] = rss_kib(h->node[i].pid);
+    }
+    load_t l = {.kv = harness_client(h, 5000)};
+    ck_assert_ptr_nonnull(l.kv);
+    pthread_t lt;
+    ck_assert_int_eq(pthread_create(&lt, NULL, load_main, &l), 0);
+
+    /* 1. Hijack: n2 at the impostor's URL, a newer incarnation there. */
+    impostor_t im;
+    impostor_start(&im, h->node[1].id);
+    buf_t rows;
+    buf_init(&rows);
+    wire_put_gossip(&rows, h->node[1].id, im.url, (uint64_t)time(NULL) + 600,
+                    1000);
+    for (int i = 0; i < 3; i++) {
+        if (i != 1) {
+            send_gossip(h->node[i].url, &rows, 1);
+        }
+    }
+    buf_free(&rows);
+    /* Each receiver asks the impostor and then n2's real address. */
+    int64_t end = harness_now_ms() + 10000;
+    while (atomic_load(&im.pings) < 2 && harness_now_ms() < end) {
+        harness_sleep_ms(20);
+    }
+    ck_assert_msg(atomic_load(&im.pings) >= 2,
+                  "the nodes never asked who answers at the new URL");
+
+    /* 2. Wrap-around: n2's own URL, incarnation 2^64-1. */
+    buf_init(&rows);
+    wire_put_gossip(&rows, h->node[1].id, h->node[1].url, UINT64_MAX, 1);
+    for (int i = 0; i < 3; i++) {
+        send_gossip(h->node[i].url, &rows, 1);
+    }
+    buf_free(&rows);
+
+    /* 3. 100 invented members, at addresses where nothing listens. */
+    buf_init(&rows);
+    for (int k = 0; k < 100; k++) {
+        char id[16];
+        char url[64];
+        snprintf(id, sizeof(id), "evil%03d", k);
+        snprintf(url, sizeof(url), "tcp://127.0.0.2:%d", 20000 + k);
+        wire_put_gossip(&rows, id, url, (uint64_t)time(NULL), 1);
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3; i++) {
+            send_gossip(h->node[i].url, &rows, 100);
+        }
+    }
+    buf_free(&rows);
+
+    /* The refusals are counted: the wrapped incarnation on each node, the
+     * move on n1 and n3, invented members that did not answer. */
+    long long forged = wait_sum(h, "kvdist_gossip_rows_refused_total", 3,
+                                10000);
+    ck_assert_msg(forged >= 3, "forged rows refused: %lld, want >= 3",
+                  forged);
+    long long refused = wait_sum(h, "kvdist_members_refused_total", 5, 10000);
+    ck_assert_msg(refused >= 5, "rows not admitted: %lld, want >= 5",
+                  refused);
+    /* Watch for a while (8 gossip rounds of 500 ms and more) with the
+     * attacks' effects in flight: every view stays intact. */
+    end = harness_now_ms() + 4000;
+    while (harness_now_ms() < end) {
+        expect_views_intact(h, "during the attacks");
+        harness_sleep_ms(250);
+    }
+    impostor_stop(&im);
+
+    atomic_store(&l.stop, true);
+    pthread_join(lt, NULL);
+    ck_assert_msg(atomic_load(&l.failed) == 0,
+                  "%ld of %ld requests failed during the attacks; first: %s",
+                  atomic_load(&l.failed), atomic_load(&l.ops), l.first_error);
+    ck_assert_msg(atomic_load(&l.ops) > 20, "only %ld requests ran",
+                  atomic_load(&l.ops));
+    ck_assert_msg(atomic_load(&l.max_ms) < 2000,
+                  "a write and read took %ld ms during the attacks",
+                  atomic_load(&l.max_ms));
+    for (int i = 0; i < 3; i++) {
+        long grew = rss_kib(h->node[i].pid) - rss0[i];
+        ck_assert_msg(grew < 50 * 1024, "%s's RSS grew by %ld KiB",
+                      h->node[i].id, grew);
+    }
+    printf("gossip attacks: %ld requests, none failed, slowest %ld ms; "
+           "%lld forged rows and %lld members refused\n",
+           atomic_load(&l.ops), atomic_load(&l.max_ms), forged, refused);
+
+    /* n2 restarts as usual: a new incarnation is seen by everyone. */
+    harness_stop(h, 1);
+    harness_start(h, 1, NULL);
+    harness_wait_converged(h);
+    expect_views_intact(h, "after n2 restarted");
+    /* And it may move: restarted at another address, where it answers
+     * as itself while nothing answers at the old one. */
+    harness_stop(h, 1);
+    h->node[1].port = harness_free_port();
+    snprintf(h->node[1].url, sizeof(h->node[1].url), "tcp://127.0.0.1:%d",
+             h->node[1].port);
+    harness_start(h, 1, NULL);
+    end = harness_now_ms() + 15000;
+    bool moved = false;
+    while (!moved && harness_now_ms() < end) {
+        view_t v0;
+        view_t v2;
+        moved = view_of(h->node[0].url, &v0) && view_of(h->node[2].url, &v2);
+        for (size_t j = 0; moved && j < v0.n && j < v2.n; j++) {
+            moved = strcmp(v0.url[j], v2.url[j]) == 0 &&
+                    v0.status[j] == KV_MEMBER_UP &&
+                    v2.status[j] == KV_MEMBER_UP &&
+                    (strcmp(v0.id[j], h->node[1].id) != 0 ||
+                     strcmp(v0.url[j], h->node[1].url) == 0);
+        }
+        if (!moved) {
+            harness_sleep_ms(100);
+        }
+    }
+    expect_views_intact(h, "after n2 moved");
+    kv_close(l.kv);
+    harness_destroy(h);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- TLS */
+
+/* Makes certificates with the project's script: "DIR NODE... -c CLIENT". */
+static void mkcerts(const char *args)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "sh examples/certs/mkcerts.sh %s >/dev/null 2>&1", args);
+    int rc = system(cmd);
+    ck_assert_msg(rc == 0, "mkcerts.sh %s failed (%d)", args, rc);
+}
+
+typedef struct tls_files {
+    char ca[700];
+    char cert[700];
+    char key[700];
+} tls_files_t;
+
+/* dir is a harness directory's subdirectory (under 600 bytes), name a
+ * node id. */
+static void tls_files(tls_files_t *f, const char *dir, const char *name)
+{
+    snprintf(f->ca, sizeof(f->ca), "%s/ca.pem", dir);
+    snprintf(f->cert, sizeof(f->cert), "%s/%s.pem", dir, name);
+    snprintf(f->key, sizeof(f->key), "%s/%s.key", dir, name);
+}
+
+/* A role=client handle with a client certificate. */
+static kv_t *tls_client(const harness_t *h, const tls_files_t *f)
+{
+    kv_options_t *o = kv_options_create();
+    ck_assert_ptr_nonnull(o);
+    char *join = harness_join_list(h);
+    ck_assert_int_eq(kv_options_set(o, "role", "client"), 0);
+    ck_assert_int_eq(kv_options_set(o, "join", join), 0);
+    ck_assert_int_eq(kv_options_set(o, "gossip_interval_ms", "100"), 0);
+    ck_assert_int_eq(kv_options_set(o, "tls_ca_file", f->ca), 0);
+    ck_assert_int_eq(kv_options_set(o, "tls_cert_file", f->cert), 0);
+    ck_assert_int_eq(kv_options_set(o, "tls_key_file", f->key), 0);
+    kv_t *kv = NULL;
+    int rc = kv_open(o, &kv);
+    ck_assert_msg(rc == 0, "TLS client open: %s", kv_strerror(rc));
+    kv_options_destroy(o);
+    free(join);
+    return kv;
+}
+
+static size_t member_count(kv_t *kv)
+{
+    kv_member_t *m = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(kv_members(kv, &m, &n), 0);
+    kv_free(m);
+    return n;
+}
+
+/* Runs the kvdist CLI (next to kvdistd) with a client certificate; its
+ * standard output goes to out. Returns its exit status. */
+static int tls_cli(const harness_t *h, const tls_files_t *f, const char *args,
+                   char *out, size_t outsize)
+{
+    char cli[600];
+    snprintf(cli, sizeof(cli), "%s", h->daemon);
+    char *slash = strrchr(cli, '/');
+    ck_assert_ptr_nonnull(slash);
+    snprintf(slash + 1, sizeof(cli) - (size_t)(slash + 1 - cli), "kvdist");
+    char cmd[3000];
+    snprintf(cmd, sizeof(cmd),
+             "%s -c %s --tls-ca-file %s --tls-cert-file %s --tls-key-file %s "
+             "%s",
+             cli, h->node[0].url, f->ca, f->cert, f->key, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, outsize - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A daemon that must refuse to start: exit status 2 and `why` in its
+ * error output. */
+static void expect_refused_start(const harness_t *h, const char *const *args,
+                                 const char *why)
+{
+    char err[600];
+    snprintf(err, sizeof(err), "%s/refused.err", h->dir);
+    int st = harness_run_daemon(h, args, err);
+    char *text = util_read_file(err);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(st == 2 && strstr(text, why) != NULL,
+                  "kvdistd exited %d, want 2 with '%s'; it said: %s", st, why,
+                  text);
+    free(text);
+}
+
+/*
+ * A 3-node cluster over mutual TLS with certificates from
+ * examples/certs/mkcerts.sh: a client certificate reads and writes
+ * through the library and the CLI; a node with a certificate of another
+ * CA starts but never becomes a member (every node still lists 3); a
+ * plain TCP connection to a TLS port gets no answer; a daemon with a
+ * client certificate, with another node's certificate, or with no
+ * certificate at all refuses to start.
+ */
+START_TEST(test_tls_cluster)
+{
+    harness_t *h = harness_create(4);
+    char certs[600];
+    char other[600];
+    snprintf(certs, sizeof(certs), "%s/certs", h->dir);
+    snprintf(other, sizeof(other), "%s/other", h->dir);
+    char args[1500];
+    snprintf(args, sizeof(args), "%s %s %s %s -c app", certs, h->node[0].id,
+             h->node[1].id, h->node[2].id);
+    mkcerts(args);
+    snprintf(args, sizeof(args), "%s %s", other, h->node[3].id);
+    mkcerts(args);
+    for (int i = 0; i < 4; i++) {
+        snprintf(h->node[i].url, sizeof(h->node[i].url),
+                 "tls+tcp://127.0.0.1:%d", h->node[i].port);
+    }
+    tls_files_t nf[4];
+    for (int i = 0; i < 4; i++) {
+        tls_files(&nf[i], i < 3 ? certs : other, h->node[i].id);
+        const char *flags[] = {"--tls-ca-file",   nf[i].ca,
+                               "--tls-cert-file", nf[i].cert,
+                               "--tls-key-file",  nf[i].key,
+                               NULL};
+        if (i < 3) {
+            harness_start(h, i, flags);
+        }
+    }
+    h->nnodes = 3; /* the client's seeds: the cluster's own nodes */
+    tls_files_t app;
+    tls_files(&app, certs, "app");
+    kv_t *c = tls_client(h, &app);
+    harness_wait_members(c, 3);
+    ck_assert_int_eq(kv_put(c, "tls-key", 7, "over-tls", 8), 0);
+    char out[256];
+    ck_assert_int_eq(tls_cli(h, &app, "get tls-key", out, sizeof(out)), 0);
+    ck_assert_str_eq(out, "over-tls");
+    ck_assert_int_eq(tls_cli(h, &app, "put cli-key from-cli", out,
+                             sizeof(out)),
+                     0);
+    void *v = NULL;
+    size_t vl = 0;
+    ck_assert_int_eq(kv_get(c, "cli-key", 7, &v, &vl), 0);
+    ck_assert_uint_eq(vl, 8);
+    ck_assert_int_eq(memcmp(v, "from-cli", 8), 0);
+    kv_free(v);
+
+    /* A node of another CA starts (its own certificate is sound) but no
+     * member accepts its connections, nor it theirs. */
+    const char *oflags[] = {"--tls-ca-file",   nf[3].ca,
+                            "--tls-cert-file", nf[3].cert,
+                            "--tls-key-file",  nf[3].key,
+                            NULL};
+    harness_start(h, 3, oflags);
+    int64_t end = harness_now_ms() + 3000;
+    while (harness_now_ms() < end) {
+        ck_assert_uint_eq(member_count(c), 3);
+        harness_sleep_ms(100);
+    }
+    for (int k = 0; k < 20; k++) {
+        char key[16];
+        int kl = snprintf(key, sizeof(key), "after-%d", k);
+        ck_assert_int_eq(kv_put(c, key, (size_t)kl, "x", 1), 0);
+    }
+    ck_assert_uint_eq(member_count(c), 3);
+
+    /* Plain TCP to a TLS port: no handshake, no answer. */
+    char plain[64];
+    snprintf(plain, sizeof(plain), "tcp://127.0.0.1:%d", h->node[0].port);
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_MEMBERS, 1, 0);
+    nng_msg *r = harness_raw_request(plain, b.p, b.len, 1500);
+    buf_free(&b);
+    ck_assert_msg(r == NULL, "a plain TCP request to a TLS port was answered");
+
+    /* Daemons that must not start. */
+    char url[64];
+    char data[600];
+    snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", harness_free_port());
+    snprintf(data, sizeof(data), "%s/refused-data", h->dir);
+    const char *as_client[] = {"--id",         "app",     "--listen",
+                               url,            "--data",  data,
+                               "--join",       h->node[0].url,
+                               "--tls-ca-file", app.ca,   "--tls-cert-file",
+                               app.cert,       "--tls-key-file", app.key,
+                               NULL};
+    expect_refused_start(h, as_client, "is not a node certificate for 'app'");
+    const char *as_other[] = {"--id",          "n9",        "--listen",
+                              url,             "--data",    data,
+                              "--join",        h->node[0].url,
+                              "--tls-ca-file", nf[0].ca,    "--tls-cert-file",
+                              nf[0].cert,      "--tls-key-file", nf[0].key,
+                              NULL};
+    expect_refused_start(h, as_other, "is not a node certificate for 'n9'");
+    const char *bare[] = {"--id",   "n9",           "--listen", url,
+                          "--data", data,           "--join",
+                          h->node[0].url,           NULL};
+    expect_refused_start(h, bare, "tls+tcp:// needs all of tls_ca_file");
+    ck_assert_uint_eq(member_count(c), 3);
+    kv_close(c);
+    h->nnodes = 4;
+    harness_destroy(h);
+}
+END_TEST
+
+Suite *security_suite(void)
+{
+    Suite *s = suite_create("security");
+    TCase *t = tcase_create("gossip");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_gossip_attacks_change_nothing);
+    suite_add_tcase(s, t);
+    t = tcase_create("tls");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_tls_cluster);
+    suite_add_tcase(s, t);
+    return s;
+}
