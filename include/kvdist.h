@@ -71,7 +71,9 @@ enum kv_error {
     KV_EPROTO = 14,     /* a peer sent a malformed or unexpected message */
     KV_EADDRINUSE = 15, /* the listen address is already in use */
     KV_ENOTSUP = 16,    /* not supported in this configuration */
-    KV_EINTERNAL = 17   /* a bug: an invariant of the library failed */
+    KV_EINTERNAL = 17,  /* a bug: an invariant of the library failed */
+    KV_EAUTH = 18       /* a front end's client gave no password, or a
+                           wrong one (auth_password): HTTP's 401 */
 };
 
 /* Returns a static, human-readable name for an error code; never NULL.

@@ -23,6 +23,7 @@ static const char *const error_names[] = {
     [KV_EADDRINUSE] = "address in use",
     [KV_ENOTSUP] = "not supported",
     [KV_EINTERNAL] = "internal error",
+    [KV_EAUTH] = "authentication required",
 };
 
 const char *kv_strerror(int err)
