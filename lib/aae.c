@@ -536,6 +536,12 @@ static void aae_handle(void *arg, rpc_req_t *req, const wire_msg_t *m)
     } else if (m->flags >= sizeof(aae_ops) / sizeof(aae_ops[0]) ||
                aae_ops[m->flags] == NULL) {
         rc = KV_EPROTO;
+    } else if (m->flags != AAE_OP_REPAIR && m->flags != AAE_OP_STATUS &&
+               !rpc_req_from_node(req)) {
+        /* Exchanges list, fetch and write replicas: members only (TLS);
+         * starting a pass and its progress are for clients too. */
+        metric_inc(&kv->metrics, M_RPC_NOT_MEMBER);
+        rc = KV_EAUTH;
     } else {
         rc = aae_ops[m->flags](kv, replica_group_of(req), &r, &out);
     }

@@ -451,12 +451,14 @@ static void cluster_probe_add(kv_t *kv, const char *id, const char *url)
  * whose answer carried the row (NULL: relayed, or a member list): the
  * row is that member's own when it names the member known at that URL.
  * trusted rows (this node's saved table, a client's member list) enter
- * without a probe.
+ * without a probe. spread false (a sender no member is known to own):
+ * rows of known members at their URLs are ignored; the rest still go to
+ * the prober.
  */
 static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
                               const uint8_t *url, size_t urllen, uint64_t inc,
                               uint64_t hb, const char *direct_url,
-                              bool trusted)
+                              bool trusted, bool spread)
 {
     struct cluster *c = kv->cluster;
     char sid[WIRE_MAX_ID + 1];
@@ -487,7 +489,9 @@ static void cluster_learn_row(kv_t *kv, const uint8_t *id, size_t idlen,
     pthread_rwlock_wrlock(&c->lock);
     member_t *m = cluster_find(c, sid, NULL);
     bool at_url = m != NULL && strcmp(m->url, surl) == 0;
-    if (is_self || trusted || at_url) {
+    if (!spread && (is_self || at_url)) {
+        /* nothing to spread from this sender, nothing to probe */
+    } else if (is_self || trusted || at_url) {
         bool direct = at_url && direct_url != NULL &&
                       strcmp(direct_url, surl) == 0;
         (void)cluster_merge_row(kv, c, sid, surl, peer, inc, hb, direct,
@@ -508,7 +512,7 @@ static void cluster_learn(kv_t *kv, const uint8_t *id, size_t idlen,
                           const uint8_t *url, size_t urllen)
 {
     /* A row without gossip state: known, but no news of its liveness. */
-    cluster_learn_row(kv, id, idlen, url, urllen, 0, 0, NULL, true);
+    cluster_learn_row(kv, id, idlen, url, urllen, 0, 0, NULL, true, true);
 }
 
 /* A client's view: the member list a member answered with. */
@@ -538,14 +542,14 @@ static void cluster_learn_list(kv_t *kv, const uint8_t *p, size_t len)
 /* Merges a gossip table; from_url is the URL we exchanged with when the
  * table is its answer (NULL: a table someone sent us). */
 static void cluster_merge_gossip(kv_t *kv, const uint8_t *p, size_t len,
-                                 const char *from_url)
+                                 const char *from_url, bool spread)
 {
     rd_t r;
     rd_init(&r, p, len);
     wire_gossip_t g;
     while (wire_next_gossip(&r, &g)) {
         cluster_learn_row(kv, g.id, g.idlen, g.url, g.urllen, g.incarnation,
-                          g.heartbeat, from_url, false);
+                          g.heartbeat, from_url, false, spread);
     }
 }
 
@@ -616,7 +620,7 @@ static void on_gossip_reply(void *arg, int rc, const wire_msg_t *reply)
         reply->type == (uint8_t)(want | WIRE_REPLY)) {
         if (want == WIRE_GOSSIP) {
             cluster_merge_gossip(kv, reply->members, reply->memberslen,
-                                 rpc_peer_url(x->peer));
+                                 rpc_peer_url(x->peer), true);
         } else {
             cluster_learn_list(kv, reply->members, reply->memberslen);
         }
@@ -976,11 +980,15 @@ static void handle_members(void *arg, rpc_req_t *req, const wire_msg_t *m)
     rpc_reply(req, &b);
 }
 
-/* A gossip exchange: merge the sender's table, answer with ours. */
+/* A gossip exchange: merge the sender's table, answer with ours. Over
+ * TLS, a table from a connection no member is known to own (a joining
+ * node, a client certificate) spreads nothing: its rows can only start
+ * probes, which the rows' members must answer with their certificates. */
 static void handle_gossip(void *arg, rpc_req_t *req, const wire_msg_t *m)
 {
     kv_t *kv = arg;
-    cluster_merge_gossip(kv, m->members, m->memberslen, NULL);
+    bool member = rpc_req_sender(req) == 0;
+    cluster_merge_gossip(kv, m->members, m->memberslen, NULL, member);
     buf_t b;
     buf_init(&b);
     wire_header(&b, m->type | WIRE_REPLY, m->id, 0, 0);
@@ -1046,12 +1054,16 @@ static void handle_shutdown(void *arg, rpc_req_t *req, const wire_msg_t *m)
  * KV_ENOTSUP like any request nobody registered. */
 static const struct {
     uint8_t type;
+    unsigned who; /* RPC_FROM_NODES: members only (TLS) */
     rpc_handler_fn fn;
 } cluster_handlers[] = {
-    {WIRE_PING, handle_ping},
-    {WIRE_MEMBERS, handle_members},
-    {WIRE_GOSSIP, handle_gossip},
-    {WIRE_SHUTDOWN, handle_shutdown},
+    {WIRE_PING, 0, handle_ping},
+    {WIRE_MEMBERS, 0, handle_members},
+    /* A node that is not a member yet gossips to join: handle_gossip
+     * takes rows from a connection no member owns only as news to
+     * probe. */
+    {WIRE_GOSSIP, 0, handle_gossip},
+    {WIRE_SHUTDOWN, RPC_FROM_NODES, handle_shutdown},
 };
 
 static int cluster_register(kv_t *kv)
@@ -1061,7 +1073,8 @@ static int cluster_register(kv_t *kv)
         /* On the NNG thread: none touches the store, and a node busy
          * with slow replica work must still answer gossip in time. */
         int rc = rpc_handle(kv->rpc, cluster_handlers[i].type,
-                            cluster_handlers[i].fn, kv, RPC_RUN_INLINE);
+                            cluster_handlers[i].fn, kv,
+                            RPC_RUN_INLINE | cluster_handlers[i].who);
         if (rc != 0) {
             return rc;
         }

@@ -1138,12 +1138,14 @@ static void handle_replica_get(void *arg, rpc_req_t *req, const wire_msg_t *m)
  * client) registers them. */
 static const struct {
     uint8_t type;
-    enum rpc_run run;
+    unsigned run; /* enum rpc_run, | RPC_FROM_NODES */
     rpc_handler_fn fn;
 } coord_handlers[] = {
-    {WIRE_REPLICA_PUT, RPC_RUN_POOLED, handle_replica_put},
+    /* Replica traffic comes from members only (TLS); LOCAL_GET is a read
+     * for clients and tests. */
+    {WIRE_REPLICA_PUT, RPC_RUN_POOLED | RPC_FROM_NODES, handle_replica_put},
     /* Inline: they answer from memory or hand themselves to the pool. */
-    {WIRE_REPLICA_GET, RPC_RUN_INLINE, handle_replica_get},
+    {WIRE_REPLICA_GET, RPC_RUN_INLINE | RPC_FROM_NODES, handle_replica_get},
     {WIRE_LOCAL_GET, RPC_RUN_INLINE, handle_replica_get},
 };
 

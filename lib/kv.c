@@ -123,6 +123,19 @@ static void node_free(kv_t *kv)
     free(kv);
 }
 
+/* rpc.c's view of the members (who owns a connection, over TLS): the
+ * member table once it is open. */
+static int node_members(void *arg, kv_member_t **out, size_t *count)
+{
+    kv_t *kv = arg;
+    if (kv->cluster == NULL) {
+        *out = NULL;
+        *count = 0;
+        return KV_EUNAVAIL;
+    }
+    return cluster_members(kv, out, count);
+}
+
 int kv_open(const kv_options_t *o, kv_t **kvp)
 {
     if (kvp == NULL) {
@@ -211,6 +224,8 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
             .tls_cert_file = kv->cfg.tls_cert_file,
             .tls_key_file = kv->cfg.tls_key_file,
             .node_id = kv->cfg.role == KV_ROLE_PEER ? kv->cfg.node_id : NULL,
+            .members = node_members,
+            .members_arg = kv,
         };
         rc = rpc_create(&rc_cfg, &kv->rpc);
         if (rc == 0 && kv->store != NULL && rpc_fault_enabled(kv->rpc)) {

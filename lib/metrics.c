@@ -154,6 +154,11 @@ static const struct {
     [M_MEMBER_PROBES] = {"kvdist_member_probes_total",
                          "Probes asking who answers at a URL before a row "
                          "for it is admitted."},
+    [M_RPC_NOT_MEMBER] = {"kvdist_rpc_not_member_total",
+                          "Requests only members may send (replica reads "
+                          "and writes, anti-entropy, SHUTDOWN) refused with "
+                          "KV_EAUTH: over TLS, no member owns the "
+                          "connection they came on."},
 };
 
 void metrics_init(metrics_t *m)

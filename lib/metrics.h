@@ -70,6 +70,7 @@ enum metric_id {
     M_GOSSIP_REFUSED, /* forged gossip rows (cluster.c) */
     M_MEMBERS_REFUSED, /* members or moves not admitted (cluster.c) */
     M_MEMBER_PROBES,
+    M_RPC_NOT_MEMBER, /* members-only requests refused (rpc.c, TLS) */
     M__COUNT
 };
 

@@ -195,6 +195,9 @@ struct rpc_peer {
      * NNG's pipe callbacks and the reply path, read by every call. */
     nng_dialer dialer;
     nng_time created;
+    /* The local address of its connection (IPv4 << 16 | port; 0: none),
+     * for a member asking who owns a connection (WIRE_CONN_CHECK). */
+    _Atomic uint64_t local_addr;
     _Atomic int npipes;         /* connections open now */
     _Atomic unsigned adds;      /* connections ever opened */
     _Atomic int64_t lost_at;    /* when the last connection closed */
@@ -217,6 +220,8 @@ struct rpc_worker {
     nng_aio *aio;
     int state;
     rpc_req_t *req; /* the handle of a request of its own */
+    nng_pipe pipe;  /* the connection of the message being handled */
+    bool pooled;    /* that message is handled on the pool's thread */
 };
 
 /* The requests the handlers of one received batch made for it while it
@@ -254,7 +259,27 @@ typedef struct rpc_handler {
     rpc_handler_fn fn;
     void *arg;
     enum rpc_run run;
+    bool from_nodes; /* RPC_FROM_NODES */
 } rpc_handler_t;
+
+/* Who owns a connection that asked for what only members may do (TLS):
+ * known once a member confirmed it (rpc_req_from_node). */
+enum { PIPE_CHECKING, PIPE_NODE, PIPE_NOT_NODE };
+typedef struct rpc_pipe_owner {
+    uint32_t pipe;
+    int state;
+    int64_t checked_ms; /* when the last check ended */
+    char id[KV_ID_MAX + 1];
+} rpc_pipe_owner_t;
+/* A connection no member owned is asked about again after this long: a
+ * node that was not a member yet when it first asked (it joined, and
+ * this node has not admitted it yet) may be one now. */
+#define RPC_OWNER_RECHECK_MS 250
+/* Connections whose owner is kept; one more is refused as not a node. */
+#define RPC_PIPE_OWNERS_MAX 4096
+/* One member's answer to a CONN_CHECK, and members asked per connection. */
+#define RPC_CONN_CHECK_MS 1000
+#define RPC_CONN_CHECK_MAX 16
 
 struct rpc {
     rpc_config_t cfg;
@@ -265,6 +290,13 @@ struct rpc {
     char *tls_key;
     nng_tls_config *tls_server;
     char *node_id; /* cfg.node_id's copy: what our certificate must name */
+    /* Owners of accepted connections (TLS): owners_mu protects them and
+     * owners_cv wakes those waiting for a check in progress. */
+    pthread_mutex_t owners_mu;
+    pthread_cond_t owners_cv;
+    rpc_pipe_owner_t *owners;
+    size_t nowners;
+    _Atomic int64_t refused_logged; /* nng_clock() of the last such line */
     /* By request type; written before rpc_listen, read-only after. */
     rpc_handler_t handlers[WIRE_REPLY];
     nng_socket server;
@@ -353,16 +385,32 @@ static uint64_t dial_failures(const rpc_peer_t *p)
 
 /* NNG's pipe events for p's socket: ADD_PRE and REM_POST come in pairs
  * for every pipe (REM_POST also for one that never reached ADD_POST). */
+/* An IPv4 address and port as one number (0: not IPv4). */
+static uint64_t addr_key(const nng_sockaddr *sa)
+{
+    if (sa->s_family != NNG_AF_INET) {
+        return 0;
+    }
+    return (uint64_t)ntohl(sa->s_in.sa_addr) << 16 | ntohs(sa->s_in.sa_port);
+}
+
 static void pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
-    (void)pipe;
     rpc_peer_t *p = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        nng_sockaddr sa;
+        if (nng_pipe_get_addr(pipe, NNG_OPT_LOCADDR, &sa) == 0) {
+            atomic_store(&p->local_addr, addr_key(&sa));
+        }
+        return;
+    }
     if (ev == NNG_PIPE_EV_ADD_PRE) {
         atomic_fetch_add(&p->npipes, 1);
         atomic_fetch_add(&p->adds, 1);
         atomic_store(&p->timeouts, 0);
     } else if (ev == NNG_PIPE_EV_REM_POST &&
                atomic_fetch_sub(&p->npipes, 1) == 1) {
+        atomic_store(&p->local_addr, 0);
         atomic_store(&p->dial_base, dial_failures(p));
         atomic_store(&p->dial_failed, false);
         atomic_store(&p->failed_checked, 0);
@@ -729,17 +777,50 @@ void rpc_reply_status(rpc_req_t *req, uint8_t type, uint64_t id, int rc)
 {
     buf_t b;
     buf_init(&b);
-    wire_build_simple(&b, type | WIRE_REPLY, id, (uint16_t)rc);
+    wire_build_status(&b, type, id, (uint16_t)rc);
     rpc_reply(req, &b);
 }
 
 /* Hands a decoded request to the handler its type was registered with. */
+static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait);
+
+/* A request only members may send came from a connection none owns:
+ * counted, and said once per RPC_REFUSED_LOG_MS. */
+#define RPC_REFUSED_LOG_MS 10000
+static void rpc_refused_log(rpc_t *rpc, uint8_t type)
+{
+    if (rpc->cfg.metrics != NULL) {
+        metric_inc(rpc->cfg.metrics, M_RPC_NOT_MEMBER);
+    }
+    int64_t now = (int64_t)nng_clock();
+    int64_t last = atomic_load(&rpc->refused_logged);
+    if ((last == 0 || now - last >= RPC_REFUSED_LOG_MS) &&
+        atomic_compare_exchange_strong(&rpc->refused_logged, &last, now)) {
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: refused a request of type %u with KV_EAUTH: only "
+               "members may send it and no member owns the connection (a "
+               "client certificate?); counted in "
+               "kvdist_rpc_not_member_total",
+               (unsigned)type);
+    }
+}
+
 static void rpc_dispatch(rpc_t *rpc, rpc_req_t *req, const wire_msg_t *msg)
 {
     const rpc_handler_t *h = &rpc->handlers[msg->type & (WIRE_REPLY - 1)];
     if (h->fn == NULL) {
         rpc_reply_status(req, msg->type, msg->id, KV_ENOTSUP);
         return;
+    }
+    if (h->from_nodes && rpc->node_id != NULL && rpc->tls_server != NULL) {
+        int rc = rpc_pipe_owner(rpc, req->w->pipe, req->w->pooled);
+        if (rc != 0) {
+            if (rc == KV_EAUTH) {
+                rpc_refused_log(rpc, msg->type);
+            }
+            rpc_reply_status(req, msg->type, msg->id, rc);
+            return;
+        }
     }
     h->fn(h->arg, req, msg);
 }
@@ -852,7 +933,11 @@ static void worker_submit(struct rpc_worker *w, nng_msg *m, bool batch,
         if (msg != NULL) {
             t->msg = *msg;
         }
+        w->pooled = true;
         rc = rpc->cfg.submit(rpc->cfg.submit_arg, rpc_task_run, t);
+        if (rc != 0) {
+            w->pooled = false;
+        }
         if (rc == 0) {
             return;
         }
@@ -938,6 +1023,8 @@ static void worker_cb(void *arg)
     }
     nng_msg *m = nng_aio_get_msg(w->aio);
     atomic_store(&rpc->last_rx, (int64_t)nng_clock());
+    w->pipe = nng_msg_get_pipe(m);
+    w->pooled = false;
     if (wire_is_batch(nng_msg_body(m), nng_msg_len(m))) {
         worker_batch(w, m);
         return;
@@ -1765,6 +1852,7 @@ rpc_peer_t *rpc_peer(rpc_t *rpc, const char *url, const char *name)
     p->rpc = rpc;
     p->created = nng_clock();
     nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_PRE, pipe_cb, p);
+    nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, p);
     nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, pipe_cb, p);
     nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ,
                         wire_recv_max(&rpc->cfg.limits));
@@ -1954,6 +2042,257 @@ static bool close_sockets(rpc_t *rpc, rpc_peer_t *peers)
 
 static void rpc_set_local(rpc_t *rpc, const char *url);
 
+/* ------------------------------------------------- who sent it (TLS) */
+
+/* The index of pipe's entry, or -1. Caller holds owners_mu. */
+static long owner_find(const rpc_t *rpc, uint32_t pipe)
+{
+    for (size_t i = 0; i < rpc->nowners; i++) {
+        if (rpc->owners[i].pipe == pipe) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* "A.B.C.D:PORT" of an IPv4 address; false for any other family. */
+static bool addr_text(const nng_sockaddr *sa, char *out, size_t size)
+{
+    char ip[INET_ADDRSTRLEN];
+    struct in_addr a = {.s_addr = sa->s_in.sa_addr};
+    if (sa->s_family != NNG_AF_INET ||
+        inet_ntop(AF_INET, &a, ip, sizeof(ip)) == NULL) {
+        return false;
+    }
+    snprintf(out, size, "%s:%u", ip, (unsigned)ntohs(sa->s_in.sa_port));
+    return true;
+}
+
+/* Whether member url's host is the IPv4 address ip (dotted text). */
+static bool url_host_is(const char *url, const char *ip)
+{
+    const char *h = strstr(url, "://");
+    size_t n = strlen(ip);
+    return h != NULL && strncmp(h + 3, ip, n) == 0 && h[3 + n] == ':';
+}
+
+/* Asks the members, those on the connection's host and seen up first,
+ * whether the connection is theirs: each over a connection of its own
+ * whose handshake checks the member's certificate (rpc_probe with its
+ * id). Blocks for at most RPC_CONN_CHECK_MS per member asked. */
+static int rpc_pipe_check(rpc_t *rpc, nng_pipe pipe, char *owner)
+{
+    nng_sockaddr ra;
+    char addr[WIRE_MAX_ADDR + 1];
+    kv_member_t *m = NULL;
+    size_t n = 0;
+    if (nng_pipe_get_addr(pipe, NNG_OPT_REMADDR, &ra) != 0 ||
+        !addr_text(&ra, addr, sizeof(addr)) || rpc->cfg.members == NULL ||
+        rpc->cfg.members(rpc->cfg.members_arg, &m, &n) != 0) {
+        return PIPE_NOT_NODE;
+    }
+    char ip[INET_ADDRSTRLEN];
+    snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(addr, ':') - addr), addr);
+    int verdict = PIPE_NOT_NODE;
+    int asked = 0;
+    /* Passes: same host and up, same host, up, the rest. */
+    for (int pass = 0; pass < 4 && verdict != PIPE_NODE; pass++) {
+        for (size_t i = 0; i < n && verdict != PIPE_NODE; i++) {
+            bool here = url_host_is(m[i].url, ip);
+            bool up = m[i].status == KV_MEMBER_UP;
+            int want = (here ? 0 : 2) + (up ? 0 : 1);
+            if (want != pass || strcmp(m[i].id, rpc->node_id) == 0 ||
+                asked >= RPC_CONN_CHECK_MAX) {
+                continue;
+            }
+            asked++;
+            buf_t b;
+            buf_init(&b);
+            wire_build_key(&b, WIRE_CONN_CHECK, rpc_next_id(rpc), addr,
+                           strlen(addr));
+            wire_msg_t reply;
+            void *raw = NULL;
+            if (rpc_probe(rpc, m[i].url, m[i].id, &b, RPC_CONN_CHECK_MS,
+                          &reply, &raw) == 0 &&
+                reply.type == (WIRE_CONN_CHECK | WIRE_REPLY) &&
+                reply.status == 0) {
+                verdict = PIPE_NODE;
+                snprintf(owner, KV_ID_MAX + 1, "%.*s", KV_ID_MAX, m[i].id);
+            }
+            free(raw);
+        }
+    }
+    kv_free(m);
+    if (verdict != PIPE_NODE) {
+        /* A joining node's first gossip lands here too: no warning. */
+        KV_LOG(rpc->cfg.log, KV_LOG_INFO,
+               "rpc: no member (of %d asked) owns the connection from %s; "
+               "asked again after %d ms",
+               asked, addr, RPC_OWNER_RECHECK_MS);
+    }
+    return verdict;
+}
+
+/* Records a check's verdict for pipe (gone already: dropped). */
+static void owner_set(rpc_t *rpc, uint32_t pipe, int verdict, const char *id)
+{
+    pthread_mutex_lock(&rpc->owners_mu);
+    long i = owner_find(rpc, pipe);
+    if (i >= 0) {
+        rpc->owners[i].state = verdict;
+        rpc->owners[i].checked_ms = (int64_t)nng_clock();
+        snprintf(rpc->owners[i].id, sizeof(rpc->owners[i].id), "%s", id);
+    }
+    pthread_cond_broadcast(&rpc->owners_cv);
+    pthread_mutex_unlock(&rpc->owners_mu);
+}
+
+typedef struct owner_task {
+    rpc_t *rpc;
+    nng_pipe pipe;
+} owner_task_t;
+
+static void owner_task_run(void *arg)
+{
+    owner_task_t *t = arg;
+    char id[KV_ID_MAX + 1] = "";
+    int verdict = rpc_pipe_check(t->rpc, t->pipe, id);
+    owner_set(t->rpc, nng_pipe_id(t->pipe), verdict, id);
+    free(t);
+}
+
+/* 0 when a member owns pipe; KV_EAUTH when none does; KV_EBUSY while it
+ * is being found out and the caller cannot wait (an NNG thread: the
+ * check then runs on the pool, and the sender tries again). */
+static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait)
+{
+    uint32_t id = nng_pipe_id(pipe);
+    pthread_mutex_lock(&rpc->owners_mu);
+    long i = owner_find(rpc, id);
+    bool start = i < 0;
+    if (!start && rpc->owners[i].state == PIPE_NOT_NODE &&
+        (int64_t)nng_clock() - rpc->owners[i].checked_ms >=
+            RPC_OWNER_RECHECK_MS) {
+        rpc->owners[i].state = PIPE_CHECKING;
+        start = true;
+    } else if (start) {
+        rpc_pipe_owner_t *arr = NULL;
+        if (rpc->nowners < RPC_PIPE_OWNERS_MAX) {
+            arr = realloc(rpc->owners, (rpc->nowners + 1) * sizeof(*arr));
+        }
+        if (arr == NULL) {
+            pthread_mutex_unlock(&rpc->owners_mu);
+            return KV_EAUTH;
+        }
+        rpc->owners = arr;
+        i = (long)rpc->nowners++;
+        arr[i] = (rpc_pipe_owner_t){id, PIPE_CHECKING, 0, ""};
+    }
+    if (start) {
+        pthread_mutex_unlock(&rpc->owners_mu);
+        if (can_wait) {
+            char owner[KV_ID_MAX + 1] = "";
+            int verdict = rpc_pipe_check(rpc, pipe, owner);
+            owner_set(rpc, id, verdict, owner);
+            return verdict == PIPE_NODE ? 0 : KV_EAUTH;
+        }
+        owner_task_t *t = malloc(sizeof(*t));
+        if (t != NULL) {
+            *t = (owner_task_t){rpc, pipe};
+            if (rpc->cfg.submit == NULL ||
+                rpc->cfg.submit(rpc->cfg.submit_arg, owner_task_run, t) !=
+                    0) {
+                free(t);
+                t = NULL;
+            }
+        }
+        if (t == NULL) {
+            owner_set(rpc, id, PIPE_NOT_NODE, ""); /* ask again later */
+            pthread_mutex_lock(&rpc->owners_mu);
+            long k = owner_find(rpc, id);
+            if (k >= 0) {
+                rpc->owners[k] = rpc->owners[--rpc->nowners];
+            }
+            pthread_mutex_unlock(&rpc->owners_mu);
+        }
+        return KV_EBUSY;
+    }
+    struct timespec until = clk_deadline(2 * RPC_CONN_CHECK_MS);
+    while (can_wait && i >= 0 && rpc->owners[i].state == PIPE_CHECKING) {
+        if (pthread_cond_timedwait(&rpc->owners_cv, &rpc->owners_mu, &until) !=
+            0) {
+            break;
+        }
+        i = owner_find(rpc, id);
+    }
+    int state = i >= 0 ? rpc->owners[i].state : PIPE_NOT_NODE;
+    pthread_mutex_unlock(&rpc->owners_mu);
+    return state == PIPE_NODE ? 0 : state == PIPE_CHECKING ? KV_EBUSY
+                                                           : KV_EAUTH;
+}
+
+int rpc_req_sender(const rpc_req_t *req)
+{
+    rpc_t *rpc = req->w->rpc;
+    if (rpc->node_id == NULL || rpc->tls_server == NULL) {
+        return 0;
+    }
+    return rpc_pipe_owner(rpc, req->w->pipe, false);
+}
+
+bool rpc_req_from_node(const rpc_req_t *req)
+{
+    rpc_t *rpc = req->w->rpc;
+    if (rpc->node_id == NULL || rpc->tls_server == NULL) {
+        return true;
+    }
+    return rpc_pipe_owner(rpc, req->w->pipe, req->w->pooled) == 0;
+}
+
+/* An accepted connection closed: forget its owner. */
+static void server_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    rpc_t *rpc = arg;
+    (void)ev;
+    pthread_mutex_lock(&rpc->owners_mu);
+    long i = owner_find(rpc, nng_pipe_id(pipe));
+    if (i >= 0) {
+        rpc->owners[i] = rpc->owners[--rpc->nowners];
+    }
+    pthread_mutex_unlock(&rpc->owners_mu);
+}
+
+/* Whether this node has a connection open from the address asked about
+ * (a member finding out who owns a connection it accepted). */
+static void handle_conn_check(void *arg, rpc_req_t *req, const wire_msg_t *m)
+{
+    rpc_t *rpc = arg;
+    char addr[WIRE_MAX_ADDR + 1];
+    snprintf(addr, sizeof(addr), "%.*s", (int)m->klen, (const char *)m->key);
+    char *colon = strrchr(addr, ':');
+    struct in_addr a;
+    int rc = KV_EINVAL;
+    if (colon != NULL) {
+        *colon = '\0';
+        char *end = NULL;
+        unsigned long port = strtoul(colon + 1, &end, 10);
+        if (inet_pton(AF_INET, addr, &a) == 1 && end != colon + 1 &&
+            *end == '\0' && port > 0 && port < 65536) {
+            uint64_t k = (uint64_t)ntohl(a.s_addr) << 16 | port;
+            rc = KV_ENOTFOUND;
+            pthread_mutex_lock(&rpc->mu);
+            for (rpc_peer_t *p = rpc->peers; p != NULL && rc != 0;
+                 p = p->next) {
+                if (atomic_load(&p->local_addr) == k) {
+                    rc = 0;
+                }
+            }
+            pthread_mutex_unlock(&rpc->mu);
+        }
+    }
+    rpc_reply_status(req, m->type, m->id, rc);
+}
+
 /* A TLS node's id is its certificate's name: before the node talks to
  * anyone, it connects to a listener of its own on a loopback port as a
  * peer would, expecting its id (CN or SAN) on a certificate of the CA
@@ -1978,19 +2317,13 @@ static int rpc_check_own_cert(rpc_t *rpc)
     if (up && nng_req0_open(&cli) == 0) {
         snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%u",
                  (unsigned)ntohs(sa.s_in.sa_port));
-        nng_socket_set_ms(cli, NNG_OPT_SENDTIMEO, 3000);
-        nng_msg *m = NULL;
-        /* req0 hands a request to a connection only once the handshake
-         * (and so the check of the certificate's name) is done. */
+        /* A blocking dial returns once the first connection is made,
+         * the handshake (and so the check of the certificate's name)
+         * included, or failed: nothing is left half-open to close. */
         if (nng_dialer_create(&d, cli, url) == 0 &&
             rpc_dialer_tls(rpc, d, url, rpc->node_id) == 0 &&
-            nng_dialer_start(d, NNG_FLAG_NONBLOCK) == 0 &&
-            nng_msg_alloc(&m, 0) == 0) {
-            if (nng_sendmsg(cli, m, 0) == 0) {
-                rc = 0;
-            } else {
-                nng_msg_free(m);
-            }
+            nng_dialer_start(d, 0) == 0) {
+            rc = 0;
         }
         nng_close(cli);
     }
@@ -2017,6 +2350,8 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     pthread_mutex_init(&rpc->mu, NULL);
     clk_cond_init(&rpc->cv); /* the drain waits on it with a bound */
     pthread_mutex_init(&rpc->fault_mu, NULL);
+    pthread_mutex_init(&rpc->owners_mu, NULL);
+    clk_cond_init(&rpc->owners_cv); /* waits for a check have a deadline */
     atomic_init(&rpc->next_id, 0);
     atomic_init(&rpc->stopping, false);
     atomic_init(&rpc->last_rx, 0);
@@ -2070,6 +2405,11 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     int crc = rpc->tls_server != NULL && rpc->node_id != NULL
                   ? rpc_check_own_cert(rpc)
                   : 0;
+    if (crc == 0 && rpc->tls_server != NULL && rpc->node_id != NULL) {
+        /* Before rpc_listen, like every handler. */
+        rpc->handlers[WIRE_CONN_CHECK] =
+            (rpc_handler_t){handle_conn_check, rpc, RPC_RUN_INLINE, false};
+    }
     if (crc != 0) {
         rpc_destroy(rpc);
         return crc;
@@ -2079,13 +2419,15 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
 }
 
 int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg,
-               enum rpc_run run)
+               unsigned run)
 {
     if ((type & WIRE_REPLY) != 0 || fn == NULL || rpc->listening ||
         rpc->handlers[type].fn != NULL) {
         return KV_EINVAL;
     }
-    rpc->handlers[type] = (rpc_handler_t){fn, arg, run};
+    rpc->handlers[type] = (rpc_handler_t){
+        fn, arg, (enum rpc_run)(run & RPC_RUN_POOLED),
+        (run & RPC_FROM_NODES) != 0};
     return 0;
 }
 
@@ -2138,6 +2480,7 @@ int rpc_listen(rpc_t *rpc, const char *url)
     }
     nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
                         wire_recv_max(&rpc->cfg.limits));
+    nng_pipe_notify(rpc->server, NNG_PIPE_EV_REM_POST, server_pipe_cb, rpc);
     if (rpc_url_is_tls(url)) {
         nng_listener l;
         rv = rpc->tls_server == NULL ? NNG_EINVAL
@@ -2288,6 +2631,9 @@ void rpc_destroy(rpc_t *rpc)
     pthread_cond_destroy(&rpc->cv);
     pthread_mutex_destroy(&rpc->mu);
     pthread_mutex_destroy(&rpc->fault_mu);
+    pthread_mutex_destroy(&rpc->owners_mu);
+    pthread_cond_destroy(&rpc->owners_cv);
+    free(rpc->owners);
     free(rpc->fault_path);
     if (rpc->tls_server != NULL) {
         nng_tls_config_free(rpc->tls_server);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "codec.h"
+#include "kvdist.h"
 #include "log.h"
 #include "metrics.h"
 #include "wire.h"
@@ -75,6 +76,10 @@ typedef struct rpc_config {
     const char *tls_cert_file;
     const char *tls_key_file;
     const char *node_id;
+    /* The members (kv_free the array), for telling who sent a request
+     * over TLS; NULL: nobody counts as a member. */
+    int (*members)(void *arg, kv_member_t **out, size_t *count);
+    void *members_arg;
 } rpc_config_t;
 
 int rpc_create(const rpc_config_t *cfg, rpc_t **out);
@@ -84,6 +89,11 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out);
  * is always handed over whole: its entries' handlers and the batch hooks
  * run on one worker, in order. */
 enum rpc_run { RPC_RUN_INLINE = 0, RPC_RUN_POOLED = 1 };
+/* Or-ed into rpc_handle's run: only members may send this request. Over
+ * tls+tcp:// a request of this type from a connection no member owns is
+ * answered KV_EAUTH (rpc_req_from_node says how it is known); without
+ * TLS nobody can be told apart and every request is served. */
+#define RPC_FROM_NODES 0x10u
 
 /*
  * Registers the handler of one request type, as the module that owns the
@@ -93,7 +103,7 @@ enum rpc_run { RPC_RUN_INLINE = 0, RPC_RUN_POOLED = 1 };
  * already, or after rpc_listen).
  */
 int rpc_handle(rpc_t *rpc, uint8_t type, rpc_handler_fn fn, void *arg,
-               enum rpc_run run);
+               unsigned run);
 /* Starts serving requests at url, with the handlers registered so far:
  * the last step of opening a node. Returns 0, KV_EADDRINUSE, KV_EINVAL
  * (bad URL), KV_EIO. */
@@ -156,6 +166,21 @@ int rpc_call(rpc_t *rpc, rpc_peer_t *p, buf_t *msg, int timeout_ms,
  * replica writes per replica). Otherwise it is rpc_call. */
 int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
                 int timeout_ms, rpc_done_fn done, void *arg);
+
+/* Whether req came over a connection a member owns: always true without
+ * TLS (nobody can be told apart). Over TLS the accepting side does not
+ * see the other side's certificate (NNG 1.5.2), so the first time a
+ * connection asks for what only members may do, the node asks the
+ * members whose address it comes from, each over a connection of its
+ * own that checks the member's certificate (WIRE_CONN_CHECK), whether
+ * they have a connection open from that address; the answer is kept for
+ * the connection's life. May block for that (at most a second): call it
+ * from a handler that runs pooled. */
+bool rpc_req_from_node(const rpc_req_t *req);
+/* The same without waiting, for a handler on an NNG thread: 0 (a
+ * member's connection, or no TLS), KV_EBUSY while it is being found out
+ * (the check runs on the pool), KV_EAUTH when no member owns it. */
+int rpc_req_sender(const rpc_req_t *req);
 
 /* rpc_call on the calling thread: sends msg (taken) and blocks until the
  * reply or the deadline (timeout_ms; rpc_call's bound is the only wait, so

@@ -57,6 +57,31 @@ void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status)
     wire_header(b, type, id, status, 0);
 }
 
+void wire_build_status(buf_t *b, uint8_t type, uint64_t id, uint16_t status)
+{
+    uint8_t base = type & (uint8_t)~WIRE_REPLY;
+    wire_header(b, base | WIRE_REPLY, id, status, 0);
+    switch (base) {
+    case WIRE_GOSSIP:
+        buf_put_varint(b, 0); /* an empty table */
+        break;
+    case WIRE_AE:
+    case WIRE_STATS:
+        wire_put_bytes(b, "", 0); /* an empty payload */
+        break;
+    case WIRE_REPLICA_GET:
+    case WIRE_LOCAL_GET:
+    case WIRE_COORD_GET:
+    case WIRE_COORD_PUT:
+        buf_put_u8(b, 0); /* acked */
+        buf_put_u8(b, 0); /* needed */
+        wire_put_bytes(b, "", 0);
+        break;
+    default:
+        break; /* the status is the whole answer */
+    }
+}
+
 void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
                     size_t klen)
 {
@@ -234,6 +259,14 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
         /* Exactly one row: the sender's. The reply is a status. */
         if (!reply && (rd_list(&r, m, true) != 0 || m->nmembers != 1)) {
             return KV_EPROTO;
+        }
+        break;
+    case WIRE_CONN_CHECK:
+        if (!reply) {
+            m->key = rd_string(&r, WIRE_MAX_ADDR, &m->klen);
+            if (!r.err && m->klen == 0) {
+                return KV_EPROTO;
+            }
         }
         break;
     case WIRE_AE:

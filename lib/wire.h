@@ -33,9 +33,12 @@ enum wire_type {
                              payload (aae.c's table dispatches it) */
     WIRE_BATCH = 13,      /* rpc.c's envelope: several whole messages to one
                              peer, answered by as many replies in order */
-    WIRE_SHUTDOWN = 14    /* body: one gossip row, the sender's own with
+    WIRE_SHUTDOWN = 14,   /* body: one gossip row, the sender's own with
                              its last heartbeat: it is shutting down;
                              reply: status only */
+    WIRE_CONN_CHECK = 15  /* key: "IP:PORT"; reply status 0 if the
+                             answering node has a connection open from
+                             that local address (rpc.c: who sent it) */
 };
 
 /* Flags in a COORD_PUT. */
@@ -106,6 +109,8 @@ typedef struct wire_limits {
 
 #define WIRE_MAX_MEMBERS KV_MEMBERS_MAX
 #define WIRE_MAX_STATS (1u << 20)
+/* The longest "IP:PORT" of a CONN_CHECK ([IPv6]:port fits). */
+#define WIRE_MAX_ADDR 64
 /* A member's id and URL: the limits every module shares (kvlimits.h). */
 #define WIRE_MAX_ID KV_ID_MAX
 #define WIRE_MAX_URL KV_URL_MAX
@@ -121,6 +126,11 @@ void wire_put_gossip(buf_t *b, const char *id, const char *url,
 
 /* Message builders (each appends a whole message to b). */
 void wire_build_simple(buf_t *b, uint8_t type, uint64_t id, uint16_t status);
+/* A reply to a request of `type` that says only its status (most often
+ * a refusal before any handler ran), in the shape the type's replies
+ * take (an empty table, payload or object where one is due), so that
+ * every decoder reads it. */
+void wire_build_status(buf_t *b, uint8_t type, uint64_t id, uint16_t status);
 void wire_build_key(buf_t *b, uint8_t type, uint64_t id, const void *key,
                     size_t klen);
 void wire_build_replica_put(buf_t *b, uint64_t id, const void *key, size_t klen,

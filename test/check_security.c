@@ -19,6 +19,8 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "check_kvdist.h"
 #include "codec.h"
@@ -475,6 +477,93 @@ static int tls_cli(const harness_t *h, const tls_files_t *f, const char *args,
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* One request over TLS as a program holding f's certificate would send
+ * it, to the member `name` at url: the reply's status, or -1 for none. */
+static int tls_raw(const char *url, const char *name, const tls_files_t *f,
+                   const buf_t *req, size_t *nmembers)
+{
+    char *ca = util_read_file(f->ca);
+    char *cert = util_read_file(f->cert);
+    char *key = util_read_file(f->key);
+    ck_assert(ca != NULL && cert != NULL && key != NULL);
+    nng_tls_config *tc = NULL;
+    ck_assert_int_eq(nng_tls_config_alloc(&tc, NNG_TLS_MODE_CLIENT), 0);
+    ck_assert_int_eq(nng_tls_config_ca_chain(tc, ca, NULL), 0);
+    ck_assert_int_eq(nng_tls_config_own_cert(tc, cert, key, NULL), 0);
+    ck_assert_int_eq(nng_tls_config_server_name(tc, name), 0);
+    nng_socket s;
+    nng_dialer d;
+    ck_assert_int_eq(nng_req0_open(&s), 0);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 3000);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
+    ck_assert_int_eq(nng_dialer_create(&d, s, url), 0);
+    ck_assert_int_eq(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tc), 0);
+    ck_assert_int_eq(nng_dialer_start(d, NNG_FLAG_NONBLOCK), 0);
+    int status = -1;
+    /* The same connection asks twice: a request handled on an NNG
+     * thread is first answered KV_EBUSY while the node finds out who
+     * owns the connection. */
+    for (int attempt = 0; attempt < 20; attempt++) {
+        nng_msg *m = NULL;
+        ck_assert_int_eq(nng_msg_alloc(&m, 0), 0);
+        ck_assert_int_eq(nng_msg_append(m, req->p, req->len), 0);
+        if (nng_sendmsg(s, m, 0) != 0) {
+            nng_msg_free(m);
+            break;
+        }
+        nng_msg *r = NULL;
+        if (nng_recvmsg(s, &r, 0) != 0) {
+            break;
+        }
+        wire_msg_t w;
+        status = wire_decode(nng_msg_body(r), nng_msg_len(r),
+                             &harness_big_limits, &w) == 0
+                     ? w.status
+                     : -2;
+        if (nmembers != NULL) {
+            *nmembers = w.nmembers;
+        }
+        nng_msg_free(r);
+        if (status != KV_EBUSY) {
+            break;
+        }
+        harness_sleep_ms(100);
+    }
+    nng_close(s);
+    nng_tls_config_free(tc);
+    free(ca);
+    free(cert);
+    free(key);
+    return status;
+}
+
+static int tls_raw_status(const char *url, const char *name,
+                          const tls_files_t *f, const buf_t *req)
+{
+    return tls_raw(url, name, f, req, NULL);
+}
+
+/* Polls every node (over TLS, with certificate f) until each lists n
+ * members: they have all admitted each other. */
+static void tls_wait_converged(const harness_t *h, int n, const tls_files_t *f)
+{
+    buf_t q;
+    buf_init(&q);
+    wire_build_simple(&q, WIRE_MEMBERS, 1, 0);
+    int64_t end = harness_now_ms() + 15000;
+    for (int i = 0; i < n; i++) {
+        size_t got = 0;
+        while ((tls_raw(h->node[i].url, h->node[i].id, f, &q, &got) != 0 ||
+                got != (size_t)n) &&
+               harness_now_ms() < end) {
+            harness_sleep_ms(50);
+        }
+        ck_assert_msg(got == (size_t)n, "%s lists %zu members, not %d",
+                      h->node[i].id, got, n);
+    }
+    buf_free(&q);
+}
+
 /* A daemon that must refuse to start: exit status 2 and `why` in its
  * error output. */
 static void expect_refused_start(const harness_t *h, const char *const *args,
@@ -494,7 +583,10 @@ static void expect_refused_start(const harness_t *h, const char *const *args,
 /*
  * A 3-node cluster over mutual TLS with certificates from
  * examples/certs/mkcerts.sh: a client certificate reads and writes
- * through the library and the CLI; a node with a certificate of another
+ * through the library and the CLI, and a program holding it that speaks
+ * the peer protocol is refused every request only members send (replica
+ * reads and writes, gossip, SHUTDOWN, anti-entropy), while the members'
+ * own replica writes reach all three; a node with a certificate of another
  * CA starts but never becomes a member (every node still lists 3); a
  * plain TCP connection to a TLS port gets no answer; a daemon with a
  * client certificate, with another node's certificate, or with no
@@ -532,6 +624,7 @@ START_TEST(test_tls_cluster)
     tls_files_t app;
     tls_files(&app, certs, "app");
     kv_t *c = tls_client(h, &app);
+    tls_wait_converged(h, 3, &app);
     harness_wait_members(c, 3);
     ck_assert_int_eq(kv_put(c, "tls-key", 7, "over-tls", 8), 0);
     char out[256];
@@ -546,6 +639,66 @@ START_TEST(test_tls_cluster)
     ck_assert_uint_eq(vl, 8);
     ck_assert_int_eq(memcmp(v, "from-cli", 8), 0);
     kv_free(v);
+
+    /* Every replica takes the writes the members send each other: a
+     * write acknowledged by all three. */
+    kv_call_t all = KV_CALL_INIT;
+    all.w = 3;
+    ck_assert_int_eq(kv_put_ctx(c, "w3-key", 6, "everywhere", 10, NULL, 0,
+                                &all),
+                     0);
+
+    /* A program with the client certificate speaking the peer protocol:
+     * reads and writes through a coordinator, nothing only members do. */
+    const char *n1 = h->node[0].id;
+    const char *u1 = h->node[0].url;
+    buf_t q;
+    buf_init(&q);
+    wire_build_coord_get(&q, 1, "tls-key", 7, 0, 2000);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), 0);
+    buf_free(&q);
+    buf_init(&q);
+    wire_build_replica_put(&q, 2, "forged", 6, "x", 1);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), KV_EAUTH);
+    buf_free(&q);
+    buf_init(&q);
+    wire_build_key(&q, WIRE_REPLICA_GET, 3, "tls-key", 7);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), KV_EAUTH);
+    buf_free(&q);
+    /* Gossip is answered (a joining node gossips before it is a
+     * member), but a table from a connection no member owns spreads
+     * nothing, and its invented member answers no probe. */
+    buf_init(&q);
+    wire_header(&q, WIRE_GOSSIP, 4, 0, 0);
+    buf_put_varint(&q, 1);
+    char evil_url[64];
+    snprintf(evil_url, sizeof(evil_url), "tls+tcp://127.0.0.1:%d",
+             harness_free_port());
+    wire_put_gossip(&q, "evil", evil_url, (uint64_t)time(NULL), 1);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), 0);
+    buf_free(&q);
+    buf_init(&q);
+    wire_header(&q, WIRE_SHUTDOWN, 5, 0, 0);
+    buf_put_varint(&q, 1);
+    wire_put_gossip(&q, h->node[1].id, h->node[1].url, 1, 1);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), KV_EAUTH);
+    buf_free(&q);
+    buf_init(&q);
+    wire_header(&q, WIRE_AE, 6, 0, 1 /* AAE_OP_HASHES */);
+    wire_put_bytes(&q, "", 0);
+    ck_assert_int_eq(tls_raw_status(u1, n1, &app, &q), KV_EAUTH);
+    buf_free(&q);
+    /* The forged write and SHUTDOWN changed nothing. */
+    ck_assert_int_eq(kv_get(c, "forged", 6, &v, &vl), KV_ENOTFOUND);
+    ck_assert_uint_eq(member_count(c), 3);
+    kv_member_t *ms = NULL;
+    size_t nms = 0;
+    ck_assert_int_eq(kv_members(c, &ms, &nms), 0);
+    for (size_t k = 0; k < nms; k++) {
+        ck_assert_msg(ms[k].status == KV_MEMBER_UP, "%s is %s", ms[k].id,
+                      kv_member_status_name(ms[k].status));
+    }
+    kv_free(ms);
 
     /* A node of another CA starts (its own certificate is sound) but no
      * member accepts its connections, nor it theirs. */
