@@ -73,7 +73,9 @@ enum kv_error {
     KV_ENOTSUP = 16,    /* not supported in this configuration */
     KV_EINTERNAL = 17,  /* a bug: an invariant of the library failed */
     KV_EAUTH = 18       /* a front end's client gave no password, or a
-                           wrong one (auth_password): HTTP's 401 */
+                           wrong one (auth_password): HTTP's 401; over
+                           TLS, a peer's refusal of a request only
+                           members may send */
 };
 
 /* Returns a static, human-readable name for an error code; never NULL.
