@@ -2122,7 +2122,7 @@ static int rpc_pipe_check(rpc_t *rpc, nng_pipe pipe, char *owner)
             free(raw);
         }
     }
-    kv_free(m);
+    free(m);
     if (verdict != PIPE_NODE) {
         /* A joining node's first gossip lands here too: no warning. */
         KV_LOG(rpc->cfg.log, KV_LOG_INFO,

@@ -76,7 +76,7 @@ typedef struct rpc_config {
     const char *tls_cert_file;
     const char *tls_key_file;
     const char *node_id;
-    /* The members (kv_free the array), for telling who sent a request
+    /* The members (malloc'd: free the array), for telling who sent a request
      * over TLS; NULL: nobody counts as a member. */
     int (*members)(void *arg, kv_member_t **out, size_t *count);
     void *members_arg;
