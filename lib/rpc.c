@@ -268,7 +268,8 @@ enum { PIPE_CHECKING, PIPE_NODE, PIPE_NOT_NODE };
 typedef struct rpc_pipe_owner {
     uint32_t pipe;
     int state;
-    int64_t checked_ms; /* when the last check ended */
+    int64_t checked_ms;  /* when the last check ended */
+    size_t members_seen; /* how many members that check knew */
     char id[KV_ID_MAX + 1];
 } rpc_pipe_owner_t;
 /* A connection no member owned is asked about again after this long: a
@@ -278,7 +279,7 @@ typedef struct rpc_pipe_owner {
 /* Connections whose owner is kept; one more is refused as not a node. */
 #define RPC_PIPE_OWNERS_MAX 4096
 /* One member's answer to a CONN_CHECK, and members asked per connection. */
-#define RPC_CONN_CHECK_MS 1000
+#define RPC_CONN_CHECK_MS 500
 #define RPC_CONN_CHECK_MAX 16
 
 struct rpc {
@@ -2080,17 +2081,20 @@ static bool url_host_is(const char *url, const char *ip)
  * whether the connection is theirs: each over a connection of its own
  * whose handshake checks the member's certificate (rpc_probe with its
  * id). Blocks for at most RPC_CONN_CHECK_MS per member asked. */
-static int rpc_pipe_check(rpc_t *rpc, nng_pipe pipe, char *owner)
+static int rpc_pipe_check(rpc_t *rpc, nng_pipe pipe, char *owner,
+                          size_t *seen)
 {
     nng_sockaddr ra;
     char addr[WIRE_MAX_ADDR + 1];
     kv_member_t *m = NULL;
     size_t n = 0;
+    *seen = 0;
     if (nng_pipe_get_addr(pipe, NNG_OPT_REMADDR, &ra) != 0 ||
         !addr_text(&ra, addr, sizeof(addr)) || rpc->cfg.members == NULL ||
         rpc->cfg.members(rpc->cfg.members_arg, &m, &n) != 0) {
         return PIPE_NOT_NODE;
     }
+    *seen = n;
     char ip[INET_ADDRSTRLEN];
     snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(addr, ':') - addr), addr);
     int verdict = PIPE_NOT_NODE;
@@ -2133,14 +2137,29 @@ static int rpc_pipe_check(rpc_t *rpc, nng_pipe pipe, char *owner)
     return verdict;
 }
 
+/* How many members this node knows now (0 if it cannot tell). */
+static size_t rpc_member_count(rpc_t *rpc)
+{
+    kv_member_t *m = NULL;
+    size_t n = 0;
+    if (rpc->cfg.members == NULL ||
+        rpc->cfg.members(rpc->cfg.members_arg, &m, &n) != 0) {
+        return 0;
+    }
+    free(m);
+    return n;
+}
+
 /* Records a check's verdict for pipe (gone already: dropped). */
-static void owner_set(rpc_t *rpc, uint32_t pipe, int verdict, const char *id)
+static void owner_set(rpc_t *rpc, uint32_t pipe, int verdict, const char *id,
+                      size_t seen)
 {
     pthread_mutex_lock(&rpc->owners_mu);
     long i = owner_find(rpc, pipe);
     if (i >= 0) {
         rpc->owners[i].state = verdict;
         rpc->owners[i].checked_ms = (int64_t)nng_clock();
+        rpc->owners[i].members_seen = seen;
         snprintf(rpc->owners[i].id, sizeof(rpc->owners[i].id), "%s", id);
     }
     pthread_cond_broadcast(&rpc->owners_cv);
@@ -2156,8 +2175,9 @@ static void owner_task_run(void *arg)
 {
     owner_task_t *t = arg;
     char id[KV_ID_MAX + 1] = "";
-    int verdict = rpc_pipe_check(t->rpc, t->pipe, id);
-    owner_set(t->rpc, nng_pipe_id(t->pipe), verdict, id);
+    size_t seen = 0;
+    int verdict = rpc_pipe_check(t->rpc, t->pipe, id, &seen);
+    owner_set(t->rpc, nng_pipe_id(t->pipe), verdict, id, seen);
     free(t);
 }
 
@@ -2170,11 +2190,24 @@ static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait)
     pthread_mutex_lock(&rpc->owners_mu);
     long i = owner_find(rpc, id);
     bool start = i < 0;
-    if (!start && rpc->owners[i].state == PIPE_NOT_NODE &&
-        (int64_t)nng_clock() - rpc->owners[i].checked_ms >=
-            RPC_OWNER_RECHECK_MS) {
-        rpc->owners[i].state = PIPE_CHECKING;
-        start = true;
+    if (!start && rpc->owners[i].state == PIPE_NOT_NODE) {
+        bool stale = (int64_t)nng_clock() - rpc->owners[i].checked_ms >=
+                     RPC_OWNER_RECHECK_MS;
+        if (!stale && can_wait) {
+            /* A member admitted since the check may own it: ask again
+             * now rather than refuse a joined node for a while. */
+            size_t seen = rpc->owners[i].members_seen;
+            pthread_mutex_unlock(&rpc->owners_mu);
+            size_t now_n = rpc_member_count(rpc);
+            pthread_mutex_lock(&rpc->owners_mu);
+            i = owner_find(rpc, id);
+            stale = i >= 0 && rpc->owners[i].state == PIPE_NOT_NODE &&
+                    now_n != seen;
+        }
+        if (stale) {
+            rpc->owners[i].state = PIPE_CHECKING;
+            start = true;
+        }
     } else if (start) {
         rpc_pipe_owner_t *arr = NULL;
         if (rpc->nowners < RPC_PIPE_OWNERS_MAX) {
@@ -2186,14 +2219,15 @@ static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait)
         }
         rpc->owners = arr;
         i = (long)rpc->nowners++;
-        arr[i] = (rpc_pipe_owner_t){id, PIPE_CHECKING, 0, ""};
+        arr[i] = (rpc_pipe_owner_t){id, PIPE_CHECKING, 0, 0, ""};
     }
     if (start) {
         pthread_mutex_unlock(&rpc->owners_mu);
         if (can_wait) {
             char owner[KV_ID_MAX + 1] = "";
-            int verdict = rpc_pipe_check(rpc, pipe, owner);
-            owner_set(rpc, id, verdict, owner);
+            size_t seen = 0;
+            int verdict = rpc_pipe_check(rpc, pipe, owner, &seen);
+            owner_set(rpc, id, verdict, owner, seen);
             return verdict == PIPE_NODE ? 0 : KV_EAUTH;
         }
         owner_task_t *t = malloc(sizeof(*t));
@@ -2207,7 +2241,7 @@ static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait)
             }
         }
         if (t == NULL) {
-            owner_set(rpc, id, PIPE_NOT_NODE, ""); /* ask again later */
+            owner_set(rpc, id, PIPE_NOT_NODE, "", 0); /* ask again later */
             pthread_mutex_lock(&rpc->owners_mu);
             long k = owner_find(rpc, id);
             if (k >= 0) {

@@ -174,7 +174,7 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
  * members whose address it comes from, each over a connection of its
  * own that checks the member's certificate (WIRE_CONN_CHECK), whether
  * they have a connection open from that address; the answer is kept for
- * the connection's life. May block for that (at most a second): call it
+ * the connection's life. May block for that (500 ms per member asked): call it
  * from a handler that runs pooled. */
 bool rpc_req_from_node(const rpc_req_t *req);
 /* The same without waiting, for a handler on an NNG thread: 0 (a
