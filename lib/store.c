@@ -126,6 +126,7 @@ struct store {
     pthread_cond_t drain;   /* a raw iterator gone; a reopen ended */
     size_t live_iters;      /* raw RocksDB iterators in existence */
     bool faulted;
+    int fault_rc;           /* the code of the error that began it */
     char reason[STORE_REASON_MAX];
     int64_t fault_ms;       /* clk_mono_ms when the fault began */
     uint64_t faults, recoveries, reopens;
@@ -197,14 +198,17 @@ static void store_reason(const char *err, char *out, size_t size)
     snprintf(out, size, "%s", r);
 }
 
-/* Records that writes fail (err: RocksDB's message) and wakes the
- * watcher. Returns whether the store was faulted already. */
-static bool store_fault(store_t *st, const char *err)
+/* Records that writes fail (op's error err, RocksDB's message) and wakes
+ * the watcher; logged once per fault, as every write fails alike until it
+ * clears. Returns the error's code. */
+static int store_fault(store_t *st, const char *op, const char *err)
 {
+    int rc = store_code(err);
     pthread_mutex_lock(&st->mu);
     bool was = st->faulted;
     if (!was) {
         st->faulted = true;
+        st->fault_rc = rc;
         st->faults++;
         st->fault_ms = clk_mono_ms();
         store_reason(err, st->reason, sizeof(st->reason));
@@ -213,21 +217,19 @@ static bool store_fault(store_t *st, const char *err)
     pthread_mutex_unlock(&st->mu);
     if (!was) {
         KV_LOG(st->log, KV_LOG_ERROR,
-               "store: writes fail (%s); retrying until the disk takes them "
-               "again",
-               err);
+               "store: %s: %s; writes fail until the disk takes them again "
+               "(retried every second at most)",
+               op, err);
+    } else {
+        KV_LOG(st->log, KV_LOG_DEBUG, "store: %s: %s", op, err);
     }
-    return was;
+    return rc;
 }
 
-/* A write's error: the store is faulted; logged once per fault (every
- * write fails the same way until it clears). */
+/* A write's error: the store is faulted. Frees err. */
 static int store_write_error(store_t *st, const char *op, char *err)
 {
-    int rc = store_code(err);
-    bool was = store_fault(st, err);
-    KV_LOG(st->log, was ? KV_LOG_DEBUG : KV_LOG_ERROR, "store: %s: %s", op,
-           err);
+    int rc = store_fault(st, op, err);
     rocksdb_free(err);
     return rc;
 }
@@ -531,7 +533,7 @@ struct store_retry {
     int64_t wait_ms;      /* until the next retry */
     int64_t reopen_at;    /* clk_mono_ms: no reopen before */
     int64_t reopen_wait;  /* after the next failed reopen */
-    bool told_none;       /* sync none: said once that it will not reopen */
+    bool told;            /* said once that it will not reopen */
 };
 
 /* One retry while faulted: writes are back if both the disk takes a probe
@@ -548,13 +550,19 @@ static void store_retry(store_t *st, struct store_retry *r)
         store_recovered(st, "RocksDB resumed by itself");
         return;
     }
-    if (st->sync == STORE_SYNC_NONE) {
-        if (!r->told_none) {
-            r->told_none = true;
-            KV_LOG(st->log, KV_LOG_WARN,
-                   "store: sync none: not reopening the store (its "
-                   "memtables hold the only copy of recent writes); "
-                   "writes resume once RocksDB recovers by itself");
+    pthread_mutex_lock(&st->mu);
+    int fault_rc = st->fault_rc;
+    pthread_mutex_unlock(&st->mu);
+    if (st->sync == STORE_SYNC_NONE || fault_rc != KV_EIO) {
+        if (!r->told) {
+            r->told = true;
+            KV_LOG(st->log, KV_LOG_WARN, "store: not reopening the store: %s",
+                   fault_rc != KV_EIO
+                       ? "the engine reports corruption, which a reopen "
+                         "cannot repair (see kvdist(7), DISK FAULTS)"
+                       : "with sync none its memtables hold the only copy "
+                         "of recent writes; writes resume once RocksDB "
+                         "recovers by itself");
         }
         return;
     }
@@ -586,8 +594,7 @@ static void store_watch_background(store_t *st, uint64_t *seen)
     rocksdb_write(st->db, st->wopts, st->probe, &err);
     store_leave(st);
     if (err != NULL) {
-        store_fault(st, err);
-        rocksdb_free(err);
+        store_write_error(st, "background error", err);
     }
 }
 
@@ -614,7 +621,7 @@ static void *store_watch(void *arg)
                                                            : r.wait_ms * 2;
         } else {
             r.wait_ms = STORE_RETRY_FIRST_MS;
-            r.told_none = false;
+            r.told = false;
             store_watch_background(st, &seen);
         }
         pthread_mutex_lock(&st->mu);
