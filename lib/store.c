@@ -43,8 +43,9 @@
  * through this file.
  *
  * Locking: `lock` (read) is held by every call that uses db and cf; a
- * reopen holds it for writing, after setting `closing` so that calls fail
- * fast instead of queueing behind it. Iterators live across calls, so they
+ * reopen holds it for writing, after setting `closing`: calls that come
+ * meanwhile wait on `drain` for the reopen to end, not on the lock (a
+ * reader-preferring rwlock would let them starve the reopen). Iterators live across calls, so they
  * do not hold it: a reopen sets `reopening` and waits until every raw
  * iterator is gone; each iterator gives its own up at its next
  * store_iter_valid (remembering its position) and seeks back afterwards,
@@ -91,6 +92,9 @@ static const char *const store_cf_names[STORE_CF_COUNT] = {"default", "hints",
 /* How long a reopen waits for iterators to let go before it gives up (and
  * tries again at the next retry). */
 #define STORE_DRAIN_MS 5000
+/* How long a call waits for a reopen to end (a WAL replay: well under a
+ * second for the memtables' worth of WAL) before it fails with KV_EIO. */
+#define STORE_REOPEN_WAIT_MS 3000
 /* What a reopen needs beyond the WALs it replays (1.1 times their size
  * as tables): OPTIONS and MANIFEST files, a new WAL's first pages. */
 #define STORE_OPEN_HEADROOM (1u << 20)
@@ -249,13 +253,22 @@ void store_health(store_t *st, store_health_t *h)
     pthread_mutex_unlock(&st->mu);
 }
 
-/* Every call that uses the engine brackets it with these. A reopen in
- * progress or one that failed makes the call fail at once (KV_EIO):
- * the store is faulted then, and the caller must not wait for it. */
+/* Every call that uses the engine brackets it with these. A call that
+ * meets a reopen waits for it (bounded: STORE_REOPEN_WAIT_MS, then
+ * KV_EIO), so that reads go on through a recovery; after a reopen that
+ * failed, calls fail at once with KV_EIO: the store is faulted. */
 static int store_enter(store_t *st)
 {
     if (atomic_load_explicit(&st->closing, memory_order_acquire)) {
-        return KV_EIO;
+        struct timespec ts = clk_deadline(STORE_REOPEN_WAIT_MS);
+        pthread_mutex_lock(&st->mu);
+        while (atomic_load_explicit(&st->closing, memory_order_acquire) &&
+               pthread_cond_timedwait(&st->drain, &st->mu, &ts) == 0) {
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (atomic_load_explicit(&st->closing, memory_order_acquire)) {
+            return KV_EIO;
+        }
     }
     pthread_rwlock_rdlock(&st->lock);
     if (st->db == NULL) {
@@ -475,7 +488,7 @@ static int store_probe_write(store_t *st)
  * Closes and opens the database again, which clears RocksDB's error
  * state and replays the WAL. Iterators are let go first (at most
  * STORE_DRAIN_MS: an owner that does not step its iterator postpones the
- * reopen to the next retry); calls fail with KV_EIO while it runs.
+ * reopen to the next retry); calls wait while it runs (store_enter).
  */
 static int store_reopen(store_t *st)
 {

@@ -101,9 +101,10 @@ uint64_t store_latest_seq(store_t *st);
  * fails until the fault clears, reads go on. The store's watcher then
  * retries at most a second apart and, once the file system takes writes
  * again, reopens the engine (a WAL replay: nothing acknowledged is lost);
- * writes resume by themselves. While a reopen runs (milliseconds to a
- * second) every call fails with KV_EIO, and store_get_cached answers
- * STORE_EWOULDBLOCK; iterators seek back to where they were.
+ * writes resume by themselves. A call that meets a reopen (milliseconds
+ * to a second) waits for it, at most 3 s, then fails with KV_EIO;
+ * store_get_cached answers STORE_EWOULDBLOCK; iterators seek back to where
+ * they were.
  */
 #define STORE_REASON_MAX 160
 typedef struct store_health {
