@@ -80,12 +80,14 @@ static const char *const store_cf_names[STORE_CF_COUNT] = {"default", "hints",
 #define STORE_INFO_LOG_HEADER_ONLY 5
 
 /* While faulted the watcher retries after 100 ms, then doubling up to
- * 1 s: writes resume within about a second of the fault clearing. A
- * reopen that fails waits 1 s, doubling up to 8 s, before the next. */
+ * 1 s: writes resume within about a second of the fault clearing. After a
+ * reopen the next waits 1 s, doubling up to 8 s, and back to 1 s once the
+ * store has taken writes for STORE_CALM_MS. */
 #define STORE_RETRY_FIRST_MS 100
 #define STORE_RETRY_MAX_MS 1000
 #define STORE_REOPEN_FIRST_MS 1000
 #define STORE_REOPEN_MAX_MS 8000
+#define STORE_CALM_MS 60000
 /* While healthy the watcher looks at RocksDB's background error count
  * this often, so that a failed flush shows in /health without a write. */
 #define STORE_WATCH_MS 1000
@@ -543,10 +545,11 @@ static void store_recovered(store_t *st, const char *how)
 
 /* The watcher's state between retries (its own thread only). */
 struct store_retry {
-    int64_t wait_ms;      /* until the next retry */
-    int64_t reopen_at;    /* clk_mono_ms: no reopen before */
-    int64_t reopen_wait;  /* after the next failed reopen */
-    bool told;            /* said once that it will not reopen */
+    int64_t wait_ms;       /* until the next retry */
+    int64_t reopen_at;     /* clk_mono_ms: no reopen before */
+    int64_t reopen_wait;   /* between reopens: doubles with each */
+    int64_t healthy_since; /* clk_mono_ms, 0 while faulted */
+    bool told;             /* said once that it will not reopen */
 };
 
 /* One retry while faulted: writes are back if both the disk takes a probe
@@ -583,15 +586,17 @@ static void store_retry(store_t *st, struct store_retry *r)
     if (now < r->reopen_at) {
         return;
     }
-    if (store_reopen(st) == 0 && store_probe_write(st) == 0) {
-        r->reopen_wait = STORE_REOPEN_FIRST_MS;
-        store_recovered(st, "store reopened");
-        return;
-    }
+    /* Reopens are spaced too, also after one that worked: a disk that
+     * fails again at once (a dying one) must not have its WALs replayed
+     * ten times a second. */
+    bool ok = store_reopen(st) == 0 && store_probe_write(st) == 0;
     r->reopen_at = clk_mono_ms() + r->reopen_wait;
     r->reopen_wait = r->reopen_wait * 2 > STORE_REOPEN_MAX_MS
                          ? STORE_REOPEN_MAX_MS
                          : r->reopen_wait * 2;
+    if (ok) {
+        store_recovered(st, "store reopened");
+    }
 }
 
 /* While healthy: a background error (a failed flush or compaction)
@@ -615,7 +620,7 @@ static void *store_watch(void *arg)
 {
     store_t *st = arg;
     struct store_retry r = {STORE_RETRY_FIRST_MS, 0, STORE_REOPEN_FIRST_MS,
-                            false};
+                            clk_mono_ms(), false};
     uint64_t seen = store_property(st, "rocksdb.background-errors");
     pthread_mutex_lock(&st->mu);
     while (!st->stop) {
@@ -629,10 +634,17 @@ static void *store_watch(void *arg)
         faulted = st->faulted;
         pthread_mutex_unlock(&st->mu);
         if (faulted) {
+            r.healthy_since = 0;
             store_retry(st, &r);
             r.wait_ms = r.wait_ms * 2 > STORE_RETRY_MAX_MS ? STORE_RETRY_MAX_MS
                                                            : r.wait_ms * 2;
         } else {
+            int64_t now = clk_mono_ms();
+            if (r.healthy_since == 0) {
+                r.healthy_since = now;
+            } else if (now - r.healthy_since >= STORE_CALM_MS) {
+                r.reopen_wait = STORE_REOPEN_FIRST_MS;
+            }
             r.wait_ms = STORE_RETRY_FIRST_MS;
             r.told = false;
             store_watch_background(st, &seen);
