@@ -45,11 +45,12 @@
  * Locking: `lock` (read) is held by every call that uses db and cf; a
  * reopen holds it for writing, after setting `closing`: calls that come
  * meanwhile wait on `drain` for the reopen to end, not on the lock (a
- * reader-preferring rwlock would let them starve the reopen). Iterators live across calls, so they
- * do not hold it: a reopen sets `reopening` and waits until every raw
- * iterator is gone; each iterator gives its own up at its next
- * store_iter_valid (remembering its position) and seeks back afterwards,
- * so its owner never holds a pointer into a closed database.
+ * reader-preferring rwlock would let them starve the reopen). Iterators
+ * live across calls, so they do not hold it: a reopen sets `reopening`
+ * and waits until every raw iterator is gone; each iterator gives its own
+ * up at its next store_iter_valid (remembering its position) and seeks
+ * back afterwards, so its owner never holds a pointer into a closed
+ * database.
  */
 #include "store.h"
 
@@ -124,20 +125,20 @@ struct store {
     pthread_rwlock_t lock;
     rocksdb_t *db;
     rocksdb_column_family_handle_t *cf[STORE_CF_COUNT];
-    atomic_bool closing;    /* a reopen is about to take lock */
-    atomic_bool reopening;  /* iterators: let go (set under mu) */
+    atomic_bool closing;   /* a reopen is about to take lock */
+    atomic_bool reopening; /* iterators: let go (set under mu) */
 
-    pthread_mutex_t mu;     /* everything below */
-    pthread_cond_t wake;    /* the watcher: a fault, or stop */
-    pthread_cond_t drain;   /* a raw iterator gone; a reopen ended */
-    size_t live_iters;      /* raw RocksDB iterators in existence */
+    pthread_mutex_t mu;   /* everything below */
+    pthread_cond_t wake;  /* the watcher: a fault, or stop */
+    pthread_cond_t drain; /* a raw iterator gone; a reopen ended */
+    size_t live_iters;    /* raw RocksDB iterators in existence */
     bool faulted;
-    int fault_rc;           /* the code of the error that began it */
+    int fault_rc; /* the code of the error that began it */
     char reason[STORE_REASON_MAX];
-    int64_t fault_ms;       /* clk_mono_ms when the fault began */
+    int64_t fault_ms; /* clk_mono_ms when the fault began */
     uint64_t faults, recoveries, reopens;
     bool stop;
-    bool watching;          /* the watcher thread runs */
+    bool watching; /* the watcher thread runs */
     pthread_t watcher;
 };
 
@@ -463,7 +464,6 @@ static int store_prepare_dir(const char *path, const kvlog_t *log)
     return 0;
 }
 
-
 /* ------------------------------------------------------------ faults */
 
 /* RocksDB's answer to an empty write: 0 when writes go through (the
@@ -625,8 +625,7 @@ static void *store_watch(void *arg)
     pthread_mutex_lock(&st->mu);
     while (!st->stop) {
         bool faulted = st->faulted;
-        struct timespec ts =
-            clk_deadline(faulted ? r.wait_ms : STORE_WATCH_MS);
+        struct timespec ts = clk_deadline(faulted ? r.wait_ms : STORE_WATCH_MS);
         pthread_cond_timedwait(&st->wake, &st->mu, &ts);
         if (st->stop) {
             break;

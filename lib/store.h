@@ -108,13 +108,14 @@ uint64_t store_latest_seq(store_t *st);
  */
 #define STORE_REASON_MAX 160
 typedef struct store_health {
-    bool faulted;       /* writes fail now */
-    char reason[STORE_REASON_MAX]; /* while faulted: the system's words,
-                                    * e.g. "No space left on device" */
-    int64_t faulted_ms; /* while faulted: for how long */
-    uint64_t faults;    /* times the store became faulted */
+    bool faulted; /* writes fail now */
+    /* While faulted: the reason in the system's words ("No space left on
+     * device"), and for how long. */
+    char reason[STORE_REASON_MAX];
+    int64_t faulted_ms;
+    uint64_t faults;     /* times the store became faulted */
     uint64_t recoveries; /* times writes resumed by themselves */
-    uint64_t reopens;   /* reopens that succeeded (part of recoveries) */
+    uint64_t reopens;    /* reopens that succeeded (part of recoveries) */
 } store_health_t;
 void store_health(store_t *st, store_health_t *h);
 

@@ -114,7 +114,8 @@ static void write_ballast(const char *path, size_t bytes)
     char block[65536];
     memset(block, 0xb5, sizeof(block));
     for (size_t done = 0; done < bytes; done += sizeof(block)) {
-        ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+        ck_assert_int_eq(write(fd, block, sizeof(block)),
+                         (ssize_t)sizeof(block));
     }
     close(fd);
 }
@@ -245,8 +246,7 @@ static int64_t wait_recovered(kv_t *kv, int port, int *n, size_t klen,
             rc = kv_put(kv, k, klen, v, vlen);
         }
         if (rc == 0) {
-            code = health(port, status, sizeof(status), reason,
-                          sizeof(reason));
+            code = health(port, status, sizeof(status), reason, sizeof(reason));
             if (code == 200) {
                 break;
             }
