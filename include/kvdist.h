@@ -320,8 +320,11 @@ KV_API void kv_close(kv_t *kv);
  * KV_EQUORUM (indeterminate, see above; also a forwarded write whose link
  * to its coordinator failed), KV_ETIMEDOUT (indeterminate too),
  * KV_EUNAVAIL (no replica of the key could be given it), KV_ECORRUPT (the stored
- * object failed validation), KV_EIO, KV_ECLOSED, KV_ENOMEM. On any error
- * other than KV_EQUORUM and KV_ETIMEDOUT nothing was written. Thread-safe.
+ * object failed validation), KV_EIO (the store failed: while a disk is
+ * full, read-only or failing every write fails so, until the store, which
+ * retries by itself, takes writes again; kvdist(7), DISK FAULTS),
+ * KV_ECLOSED, KV_ENOMEM. On any error other than KV_EQUORUM and
+ * KV_ETIMEDOUT nothing was written. Thread-safe.
  */
 KV_API int kv_put(kv_t *kv, const void *key, size_t klen, const void *val,
                   size_t vlen);

@@ -1063,8 +1063,9 @@ static void handle_delete(nng_aio *aio)
 
 /* ------------------------------------------------ /health, /v1/cluster */
 
-/* Whether the node can serve: open, joined (if it has seeds), and enough
- * members up for the quorums to be reachable. */
+/* Whether the node can serve: open, joined (if it has seeds), enough
+ * members up for the quorums to be reachable, and a local store that takes
+ * writes (store.h, disk faults: "degraded" until they resume). */
 static json_t *health_json(kv_t *kv, bool *ok, kv_member_t **mp, size_t *np)
 {
     kv_member_t *m = NULL;
@@ -1072,6 +1073,11 @@ static json_t *health_json(kv_t *kv, bool *ok, kv_member_t **mp, size_t *np)
     size_t up = 0;
     const char *status = "ok";
     const char *reason = NULL;
+    char store_why[STORE_REASON_MAX + 16];
+    store_health_t sh = {0};
+    if (kv->store != NULL) {
+        store_health(kv->store, &sh);
+    }
     if (cluster_members(kv, &m, &count) != 0) {
         return NULL;
     }
@@ -1087,6 +1093,10 @@ static json_t *health_json(kv_t *kv, bool *ok, kv_member_t **mp, size_t *np)
     } else if (up < needed) {
         status = "unavailable";
         reason = "fewer members up than max(r, w): no quorum possible";
+    } else if (sh.faulted) {
+        status = "degraded";
+        snprintf(store_why, sizeof(store_why), "store: %s", sh.reason);
+        reason = store_why;
     }
     *ok = reason == NULL;
     json_t *j =

@@ -205,3 +205,9 @@ void metrics_render_gauge(buf_t *b, const char *name, const char *help,
 {
     render_line(b, name, help, "gauge", value);
 }
+
+void metrics_render_counter(buf_t *b, const char *name, const char *help,
+                            uint64_t value)
+{
+    render_line(b, name, help, "counter", value);
+}

@@ -96,5 +96,8 @@ void metrics_render(const metrics_t *m, buf_t *b);
 /* Appends one gauge line (with HELP and TYPE). */
 void metrics_render_gauge(buf_t *b, const char *name, const char *help,
                           uint64_t value);
+/* Appends one counter a module keeps itself (with HELP and TYPE). */
+void metrics_render_counter(buf_t *b, const char *name, const char *help,
+                            uint64_t value);
 
 #endif /* KV_METRICS_H */

@@ -495,6 +495,23 @@ void node_render_metrics(kv_t *kv, buf_t *out)
         metrics_render_gauge(
             out, "kvdist_store_cache_bytes", "Bytes in use in the block cache.",
             store_property(kv->store, "rocksdb.block-cache-usage"));
+        store_health_t sh;
+        store_health(kv->store, &sh);
+        metrics_render_gauge(out, "kvdist_store_faulted",
+                             "1 while the local store refuses writes (disk "
+                             "full, read-only or failing), else 0.",
+                             sh.faulted ? 1 : 0);
+        metrics_render_counter(out, "kvdist_store_faults_total",
+                               "Times the local store began refusing writes.",
+                               sh.faults);
+        metrics_render_counter(out, "kvdist_store_recoveries_total",
+                               "Times the local store took writes again by "
+                               "itself after a fault.",
+                               sh.recoveries);
+        metrics_render_counter(out, "kvdist_store_reopens_total",
+                               "Recoveries that reopened the store (a WAL "
+                               "replay).",
+                               sh.reopens);
     }
     if (rc == 0) {
         if (kv->cluster != NULL) {

@@ -37,7 +37,8 @@ typedef struct store_config {
 } store_config_t;
 
 /* Opens (creating if needed) the store. Returns 0, KV_EBUSY (locked by
- * another process), KV_ECORRUPT, KV_EIO, KV_ENOMEM. */
+ * another process), KV_ECORRUPT, KV_EIO, KV_ENOMEM. Starts the store's
+ * watcher thread (disk faults, below). */
 int store_open(const store_config_t *cfg, const kvlog_t *log, store_t **out);
 /* Flushes and closes. NULL is a no-op. */
 void store_close(store_t *st);
@@ -93,6 +94,30 @@ void store_iter_destroy(store_iter_t *it);
 /* The sequence number of the last write (RocksDB's): anything written
  * since a recorded value makes it differ. */
 uint64_t store_latest_seq(store_t *st);
+
+/*
+ * Disk faults. A write the engine refuses (disk full, read-only or failing
+ * file system) fails with KV_EIO and makes the store faulted: every write
+ * fails until the fault clears, reads go on. The store's watcher then
+ * retries at most a second apart and, once the file system takes writes
+ * again, reopens the engine (a WAL replay: nothing acknowledged is lost);
+ * writes resume by themselves. A call that meets a reopen (milliseconds
+ * to a second) waits for it, at most 3 s, then fails with KV_EIO;
+ * store_get_cached answers STORE_EWOULDBLOCK; iterators seek back to where
+ * they were.
+ */
+#define STORE_REASON_MAX 160
+typedef struct store_health {
+    bool faulted; /* writes fail now */
+    /* While faulted: the reason in the system's words ("No space left on
+     * device"), and for how long. */
+    char reason[STORE_REASON_MAX];
+    int64_t faulted_ms;
+    uint64_t faults;     /* times the store became faulted */
+    uint64_t recoveries; /* times writes resumed by themselves */
+    uint64_t reopens;    /* reopens that succeeded (part of recoveries) */
+} store_health_t;
+void store_health(store_t *st, store_health_t *h);
 
 /* Approximate engine figures for metrics (0 when unavailable). */
 uint64_t store_property(store_t *st, const char *name);

@@ -14,6 +14,7 @@ Suite *log_suite(void);
 Suite *object_suite(void);
 Suite *options_suite(void);
 Suite *store_suite(void);
+Suite *diskfault_suite(void);
 Suite *ring_suite(void);
 Suite *wire_suite(void);
 Suite *rpc_suite(void);

@@ -13,6 +13,7 @@ int main(void)
     srunner_add_suite(sr, object_suite());
     srunner_add_suite(sr, options_suite());
     srunner_add_suite(sr, store_suite());
+    srunner_add_suite(sr, diskfault_suite());
     srunner_add_suite(sr, ring_suite());
     srunner_add_suite(sr, wire_suite());
     srunner_add_suite(sr, rpc_suite());
