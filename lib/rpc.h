@@ -174,8 +174,8 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
  * members whose address it comes from, each over a connection of its
  * own that checks the member's certificate (WIRE_CONN_CHECK), whether
  * they have a connection open from that address; the answer is kept for
- * the connection's life. May block for that (500 ms per member asked): call it
- * from a handler that runs pooled. */
+ * the connection's life. May block for that (500 ms per member asked):
+ * call it from a handler that runs pooled. */
 bool rpc_req_from_node(const rpc_req_t *req);
 /* The same without waiting, for a handler on an NNG thread: 0 (a
  * member's connection, or no TLS), KV_EBUSY while it is being found out
