@@ -245,7 +245,7 @@ bench-peers: deps all
 # from the real encoders: make fuzz-corpus writes them again.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := wire batch gossip object context resp http options
+FUZZ_TARGETS := wire batch gossip object context resp http options config
 FUZZ_BUILD := build/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
@@ -271,6 +271,10 @@ $(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h $(HDRS) \
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(FUZZ_LIB) \
 		$(DEP_LIBS)
+
+# The daemon's config reader is static in kvdistd.c: its target compiles
+# that file (fuzz_config.c includes it).
+$(FUZZ_BUILD)/fuzz_config: examples/kvdistd.c
 
 fuzz-build: $(FUZZ_BIN)
 
@@ -308,6 +312,7 @@ $(BUILD)/test/fuzz-corpus: test/fuzz/corpus.c test/fuzz/fuzz.h $(HDRS) \
 fuzz-corpus: $(BUILD)/test/fuzz-corpus
 	rm -rf test/fuzz/corpus
 	$(BUILD)/test/fuzz-corpus test/fuzz/corpus
+	cp examples/kvdistd.conf test/fuzz/corpus/config/kvdistd.conf
 
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).

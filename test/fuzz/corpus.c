@@ -404,6 +404,19 @@ static void options_seeds(void)
          "timeout_ms= 5\n");
 }
 
+static void config_seeds(void)
+{
+    /* kvdistd.conf files (the Makefile adds examples/kvdistd.conf). */
+    text("config", "peer",
+         "# a peer\ndata_dir = /srv/kv#2\nnode_id=n1 # its name\n\n"
+         "  listen = tcp://127.0.0.1:7000\r\njoin = tcp://127.0.0.1:7001,"
+         "tcp://127.0.0.1:7002\ncache_size = 1GiB\nsync = fsync\n");
+    text("config", "later-wins",
+         "n = 5\nn = 3\nr=1\tw = 1\n\tresp = 127.0.0.1:6379 # redis\n");
+    text("config", "bad-line", "data_dir = /d\nno equals sign\nn = 3\n");
+    text("config", "client", "role = client\njoin = ipc:///tmp/kv\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -421,6 +434,7 @@ int main(int argc, char **argv)
     resp_seeds();
     http_seeds();
     options_seeds();
+    config_seeds();
     for (size_t i = 0; i < nmsgs; i++) {
         buf_free(&msgs[i]);
     }
