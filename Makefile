@@ -290,7 +290,9 @@ fuzz: deps fuzz-build
 			$(FUZZ_BUILD)/corpus/$$t test/fuzz/corpus/$$t \
 			> $(FUZZ_BUILD)/logs/$$t.log 2>&1; \
 		rc=$$?; \
-		execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' \
+		execs=$$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) .*/\1 executions in \2 s/p' \
+			$(FUZZ_BUILD)/logs/$$t.log); \
+		cov=$$(sed -n 's/^#[0-9]*[[:space:]]*DONE *\(cov: [0-9]*\).*\(corp: [^ ]*\).*/\1, \2/p' \
 			$(FUZZ_BUILD)/logs/$$t.log); \
 		if [ $$rc -ne 0 ] || ls $(FUZZ_BUILD)/artifacts/$$t-* >/dev/null 2>&1; then \
 			tail -n 60 $(FUZZ_BUILD)/logs/$$t.log; \
@@ -298,7 +300,7 @@ fuzz: deps fuzz-build
 				"and $(FUZZ_BUILD)/artifacts/"; \
 			exit 1; \
 		fi; \
-		echo "fuzz: $$t ok, $${execs:-?} executions"; \
+		echo "fuzz: $$t ok: $${execs:-? executions} ($$cov)"; \
 	done
 
 # The seed corpora, written by the real encoders (test/fuzz/corpus.c,
