@@ -8,7 +8,9 @@
  * wire_put_*, and the wire_build_* builder of that message where one
  * applies) and must give the input back byte for byte, so a decoder that
  * skipped, misread or ignored a byte is found; its member or gossip list
- * must walk (wire_next_*) to exactly the count it announced.
+ * must walk (wire_next_*) to exactly the count it announced, and the
+ * flags of a request whose flags the decoder checks must be ones a sender
+ * sets.
  */
 #include <stdbool.h>
 
@@ -224,6 +226,29 @@ static bool rebuild(const wire_msg_t *m, buf_t *b)
     }
 }
 
+/* Where the decoder polices a request's flags, only what a sender sets
+ * passes: REPLICA_* plain or hinted (wire_build_hinted), LOCAL_GET none,
+ * COORD_PUT the three it knows. */
+static void check_flags(const wire_msg_t *m)
+{
+    switch (m->type) {
+    case WIRE_REPLICA_PUT:
+    case WIRE_REPLICA_GET:
+        FUZZ_CHECK(m->flags == 0 || m->flags == WIRE_F_HINT);
+        FUZZ_CHECK((m->owner != NULL) == (m->flags == WIRE_F_HINT));
+        break;
+    case WIRE_LOCAL_GET:
+        FUZZ_CHECK(m->flags == 0);
+        break;
+    case WIRE_COORD_PUT:
+        FUZZ_CHECK((m->flags & ~(WIRE_F_TOMBSTONE | WIRE_F_HAS_CTX |
+                                 WIRE_F_TOKEN)) == 0);
+        break;
+    default:
+        break;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     wire_msg_t m;
@@ -234,6 +259,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FUZZ_CHECK(wire_peek_type(data, size) == m.type);
     FUZZ_CHECK(!wire_is_batch(data, size));
+    check_flags(&m);
 
     buf_t b;
     buf_init(&b);
