@@ -345,7 +345,8 @@ static void text(const char *target, const char *name, const char *s)
 
 static void resp_seeds(void)
 {
-    /* The first byte chooses the limits (fuzz_resp.c): 3 is a node's. */
+    /* The first byte chooses the limits (fuzz_resp.c, its low two bits):
+     * 3 is a node's, 0 the smallest (written as 4: text() stops at NUL). */
     text("resp", "set-get", "\x03*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\n"
                             "value\r\n*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n");
     text("resp", "mset-pipeline",
@@ -353,7 +354,7 @@ static void resp_seeds(void)
          "\r\n*1\r\n$4\r\nPING\r\n");
     text("resp", "inline", "\x03PING\r\nGET  a\tb\nECHO hi\r\n");
     text("resp", "empty-arrays", "\x01*0\r\n*-1\r\n\r\n");
-    text("resp", "too-long", "\x00*1\r\n$9\r\n123456789\r\n");
+    text("resp", "too-long", "\x04*1\r\n$9\r\n123456789\r\n");
     text("resp", "incomplete", "\x03*2\r\n$3\r\nDEL\r\n$3\r\nke");
     text("resp", "client", "\x03*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n"
                            "$4\r\nname\r\n");
