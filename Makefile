@@ -6,6 +6,7 @@
 #   make SANITIZE=1 check   the same under AddressSanitizer + UBSan
 #   make nemesis       the long fault-injection run (kvdist-nemesis(1))
 #   make fuzz          each libFuzzer target in test/fuzz/ for FUZZ_SECONDS
+#   make fuzz-corpus   write the fuzz targets' seed corpora again
 #   make demo          the newcomer's tour (see README.md)
 #   make deps          install what is missing (Debian, as root)
 #   make install / uninstall   honour PREFIX and DESTDIR
