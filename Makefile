@@ -5,11 +5,14 @@
 #   make check-fresh   README's two commands in a new Debian 12 (debootstrap)
 #   make SANITIZE=1 check   the same under AddressSanitizer + UBSan
 #   make nemesis       the long fault-injection run (kvdist-nemesis(1))
+#   make fuzz          each libFuzzer target in test/fuzz/ for FUZZ_SECONDS
+#   make fuzz-corpus   write the fuzz targets' seed corpora again
 #   make demo          the newcomer's tour (see README.md)
 #   make deps          install what is missing (Debian, as root)
 #   make install / uninstall   honour PREFIX and DESTDIR
 #
-# Outputs go under build/ (build/san/ with SANITIZE=1).
+# Outputs go under build/ (build/san/ with SANITIZE=1, build/fuzz/ for make
+# fuzz).
 
 PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
@@ -96,7 +99,7 @@ NEMESIS_CHECK_SEED ?= 8
 HDRS := include/kvdist.h $(wildcard lib/*.h)
 
 .PHONY: all lib examples check test demo deps install uninstall clean exports \
-	callgraph bench bench-peers nemesis check-fresh
+	callgraph bench bench-peers nemesis check-fresh fuzz fuzz-build fuzz-corpus
 .DELETE_ON_ERROR:
 
 all: lib examples
@@ -231,12 +234,95 @@ bench: deps all
 bench-peers: deps all
 	bash examples/bench-peers.sh $(BUILD)
 
+# Fuzzing (README "Fuzzing"): one libFuzzer target per decoder in
+# test/fuzz/, built by clang with ASan and UBSan into build/fuzz/, never
+# mixed with the gcc objects. lib/ is compiled again there with coverage
+# instrumentation (-fsanitize=fuzzer-no-link) into an archive each target
+# links. make fuzz runs every target for FUZZ_SECONDS on its seed corpus
+# (test/fuzz/corpus/NAME, read only; what a run adds goes to
+# build/fuzz/corpus/NAME) and fails on the first finding: a crash, a leak,
+# any UBSan report (no recovery) or a broken invariant (the target aborts).
+# The input that did it is left in build/fuzz/artifacts/. The seeds come
+# from the real encoders: make fuzz-corpus writes them again.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := wire batch gossip object context resp http options config
+FUZZ_BUILD := build/fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) \
+	-Iinclude -Ilib $(DEP_CFLAGS)
+FUZZ_LIB_OBJ := $(patsubst lib/%.c,$(FUZZ_BUILD)/obj/lib/%.o,$(LIB_SRC))
+FUZZ_LIB := $(FUZZ_BUILD)/libkvdist-fuzz.a
+FUZZ_BIN := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+$(FUZZ_BUILD)/obj/lib/%.o: lib/%.c $(HDRS) Makefile | deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -DKV_BUILDING_LIBRARY \
+		-c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $(FUZZ_LIB_OBJ)
+
+$(FUZZ_BUILD)/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h $(HDRS) \
+		$(FUZZ_LIB) Makefile | deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< -o $@ $(FUZZ_LIB) \
+		$(DEP_LIBS)
+
+# The daemon's config reader is static in kvdistd.c: its target compiles
+# that file (fuzz_config.c includes it).
+$(FUZZ_BUILD)/fuzz_config: examples/kvdistd.c
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: deps fuzz-build
+	@rm -rf $(FUZZ_BUILD)/artifacts
+	@mkdir -p $(FUZZ_BUILD)/artifacts $(FUZZ_BUILD)/logs
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+			$(FUZZ_BUILD)/corpus/$$t test/fuzz/corpus/$$t \
+			> $(FUZZ_BUILD)/logs/$$t.log 2>&1; \
+		rc=$$?; \
+		execs=$$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) .*/\1 executions in \2 s/p' \
+			$(FUZZ_BUILD)/logs/$$t.log); \
+		cov=$$(sed -n 's/^#[0-9]*[[:space:]]*DONE *\(cov: [0-9]*\).*\(corp: [^ ]*\).*/\1, \2/p' \
+			$(FUZZ_BUILD)/logs/$$t.log); \
+		if [ $$rc -ne 0 ] || ls $(FUZZ_BUILD)/artifacts/$$t-* >/dev/null 2>&1; then \
+			tail -n 60 $(FUZZ_BUILD)/logs/$$t.log; \
+			echo "fuzz: $$t FAILED (exit $$rc): see $(FUZZ_BUILD)/logs/$$t.log" \
+				"and $(FUZZ_BUILD)/artifacts/"; \
+			exit 1; \
+		fi; \
+		echo "fuzz: $$t ok: $${execs:-? executions} ($$cov)"; \
+	done
+
+# The seed corpora, written by the real encoders (test/fuzz/corpus.c,
+# linked with the gcc build's internal archive); the output is committed.
+$(BUILD)/test/fuzz-corpus: test/fuzz/corpus.c test/fuzz/fuzz.h $(HDRS) \
+		$(INTLIB) | deps
+	@mkdir -p $(@D)
+	$(CC) $(BASE_CFLAGS) -Iinclude -Ilib $(DEP_CFLAGS) $(CFLAGS) $< -o $@ \
+		$(INTLIB) $(DEP_LIBS) $(LDFLAGS)
+
+fuzz-corpus: $(BUILD)/test/fuzz-corpus
+	rm -rf test/fuzz/corpus
+	$(BUILD)/test/fuzz-corpus test/fuzz/corpus
+	cp examples/kvdistd.conf test/fuzz/corpus/config/kvdistd.conf
+
 # Debian packages the build, the tests and the demo need. Adding one here
 # is how a dependency enters the project (README says why each is there).
 DEB_PACKAGES := build-essential pkg-config librocksdb-dev libnng-dev \
 	libxxhash-dev check redis-tools redis-server libjansson-dev \
 	libcurl4-openssl-dev haproxy openssl curl iproute2 nftables systemd \
-	python3-redis
+	python3-redis clang libclang-rt-14-dev
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -496,8 +496,9 @@ static int read_config(const char *path, kv_options_t *o)
 }
 
 /* A value the file format can carry back unchanged: no line break, no
- * surrounding space (trimmed) and no " #" (a comment). Only data_dir can
- * hold such text; every other option refuses it. */
+ * surrounding space (trimmed) and no " #" (a comment). Only the paths,
+ * data_dir and fault_file, can hold such text; every other option refuses
+ * it. */
 static bool conf_representable(const char *v)
 {
     size_t n = strlen(v);

@@ -85,11 +85,6 @@
 #define RESP_UNAUTH_MAX_ARGS 10
 #define RESP_UNAUTH_MAX_BULK 16384
 
-typedef struct resp_arg {
-    const uint8_t *p;
-    size_t len;
-} resp_arg_t;
-
 enum resp_op { OP_NONE, OP_GET, OP_MGET, OP_SET, OP_MSET, OP_DEL, OP_EXISTS };
 
 /* Rate-limited reporting of a repeated failure (accept errors, refused
@@ -462,21 +457,21 @@ static void conn_start_recv(resp_conn_t *c)
 
 /* ---- the parser ---- */
 
-static bool argv_reserve(resp_conn_t *c, size_t n)
+static bool argv_reserve(resp_args_t *a, size_t n)
 {
-    if (n <= c->argv_cap) {
+    if (n <= a->cap) {
         return true;
     }
-    size_t cap = c->argv_cap ? c->argv_cap : 8;
+    size_t cap = a->cap ? a->cap : 8;
     while (cap < n) {
         cap *= 2;
     }
-    resp_arg_t *p = realloc(c->argv, cap * sizeof(*p));
+    resp_arg_t *p = realloc(a->argv, cap * sizeof(*p));
     if (p == NULL) {
         return false;
     }
-    c->argv = p;
-    c->argv_cap = cap;
+    a->argv = p;
+    a->cap = cap;
     return true;
 }
 
@@ -515,19 +510,18 @@ static int parse_count_line(const uint8_t *p, const uint8_t *end, long long *v,
     return 1;
 }
 
-/* Parses one request at c->in + c->in_off into argv. Returns 1 (complete:
- * consumed, argc set; argc 0 is an empty request to skip), 0 (incomplete),
- * -1 (malformed: *why says how). */
-static int parse_request(resp_conn_t *c, const char **why)
+int resp_parse_request(const uint8_t *start, size_t len, size_t max_bulk,
+                       size_t max_request, resp_args_t *a, size_t *used,
+                       const char **why)
 {
-    const uint8_t *start = c->in + c->in_off;
-    const uint8_t *end = c->in + c->in_len;
-    if (start == end) {
+    const uint8_t *end = start + len;
+    *used = 0;
+    a->argc = 0;
+    if (len == 0) {
         return 0;
     }
-    c->argc = 0;
     if (*start != '*') {
-        size_t avail = (size_t)(end - start);
+        size_t avail = len;
         const uint8_t *nl = memchr(
             start, '\n', avail < RESP_MAX_INLINE ? avail : RESP_MAX_INLINE);
         if (nl == NULL) {
@@ -550,15 +544,16 @@ static int parse_request(resp_conn_t *c, const char **why)
             while (q < lend && *q != ' ' && *q != '\t') {
                 q++;
             }
-            if (c->argc == RESP_MAX_ARGS || !argv_reserve(c, c->argc + 1)) {
+            if (a->argc == RESP_MAX_ARGS || !argv_reserve(a, a->argc + 1)) {
                 *why = "too many arguments in inline request";
+                a->argc = 0;
                 return -1;
             }
-            c->argv[c->argc].p = w;
-            c->argv[c->argc].len = (size_t)(q - w);
-            c->argc++;
+            a->argv[a->argc].p = w;
+            a->argv[a->argc].len = (size_t)(q - w);
+            a->argc++;
         }
-        c->in_off = (size_t)(nl + 1 - c->in);
+        *used = (size_t)(nl + 1 - start);
         return 1;
     }
     long long n = 0;
@@ -577,10 +572,10 @@ static int parse_request(resp_conn_t *c, const char **why)
         return -1;
     }
     if (n <= 0) {
-        c->in_off = (size_t)(q - c->in); /* "*0" and "*-1": nothing to do */
+        *used = (size_t)(q - start); /* "*0" and "*-1": nothing to do */
         return 1;
     }
-    if (!argv_reserve(c, (size_t)n)) {
+    if (!argv_reserve(a, (size_t)n)) {
         *why = "out of memory";
         return -1;
     }
@@ -592,10 +587,10 @@ static int parse_request(resp_conn_t *c, const char **why)
             *why = "expected '$'";
             return -1;
         }
-        long long len = 0;
+        long long blen = 0;
         const uint8_t *data = NULL;
-        r = parse_count_line(q + 1, end, &len, &data);
-        if (r < 0 || (r > 0 && (len < 0 || (size_t)len > c->rs->max_bulk))) {
+        r = parse_count_line(q + 1, end, &blen, &data);
+        if (r < 0 || (r > 0 && (blen < 0 || (size_t)blen > max_bulk))) {
             *why = "invalid bulk length";
             return -1;
         }
@@ -606,31 +601,46 @@ static int parse_request(resp_conn_t *c, const char **why)
         if (r == 0) {
             goto incomplete;
         }
-        if ((size_t)(end - data) < (size_t)len + 2) {
+        if ((size_t)(end - data) < (size_t)blen + 2) {
             goto incomplete;
         }
-        if (data[len] != '\r' || data[len + 1] != '\n') {
+        if (data[blen] != '\r' || data[blen + 1] != '\n') {
             *why = "bulk string not terminated by CRLF";
             return -1;
         }
-        c->argv[i].p = data;
-        c->argv[i].len = (size_t)len;
-        q = data + len + 2;
-        if ((size_t)(q - start) > c->rs->max_request) {
+        a->argv[i].p = data;
+        a->argv[i].len = (size_t)blen;
+        q = data + blen + 2;
+        if ((size_t)(q - start) > max_request) {
             *why = "request too large";
             return -1;
         }
     }
-    c->argc = (size_t)n;
-    c->in_off = (size_t)(q - c->in);
+    a->argc = (size_t)n;
+    *used = (size_t)(q - start);
     return 1;
 incomplete:
-    if ((size_t)(end - start) > c->rs->max_request) {
+    if (len > max_request) {
         *why = "request too large";
         return -1;
     }
-    c->argc = 0;
     return 0;
+}
+
+/* Parses one request at c->in + c->in_off into argv (resp_parse_request)
+ * and consumes it. */
+static int parse_request(resp_conn_t *c, const char **why)
+{
+    resp_args_t a = {c->argv, 0, c->argv_cap};
+    size_t used = 0;
+    int r = resp_parse_request(c->in + c->in_off, c->in_len - c->in_off,
+                               c->rs->max_bulk, c->rs->max_request, &a, &used,
+                               why);
+    c->argv = a.argv;
+    c->argv_cap = a.cap;
+    c->argc = a.argc;
+    c->in_off += used;
+    return r;
 }
 
 /* ---- commands ---- */

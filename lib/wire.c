@@ -308,8 +308,10 @@ int wire_decode(const void *p, size_t len, const wire_limits_t *lim,
         if (base == WIRE_REPLICA_PUT) {
             m->obj = rd_string(&r, lim->max_object, &m->objlen);
         }
+        /* A hint is the only flag of REPLICA_*: with any other bit, the
+         * message falls to the refusal below. */
         if ((base == WIRE_REPLICA_PUT || base == WIRE_REPLICA_GET) &&
-            (m->flags & WIRE_F_HINT)) {
+            m->flags == WIRE_F_HINT) {
             m->owner = rd_string(&r, WIRE_MAX_ID, &m->ownerlen);
             if (!r.err && (m->ownerlen == 0 ||
                            memchr(m->owner, 0, m->ownerlen) != NULL)) {

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "codec.h"
+#include "resp.h"
 
 #define REDIS_CLI "redis-cli"
 
@@ -1219,6 +1220,47 @@ START_TEST(test_resp_single_node)
 }
 END_TEST
 
+/* The parser alone (resp_parse_request, also the fuzz target's entry):
+ * pipelined requests one at a time, a request cut anywhere is incomplete,
+ * and the limits refuse with a reason. */
+START_TEST(test_resp_parse)
+{
+    static const char in[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING  x\r\n*0\r\n";
+    const uint8_t *p = (const uint8_t *)in;
+    size_t len = sizeof(in) - 1;
+    resp_args_t a = {NULL, 0, 0};
+    size_t used = 0;
+    const char *why = NULL;
+    ck_assert_int_eq(resp_parse_request(p, len, 16, 256, &a, &used, &why), 1);
+    ck_assert_uint_eq(used, 20);
+    ck_assert_uint_eq(a.argc, 2);
+    ck_assert(a.argv[0].len == 3 && memcmp(a.argv[0].p, "GET", 3) == 0);
+    ck_assert(a.argv[1].len == 1 && a.argv[1].p[0] == 'k');
+    for (size_t cut = 0; cut < used; cut++) {
+        size_t u = 1;
+        ck_assert_int_eq(resp_parse_request(p, cut, 16, 256, &a, &u, &why), 0);
+        ck_assert_uint_eq(u, 0);
+    }
+    ck_assert_int_eq(
+        resp_parse_request(p + 20, len - 20, 16, 256, &a, &used, &why), 1);
+    ck_assert_uint_eq(used, 9);
+    ck_assert_uint_eq(a.argc, 2);
+    ck_assert(a.argv[1].len == 1 && a.argv[1].p[0] == 'x');
+    ck_assert_int_eq(
+        resp_parse_request(p + 29, len - 29, 16, 256, &a, &used, &why), 1);
+    ck_assert_uint_eq(used, 4);
+    ck_assert_uint_eq(a.argc, 0);
+    /* A bulk string over max_bulk, and a request over max_request. */
+    why = NULL;
+    ck_assert_int_eq(resp_parse_request(p, len, 2, 256, &a, &used, &why), -1);
+    ck_assert_str_eq(why, "invalid bulk length");
+    why = NULL;
+    ck_assert_int_eq(resp_parse_request(p, len, 16, 12, &a, &used, &why), -1);
+    ck_assert_str_eq(why, "request too large");
+    free(a.argv);
+}
+END_TEST
+
 Suite *resp_suite(void)
 {
     Suite *s = suite_create("resp");
@@ -1233,5 +1275,8 @@ Suite *resp_suite(void)
     tcase_add_test(lim, test_resp_max_clients);
     tcase_add_test(lim, test_resp_accept_backoff);
     suite_add_tcase(s, lim);
+    TCase *parse = tcase_create("parser");
+    tcase_add_test(parse, test_resp_parse);
+    suite_add_tcase(s, parse);
     return s;
 }

@@ -163,6 +163,16 @@ START_TEST(test_limits_and_bad_fields)
     wire_build_coord_put(&b, 1, 0x80, "k", 1, "v", 1, NULL, 0, 0, 0, 0);
     ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
     buf_free(&b);
+    /* a hint with another flag beside it (found by fuzz_wire) */
+    wire_build_hinted(&b, WIRE_REPLICA_PUT, 1, "n2", "k", 1, "OB", 2);
+    ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), 0);
+    b.p[15] = 0x20; /* flags, high byte: WIRE_F_HINT | 0x2000 */
+    ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
+    buf_free(&b);
+    wire_build_hinted(&b, WIRE_REPLICA_GET, 1, "n2", "k", 1, NULL, 0);
+    b.p[14] |= 0x01; /* WIRE_F_HINT | WIRE_F_TOMBSTONE */
+    ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
+    buf_free(&b);
     /* unknown type */
     wire_build_simple(&b, 0x33, 1, 0);
     ck_assert_int_eq(wire_decode(b.p, b.len, &lim, &m), KV_EPROTO);
