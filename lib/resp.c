@@ -511,8 +511,8 @@ static int parse_count_line(const uint8_t *p, const uint8_t *end, long long *v,
 }
 
 int resp_parse_request(const uint8_t *start, size_t len, size_t max_bulk,
-                       size_t max_request, resp_args_t *a, size_t *used,
-                       const char **why)
+                       size_t max_request, bool authed, resp_args_t *a,
+                       size_t *used, const char **why)
 {
     const uint8_t *end = start + len;
     *used = 0;
@@ -567,7 +567,7 @@ int resp_parse_request(const uint8_t *start, size_t len, size_t max_bulk,
         *why = "invalid multibulk length";
         return -1;
     }
-    if (n > RESP_UNAUTH_MAX_ARGS && !c->authed) {
+    if (n > RESP_UNAUTH_MAX_ARGS && !authed) {
         *why = "unauthenticated multibulk length";
         return -1;
     }
@@ -594,7 +594,7 @@ int resp_parse_request(const uint8_t *start, size_t len, size_t max_bulk,
             *why = "invalid bulk length";
             return -1;
         }
-        if (r > 0 && len > RESP_UNAUTH_MAX_BULK && !c->authed) {
+        if (r > 0 && blen > RESP_UNAUTH_MAX_BULK && !authed) {
             *why = "unauthenticated bulk length";
             return -1;
         }
@@ -634,8 +634,8 @@ static int parse_request(resp_conn_t *c, const char **why)
     resp_args_t a = {c->argv, 0, c->argv_cap};
     size_t used = 0;
     int r = resp_parse_request(c->in + c->in_off, c->in_len - c->in_off,
-                               c->rs->max_bulk, c->rs->max_request, &a, &used,
-                               why);
+                               c->rs->max_bulk, c->rs->max_request, c->authed,
+                               &a, &used, why);
     c->argv = a.argv;
     c->argv_cap = a.cap;
     c->argc = a.argc;

@@ -40,10 +40,12 @@ typedef struct resp_args {
  * to skip), 0 (incomplete: more bytes are needed, *used is 0), or -1
  * (malformed: *why says how; the connection answers it and closes). Bulk
  * strings longer than max_bulk, and requests that span more than
- * max_request bytes, are malformed.
+ * max_request bytes, are malformed; so are, while the connection is not
+ * authed (auth_password), more than RESP_UNAUTH_MAX_ARGS arguments or a
+ * bulk string over RESP_UNAUTH_MAX_BULK bytes (Redis's bounds).
  */
 int resp_parse_request(const uint8_t *p, size_t len, size_t max_bulk,
-                       size_t max_request, resp_args_t *a, size_t *used,
-                       const char **why);
+                       size_t max_request, bool authed, resp_args_t *a,
+                       size_t *used, const char **why);
 
 #endif /* KV_RESP_H */

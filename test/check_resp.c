@@ -1231,32 +1231,46 @@ START_TEST(test_resp_parse)
     resp_args_t a = {NULL, 0, 0};
     size_t used = 0;
     const char *why = NULL;
-    ck_assert_int_eq(resp_parse_request(p, len, 16, 256, &a, &used, &why), 1);
+    ck_assert_int_eq(resp_parse_request(p, len, 16, 256, true, &a, &used, &why),
+                     1);
     ck_assert_uint_eq(used, 20);
     ck_assert_uint_eq(a.argc, 2);
     ck_assert(a.argv[0].len == 3 && memcmp(a.argv[0].p, "GET", 3) == 0);
     ck_assert(a.argv[1].len == 1 && a.argv[1].p[0] == 'k');
     for (size_t cut = 0; cut < used; cut++) {
         size_t u = 1;
-        ck_assert_int_eq(resp_parse_request(p, cut, 16, 256, &a, &u, &why), 0);
+        ck_assert_int_eq(
+            resp_parse_request(p, cut, 16, 256, true, &a, &u, &why), 0);
         ck_assert_uint_eq(u, 0);
     }
     ck_assert_int_eq(
-        resp_parse_request(p + 20, len - 20, 16, 256, &a, &used, &why), 1);
+        resp_parse_request(p + 20, len - 20, 16, 256, true, &a, &used, &why),
+        1);
     ck_assert_uint_eq(used, 9);
     ck_assert_uint_eq(a.argc, 2);
     ck_assert(a.argv[1].len == 1 && a.argv[1].p[0] == 'x');
     ck_assert_int_eq(
-        resp_parse_request(p + 29, len - 29, 16, 256, &a, &used, &why), 1);
+        resp_parse_request(p + 29, len - 29, 16, 256, true, &a, &used, &why),
+        1);
     ck_assert_uint_eq(used, 4);
     ck_assert_uint_eq(a.argc, 0);
     /* A bulk string over max_bulk, and a request over max_request. */
     why = NULL;
-    ck_assert_int_eq(resp_parse_request(p, len, 2, 256, &a, &used, &why), -1);
+    ck_assert_int_eq(resp_parse_request(p, len, 2, 256, true, &a, &used, &why),
+                     -1);
     ck_assert_str_eq(why, "invalid bulk length");
     why = NULL;
-    ck_assert_int_eq(resp_parse_request(p, len, 16, 12, &a, &used, &why), -1);
+    ck_assert_int_eq(resp_parse_request(p, len, 16, 12, true, &a, &used, &why),
+                     -1);
     ck_assert_str_eq(why, "request too large");
+    /* Before AUTH, Redis's smaller bounds: 10 arguments. */
+    static const char eleven[] = "*11\r\n";
+    why = NULL;
+    ck_assert_int_eq(resp_parse_request((const uint8_t *)eleven,
+                                        sizeof(eleven) - 1, 16, 256, false, &a,
+                                        &used, &why),
+                     -1);
+    ck_assert_str_eq(why, "unauthenticated multibulk length");
     free(a.argv);
 }
 END_TEST

@@ -48,6 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t max_bulk = limits[data[0] & 3].max_bulk;
     size_t max_request = limits[data[0] & 3].max_request;
+    bool authed = (data[0] & 4) == 0; /* else Redis's smaller bounds */
     const uint8_t *p = data + 1;
     size_t left = size - 1;
     resp_args_t a = {NULL, 0, 0};
@@ -57,8 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int requests = 0; requests < 64; requests++) {
         size_t used = 0;
         const char *why = NULL;
-        int r = resp_parse_request(p, left, max_bulk, max_request, &a, &used,
-                                   &why);
+        int r = resp_parse_request(p, left, max_bulk, max_request, authed, &a,
+                                   &used, &why);
         if (r < 0) {
             FUZZ_CHECK(why != NULL && used == 0);
             break;
@@ -86,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t pused = 0;
             const char *pwhy = NULL;
             int pr = resp_parse_request(p, cuts[k], max_bulk, max_request,
-                                        &part, &pused, &pwhy);
+                                        authed, &part, &pused, &pwhy);
             FUZZ_CHECK(pr == 0 && pused == 0);
         }
 
@@ -99,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t used2 = 0;
         const char *why2 = NULL;
         int r2 = resp_parse_request(b.p, b.len, SIZE_MAX / 4, SIZE_MAX / 4,
-                                    &again, &used2, &why2);
+                                    true, &again, &used2, &why2);
         FUZZ_CHECK(r2 == 1 && used2 == b.len && again.argc == a.argc);
         for (size_t i = 0; i < a.argc; i++) {
             FUZZ_CHECK(again.argv[i].len == a.argv[i].len &&
