@@ -169,6 +169,16 @@ static void wire_seeds(void)
     msg("shutdown", &b);
     wire_build_simple(&b, WIRE_SHUTDOWN | WIRE_REPLY, 17, 0);
     msg("shutdown-reply", &b);
+    /* A peer's answer to a probe carries its own row. */
+    wire_header(&b, WIRE_PING | WIRE_REPLY, 18, 0, 0);
+    put_gossip_list(&b, 1);
+    msg("ping-reply-row", &b);
+    wire_build_key(&b, WIRE_CONN_CHECK, 19, "127.0.0.1:40123", 15);
+    msg("conn-check", &b);
+    wire_build_simple(&b, WIRE_CONN_CHECK | WIRE_REPLY, 19, KV_ENOTFOUND);
+    msg("conn-check-reply", &b);
+    wire_build_status(&b, WIRE_COORD_GET, 20, KV_EAUTH);
+    msg("refused-reply", &b);
 }
 
 static void batch_seeds(void)

@@ -76,6 +76,20 @@ static void reencode(const wire_msg_t *m, buf_t *b)
     uint8_t base = m->type & (uint8_t)~WIRE_REPLY;
     wire_header(b, m->type, m->id, m->status, m->flags);
     switch (base) {
+    case WIRE_PING:
+        /* A peer's answer: its own row, as a list (absent from a
+         * client's). */
+        if (reply && m->members != NULL) {
+            FUZZ_CHECK(m->status == 0 && m->nmembers <= 1);
+            put_list(b, m, true);
+        }
+        break;
+    case WIRE_CONN_CHECK:
+        if (!reply) {
+            FUZZ_CHECK(m->klen > 0 && m->klen <= WIRE_MAX_ADDR);
+            wire_put_bytes(b, m->key, m->klen);
+        }
+        break;
     case WIRE_GOSSIP:
         put_list(b, m, true);
         break;
@@ -169,8 +183,14 @@ static bool rebuild(const wire_msg_t *m, buf_t *b)
                                  m->needed, m->obj, m->objlen);
             return true;
         case WIRE_PING:
+            if (m->members != NULL) {
+                return false; /* cluster.c appends the row itself */
+            }
+            wire_build_simple(b, m->type, m->id, m->status);
+            return true;
         case WIRE_ERROR:
         case WIRE_REPLICA_PUT:
+        case WIRE_CONN_CHECK:
             wire_build_simple(b, m->type, m->id, m->status);
             return true;
         default:
@@ -187,6 +207,12 @@ static bool rebuild(const wire_msg_t *m, buf_t *b)
             return false; /* flags the decoder lets pass; none are sent */
         }
         wire_build_simple(b, base, m->id, 0);
+        return true;
+    case WIRE_CONN_CHECK:
+        if (m->flags != 0) {
+            return false;
+        }
+        wire_build_key(b, base, m->id, m->key, m->klen);
         return true;
     case WIRE_REPLICA_GET:
     case WIRE_LOCAL_GET:
