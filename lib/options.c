@@ -431,6 +431,12 @@ static const opt_row *opt_lookup(const char *name)
     return NULL;
 }
 
+bool options_is_secret(const char *name)
+{
+    const opt_row *r = opt_lookup(name);
+    return r != NULL && r->secret;
+}
+
 /* The field of row r in c, by its C type. Integers travel as long long:
  * every bound in the table fits. */
 static void *field_ptr(const kv_config_t *c, const opt_row *r)

@@ -66,6 +66,8 @@ typedef struct kv_config {
  * to the ids and URLs that gossip brings from the network. */
 bool options_valid_node_id(const char *s);
 bool options_valid_url(const char *s);
+/* Whether option name is write-only (auth_password: reads back as ""). */
+bool options_is_secret(const char *name);
 
 struct kv_options {
     kv_config_t cfg;

@@ -79,9 +79,15 @@ static void apply(kv_options_t *o, const char *name, const char *value,
     char *again = malloc(val_max);
     FUZZ_CHECK(text != NULL && again != NULL);
     FUZZ_CHECK(kv_options_get(o, name, text, val_max) == 0);
-    FUZZ_CHECK(kv_options_set(o, name, text) == 0);
-    FUZZ_CHECK(kv_options_get(o, name, again, val_max) == 0);
-    FUZZ_CHECK(strcmp(text, again) == 0);
+    if (options_is_secret(name)) {
+        /* Write-only: it never reads back, so there is nothing to set
+         * again. */
+        FUZZ_CHECK(text[0] == '\0');
+    } else {
+        FUZZ_CHECK(kv_options_set(o, name, text) == 0);
+        FUZZ_CHECK(kv_options_get(o, name, again, val_max) == 0);
+        FUZZ_CHECK(strcmp(text, again) == 0);
+    }
     free(text);
     free(again);
     /* Setting one option changes no other. */
