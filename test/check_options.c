@@ -332,6 +332,53 @@ static void log_collect(void *arg, int level, const char *msg)
     }
 }
 
+/* tls+tcp:// needs the three TLS files and they need it; all of listen
+ * and join or none; IPv4 only. Each refusal says why. */
+START_TEST(test_tls_options_validate)
+{
+    char *dir = util_tmpdir("tlsopts");
+    static const struct {
+        const char *listen, *join;
+        bool files;
+        const char *why;
+    } cases[] = {
+        {"tls+tcp://127.0.0.1:7100", NULL, false, "needs all of"},
+        {"tls+tcp://127.0.0.1:7100", "tcp://127.0.0.1:7101", true,
+         "must all be tls+tcp://"},
+        {"tcp://127.0.0.1:7100", NULL, true, "are not tls+tcp:// URLs"},
+        {"tls+tcp://[::1]:7100", NULL, true, "IPv6"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kv_options_t *o = kv_options_create();
+        ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
+        ck_assert_int_eq(kv_options_set(o, "listen", cases[i].listen), 0);
+        if (cases[i].join != NULL) {
+            ck_assert_int_eq(kv_options_set(o, "join", cases[i].join), 0);
+        }
+        if (cases[i].files) {
+            ck_assert_int_eq(
+                kv_options_set(o, "tls_ca_file", "/nonexistent/ca.pem"), 0);
+            ck_assert_int_eq(
+                kv_options_set(o, "tls_cert_file", "/nonexistent/n.pem"), 0);
+            ck_assert_int_eq(
+                kv_options_set(o, "tls_key_file", "/nonexistent/n.key"), 0);
+        }
+        logbuf_t lb = {.len = 0};
+        lb.text[0] = '\0';
+        kv_options_set_logger(o, log_collect, &lb, KV_LOG_DEBUG);
+        kv_t *kv = (kv_t *)1;
+        ck_assert_int_eq(kv_open(o, &kv), KV_EINVAL);
+        ck_assert_ptr_null(kv);
+        ck_assert_msg(strstr(lb.text, cases[i].why) != NULL,
+                      "case %zu: the log lacks '%s': %s", i, cases[i].why,
+                      lb.text);
+        kv_options_destroy(o);
+    }
+    util_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 /* Opens an embedded node in dir/data with auth_password_file = path; the
  * log goes to lb (emptied first). Returns kv_open's code (closes the
  * node). */
@@ -1428,6 +1475,7 @@ Suite *options_suite(void)
     tcase_add_test(tc, test_accepts);
     tcase_add_test(tc, test_refuses);
     tcase_add_test(tc, test_open_validates);
+    tcase_add_test(tc, test_tls_options_validate);
     tcase_add_test(tc, test_http_option);
     tcase_add_test(tc, test_strerror);
     tcase_add_test(tc, test_enumeration);
