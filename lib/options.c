@@ -763,17 +763,16 @@ static int options_validate_tls(const kv_config_t *c, char *why, size_t size)
                  "certificate of the cluster's CA)");
         return KV_EINVAL;
     }
-    for (const char *u = c->listen; tls > 0 && u != NULL;
-         u = u == c->listen ? c->join : NULL) {
-        /* Over TLS a node tells members from clients by the IPv4 address
-         * of their connections (rpc.c, WIRE_CONN_CHECK). */
-        if (strstr(u, "tls+tcp://[") != NULL) {
-            snprintf(why, size,
-                     "tls+tcp:// with an IPv6 address is not supported yet "
-                     "(a node could not tell members from clients); use "
-                     "IPv4 addresses or names that resolve to them");
-            return KV_EINVAL;
-        }
+    /* Over TLS a node tells members from clients by the IPv4 address of
+     * their connections (rpc.c, WIRE_CONN_CHECK). */
+    static const char v6[] = "tls+tcp://[";
+    if ((c->listen != NULL && strstr(c->listen, v6) != NULL) ||
+        (c->join != NULL && strstr(c->join, v6) != NULL)) {
+        snprintf(why, size,
+                 "tls+tcp:// with an IPv6 address is not supported yet (a "
+                 "node could not tell members from clients); use IPv4 "
+                 "addresses or names that resolve to them");
+        return KV_EINVAL;
     }
     if (files && tls == 0 && all > 0) {
         snprintf(why, size,

@@ -347,11 +347,15 @@ START_TEST(test_tls_options_validate)
          "must all be tls+tcp://"},
         {"tcp://127.0.0.1:7100", NULL, true, "are not tls+tcp:// URLs"},
         {"tls+tcp://[::1]:7100", NULL, true, "IPv6"},
+        {NULL, "tls+tcp://[::1]:7100", true, "IPv6"}, /* a join alone */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kv_options_t *o = kv_options_create();
         ck_assert_int_eq(kv_options_set(o, "data_dir", dir), 0);
-        ck_assert_int_eq(kv_options_set(o, "listen", cases[i].listen), 0);
+        if (cases[i].listen != NULL) {
+            ck_assert_int_eq(kv_options_set(o, "listen", cases[i].listen),
+                             0);
+        }
         if (cases[i].join != NULL) {
             ck_assert_int_eq(kv_options_set(o, "join", cases[i].join), 0);
         }
