@@ -61,6 +61,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "clock.h"
 #include "detector.h"
 #include "kvlimits.h"
@@ -402,15 +404,8 @@ static bool cluster_merge_row(kv_t *kv, struct cluster *c, const char *id,
 
 static uint64_t probe_hash(const char *id, const char *url)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
-    for (const char *p = id; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
-    }
-    h = (h ^ 0xff) * UINT64_C(0x100000001b3);
-    for (const char *p = url; *p != '\0'; p++) {
-        h = (h ^ (uint8_t)*p) * UINT64_C(0x100000001b3);
-    }
-    return h;
+    return XXH3_64bits_withSeed(url, strlen(url),
+                                XXH3_64bits(id, strlen(id)));
 }
 
 /* Queues a row for the prober, unless it is queued already, did not

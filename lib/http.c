@@ -83,6 +83,7 @@
 #include "clock.h"
 #include "cluster.h"
 #include "codec.h"
+#include "pem.h"
 #include "rand.h"
 #include "vclock.h"
 
@@ -91,7 +92,6 @@
 /* GET and DELETE carry no body; NNG reads (and we ignore) a small one. */
 #define HTTP_SMALL_BODY 4096
 #define HTTP_MAX_TIMEOUT_MS 3600000
-#define HTTP_PEM_MAX (1u << 20)
 
 typedef struct http_client http_client_t;
 
@@ -1674,43 +1674,14 @@ static int add_handler(struct http *h, const char *path, const char *method,
     return 0;
 }
 
-/* The whole of a PEM file, NUL-terminated (free it), or NULL with the
- * reason logged. */
-static char *read_pem(kv_t *kv, const char *option, const char *path)
-{
-    FILE *f = fopen(path, "re");
-    char *text = NULL;
-    size_t len = 0;
-    if (f != NULL) {
-        /* A certificate chain is a few KiB; 1 MiB bounds a wrong file. */
-        text = malloc(HTTP_PEM_MAX + 1);
-        len = text != NULL ? fread(text, 1, HTTP_PEM_MAX + 1, f) : 0;
-    }
-    const char *why = f == NULL            ? strerror(errno)
-                      : text == NULL       ? kv_strerror(KV_ENOMEM)
-                      : ferror(f)          ? "read error"
-                      : len > HTTP_PEM_MAX ? "larger than 1 MiB"
-                      : len == 0           ? "empty"
-                                           : NULL;
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (why != NULL) {
-        KV_LOG(&kv->log, KV_LOG_ERROR, "http: %s %s: %s", option, path, why);
-        free(text);
-        return NULL;
-    }
-    text[len] = '\0';
-    return text;
-}
-
 /* HTTPS: NNG's TLS (mbedTLS in Debian's build) with the certificate and
  * key of http_tls_cert_file and http_tls_key_file. No client certificate
  * is asked for: clients authenticate with the password. */
 static int http_set_tls(kv_t *kv, nng_http_server *srv)
 {
-    char *cert = read_pem(kv, "http_tls_cert_file", kv->cfg.http_tls_cert_file);
-    char *key = cert != NULL ? read_pem(kv, "http_tls_key_file",
+    char *cert = pem_read(&kv->log, "http", "http_tls_cert_file",
+                          kv->cfg.http_tls_cert_file);
+    char *key = cert != NULL ? pem_read(&kv->log, "http", "http_tls_key_file",
                                         kv->cfg.http_tls_key_file)
                              : NULL;
     if (key == NULL) {

@@ -117,6 +117,7 @@
 #include "clock.h"
 #include "kvdist.h"
 #include "rand.h"
+#include "pem.h"
 
 #define RPC_WORKERS 64
 #define RPC_FAULT_BLOCKS 8
@@ -1682,45 +1683,6 @@ static int rpc_dialer_tls(rpc_t *rpc, nng_dialer d, const char *url,
     return rc;
 }
 
-/* Reads a whole PEM file; NULL (logged) if it cannot be read. */
-static char *rpc_read_pem(rpc_t *rpc, const char *what, const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *p = NULL;
-    size_t len = 0;
-    if (f != NULL) {
-        size_t cap = 0;
-        for (;;) {
-            if (len + 4096 + 1 > cap) {
-                cap = cap ? cap * 2 : 8192;
-                char *np = cap <= (1u << 20) ? realloc(p, cap) : NULL;
-                if (np == NULL) {
-                    break;
-                }
-                p = np;
-            }
-            size_t n = fread(p + len, 1, 4096, f);
-            len += n;
-            if (n < 4096) {
-                break;
-            }
-        }
-        bool bad = ferror(f) != 0 || p == NULL || len + 1 > cap;
-        fclose(f);
-        if (bad) {
-            free(p);
-            p = NULL;
-        } else {
-            p[len] = '\0';
-        }
-    }
-    if (p == NULL) {
-        KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot read %s %s", what,
-               path);
-    }
-    return p;
-}
-
 /* A probe's answer is one small reply: a status and a gossip row. */
 #define RPC_PROBE_RECV_MAX 4096
 
@@ -2411,10 +2373,12 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     rpc->cfg.tls_key_file = NULL;
     rpc->cfg.node_id = NULL;
     if (cfg->tls_cert_file != NULL) {
-        rpc->tls_ca = rpc_read_pem(rpc, "tls_ca_file", cfg->tls_ca_file);
+        rpc->tls_ca =
+            pem_read(rpc->cfg.log, "rpc", "tls_ca_file", cfg->tls_ca_file);
         rpc->tls_cert =
-            rpc_read_pem(rpc, "tls_cert_file", cfg->tls_cert_file);
-        rpc->tls_key = rpc_read_pem(rpc, "tls_key_file", cfg->tls_key_file);
+            pem_read(rpc->cfg.log, "rpc", "tls_cert_file", cfg->tls_cert_file);
+        rpc->tls_key =
+            pem_read(rpc->cfg.log, "rpc", "tls_key_file", cfg->tls_key_file);
         int rc = KV_EINVAL;
         if (rpc->tls_ca != NULL && rpc->tls_cert != NULL &&
             rpc->tls_key != NULL) {
