@@ -23,9 +23,10 @@
  *    is pending (h->active) and every connection has closed (h->clients),
  *    so none can reach a node being freed.
  *  - A connection (http_client_t) has one operation at a time: reading a
- *    request (rx), a handler's answer (cb), writing it (tx). The callback
- *    of the last one closes it (client_close), which frees it and gives
- *    back its max_clients slot.
+ *    request (rx), a handler's answer (cb), writing it (tx), and on one
+ *    that closes after its answer, waiting for the client's close (rx
+ *    again, client_linger). The callback of the last one closes it
+ *    (client_close), which frees it and gives back its max_clients slot.
  * Lock: h->mu protects kv, active, refs, the clients list and each
  * client's body pointer, and is held while an operation starts on a
  * client's connection, so that http_stop's abort pass sees it.
@@ -92,6 +93,10 @@
 /* GET and DELETE carry no body; NNG reads (and we ignore) a small one. */
 #define HTTP_SMALL_BODY 4096
 #define HTTP_MAX_TIMEOUT_MS 3600000
+/* A connection that closes after its answer first reads (and drops) what
+ * the client still sends, until the client closes or for this long
+ * (client_linger). */
+#define HTTP_LINGER_MS 2000
 
 typedef struct http_client http_client_t;
 
@@ -120,8 +125,11 @@ struct http_client {
     nng_aio *body;     /* a PUT body read in progress, under h->mu */
     uint8_t *sink;     /* discarded bodies land here */
     bool draining;     /* rx reads a body to discard, not a request */
+    bool lingering;    /* rx drops bytes until close (client_linger) */
+    int64_t linger_end; /* monotonic ms: lingering ends here */
     bool head;         /* HEAD: the answer is sent without its body */
     bool close;        /* close after this answer */
+    bool admitted;     /* holds a max_clients slot */
     http_client_t *next, *prev; /* h->clients, under h->mu */
 };
 
@@ -1290,7 +1298,9 @@ static void client_free(http_client_t *hc)
 static void client_close(http_client_t *hc)
 {
     struct http *h = hc->h;
-    node_client_release(hc->kv); /* the node outlives http_stop's wait */
+    if (hc->admitted) {
+        node_client_release(hc->kv); /* the node outlives http_stop's wait */
+    }
     pthread_mutex_lock(&h->mu);
     if (hc->prev != NULL) {
         hc->prev->next = hc->next;
@@ -1494,10 +1504,52 @@ static void client_next(http_client_t *hc)
     }
 }
 
+/*
+ * The answer is written and the connection is to close: the close waits
+ * until the client has closed its side, or HTTP_LINGER_MS, reading and
+ * dropping what it still sends. Closing at once loses the answer twice
+ * over: NNG's TLS stream (1.5.2 tls_common.c, tls_close) closes the TCP
+ * connection with the encrypted answer still in its send buffer, since a
+ * write is done once mbedTLS has the bytes, and with unread bytes in the
+ * receive buffer (a refused body) the kernel resets the connection, which
+ * can make the client drop the answer it has received (lingering close,
+ * as Apache and nginx do).
+ */
+static void client_linger(http_client_t *hc)
+{
+    int64_t left = hc->linger_end - clk_mono_ms();
+    if (left <= 0 ||
+        (hc->sink == NULL && (hc->sink = malloc(HTTP_SMALL_BODY)) == NULL)) {
+        client_close(hc);
+        return;
+    }
+    hc->lingering = true;
+    nng_iov iov = {.iov_buf = hc->sink, .iov_len = HTTP_SMALL_BODY};
+    nng_aio_set_iov(hc->rx, 1, &iov);
+    nng_aio_set_timeout(hc->rx, (nng_duration)left);
+    struct http *h = hc->h;
+    pthread_mutex_lock(&h->mu);
+    bool go = h->kv != NULL;
+    if (go) {
+        nng_http_conn_read(hc->conn, hc->rx);
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!go) {
+        client_close(hc);
+    }
+}
+
 static void client_read_done(void *arg)
 {
     http_client_t *hc = arg;
-    if (nng_aio_result(hc->rx) != 0) {
+    if (hc->lingering) {
+        /* The client closed (or reset, or went quiet until the end). */
+        if (nng_aio_result(hc->rx) != 0) {
+            client_close(hc);
+        } else {
+            client_linger(hc);
+        }
+    } else if (nng_aio_result(hc->rx) != 0) {
         /* The client closed, or its request head overflowed NNG's
          * 8 KiB buffer (NNG closes the connection itself, see
          * kvdist-http(7)), or http_stop ended the read. */
@@ -1542,8 +1594,11 @@ static void client_write_done(void *arg)
     http_client_t *hc = arg;
     nng_http_res_free(hc->res);
     hc->res = NULL;
-    if (nng_aio_result(hc->tx) != 0 || hc->close) {
+    if (nng_aio_result(hc->tx) != 0) {
         client_close(hc);
+    } else if (hc->close) {
+        hc->linger_end = clk_mono_ms() + HTTP_LINGER_MS;
+        client_linger(hc);
     } else {
         client_next(hc);
     }
@@ -1552,9 +1607,9 @@ static void client_write_done(void *arg)
 /*
  * The only handler NNG's server has (every path, every method, no body
  * collected): it sees a connection's first request. It admits the
- * connection against max_clients (503 and close when the node is full,
- * answered through NNG's server, which then closes), takes it over from
- * NNG and serves that request and every later one in the loop above.
+ * connection against max_clients, takes it over from NNG and serves that
+ * request and every later one in the loop above; a connection the node
+ * has no slot for is taken over too, answered 503 and closed.
  */
 static void handle_first(nng_aio *aio)
 {
@@ -1571,18 +1626,7 @@ static void handle_first(nng_aio *aio)
         reply_stopping(aio);
         return;
     }
-    if (!node_client_admit(kv)) {
-        metric_inc(&kv->metrics, M_HTTP_REJECTED);
-        /* Identical lines in a row are folded into a count (log.c), so a
-         * flood of refusals costs a line per 10 s, not a line each. */
-        KV_LOG(&kv->log, KV_LOG_WARN,
-               "http: refused a connection: max_clients (%u) reached",
-               kv->max_clients);
-        reply(kv, aio,
-              error_res(503, KV_EBUSY, "max number of clients reached", true));
-        http_end(h);
-        return;
-    }
+    bool admitted = node_client_admit(kv);
     http_client_t *hc = calloc(1, sizeof(*hc));
     if (hc == NULL || nng_aio_alloc(&hc->rx, client_read_done, hc) != 0 ||
         nng_aio_alloc(&hc->cb, client_answered, hc) != 0 ||
@@ -1590,7 +1634,9 @@ static void handle_first(nng_aio *aio)
         if (hc != NULL) {
             client_free(hc);
         }
-        node_client_release(kv);
+        if (admitted) {
+            node_client_release(kv);
+        }
         count_status(kv, 500);
         finish(aio, NULL); /* NNG closes the connection */
         http_end(h);
@@ -1598,8 +1644,11 @@ static void handle_first(nng_aio *aio)
     }
     hc->h = h;
     hc->kv = kv;
+    hc->admitted = admitted;
     /* From here the connection and the request are this file's: NNG's
-     * server forgets them when aio finishes without an answer. */
+     * server forgets them when aio finishes without an answer. A refused
+     * one too, so that its 503 is written and the connection closed as
+     * every other (client_linger), not by NNG's immediate close. */
     nng_http_hijack(conn);
     hc->conn = conn;
     hc->req = req;
@@ -1610,6 +1659,19 @@ static void handle_first(nng_aio *aio)
     }
     h->clients = hc;
     pthread_mutex_unlock(&h->mu);
+    if (!admitted) {
+        metric_inc(&kv->metrics, M_HTTP_REJECTED);
+        /* Identical lines in a row are folded into a count (log.c), so a
+         * flood of refusals costs a line per 10 s, not a line each. */
+        KV_LOG(&kv->log, KV_LOG_WARN,
+               "http: refused a connection: max_clients (%u) reached",
+               kv->max_clients);
+        nng_aio_finish(aio, 0);
+        hc->close = true;
+        client_error(hc, 503, KV_EBUSY, "max number of clients reached");
+        http_end(h);
+        return;
+    }
     nng_aio_finish(aio, 0);
     client_serve(hc);
     http_end(h);
