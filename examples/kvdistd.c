@@ -161,6 +161,7 @@ static const struct {
     {"auth-password-file", "auth_password_file", "PATH"},
     {"max-clients", "max_clients", "N"},
     {"max-members", "max_members", "N"},
+    {"peer-buffer-budget", "peer_buffer_budget", "BYTES"},
     {"tls-ca-file", "tls_ca_file", "PATH"},
     {"tls-cert-file", "tls_cert_file", "PATH"},
     {"tls-key-file", "tls_key_file", "PATH"},

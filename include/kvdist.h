@@ -214,6 +214,14 @@ KV_API kv_options_t *kv_options_create(void);
  *                   (default 128, 1..1024): a gossip row for one more is
  *                   refused, logged and counted
  *                   (kvdist_gossip_rows_refused_total)
+ *   peer_buffer_budget bytes of inbound peer messages the node holds at
+ *                   once, all connections together (default 1GiB, 8MiB
+ *                   to 1TiB, at least 6 x (max_value_size + max_key_size
+ *                   + 1MiB)): half for messages being received, half for
+ *                   those being handled; a connection beyond it is
+ *                   closed, a message beyond it answered KV_EBUSY, and a
+ *                   message above max_value_size + max_key_size + 1MiB
+ *                   (siblings) is not sent (KV_ETOOBIG); kvdist(7)
  *   tls_ca_file     PEM file of the CA that signs the cluster's
  *                   certificates; with tls_cert_file and tls_key_file it
  *                   is required by tls+tcp:// URLs (and they by it):

@@ -211,6 +211,7 @@ int kv_open(const kv_options_t *o, kv_t **kvp)
         rpc_config_t rc_cfg = {
             .limits = {kv->cfg.max_key_size, kv->cfg.max_value_size,
                        4 * kv->cfg.max_value_size + (1u << 20)},
+            .buffer_budget = kv->cfg.peer_buffer_budget,
             .log = &kv->log,
             .metrics = &kv->metrics,
             .listen_url = kv->cfg.listen,

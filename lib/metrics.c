@@ -159,6 +159,14 @@ static const struct {
                           "and writes, anti-entropy, SHUTDOWN) refused with "
                           "KV_EAUTH: over TLS, no member owns the "
                           "connection they came on."},
+    [M_PEER_CONNS_REFUSED] = {"kvdist_peer_connections_refused_total",
+                              "Connections to the peer port closed at once: "
+                              "peer_buffer_budget holds no more (each one "
+                              "may hold two messages of at least 1 MiB)."},
+    [M_PEER_MSGS_REFUSED] = {"kvdist_peer_messages_refused_total",
+                             "Peer messages answered KV_EBUSY unhandled: "
+                             "the half of peer_buffer_budget for messages "
+                             "being handled was full."},
 };
 
 void metrics_init(metrics_t *m)

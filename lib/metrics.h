@@ -71,6 +71,8 @@ enum metric_id {
     M_MEMBERS_REFUSED, /* members or moves not admitted (cluster.c) */
     M_MEMBER_PROBES,
     M_RPC_NOT_MEMBER, /* members-only requests refused (rpc.c, TLS) */
+    M_PEER_CONNS_REFUSED, /* peer_buffer_budget refusals (rpc.c) */
+    M_PEER_MSGS_REFUSED,
     M__COUNT
 };
 

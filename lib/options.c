@@ -405,6 +405,15 @@ static const opt_row opt_rows[] = {
     INT_OPT("max_members", max_members, 1, KV_MEMBERS_MAX, "128",
             "must be an integer from 1 to " OPT_STR(KV_MEMBERS_MAX),
             "members the cluster may have; rows for more are refused"),
+    /* NNG allocates a peer message whole when its length arrives: this
+     * bounds what all connections together can make the node allocate
+     * (budget.h); options_config_validate checks it holds the largest
+     * value. */
+    SIZE_OPT("peer_buffer_budget", peer_buffer_budget, 8LL << 20, 1LL << 40,
+             "1073741824",
+             "must be a byte count from 8MiB to 1TiB, with an optional "
+             "KiB/MiB/GiB suffix",
+             "inbound peer messages held at once, all connections together"),
     /* tls+tcp:// URLs need all three (options_config_validate); the
      * files are read when the node opens (rpc.c). */
     PATH_OPT("tls_ca_file", tls_ca_file,
@@ -822,6 +831,18 @@ int options_config_validate(const kv_config_t *c, char *why, size_t size)
         snprintf(why, size,
                  "auth_password and auth_password_file are both set: give "
                  "one");
+        return KV_EINVAL;
+    }
+    /* At least one connection must take two messages with the largest
+     * value out of three quarters of the transport's half (budget.h). */
+    uint64_t need = 6 * ((uint64_t)c->max_value_size + c->max_key_size +
+                         (1u << 20));
+    if (c->role == KV_ROLE_PEER && c->peer_buffer_budget < need) {
+        snprintf(why, size,
+                 "peer_buffer_budget (%zu) must be at least 6 x (max_value_size"
+                 " + max_key_size + 1MiB) = %" PRIu64
+                 " bytes, so that a peer can send the largest value",
+                 c->peer_buffer_budget, need);
         return KV_EINVAL;
     }
     return options_validate_tls(c, why, size);

@@ -51,6 +51,7 @@ typedef struct kv_config {
     char *auth_password_file; /* or the file that holds it */
     int max_clients;  /* HTTP + RESP connections; 0: derived at kv_open */
     int max_members;  /* rows of the member table, this node's included */
+    size_t peer_buffer_budget; /* inbound peer messages held (budget.h) */
     char *tls_ca_file;   /* PEM: the cluster's CA, for tls+tcp:// peers */
     char *tls_cert_file; /* PEM: this node's (or client's) certificate */
     char *tls_key_file;  /* PEM: its private key */

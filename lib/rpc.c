@@ -114,6 +114,7 @@
 #include <nng/supplemental/tls/tls.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "budget.h"
 #include "clock.h"
 #include "kvdist.h"
 #include "rand.h"
@@ -223,6 +224,7 @@ struct rpc_worker {
     rpc_req_t *req; /* the handle of a request of its own */
     nng_pipe pipe;  /* the connection of the message being handled */
     bool pooled;    /* that message is handled on the pool's thread */
+    size_t held;    /* its bytes held against the budget (budget_hold) */
 };
 
 /* The requests the handlers of one received batch made for it while it
@@ -302,6 +304,9 @@ struct rpc {
     /* By request type; written before rpc_listen, read-only after. */
     rpc_handler_t handlers[WIRE_REPLY];
     nng_socket server;
+    nng_listener listener; /* the server's: its receive limit follows budget */
+    budget_t budget;       /* peer_buffer_budget (budget.h) */
+    _Atomic int64_t budget_logged; /* nng_clock() of the last refusal line */
     bool listening;
     _Atomic bool stopping; /* the server's workers take no new request */
     _Atomic int64_t last_rx; /* nng_clock() when a worker last got one */
@@ -673,6 +678,10 @@ int rpc_fault_store_delay_ms(void *arg)
 
 static void worker_recv(struct rpc_worker *w)
 {
+    if (w->held > 0) {
+        budget_release(&w->rpc->budget, w->held);
+        w->held = 0;
+    }
     w->state = W_RECV;
     nng_ctx_recv(w->ctx, w->aio);
 }
@@ -804,6 +813,29 @@ static void rpc_refused_log(rpc_t *rpc, uint8_t type)
                "client certificate?); counted in "
                "kvdist_rpc_not_member_total",
                (unsigned)type);
+    }
+}
+
+/* Something did not fit peer_buffer_budget: counted, and said once per
+ * RPC_REFUSED_LOG_MS. */
+static void rpc_budget_refused(rpc_t *rpc, int metric, const char *what,
+                               size_t len)
+{
+    if (rpc->cfg.metrics != NULL) {
+        metric_inc(rpc->cfg.metrics, metric);
+    }
+    int64_t now = (int64_t)nng_clock();
+    int64_t last = atomic_load(&rpc->budget_logged);
+    if ((last == 0 || now - last >= RPC_REFUSED_LOG_MS) &&
+        atomic_compare_exchange_strong(&rpc->budget_logged, &last, now)) {
+        KV_LOG(rpc->cfg.log, KV_LOG_WARN,
+               "rpc: refused %s (%zu bytes): peer_buffer_budget (%zu bytes) "
+               "is taken by the messages and connections it already holds; "
+               "counted in %s",
+               what, len, rpc->budget.total,
+               metric == M_PEER_CONNS_REFUSED
+                   ? "kvdist_peer_connections_refused_total"
+                   : "kvdist_peer_messages_refused_total");
     }
 }
 
@@ -1027,7 +1059,20 @@ static void worker_cb(void *arg)
     atomic_store(&rpc->last_rx, (int64_t)nng_clock());
     w->pipe = nng_msg_get_pipe(m);
     w->pooled = false;
+    /* Held against the workers' half of the budget until this worker
+     * takes its next message (worker_recv); what does not fit is answered
+     * KV_EBUSY and freed at once. */
+    size_t mlen = nng_msg_len(m);
+    bool fits = budget_hold(&rpc->budget, mlen);
+    w->held = fits ? mlen : 0;
+    if (!fits) {
+        rpc_budget_refused(rpc, M_PEER_MSGS_REFUSED, "a message", mlen);
+    }
     if (wire_is_batch(nng_msg_body(m), nng_msg_len(m))) {
+        if (!fits) {
+            worker_batch_run(w, m, KV_EBUSY, false);
+            return;
+        }
         worker_batch(w, m);
         return;
     }
@@ -1041,6 +1086,11 @@ static void worker_cb(void *arg)
         return;
     }
     w->state = W_HANDLING;
+    if (!fits) {
+        rpc_reply_status(w->req, msg.type, msg.id, KV_EBUSY);
+        nng_msg_free(m);
+        return;
+    }
     const rpc_handler_t *h = &rpc->handlers[msg.type & (WIRE_REPLY - 1)];
     if (h->fn != NULL && h->run == RPC_RUN_POOLED && rpc->cfg.submit != NULL) {
         worker_submit(w, m, false, &msg);
@@ -1114,7 +1164,8 @@ static struct rpc_slot *peer_take(rpc_t *rpc, rpc_peer_t *p,
     struct rpc_call *tail = head;
     size_t n = 1;
     size_t bytes = head->len + WIRE_BATCH_HEADER_MAX;
-    size_t limit = wire_msg_max(&rpc->cfg.limits);
+    /* A receiver's limit may be as low as the floor (budget.h). */
+    size_t limit = BUDGET_MSG_FLOOR;
     struct rpc_call *prev = NULL;
     size_t scanned = 0;
     for (struct rpc_call *c = p->qhead;
@@ -1530,6 +1581,13 @@ int rpc_call_in(rpc_t *rpc, const rpc_req_t *in, rpc_peer_t *p, buf_t *msg,
     if (msg->oom) {
         buf_free(msg);
         return KV_ENOMEM;
+    }
+    if (msg->len > rpc->budget.value_msg) {
+        /* Above every peer's receive limit (budget.h): refused there by
+         * closing the connection, and resent until the deadline. An
+         * object whose siblings together outgrow a value does this. */
+        buf_free(msg);
+        return KV_ETOOBIG;
     }
     if (peer_refuses(p)) {
         /* It would wait in req0's queue for its whole deadline; or it
@@ -2246,10 +2304,29 @@ bool rpc_req_from_node(const rpc_req_t *req)
 }
 
 /* An accepted connection closed: forget its owner. */
+/* A connection to the server arrived (ADD_PRE) or closed (REM_POST): the
+ * receive limit of every connection follows their count (budget.h); one
+ * more than the budget holds is closed before it carries anything. */
 static void server_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
     rpc_t *rpc = arg;
-    (void)ev;
+    size_t limit = 0;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        bool ok = budget_pipe_added(&rpc->budget, nng_pipe_id(pipe), &limit);
+        if (limit != 0) {
+            nng_listener_set_size(rpc->listener, NNG_OPT_RECVMAXSZ, limit);
+        }
+        if (!ok) {
+            rpc_budget_refused(rpc, M_PEER_CONNS_REFUSED, "a connection",
+                               BUDGET_MSG_FLOOR);
+            nng_pipe_close(pipe);
+        }
+        return;
+    }
+    budget_pipe_removed(&rpc->budget, nng_pipe_id(pipe), &limit);
+    if (limit != 0) {
+        nng_listener_set_size(rpc->listener, NNG_OPT_RECVMAXSZ, limit);
+    }
     pthread_mutex_lock(&rpc->owners_mu);
     long i = owner_find(rpc, nng_pipe_id(pipe));
     if (i >= 0) {
@@ -2348,6 +2425,10 @@ int rpc_create(const rpc_config_t *cfg, rpc_t **out)
     pthread_mutex_init(&rpc->fault_mu, NULL);
     pthread_mutex_init(&rpc->owners_mu, NULL);
     clk_cond_init(&rpc->owners_cv); /* waits for a check have a deadline */
+    budget_init(&rpc->budget, cfg->buffer_budget,
+                wire_recv_max(&cfg->limits),
+                cfg->limits.max_value + cfg->limits.max_key + (1u << 20));
+    atomic_init(&rpc->budget_logged, 0);
     atomic_init(&rpc->next_id, 0);
     atomic_init(&rpc->stopping, false);
     atomic_init(&rpc->last_rx, 0);
@@ -2476,21 +2557,22 @@ int rpc_listen(rpc_t *rpc, const char *url)
     if (rv != 0) {
         return rpc_code(rv);
     }
-    nng_socket_set_size(rpc->server, NNG_OPT_RECVMAXSZ,
-                        wire_recv_max(&rpc->cfg.limits));
+    nng_pipe_notify(rpc->server, NNG_PIPE_EV_ADD_PRE, server_pipe_cb, rpc);
     nng_pipe_notify(rpc->server, NNG_PIPE_EV_REM_POST, server_pipe_cb, rpc);
-    if (rpc_url_is_tls(url)) {
-        nng_listener l;
-        rv = rpc->tls_server == NULL ? NNG_EINVAL
-                                     : nng_listener_create(&l, rpc->server, url);
-        if (rv == 0) {
-            rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, rpc->tls_server);
-        }
-        if (rv == 0) {
-            rv = nng_listener_start(l, 0);
-        }
-    } else {
-        rv = nng_listen(rpc->server, url, NULL, 0);
+    bool tls = rpc_url_is_tls(url);
+    rv = tls && rpc->tls_server == NULL
+             ? NNG_EINVAL
+             : nng_listener_create(&rpc->listener, rpc->server, url);
+    if (rv == 0) {
+        rv = nng_listener_set_size(rpc->listener, NNG_OPT_RECVMAXSZ,
+                                   budget_limit(&rpc->budget));
+    }
+    if (rv == 0 && tls) {
+        rv = nng_listener_set_ptr(rpc->listener, NNG_OPT_TLS_CONFIG,
+                                  rpc->tls_server);
+    }
+    if (rv == 0) {
+        rv = nng_listener_start(rpc->listener, 0);
     }
     if (rv != 0) {
         KV_LOG(rpc->cfg.log, KV_LOG_ERROR, "rpc: cannot listen on %s: %s", url,
@@ -2512,6 +2594,14 @@ int rpc_listen(rpc_t *rpc, const char *url)
         worker_recv(w);
     }
     rpc->listening = true;
+    unsigned full = 0, all = 0;
+    budget_capacity(rpc->budget.total, rpc->budget.msg_max,
+                    rpc->budget.value_msg, &full, &all);
+    KV_LOG(rpc->cfg.log, KV_LOG_INFO,
+           "rpc: peer_buffer_budget %zu bytes: up to %u connections to this "
+           "port at once, and the first %u carry a value of max_value_size "
+           "(raise the budget for more: kvdist(7) SECURITY)",
+           rpc->budget.total, all, full);
     if (!rpc_url_is_private(url)) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN,
                "rpc: listening on %s without TLS: the cluster is "
@@ -2631,6 +2721,7 @@ void rpc_destroy(rpc_t *rpc)
     pthread_mutex_destroy(&rpc->fault_mu);
     pthread_mutex_destroy(&rpc->owners_mu);
     pthread_cond_destroy(&rpc->owners_cv);
+    budget_fini(&rpc->budget);
     free(rpc->owners);
     free(rpc->fault_path);
     if (rpc->tls_server != NULL) {

@@ -54,6 +54,9 @@ typedef void (*rpc_batch_end_fn)(void *arg, void *ctx);
 
 typedef struct rpc_config {
     wire_limits_t limits;
+    /* peer_buffer_budget: what the server may hold of inbound messages
+     * (budget.h); below BUDGET_MIN it is raised to that. */
+    size_t buffer_budget;
     const kvlog_t *log;
     metrics_t *metrics;
     /* The URL the node will listen on (NULL: none): peers are dialled

@@ -328,10 +328,16 @@ kv_t *harness_client(const harness_t *h, int timeout_ms)
     ck_assert_int_eq(kv_options_set(o, "join", join), 0);
     ck_assert_int_eq(kv_options_set(o, "timeout_ms", tmo), 0);
     ck_assert_int_eq(kv_options_set(o, "gossip_interval_ms", "100"), 0);
-    if (h->n > 0) {
-        char nb[16];
-        snprintf(nb, sizeof(nb), "%d", h->n);
-        ck_assert_int_eq(kv_options_set(o, "n", nb), 0);
+    const struct {
+        const char *name;
+        int v;
+    } q[] = {{"n", h->n}, {"r", h->r}, {"w", h->w}};
+    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+        if (q[i].v > 0) {
+            char nb[16];
+            snprintf(nb, sizeof(nb), "%d", q[i].v);
+            ck_assert_int_eq(kv_options_set(o, q[i].name, nb), 0);
+        }
     }
     kv_t *kv = NULL;
     int rc = kv_open(o, &kv);

@@ -490,7 +490,8 @@ static const char *const all_options[] = {
     "aae_interval_ms", "aae_rebuild_rate", "tombstone_grace_ms",
     "resp",           "http",              "http_tls_cert_file",
     "http_tls_key_file", "auth_password",  "auth_password_file",
-    "max_clients",    "max_members",       "tls_ca_file",
+    "max_clients",    "max_members",       "peer_buffer_budget",
+    "tls_ca_file",
     "tls_cert_file",  "tls_key_file",      "fault_file",
 };
 

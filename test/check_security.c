@@ -14,7 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <nng/nng.h>
@@ -23,6 +28,7 @@
 #include <nng/supplemental/tls/tls.h>
 
 #include "check_kvdist.h"
+#include "budget.h"
 #include "codec.h"
 #include "kvdist.h"
 #include "wire.h"
@@ -759,6 +765,220 @@ START_TEST(test_tls_cluster)
 }
 END_TEST
 
+/* ------------------------------------------------------------ budget */
+
+/* Whatever the order of arrivals and closes, what the connections are
+ * charged never exceeds half the budget, the limit never falls below
+ * the floor for one admitted, and it comes back once they are gone. */
+START_TEST(test_budget_arithmetic)
+{
+    const size_t value_msg = (1u << 20) + (1u << 20) + (64u << 10);
+    budget_t b;
+    budget_init(&b, 64u << 20, 5u << 20, value_msg);
+    ck_assert_uint_eq(budget_limit(&b), value_msg);
+    size_t limit = 0;
+    unsigned admitted = 0;
+    uint32_t id = 1;
+    for (; id <= 200; id++) {
+        bool ok = budget_pipe_added(&b, id, &limit);
+        admitted += ok;
+        ck_assert_uint_le(b.charged, b.total / 2);
+        if (ok) {
+            ck_assert_uint_ge(budget_limit(&b), BUDGET_MSG_FLOOR);
+        }
+    }
+    ck_assert_uint_ge(admitted, 6);
+    ck_assert_uint_lt(admitted, 200);
+    ck_assert_uint_eq(budget_limit(&b), BUDGET_MSG_FLOOR);
+    /* Close every other one, then reopen as many: still within. */
+    for (uint32_t k = 1; k <= 200; k += 2) {
+        budget_pipe_removed(&b, k, &limit);
+        ck_assert_uint_le(b.charged, b.total / 2);
+    }
+    for (uint32_t k = 201; k <= 300; k++) {
+        (void)budget_pipe_added(&b, k, &limit);
+        ck_assert_uint_le(b.charged, b.total / 2);
+    }
+    for (uint32_t k = 1; k <= 300; k++) {
+        budget_pipe_removed(&b, k, &limit);
+        ck_assert_uint_le(b.charged, b.total / 2);
+    }
+    ck_assert_uint_eq(b.npipes, 0);
+    ck_assert_uint_eq(b.charged, 0);
+    ck_assert_uint_eq(budget_limit(&b), value_msg);
+    /* The workers' half: small messages always, large ones while they
+     * fit, and again once released. */
+    ck_assert(budget_hold(&b, 1000));
+    ck_assert(budget_hold(&b, 20u << 20));
+    ck_assert(!budget_hold(&b, 20u << 20));
+    ck_assert(budget_hold(&b, BUDGET_SMALL));
+    budget_release(&b, 20u << 20);
+    ck_assert(budget_hold(&b, 20u << 20));
+    budget_release(&b, 20u << 20);
+    ck_assert_uint_eq(atomic_load(&b.held), 0);
+    budget_fini(&b);
+}
+END_TEST
+
+/* Opens a peer connection to 127.0.0.1:port as an attacker would: the SP
+ * handshake, then the header of a message of `announce` bytes and all of
+ * it but the last byte. Returns the socket (-1 if the node closed it). */
+static int hold_message(int port, size_t announce)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    static const uint8_t hello[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
+    uint8_t peer[8];
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        send(fd, hello, 8, MSG_NOSIGNAL) != 8 ||
+        recv(fd, peer, 8, MSG_WAITALL) != 8) {
+        close(fd);
+        return -1;
+    }
+    uint8_t hdr[8];
+    for (int i = 0; i < 8; i++) {
+        hdr[i] = (uint8_t)((uint64_t)announce >> (56 - 8 * i));
+    }
+    char *body = calloc(1, announce);
+    ck_assert_ptr_nonnull(body);
+    body[0] = (char)0x80; /* a request id */
+    bool sent = send(fd, hdr, 8, MSG_NOSIGNAL) == 8;
+    for (size_t off = 0; sent && off < announce - 1;) {
+        ssize_t n = send(fd, body + off, announce - 1 - off, MSG_NOSIGNAL);
+        sent = n > 0;
+        off += n > 0 ? (size_t)n : 0;
+    }
+    free(body);
+    if (!sent) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Whether the node has closed fd (waits up to wait_ms for it to). */
+static bool closed_by_node(int fd, int wait_ms)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, wait_ms) <= 0) {
+        return false;
+    }
+    char c;
+    return recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+}
+
+/*
+ * Item 4 of issue 15: 80 connections each announcing a message of the
+ * largest size the node takes (a value of max_value_size) and sending
+ * all of it but the last byte. Without a budget the node holds all 80
+ * (about 105 MB); with peer_buffer_budget 64MiB it admits what fits
+ * (the start-up line's count), closes the others at once, and its RSS
+ * grows by less than 40 MB. A client connected before keeps writing and
+ * reading 100 KB values throughout; a message above the receive limit
+ * closes its connection; once the attackers are gone, new connections
+ * are served again.
+ */
+START_TEST(test_peer_buffers_bounded)
+{
+#ifdef __SANITIZE_ADDRESS__
+    char asan[512];
+    const char *was = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof(asan), "%s%squarantine_size_mb=0",
+             was != NULL ? was : "", was != NULL && *was ? ":" : "");
+    setenv("ASAN_OPTIONS", asan, 1);
+#endif
+    harness_t *h = harness_create(1);
+    h->n = 1;
+    h->r = 1;
+    h->w = 1;
+    const char *const extra[] = {"--peer-buffer-budget", "64MiB",
+                                 "--max-value-size", "256KiB", NULL};
+    harness_start_all(h, extra);
+    kv_t *c = harness_client(h, 5000);
+    ck_assert_ptr_nonnull(c);
+    static char val[100000];
+    memset(val, 'v', sizeof(val));
+    ck_assert_int_eq(kv_put(c, "before", 6, val, sizeof(val)), 0);
+    long rss0 = rss_kib(h->node[0].pid);
+
+    /* value_msg: max_value_size + max_key_size + 1 MiB. */
+    const size_t announce = (256u << 10) + (64u << 10) + (1u << 20);
+    enum { ATTACKERS = 80 };
+    int fds[ATTACKERS];
+    unsigned open_fds = 0;
+    for (int i = 0; i < ATTACKERS; i++) {
+        fds[i] = hold_message(h->node[0].port, announce);
+        open_fds += fds[i] >= 0;
+        if (i % 10 == 9) {
+            /* The client is served while the attack goes on. */
+            char key[16];
+            int kl = snprintf(key, sizeof(key), "during-%d", i);
+            ck_assert_int_eq(kv_put(c, key, (size_t)kl, val, sizeof(val)), 0);
+            void *v = NULL;
+            size_t vl = 0;
+            ck_assert_int_eq(kv_get(c, key, (size_t)kl, &v, &vl), 0);
+            ck_assert_uint_eq(vl, sizeof(val));
+            kv_free(v);
+        }
+    }
+    long long refused =
+        wait_sum(h, "kvdist_peer_connections_refused_total", 1, 10000);
+    ck_assert_msg(refused >= 1, "no connection refused");
+    unsigned held = 0;
+    for (int i = 0; i < ATTACKERS; i++) {
+        if (fds[i] >= 0 && !closed_by_node(fds[i], 0)) {
+            held++;
+        }
+    }
+    /* 64 MiB holds 9 connections at the value size and 4 at the floor
+     * (budget.h); the client holds one of them. */
+    ck_assert_msg(held >= 1 && held <= 13, "%u attackers held (of %u open)",
+                  held, open_fds);
+    long rss1 = rss_kib(h->node[0].pid);
+    printf("peer buffers: %u of %d attackers held, %lld refused, RSS %ld -> "
+           "%ld KiB\n",
+           held, ATTACKERS, refused, rss0, rss1);
+    ck_assert_msg(rss1 - rss0 < 40 * 1024, "RSS grew from %ld to %ld KiB",
+                  rss0, rss1);
+    for (int i = 0; i < ATTACKERS; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    /* Above the limit (now value_msg again): the node closes it. */
+    int fd = -1;
+    int64_t end = harness_now_ms() + 10000;
+    while (fd < 0 && harness_now_ms() < end) {
+        fd = hold_message(h->node[0].port, 4u << 20);
+        if (fd < 0) {
+            harness_sleep_ms(50);
+        }
+    }
+    ck_assert_msg(fd < 0 || closed_by_node(fd, 3000),
+                  "a 4 MiB message was not refused");
+    if (fd >= 0) {
+        close(fd);
+    }
+    kv_t *c2 = harness_client(h, 5000);
+    ck_assert_ptr_nonnull(c2);
+    ck_assert_int_eq(kv_put(c2, "after", 5, val, sizeof(val)), 0);
+    void *v = NULL;
+    size_t vl = 0;
+    ck_assert_int_eq(kv_get(c2, "before", 6, &v, &vl), 0);
+    ck_assert_uint_eq(vl, sizeof(val));
+    kv_free(v);
+    kv_close(c2);
+    kv_close(c);
+    harness_destroy(h);
+}
+END_TEST
+
 Suite *security_suite(void)
 {
     Suite *s = suite_create("security");
@@ -769,6 +989,11 @@ Suite *security_suite(void)
     t = tcase_create("tls");
     tcase_set_timeout(t, 120);
     tcase_add_test(t, test_tls_cluster);
+    suite_add_tcase(s, t);
+    t = tcase_create("buffers");
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_budget_arithmetic);
+    tcase_add_test(t, test_peer_buffers_bounded);
     suite_add_tcase(s, t);
     return s;
 }
