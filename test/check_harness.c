@@ -443,10 +443,12 @@ nng_msg *harness_raw_request(const char *url, const void *p, size_t len,
     hdr[9] = 0;
     hdr[10] = 0;
     hdr[11] = 1;
+    /* send(MSG_NOSIGNAL): a node that closes the connection (a full
+     * peer_buffer_budget) must fail the request, not kill the test. */
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        write(fd, hello, 8) == 8 && read_full(fd, peer, 8) == 0 &&
-        write(fd, hdr, 12) == 12 &&
-        (len == 0 || write(fd, p, len) == (ssize_t)len)) {
+        send(fd, hello, 8, MSG_NOSIGNAL) == 8 && read_full(fd, peer, 8) == 0 &&
+        send(fd, hdr, 12, MSG_NOSIGNAL) == 12 &&
+        (len == 0 || send(fd, p, len, MSG_NOSIGNAL) == (ssize_t)len)) {
         uint8_t lenb[8];
         uint8_t id[4];
         if (read_full(fd, lenb, 8) == 0) {
