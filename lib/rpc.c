@@ -798,15 +798,23 @@ static int rpc_pipe_owner(rpc_t *rpc, nng_pipe pipe, bool can_wait);
 /* A request only members may send came from a connection none owns:
  * counted, and said once per RPC_REFUSED_LOG_MS. */
 #define RPC_REFUSED_LOG_MS 10000
+
+/* Whether a refusal line is due: none was said in the last
+ * RPC_REFUSED_LOG_MS (*logged: nng_clock() of the last one). */
+static bool refusal_log_due(_Atomic int64_t *logged)
+{
+    int64_t now = (int64_t)nng_clock();
+    int64_t last = atomic_load(logged);
+    return (last == 0 || now - last >= RPC_REFUSED_LOG_MS) &&
+           atomic_compare_exchange_strong(logged, &last, now);
+}
+
 static void rpc_refused_log(rpc_t *rpc, uint8_t type)
 {
     if (rpc->cfg.metrics != NULL) {
         metric_inc(rpc->cfg.metrics, M_RPC_NOT_MEMBER);
     }
-    int64_t now = (int64_t)nng_clock();
-    int64_t last = atomic_load(&rpc->refused_logged);
-    if ((last == 0 || now - last >= RPC_REFUSED_LOG_MS) &&
-        atomic_compare_exchange_strong(&rpc->refused_logged, &last, now)) {
+    if (refusal_log_due(&rpc->refused_logged)) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN,
                "rpc: refused a request of type %u with KV_EAUTH: only "
                "members may send it and no member owns the connection (a "
@@ -824,10 +832,7 @@ static void rpc_budget_refused(rpc_t *rpc, int metric, const char *what,
     if (rpc->cfg.metrics != NULL) {
         metric_inc(rpc->cfg.metrics, metric);
     }
-    int64_t now = (int64_t)nng_clock();
-    int64_t last = atomic_load(&rpc->budget_logged);
-    if ((last == 0 || now - last >= RPC_REFUSED_LOG_MS) &&
-        atomic_compare_exchange_strong(&rpc->budget_logged, &last, now)) {
+    if (refusal_log_due(&rpc->budget_logged)) {
         KV_LOG(rpc->cfg.log, KV_LOG_WARN,
                "rpc: refused %s (%zu bytes): peer_buffer_budget (%zu bytes) "
                "is taken by the messages and connections it already holds; "
