@@ -127,9 +127,6 @@
 #define RPC_STALL_MS 5
 /* Peers one dispatched batch may cork requests for. */
 #define RPC_CORK_PEERS 16
-/* A peer never connected yet gets this long to be dialled before a call
- * to it fails at once as not sent. */
-#define RPC_CONNECT_GRACE_MS 1000
 /* Sent requests in a row that time out before a peer that still holds a
  * connection (a paused process) counts as unreachable. */
 #define RPC_SUSPECT_TIMEOUTS 2
@@ -368,6 +365,33 @@ static int rpc_code(int nng_rv)
 
 /* ------------------------------------------------- who is reachable */
 
+/* The scope of dialer `id` among the top-level scopes of NNG's statistics
+ * (one per socket, dialer, listener and pipe), or NULL. Not
+ * nng_stat_find_dialer: in NNG 1.5.2 its search below the root ignores
+ * the id (nng_stat_find_scope recurses through nng_stat_find by name), so
+ * it returns the first dialer of the process, and every peer but the first
+ * read that one's failures: a refused dial went unseen, and a request to
+ * a killed node waited out its whole hop (the CLI's 1 s writes in CI). */
+static nng_stat *stat_dialer(nng_stat *all, int id)
+{
+    for (nng_stat *st = nng_stat_child(all); st != NULL;
+         st = nng_stat_next(st)) {
+        if (nng_stat_type(st) != NNG_STAT_SCOPE ||
+            strcmp(nng_stat_name(st), "dialer") != 0) {
+            continue;
+        }
+        for (nng_stat *v = nng_stat_child(st); v != NULL; v = nng_stat_next(v)) {
+            if (strcmp(nng_stat_name(v), "id") == 0) {
+                if (nng_stat_value(v) == (uint64_t)id) {
+                    return st;
+                }
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
 /* The dial attempts to p that failed so far (refused, timed out, other),
  * from NNG's statistics: NNG 1.5 tells a dialer's failures to nobody
  * else. 0 when statistics are unavailable (then the grace periods alone
@@ -379,7 +403,7 @@ static uint64_t dial_failures(const rpc_peer_t *p)
         return 0;
     }
     uint64_t n = 0;
-    nng_stat *d = nng_stat_find_dialer(all, p->dialer);
+    nng_stat *d = stat_dialer(all, nng_dialer_id(p->dialer));
     static const char *const names[] = {"refused", "timeout", "other"};
     for (size_t i = 0; d != NULL && i < sizeof(names) / sizeof(names[0]);
          i++) {
@@ -1994,7 +2018,12 @@ static void *closer_main(void *arg)
  * flight (drain_ms), and a listening node this long for its connections
  * to go quiet, before closing the sockets (see there). */
 #define RPC_DRAIN_MS 250
-#define RPC_DRAIN_MIN_MS 10
+/* At least this long: a process that just started knows a peer's round
+ * trip from one or two small requests, and the answer to a duplicate
+ * read (coord.c's speculative retry, sent because the first coordinator
+ * was slow) takes longer; with 10 ms a kvdist CLI closed while it
+ * arrived and took the 3 s bound in one request of a few thousand. */
+#define RPC_DRAIN_MIN_MS 100
 /* A listening node waits until no request has come for RPC_QUIET_MS (at
  * most RPC_SETTLE_MS) before its workers stop, and RPC_QUIET_MS more after
  * (120 ms did no better than 20). Its members were told it is stopping
@@ -2010,11 +2039,17 @@ static void *closer_main(void *arg)
 /* Under mu: how long rpc_destroy waits for the answers to the requests
  * in flight: as long as the slowest of their peers usually takes to
  * answer (srtt + 4 rttvar), within [RPC_DRAIN_MIN_MS, RPC_DRAIN_MS]; 0
- * with nothing in flight. */
+ * with nothing in flight. A request to a peer with no connection is not
+ * waited for: no answer can come, and nothing is arriving that the close
+ * could cut (a CLI whose first hop was a paused node waited the whole
+ * 250 ms at its kv_close for it). */
 static int drain_ms(rpc_t *rpc)
 {
     int ms = 0;
     for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
+        if (atomic_load(&s->peer->npipes) <= 0) {
+            continue;
+        }
         uint64_t us = peer_rtt_bound_us(s->peer);
         uint64_t bound = us / 1000 + 1;
         int b = us == 0 || bound > RPC_DRAIN_MS ? RPC_DRAIN_MS

@@ -130,6 +130,9 @@ const char *rpc_peer_url(const rpc_peer_t *p);
  * a new connection or any answer. Routing ranks such peers last, and
  * rpc_call fails at once with KV_EUNAVAIL to a peer without connection. */
 bool rpc_peer_reachable(rpc_peer_t *p);
+/* That grace: how long a peer never connected yet may take to be dialled
+ * before calls to it fail at once (a refused dial ends it sooner). */
+#define RPC_CONNECT_GRACE_MS 1000
 /* p has a connection open now (true for NULL, this node). */
 bool rpc_peer_connected(rpc_peer_t *p);
 /* p's heartbeat advanced (cluster.c's gossip): clears the suspicion, and

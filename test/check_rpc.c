@@ -3,7 +3,8 @@
  * ipc://: requests that queue behind messages in flight travel as one
  * batch and each gets its own reply; replies too large to share a batch
  * reply are sent again alone and still answered correctly; shutdown fails
- * what is still queued. The wire framing itself is tested in check_wire.c.
+ * what is still queued; a refused dial is seen at once. The wire framing
+ * itself is tested in check_wire.c.
  * Also the monotonic timed waits every module's threads use (clock.h), and
  * a synchronous call's bounded wait for its verdict (waiter.c).
  */
@@ -293,6 +294,52 @@ START_TEST(test_destroy_fails_queued_requests)
 }
 END_TEST
 
+/* A refused dial makes its peer unreachable at once, not at the end of
+ * RPC_CONNECT_GRACE_MS, whichever of the process's dialers it is: NNG
+ * 1.5.2's nng_stat_find_dialer returns the first dialer whatever the id,
+ * so the refusals of every later one went unseen (a fresh kvdist CLI
+ * waited a whole hop on a killed node). The live peer, dialled first,
+ * stays reachable, and a call to the refusing one fails as not sent. */
+START_TEST(test_refused_dial_seen_at_once)
+{
+    fixture_t f;
+    fixture_open(&f);
+    int64_t deadline = harness_now_ms() + 10000;
+    while (!rpc_peer_connected(f.p)) {
+        ck_assert_msg(harness_now_ms() < deadline, "no connection");
+        harness_sleep_ms(2);
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", harness_free_port());
+    int64_t t0 = harness_now_ms();
+    rpc_peer_t *dead = rpc_peer(f.cli, url, NULL);
+    ck_assert_ptr_nonnull(dead);
+    while (rpc_peer_reachable(dead)) {
+        ck_assert_msg(harness_now_ms() < deadline, "%s still reachable", url);
+        harness_sleep_ms(2);
+    }
+    int64_t took = harness_now_ms() - t0;
+    ck_assert_msg(took < RPC_CONNECT_GRACE_MS,
+                  "the refusal was seen after %lld ms, when the grace ended",
+                  (long long)took);
+    ck_assert(rpc_peer_reachable(f.p));
+    call_t c;
+    memset(&c, 0, sizeof(c));
+    atomic_init(&c.done, 0);
+    c.id = rpc_next_id(f.cli);
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, WIRE_PING, c.id, 0);
+    int rc = rpc_call(f.cli, dead, &b, 10000, call_done, &c);
+    if (rc == 0) {
+        wait_calls(&c, 1);
+        rc = c.rc;
+    }
+    ck_assert_int_eq(rc, KV_EUNAVAIL);
+    fixture_close(&f);
+}
+END_TEST
+
 /* A condition made by clk_cond_init measures clk_deadline on the
  * monotonic clock: the wait lasts its full length. On a CLOCK_REALTIME
  * condition the same deadline (seconds since boot) lies decades in the
@@ -445,6 +492,7 @@ Suite *rpc_suite(void)
     tcase_add_test(tc, test_queued_requests_share_a_batch);
     tcase_add_test(tc, test_large_replies_sent_again_alone);
     tcase_add_test(tc, test_destroy_fails_queued_requests);
+    tcase_add_test(tc, test_refused_dial_seen_at_once);
     suite_add_tcase(s, tc);
     TCase *clk = tcase_create("waits");
     tcase_add_test(clk, test_monotonic_timed_wait);
