@@ -380,13 +380,9 @@ static nng_stat *stat_dialer(nng_stat *all, int id)
             strcmp(nng_stat_name(st), "dialer") != 0) {
             continue;
         }
-        for (nng_stat *v = nng_stat_child(st); v != NULL; v = nng_stat_next(v)) {
-            if (strcmp(nng_stat_name(v), "id") == 0) {
-                if (nng_stat_value(v) == (uint64_t)id) {
-                    return st;
-                }
-                break;
-            }
+        nng_stat *v = nng_stat_find(st, "id"); /* by name: that works */
+        if (v != NULL && nng_stat_value(v) == (uint64_t)id) {
+            return st;
         }
     }
     return NULL;
@@ -2021,8 +2017,10 @@ static void *closer_main(void *arg)
 /* At least this long: a process that just started knows a peer's round
  * trip from one or two small requests, and the answer to a duplicate
  * read (coord.c's speculative retry, sent because the first coordinator
- * was slow) takes longer; with 10 ms a kvdist CLI closed while it
- * arrived and took the 3 s bound in one request of a few thousand. */
+ * was slow) takes longer. Closing while it arrives is the race described
+ * in rpc_destroy; a kvdist CLI still takes the 3 s bound about once in
+ * a few thousand requests under the availability suite's load (cause
+ * not yet pinned down: 10 ms and 100 ms both showed it). */
 #define RPC_DRAIN_MIN_MS 100
 /* A listening node waits until no request has come for RPC_QUIET_MS (at
  * most RPC_SETTLE_MS) before its workers stop, and RPC_QUIET_MS more after
@@ -2047,7 +2045,7 @@ static int drain_ms(rpc_t *rpc)
 {
     int ms = 0;
     for (struct rpc_slot *s = rpc->slots; s != NULL; s = s->next) {
-        if (atomic_load(&s->peer->npipes) <= 0) {
+        if (!rpc_peer_connected(s->peer)) {
             continue;
         }
         uint64_t us = peer_rtt_bound_us(s->peer);
