@@ -209,11 +209,23 @@ START_TEST(test_read_repair)
     ck_assert_int_eq(harness_local_get(h->node[2].url, "k", v, sizeof(v)), 1);
     ck_assert_str_eq(v, "old");
     ck_assert_int_eq(harness_local_get(h->node[2].url, "fresh", NULL, 0), 0);
-    /* a read that reaches it repairs it in the background */
+    /* a read that reaches it repairs it in the background. R=3 needs the
+     * coordinator's own connection to n3, which NNG redials with its
+     * backoff (NNG_OPT_RECONNMAXT 1 s): the client may see n3 up through
+     * gossip before that. In about 1 run of 15 no coordinator had
+     * redialled n3 2 s after its restart (traced: no new pipe at all), so
+     * the read is retried, bounded, until one reaches it; what is
+     * asserted is the repair, below. */
     call = (kv_call_t)KV_CALL_INIT;
     call.r = 3;
     kv_siblings_t *s = NULL;
-    ck_assert_int_eq(kv_get_siblings(c, "k", 1, &call, &s), 0);
+    int64_t until = harness_now_ms() + 10000;
+    int rrc;
+    while ((rrc = kv_get_siblings(c, "k", 1, &call, &s)) == KV_ETIMEDOUT &&
+           harness_now_ms() < until) {
+        harness_sleep_ms(20);
+    }
+    ck_assert_int_eq(rrc, 0);
     ck_assert_uint_eq(kv_siblings_count(s), 1);
     kv_siblings_free(s);
     get_expect(c, "fresh", "only-two");
