@@ -154,18 +154,25 @@ static rpc_t *client_new(metrics_t *m, kvlog_t *log)
     return rpc;
 }
 
+/* Starts one request of type to p as c; rpc_call's result (0: c is
+ * answered through call_done). */
+static int call_start(rpc_t *cli, rpc_peer_t *p, uint8_t type, call_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    atomic_init(&c->done, 0);
+    c->id = rpc_next_id(cli);
+    buf_t b;
+    buf_init(&b);
+    wire_build_simple(&b, type, c->id, 0);
+    return rpc_call(cli, p, &b, 10000, call_done, c);
+}
+
 /* Sends n requests of type from this thread, back to back. */
 static void send_calls(rpc_t *cli, rpc_peer_t *p, uint8_t type, call_t *c,
                        int n)
 {
     for (int i = 0; i < n; i++) {
-        memset(&c[i], 0, sizeof(c[i]));
-        atomic_init(&c[i].done, 0);
-        c[i].id = rpc_next_id(cli);
-        buf_t b;
-        buf_init(&b);
-        wire_build_simple(&b, type, c[i].id, 0);
-        ck_assert_int_eq(rpc_call(cli, p, &b, 10000, call_done, &c[i]), 0);
+        ck_assert_int_eq(call_start(cli, p, type, &c[i]), 0);
     }
 }
 
@@ -324,13 +331,7 @@ START_TEST(test_refused_dial_seen_at_once)
                   (long long)took);
     ck_assert(rpc_peer_reachable(f.p));
     call_t c;
-    memset(&c, 0, sizeof(c));
-    atomic_init(&c.done, 0);
-    c.id = rpc_next_id(f.cli);
-    buf_t b;
-    buf_init(&b);
-    wire_build_simple(&b, WIRE_PING, c.id, 0);
-    int rc = rpc_call(f.cli, dead, &b, 10000, call_done, &c);
+    int rc = call_start(f.cli, dead, WIRE_PING, &c);
     if (rc == 0) {
         wait_calls(&c, 1);
         rc = c.rc;
